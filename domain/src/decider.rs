@@ -1,0 +1,75 @@
+//! The decider shape every aggregate follows, and the event trait the event
+//! log's codec relies on.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// An event of one aggregate, with a stable, versioned type string such as
+/// `organization.created.v1`. Old versions are upcast in [`DomainEvent::decode`].
+pub trait DomainEvent: Sized + Send + Sync + 'static {
+    /// The stable type string stored with the event.
+    fn event_type(&self) -> &'static str;
+    /// The JSON body stored with the event.
+    fn to_data(&self) -> Value;
+    /// Decodes a stored event, upcasting older versions of the same fact.
+    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError>;
+    /// The person this event is about, if any (indexed by the log).
+    fn subject(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A stored event this code cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("malformed {event_type}: {reason}")]
+    Malformed { event_type: String, reason: String },
+}
+
+impl DecodeError {
+    pub fn malformed(event_type: &str, err: impl std::fmt::Display) -> Self {
+        Self::Malformed {
+            event_type: event_type.to_owned(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// An aggregate: the consistency boundary one stream holds.
+///
+/// `decide` refuses or accepts a command against the current state and
+/// returns the events that record the decision; `evolve` folds one event into
+/// the state. Both are pure.
+pub trait Aggregate: Default + Send + Sync + 'static {
+    type Event: DomainEvent;
+    type Command: Send;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The stream category, e.g. `organization` for streams `organization-{id}`.
+    const CATEGORY: &'static str;
+
+    fn evolve(self, event: &Self::Event) -> Self;
+
+    fn decide(
+        &self,
+        command: Self::Command,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds a whole history.
+    fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
+        events.into_iter().fold(Self::default(), Self::evolve)
+    }
+}
+
+/// Given past events, when a command, then these events or this error: the
+/// one helper every domain test uses.
+pub fn given_when<A: Aggregate>(
+    given: &[A::Event],
+    when: A::Command,
+    now: OffsetDateTime,
+) -> Result<Vec<A::Event>, A::Error> {
+    A::fold(given).decide(when, now)
+}

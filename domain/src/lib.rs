@@ -1,0 +1,18 @@
+//! The pure model of the identity platform: aggregates in the decider shape
+//! (`decide` / `evolve`), their commands and events, value objects, and the
+//! metadata every event carries.
+//!
+//! This crate must never do I/O, read the clock, draw random numbers or know
+//! which database holds anything: time, ids and secrets are inputs, so every
+//! rule here is testable with plain values and replay is deterministic.
+
+#![forbid(unsafe_code)]
+
+pub mod decider;
+pub mod metadata;
+pub mod organization;
+pub mod pii;
+
+pub use decider::{Aggregate, DecodeError, DomainEvent};
+pub use metadata::{Actor, ActorKind, Metadata};
+pub use pii::Pii;

@@ -1,0 +1,27 @@
+//! Typed helpers between domain events and the log's envelope.
+
+use domain::{DomainEvent, Metadata};
+
+use crate::error::Error;
+use crate::types::{NewEvent, RecordedEvent};
+
+/// Wraps a domain event into an event to append.
+pub fn encode<E: DomainEvent>(event: &E, metadata: &Metadata) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_owned(),
+        data: event.to_data(),
+        metadata: metadata.clone(),
+        subject: event.subject(),
+    }
+}
+
+/// Reads a stored event as a domain event, upcasting older versions.
+pub fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, Error> {
+    E::decode(&recorded.event_type, &recorded.data).map_err(|e| {
+        Error::Corrupt(format!(
+            "{}@{} ({}): {e}",
+            recorded.stream, recorded.revision, recorded.position
+        ))
+    })
+}

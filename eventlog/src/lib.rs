@@ -1,0 +1,36 @@
+//! The event log: the port every writer and reader of events goes through,
+//! and its adapters (SQLite, the embedded default; PostgreSQL; KurrentDB
+//! behind the `kurrentdb` feature).
+//!
+//! Semantics follow EventStoreDB: streams named `{category}-{id}` with
+//! revisions from 0, optimistic concurrency through [`ExpectedRevision`],
+//! atomic multi-event appends, idempotent re-appends of stored event ids, and
+//! one global [`Position`] order that every reader agrees on: a reader that
+//! has seen position P never later finds a committed event below P.
+//!
+//! Nothing outside this crate knows which database holds the log. This crate
+//! never interprets an event's data beyond the typed codec helpers.
+
+#![forbid(unsafe_code)]
+
+mod codec;
+mod error;
+mod open;
+mod port;
+pub mod postgres;
+pub mod sqlite;
+mod subscription;
+mod types;
+
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
+
+pub use codec::{decode, encode};
+pub use error::Error;
+pub use open::{LogOptions, open};
+pub use port::{Direction, EventLog};
+pub use subscription::Subscription;
+pub use types::{
+    AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
+    validate_stream_name,
+};

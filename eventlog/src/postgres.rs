@@ -1,0 +1,383 @@
+//! The log in PostgreSQL.
+//!
+//! Each append is one call of the `idp_append` function: one round trip and
+//! one short transaction, with a per-stream advisory lock taken before the
+//! first write. The global order is `(tx_id, seq)` and readers only read
+//! below the xmin of a current snapshot (see `migrations/eventlog/postgres.sql`),
+//! which is what makes "never find a committed event below a position
+//! already passed" hold under concurrent writers.
+//!
+//! Live delivery: after a commit the adapter wakes local subscribers at once
+//! and asks a notifier task to send one `NOTIFY` outside any append
+//! transaction; notifications requested while one is in flight are
+//! coalesced into the next. A listener task turns other processes'
+//! notifications into wake-ups.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::port::{Direction, EventLog};
+use crate::sqlite::escape_like;
+use crate::types::{
+    AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
+    validate_append,
+};
+
+const SCHEMA: &str = include_str!("../../migrations/eventlog/postgres.sql");
+const CHANNEL: &str = "idp_events";
+/// A constant key for the session advisory lock that serializes schema set-up.
+const SCHEMA_LOCK: i64 = 0x6964_705f_6c6f_67; // "idp_log"
+
+pub struct PostgresLog {
+    pool: PgPool,
+    wake: Arc<watch::Sender<u64>>,
+    wakeups: watch::Receiver<u64>,
+    notify: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PostgresLog {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl PostgresLog {
+    /// Connects, creates the schema if needed, and starts the notifier and
+    /// listener tasks.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            let created = sqlx::raw_sql(SCHEMA).execute(&mut *conn).await;
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            created?;
+        }
+        let (wake, wakeups) = watch::channel(0u64);
+        let wake = Arc::new(wake);
+        let notify = Arc::new(Notify::new());
+        let notifier = tokio::spawn(notifier_loop(pool.clone(), Arc::clone(&notify)));
+        let listener = tokio::spawn(listener_loop(url.to_owned(), Arc::clone(&wake)));
+        Ok(Self {
+            pool,
+            wake,
+            wakeups,
+            notify,
+            tasks: vec![notifier, listener],
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn notifier_loop(pool: PgPool, notify: Arc<Notify>) {
+    loop {
+        notify.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "event log notification failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn listener_loop(url: String, wake: Arc<watch::Sender<u64>>) {
+    loop {
+        let mut listener = match PgListener::connect(&url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "event log listener cannot connect");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "event log listener cannot LISTEN");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything may have been missed while (re)connecting.
+        wake.send_modify(|n| *n = n.wrapping_add(1));
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "event log listener lost its connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn parse_u64(s: &str) -> Result<u64, Error> {
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("bad transaction id {s:?}")))
+}
+
+const COLUMNS: &str = "tx_id::text AS tx, seq, event_id, stream, revision, event_type, subject, data, metadata, \
+     (extract(epoch FROM recorded_at) * 1000000)::bigint AS micros";
+
+/// Rows a reader may see: only transactions below the snapshot's xmin.
+const VISIBLE: &str = "tx_id < pg_snapshot_xmin(pg_current_snapshot())";
+
+fn row_to_event(row: &PgRow) -> Result<RecordedEvent, Error> {
+    let tx: String = row.try_get("tx")?;
+    let seq: i64 = row.try_get("seq")?;
+    let position = Position::new(parse_u64(&tx)?, seq as u64);
+    let corrupt = |what: &str| Error::Corrupt(format!("event at position {position}: {what}"));
+    let data: String = row.try_get("data")?;
+    let metadata: String = row.try_get("metadata")?;
+    let micros: i64 = row.try_get("micros")?;
+    let revision: i64 = row.try_get("revision")?;
+    Ok(RecordedEvent {
+        id: row.try_get::<Uuid, _>("event_id")?,
+        stream: row.try_get("stream")?,
+        revision: revision as u64,
+        position,
+        event_type: row.try_get("event_type")?,
+        data: serde_json::from_str(&data).map_err(|_| corrupt("bad data"))?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("bad metadata"))?,
+        subject: row.try_get("subject")?,
+        recorded_at: OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+            .map_err(|_| corrupt("bad timestamp"))?,
+    })
+}
+
+fn rows_to_events(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, Error> {
+    rows.iter().map(row_to_event).collect()
+}
+
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
+#[async_trait]
+impl EventLog for PostgresLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, Error> {
+        validate_append(stream, &events)?;
+        let (kind, exp) = match expected {
+            ExpectedRevision::Any => (0, 0),
+            ExpectedRevision::NoStream => (1, 0),
+            ExpectedRevision::StreamExists => (2, 0),
+            ExpectedRevision::Exact(n) => (3, clamp(n)),
+        };
+        let mut ids = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut subjects = Vec::with_capacity(events.len());
+        let mut data = Vec::with_capacity(events.len());
+        let mut meta = Vec::with_capacity(events.len());
+        for e in &events {
+            ids.push(e.id);
+            types.push(e.event_type.clone());
+            subjects.push(e.subject.clone());
+            data.push(e.data.to_string());
+            meta.push(
+                serde_json::to_string(&e.metadata)
+                    .map_err(|err| Error::InvalidAppend(err.to_string()))?,
+            );
+        }
+        let row = sqlx::query(
+            "SELECT outcome, revision, tx, seq, dup_id FROM idp_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(stream)
+        .bind(category_of(stream))
+        .bind(kind)
+        .bind(exp)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&subjects)
+        .bind(&data)
+        .bind(&meta)
+        .fetch_one(&self.pool)
+        .await?;
+        let outcome: String = row.try_get("outcome")?;
+        let revision: Option<i64> = row.try_get("revision")?;
+        match outcome.as_str() {
+            "ok" | "idempotent" => {
+                let tx: String = row.try_get("tx")?;
+                let seq: i64 = row.try_get("seq")?;
+                if outcome == "ok" {
+                    self.wake.send_modify(|n| *n = n.wrapping_add(1));
+                    self.notify.notify_one();
+                }
+                Ok(AppendResult {
+                    next_expected_revision: revision.unwrap_or(0) as u64,
+                    position: Position::new(parse_u64(&tx)?, seq as u64),
+                })
+            }
+            "conflict" => Err(Error::WrongExpectedRevision {
+                stream: stream.to_owned(),
+                expected,
+                actual: revision.filter(|r| *r >= 0).map(|r| r as u64),
+            }),
+            "duplicate" => {
+                let id: Option<Uuid> = row.try_get("dup_id")?;
+                Err(Error::DuplicateEventId(id.unwrap_or(ids[0])))
+            }
+            other => Err(Error::Backend(format!("idp_append returned {other:?}"))),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let limit = clamp(limit as u64);
+        let rows = match direction {
+            Direction::Forwards => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT $3"
+                )))
+                .bind(stream)
+                .bind(clamp(from.unwrap_or(0)))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Direction::Backwards => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream = $1 AND revision <= $2 ORDER BY revision DESC LIMIT $3"
+                )))
+                .bind(stream)
+                .bind(from.map_or(i64::MAX, clamp))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows_to_events(rows)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE (tx_id, seq) > ($1::text::xid8, $2) AND {VISIBLE}"
+        );
+        if !filter.categories.is_empty() {
+            sql.push_str(" AND category = ANY($4)");
+        }
+        if !filter.type_prefixes.is_empty() {
+            sql.push_str(" AND event_type LIKE ANY($5)");
+        }
+        sql.push_str(" ORDER BY tx_id, seq LIMIT $3");
+        let prefixes: Vec<String> = filter
+            .type_prefixes
+            .iter()
+            .map(|p| format!("{}%", escape_like(p)))
+            .collect();
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after.commit.to_string())
+            .bind(clamp(after.prepare))
+            .bind(clamp(limit as u64))
+            .bind(&filter.categories)
+            .bind(&prefixes)
+            .fetch_all(&self.pool)
+            .await?;
+        rows_to_events(rows)
+    }
+
+    async fn read_subject(&self, subject: &str) -> Result<Vec<RecordedEvent>, Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE subject = $1 ORDER BY tx_id, seq"
+        )))
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        rows_to_events(rows)
+    }
+
+    async fn head(&self) -> Result<Option<Position>, Error> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT tx_id::text AS tx, seq FROM events WHERE {VISIBLE} ORDER BY tx_id DESC, seq DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let tx: String = r.try_get("tx")?;
+            let seq: i64 = r.try_get("seq")?;
+            Ok(Position::new(parse_u64(&tx)?, seq as u64))
+        })
+        .transpose()
+    }
+
+    async fn count_after(&self, after: Position) -> Result<u64, Error> {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM events WHERE (tx_id, seq) > ($1::text::xid8, $2) AND {VISIBLE}"
+        )))
+        .bind(after.commit.to_string())
+        .bind(clamp(after.prepare))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.clone()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// Creates a fresh, empty database next to the one `admin_url` names and
+/// returns its URL (for tests and benchmarks that need isolation).
+pub async fn create_scratch_database(admin_url: &str, name: &str) -> Result<String, Error> {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let (without_query, query) = match admin_url.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let base = match without_query.rsplit_once('/') {
+        Some((base, _)) => base.to_owned(),
+        None => return Err(Error::UnsupportedUrl(admin_url.to_owned())),
+    };
+    Ok(format!("{base}/{name}{query}"))
+}

@@ -1,0 +1,472 @@
+//! The embedded default: the log in one SQLite file (WAL).
+//!
+//! SQLite has one writer at a time, so every append goes through one writer
+//! thread that takes whatever appends are waiting and commits them in one
+//! transaction (group commit), each inside its own savepoint so that one
+//! refused append never touches another. Positions are rowids assigned by
+//! that writer, hence in commit order. Readers use their own connections.
+//!
+//! Durability: `synchronous=NORMAL` (the default here) keeps every
+//! acknowledged append across a crash of the process; `synchronous=full`
+//! in the URL keeps it across a power loss too.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::port::{Direction, EventLog};
+use crate::types::{
+    AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
+    validate_append,
+};
+
+const SCHEMA: &str = include_str!("../../migrations/eventlog/sqlite.sql");
+/// The most appends one group commit takes.
+const MAX_GROUP: usize = 1024;
+const READERS_KEPT: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+struct AppendRequest {
+    stream: String,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult, Error>>,
+}
+
+pub struct SqliteLog {
+    path: PathBuf,
+    writer: mpsc::Sender<AppendRequest>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    wakeups: watch::Receiver<u64>,
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log in the file at `path`.
+    pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                Synchronous::Normal => "NORMAL",
+                Synchronous::Full => "FULL",
+            },
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+
+        let (wake_tx, wakeups) = watch::channel(0u64);
+        let (tx, rx) = mpsc::channel::<AppendRequest>();
+        std::thread::Builder::new()
+            .name("eventlog-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, wake_tx))
+            .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            wakeups,
+        })
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = pool.lock().map_err(|_| Error::Closed)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut p) = pool.lock()
+                && p.len() < READERS_KEPT
+            {
+                p.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::Backend(format!("reader task: {e}")))?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<AppendRequest>,
+    wake: watch::Sender<u64>,
+) {
+    let mut group = Vec::with_capacity(64);
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_group(&mut conn, &group);
+        let mut any_written = false;
+        match outcomes {
+            Ok(results) => {
+                for (req, result) in group.drain(..).zip(results) {
+                    any_written |= result.is_ok();
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event log group commit failed");
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Err(Error::Backend(e.to_string())));
+                }
+            }
+        }
+        if any_written {
+            wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// One transaction for the whole group; a savepoint per append.
+fn commit_group(
+    conn: &mut Connection,
+    group: &[AppendRequest],
+) -> Result<Vec<Result<AppendResult, Error>>, Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = unix_micros(OffsetDateTime::now_utc());
+    let mut results = Vec::with_capacity(group.len());
+    for req in group {
+        tx.execute_batch("SAVEPOINT append")?;
+        let r = append_one(&tx, req, now);
+        if r.is_err() {
+            tx.execute_batch("ROLLBACK TO append")?;
+        }
+        tx.execute_batch("RELEASE append")?;
+        results.push(r);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn append_one(conn: &Connection, req: &AppendRequest, now: i64) -> Result<AppendResult, Error> {
+    let current: Option<u64> = conn
+        .prepare_cached("SELECT max(revision) FROM events WHERE stream = ?1")?
+        .query_row([&req.stream], |r| r.get::<_, Option<i64>>(0))?
+        .map(|r| r as u64);
+
+    if let Some(done) = already_appended(conn, &req.stream, &req.events)? {
+        return Ok(done);
+    }
+    if !req.expected.accepts(current) {
+        return Err(Error::WrongExpectedRevision {
+            stream: req.stream.clone(),
+            expected: req.expected,
+            actual: current,
+        });
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let category = category_of(&req.stream);
+    let mut revision = current.map_or(0, |c| c + 1);
+    let mut position = 0i64;
+    for e in &req.events {
+        let metadata = serde_json::to_string(&e.metadata)
+            .map_err(|err| Error::InvalidAppend(err.to_string()))?;
+        let r = insert.execute(params![
+            e.id.as_bytes().as_slice(),
+            req.stream,
+            revision as i64,
+            category,
+            e.event_type,
+            e.subject,
+            e.data.to_string(),
+            metadata,
+            now
+        ]);
+        match r {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(Error::DuplicateEventId(e.id));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        position = conn.last_insert_rowid();
+        revision += 1;
+    }
+    Ok(AppendResult {
+        next_expected_revision: revision - 1,
+        position: Position::new(position as u64, position as u64),
+    })
+}
+
+/// If the append's events are already stored, in this stream, one after the
+/// other, the append is a retry of one that succeeded: return its result. If
+/// the first id is stored anywhere else, the append is refused.
+fn already_appended(
+    conn: &Connection,
+    stream: &str,
+    events: &[NewEvent],
+) -> Result<Option<AppendResult>, Error> {
+    let mut find =
+        conn.prepare_cached("SELECT stream, revision, position FROM events WHERE event_id = ?1")?;
+    let mut lookup = |id: &Uuid| -> Result<Option<(String, i64, i64)>, Error> {
+        Ok(find
+            .query_row([id.as_bytes().as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    };
+    let Some(first) = events.first() else {
+        return Ok(None);
+    };
+    let Some((s, first_rev, _)) = lookup(&first.id)? else {
+        return Ok(None);
+    };
+    if s != stream {
+        return Err(Error::DuplicateEventId(first.id));
+    }
+    let mut last = None;
+    for (i, e) in events.iter().enumerate() {
+        match lookup(&e.id)? {
+            Some((s2, rev, pos)) if s2 == stream && rev == first_rev + i as i64 => {
+                last = Some((rev, pos));
+            }
+            _ => return Err(Error::DuplicateEventId(e.id)),
+        }
+    }
+    Ok(last.map(|(rev, pos)| AppendResult {
+        next_expected_revision: rev as u64,
+        position: Position::new(pos as u64, pos as u64),
+    }))
+}
+
+fn unix_micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+const COLUMNS: &str =
+    "position, event_id, stream, revision, event_type, subject, data, metadata, recorded_at";
+
+fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, Error>> {
+    let position: i64 = row.get(0)?;
+    let id: Vec<u8> = row.get(1)?;
+    let data: String = row.get(6)?;
+    let metadata: String = row.get(7)?;
+    let micros: i64 = row.get(8)?;
+    let stream: String = row.get(2)?;
+    let revision: i64 = row.get(3)?;
+    let event_type: String = row.get(4)?;
+    let subject: Option<String> = row.get(5)?;
+    Ok((|| {
+        let corrupt = |what: &str| Error::Corrupt(format!("event at position {position}: {what}"));
+        Ok(RecordedEvent {
+            id: Uuid::from_slice(&id).map_err(|_| corrupt("bad event id"))?,
+            stream,
+            revision: revision as u64,
+            position: Position::new(position as u64, position as u64),
+            event_type,
+            data: serde_json::from_str(&data).map_err(|_| corrupt("bad data"))?,
+            metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("bad metadata"))?,
+            subject,
+            recorded_at: OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+                .map_err(|_| corrupt("bad timestamp"))?,
+        })
+    })())
+}
+
+fn collect(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>, Error> {
+    let rows = stmt.query_map(params, row_to_event)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(r??);
+    }
+    Ok(out)
+}
+
+/// The WHERE clause of a filtered read; parameters from ?2 on.
+fn filter_sql(filter: &Filter) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    if !filter.categories.is_empty() {
+        let marks: Vec<String> = filter
+            .categories
+            .iter()
+            .map(|c| {
+                params.push(c.clone());
+                format!("?{}", params.len() + 1)
+            })
+            .collect();
+        sql.push_str(&format!(" AND category IN ({})", marks.join(", ")));
+    }
+    if !filter.type_prefixes.is_empty() {
+        let likes: Vec<String> = filter
+            .type_prefixes
+            .iter()
+            .map(|p| {
+                params.push(format!("{}%", escape_like(p)));
+                format!("event_type LIKE ?{} ESCAPE '\\'", params.len() + 1)
+            })
+            .collect();
+        sql.push_str(&format!(" AND ({})", likes.join(" OR ")));
+    }
+    (sql, params)
+}
+
+pub(crate) fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, Error> {
+        validate_append(stream, &events)?;
+        let (reply, rx) = oneshot::channel();
+        let req = AppendRequest {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        };
+        self.writer
+            .send(req)
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let stream = stream.to_owned();
+        self.with_reader(move |c| {
+            let limit = limit.min(i64::MAX as usize) as i64;
+            match direction {
+                Direction::Forwards => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision >= ?2 ORDER BY revision LIMIT ?3"
+                    );
+                    collect(
+                        &mut c.prepare_cached(&sql)?,
+                        params![stream, from.unwrap_or(0) as i64, limit],
+                    )
+                }
+                Direction::Backwards => {
+                    let sql = format!(
+                        "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT ?3"
+                    );
+                    let from = from.map_or(i64::MAX, |f| f.min(i64::MAX as u64) as i64);
+                    collect(&mut c.prepare_cached(&sql)?, params![stream, from, limit])
+                }
+            }
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let (clause, fparams) = filter_sql(filter);
+        self.with_reader(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE position > ?1{clause} ORDER BY position LIMIT {}",
+                limit.min(i64::MAX as usize)
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut values: Vec<rusqlite::types::Value> =
+                vec![rusqlite::types::Value::Integer(after.commit.min(i64::MAX as u64) as i64)];
+            values.extend(fparams.into_iter().map(rusqlite::types::Value::Text));
+            collect(&mut stmt, rusqlite::params_from_iter(values))
+        })
+        .await
+    }
+
+    async fn read_subject(&self, subject: &str) -> Result<Vec<RecordedEvent>, Error> {
+        let subject = subject.to_owned();
+        self.with_reader(move |c| {
+            let sql =
+                format!("SELECT {COLUMNS} FROM events WHERE subject = ?1 ORDER BY position");
+            collect(&mut c.prepare_cached(&sql)?, [subject])
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<Option<Position>, Error> {
+        self.with_reader(|c| {
+            let p: Option<i64> = c
+                .prepare_cached("SELECT max(position) FROM events")?
+                .query_row([], |r| r.get(0))?;
+            Ok(p.map(|p| Position::new(p as u64, p as u64)))
+        })
+        .await
+    }
+
+    async fn count_after(&self, after: Position) -> Result<u64, Error> {
+        self.with_reader(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM events WHERE position > ?1")?
+                .query_row([after.commit.min(i64::MAX as u64) as i64], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.clone()
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

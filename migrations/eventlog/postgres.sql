@@ -1,0 +1,90 @@
+-- The event log on PostgreSQL. Applied idempotently by the eventlog adapter at open.
+--
+-- Global order: (tx_id, seq). A sequence alone commits out of order, so
+-- readers only read rows whose transaction id is below the xmin of a current
+-- snapshot: every transaction below it has finished, so nothing can later
+-- appear below a position a reader has passed. Appends take a per-stream
+-- advisory lock BEFORE their first write, so a stream's later revisions
+-- always get larger transaction ids than its earlier ones.
+CREATE TABLE IF NOT EXISTS events (
+    tx_id       xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    seq         bigint      GENERATED ALWAYS AS IDENTITY,
+    event_id    uuid        NOT NULL UNIQUE,
+    stream      text        NOT NULL,
+    revision    bigint      NOT NULL,
+    category    text        NOT NULL,
+    event_type  text        NOT NULL,
+    subject     text,
+    data        text        NOT NULL,
+    metadata    text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tx_id, seq),
+    UNIQUE (stream, revision)
+);
+CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, tx_id, seq) WHERE subject IS NOT NULL;
+
+-- One round trip, one short transaction per append. Outcomes:
+--   ok          appended; revision/tx/seq of the last event
+--   idempotent  these ids are already stored here; same fields as ok
+--   conflict    wrong expected revision; revision = actual (-1: no stream)
+--   duplicate   an event id is stored elsewhere; dup_id names it
+-- expected_kind: 0 any, 1 no stream, 2 stream exists, 3 exact.
+CREATE OR REPLACE FUNCTION idp_append(
+    p_stream text, p_category text, p_expected_kind int, p_expected bigint,
+    p_ids uuid[], p_types text[], p_subjects text[], p_data text[], p_meta text[])
+RETURNS TABLE (outcome text, revision bigint, tx text, seq bigint, dup_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    cur bigint;
+    first_stream text;
+    first_rev bigint;
+    n int := array_length(p_ids, 1);
+    matching int;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
+    SELECT max(e.revision) INTO cur FROM events e WHERE e.stream = p_stream;
+
+    SELECT e.stream, e.revision INTO first_stream, first_rev FROM events e WHERE e.event_id = p_ids[1];
+    IF FOUND THEN
+        IF first_stream <> p_stream THEN
+            RETURN QUERY SELECT 'duplicate'::text, NULL::bigint, NULL::text, NULL::bigint, p_ids[1];
+            RETURN;
+        END IF;
+        SELECT count(*) INTO matching
+          FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN events e ON e.event_id = u.id
+         WHERE e.stream = p_stream AND e.revision = first_rev + u.ord - 1;
+        IF matching = n THEN
+            RETURN QUERY SELECT 'idempotent'::text, e.revision, e.tx_id::text, e.seq, NULL::uuid
+              FROM events e WHERE e.event_id = p_ids[n];
+        ELSE
+            RETURN QUERY SELECT 'duplicate'::text, NULL::bigint, NULL::text, NULL::bigint, p_ids[1];
+        END IF;
+        RETURN;
+    END IF;
+
+    IF NOT (p_expected_kind = 0
+            OR (p_expected_kind = 1 AND cur IS NULL)
+            OR (p_expected_kind = 2 AND cur IS NOT NULL)
+            OR (p_expected_kind = 3 AND cur IS NOT NULL AND cur = p_expected)) THEN
+        RETURN QUERY SELECT 'conflict'::text, coalesce(cur, -1), NULL::text, NULL::bigint, NULL::uuid;
+        RETURN;
+    END IF;
+
+    BEGIN
+        RETURN QUERY
+        WITH ins AS (
+            INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata)
+            SELECT u.id, p_stream, coalesce(cur, -1) + u.ord, p_category, u.ty, u.subj, u.d, u.m
+              FROM unnest(p_ids, p_types, p_subjects, p_data, p_meta) WITH ORDINALITY AS u(id, ty, subj, d, m, ord)
+             ORDER BY u.ord
+            RETURNING events.revision, events.tx_id, events.seq
+        )
+        SELECT 'ok'::text, ins.revision, ins.tx_id::text, ins.seq, NULL::uuid
+          FROM ins ORDER BY ins.revision DESC LIMIT 1;
+    EXCEPTION WHEN unique_violation THEN
+        RETURN QUERY SELECT 'duplicate'::text, NULL::bigint, NULL::text, NULL::bigint,
+            (SELECT u.id FROM unnest(p_ids) AS u(id) JOIN events e ON e.event_id = u.id LIMIT 1);
+    END;
+END;
+$$;

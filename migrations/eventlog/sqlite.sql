@@ -1,0 +1,18 @@
+-- The event log on SQLite. Applied idempotently by the eventlog adapter at open.
+-- `position` is assigned by the single writer task in commit order, so the
+-- rowid order is the global order every reader sees. AUTOINCREMENT keeps
+-- positions from ever being reused, even after retention drops old streams.
+CREATE TABLE IF NOT EXISTS events (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    BLOB    NOT NULL UNIQUE,
+    stream      TEXT    NOT NULL,
+    revision    INTEGER NOT NULL,
+    category    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    subject     TEXT,
+    data        TEXT    NOT NULL,
+    metadata    TEXT    NOT NULL,
+    recorded_at INTEGER NOT NULL, -- microseconds since the Unix epoch
+    UNIQUE (stream, revision)
+);
+CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, position) WHERE subject IS NOT NULL;
