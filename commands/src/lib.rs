@@ -1,1 +1,16 @@
-//! placeholder
+//! The write side: the load -> decide -> append loop every command goes
+//! through, and the services command handlers need (the clock).
+//!
+//! Command handlers are the only writers of the event log and the only place
+//! invariants are enforced. This crate never reads a read model and never
+//! speaks HTTP.
+
+#![forbid(unsafe_code)]
+
+mod bus;
+mod clock;
+mod locks;
+pub mod organization;
+
+pub use bus::{CommandBus, CommandError, Outcome};
+pub use clock::{Clock, ManualClock, SystemClock};

@@ -41,7 +41,11 @@ pub async fn open(url: &str, options: &LogOptions) -> Result<Arc<dyn EventLog>, 
                 }
                 // Options meant for other SQLite clients (e.g. `mode=rwc`) are harmless here.
                 Some(("mode", _)) => {}
-                _ => return Err(Error::UnsupportedUrl(format!("unknown SQLite option {pair:?}"))),
+                _ => {
+                    return Err(Error::UnsupportedUrl(format!(
+                        "unknown SQLite option {pair:?}"
+                    )));
+                }
             }
         }
         if path.is_empty() {

@@ -364,9 +364,11 @@ impl EventLog for PostgresLog {
 /// returns its URL (for tests and benchmarks that need isolation).
 pub async fn create_scratch_database(admin_url: &str, name: &str) -> Result<String, Error> {
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await?;

@@ -123,11 +123,7 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: mpsc::Receiver<AppendRequest>,
-    wake: watch::Sender<u64>,
-) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<AppendRequest>, wake: watch::Sender<u64>) {
     let mut group = Vec::with_capacity(64);
     while let Ok(first) = rx.recv() {
         group.push(first);
@@ -373,9 +369,7 @@ impl EventLog for SqliteLog {
             events,
             reply,
         };
-        self.writer
-            .send(req)
-            .map_err(|_| Error::Closed)?;
+        self.writer.send(req).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -435,8 +429,7 @@ impl EventLog for SqliteLog {
     async fn read_subject(&self, subject: &str) -> Result<Vec<RecordedEvent>, Error> {
         let subject = subject.to_owned();
         self.with_reader(move |c| {
-            let sql =
-                format!("SELECT {COLUMNS} FROM events WHERE subject = ?1 ORDER BY position");
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE subject = ?1 ORDER BY position");
             collect(&mut c.prepare_cached(&sql)?, [subject])
         })
         .await

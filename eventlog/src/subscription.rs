@@ -86,7 +86,10 @@ impl Subscription {
         loop {
             self.wakeups.borrow_and_update();
             let read_from = self.buffer.back().map_or(self.after, |e| e.position);
-            let page = self.log.read_all(read_from, &self.filter, self.batch).await?;
+            let page = self
+                .log
+                .read_all(read_from, &self.filter, self.batch)
+                .await?;
             if !page.is_empty() {
                 self.buffer.extend(page);
                 return Ok(());

@@ -227,7 +227,9 @@ pub fn validate_stream_name(stream: &str) -> Result<(), Error> {
 pub(crate) fn validate_append(stream: &str, events: &[NewEvent]) -> Result<(), Error> {
     validate_stream_name(stream)?;
     if events.is_empty() {
-        return Err(Error::InvalidAppend("an append needs at least one event".into()));
+        return Err(Error::InvalidAppend(
+            "an append needs at least one event".into(),
+        ));
     }
     for e in events {
         if e.event_type.is_empty() || e.event_type.len() > 200 {
@@ -239,7 +241,9 @@ pub(crate) fn validate_append(stream: &str, events: &[NewEvent]) -> Result<(), E
     let mut ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::InvalidAppend("an event id appears twice in one append".into()));
+        return Err(Error::InvalidAppend(
+            "an event id appears twice in one append".into(),
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,21 @@
-//! placeholder
+//! The read side: the projection runner (a checkpointed catch-up
+//! subscription per projection) and the SQL read models with their queries.
+//!
+//! A projection's checkpoint is committed in the same transaction as its
+//! read-model rows, so a crash never applies an event twice or skips one.
+//! This crate never calls the write side (`commands`) and never writes to
+//! the event log.
+
+#![forbid(unsafe_code)]
+
+mod db;
+pub mod organizations;
+mod runner;
+
+pub use db::{Dialect, ReadDb};
+pub use runner::{Projection, ProjectionError, ProjectionStatus, Runner, RunnerHandle};
+
+/// The projections this platform runs, in the order they are started.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![std::sync::Arc::new(organizations::OrganizationsProjection)]
+}

@@ -1,0 +1,139 @@
+//! The read-model database: SQLite or PostgreSQL through sqlx's `Any`
+//! driver, with the schema migrations of `migrations/{sqlite,postgres}`.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use crate::runner::ProjectionError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One migration: applied once, in order, in its own transaction.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "read_models",
+    sqlite: include_str!("../../migrations/sqlite/0001_read_models.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_read_models.sql"),
+}];
+
+#[derive(Clone, Debug)]
+pub struct ReadDb {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+}
+
+impl ReadDb {
+    /// Connects to `url` (`sqlite:PATH` or `postgres://…`) and brings the
+    /// schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+        install_default_drivers();
+        let (url, dialect) = if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| ProjectionError::Db(format!("creating {}: {e}", dir.display())))?;
+            }
+            (format!("sqlite://{path}?mode=rwc"), Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_owned(), Dialect::Postgres)
+        } else {
+            return Err(ProjectionError::Db(format!(
+                "unsupported read-model database URL {url:?}: expected sqlite: or postgres://"
+            )));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite {
+                max_connections.min(8)
+            } else {
+                max_connections
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let db = Self { pool, dialect };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), ProjectionError> {
+        let mut conn = self.pool.acquire().await?;
+        if self.dialect == Dialect::Postgres {
+            // Two nodes starting together must not both migrate.
+            conn.execute("SELECT pg_advisory_lock(7236067985)").await?;
+        }
+        let result = self.migrate_locked(&mut conn).await;
+        if self.dialect == Dialect::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(7236067985)")
+                .await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    ) -> Result<(), ProjectionError> {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS read_model_migrations (
+                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .await?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM read_model_migrations ORDER BY version")
+                .fetch_all(&mut **conn)
+                .await?;
+        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            let sql = match self.dialect {
+                Dialect::Sqlite => m.sqlite,
+                Dialect::Postgres => m.postgres,
+            };
+            let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO read_model_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::runner::now_text())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "read-model migration applied"
+            );
+        }
+        Ok(())
+    }
+}
