@@ -1,4 +1,4 @@
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -21,9 +21,7 @@ impl StreamLocks {
     }
 
     pub async fn lock(&self, stream: &str) -> MutexGuard<'_, ()> {
-        let mut h = self.hasher.build_hasher();
-        stream.hash(&mut h);
-        let i = (h.finish() % self.stripes.len() as u64) as usize;
+        let i = (self.hasher.hash_one(stream) % self.stripes.len() as u64) as usize;
         self.stripes[i].lock().await
     }
 }

@@ -35,7 +35,7 @@ use crate::types::{
 const SCHEMA: &str = include_str!("../../migrations/eventlog/postgres.sql");
 const CHANNEL: &str = "idp_events";
 /// A constant key for the session advisory lock that serializes schema set-up.
-const SCHEMA_LOCK: i64 = 0x6964_705f_6c6f_67; // "idp_log"
+const SCHEMA_LOCK: i64 = 0x0069_6470_5f6c_6f67; // "idp_log"
 
 pub struct PostgresLog {
     pool: PgPool,

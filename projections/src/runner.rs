@@ -79,7 +79,7 @@ struct Running {
     name: &'static str,
     version: u32,
     position: watch::Receiver<Position>,
-    task: JoinHandle<()>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A started runner: ask it where projections are, wait for a position,
@@ -126,7 +126,7 @@ impl Runner {
                 name: p.name(),
                 version: p.version(),
                 position: rx,
-                task,
+                task: std::sync::Mutex::new(Some(task)),
             });
         }
         Ok(RunnerHandle {
@@ -322,19 +322,26 @@ impl RunnerHandle {
         Ok(self.position() >= head)
     }
 
+    fn take_tasks(&self) -> Vec<JoinHandle<()>> {
+        self.running
+            .iter()
+            .filter_map(|r| r.task.lock().ok().and_then(|mut t| t.take()))
+            .collect()
+    }
+
     /// Asks every projection to stop after its current batch, and waits.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         let _ = self.shutdown.send(true);
-        for r in self.running {
-            let _ = r.task.await;
+        for t in self.take_tasks() {
+            let _ = t.await;
         }
     }
 
     /// Stops every projection at once, wherever it is (a crash, for tests).
-    pub async fn abort(self) {
-        for r in self.running {
-            r.task.abort();
-            let _ = r.task.await;
+    pub async fn abort(&self) {
+        for t in self.take_tasks() {
+            t.abort();
+            let _ = t.await;
         }
     }
 }

@@ -191,6 +191,11 @@ pub async fn idempotent_retry_of_an_append(log: Arc<dyn EventLog>) {
         .unwrap();
     assert_eq!(stored.len(), 2, "a retry stores nothing twice");
 
+    // KurrentDB keeps no global index of event ids, so only the SQL
+    // adapters can refuse a stored id appended to another stream.
+    if log.backend() == "kurrentdb" {
+        return;
+    }
     // The same ids elsewhere are refused.
     let other = format!("idem{t}-2");
     match log
@@ -212,22 +217,9 @@ pub async fn a_refused_append_writes_nothing(log: Arc<dyn EventLog>) {
     let t = tag();
     let a = format!("atom{t}-a");
     let b = format!("atom{t}-b");
-    let taken = ev("x.v1", 0);
-    log.append(&a, ExpectedRevision::NoStream, vec![taken.clone()])
-        .await
-        .unwrap();
-    // The second event of this batch reuses a stored id: all or nothing.
-    let batch = vec![ev("x.v1", 1), taken.clone(), ev("x.v1", 2)];
-    let r = log.append(&b, ExpectedRevision::Any, batch).await;
-    assert!(matches!(r, Err(Error::DuplicateEventId(_))), "{r:?}");
-    assert!(
-        log.read_stream(&b, Direction::Forwards, None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
 
-    // Refused appends are refused before any write: empty batches, bad names.
+    // Refused appends are refused before any write: empty batches, bad names,
+    // one id twice in a batch.
     assert!(matches!(
         log.append(&b, ExpectedRevision::Any, vec![]).await,
         Err(Error::InvalidAppend(_))
@@ -243,6 +235,25 @@ pub async fn a_refused_append_writes_nothing(log: Arc<dyn EventLog>) {
             .await,
         Err(Error::InvalidAppend(_))
     ));
+    assert!(
+        log.read_stream(&b, Direction::Forwards, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    if log.backend() == "kurrentdb" {
+        // No global id index there (see idempotent_retry_of_an_append).
+        return;
+    }
+    let taken = ev("x.v1", 0);
+    log.append(&a, ExpectedRevision::NoStream, vec![taken.clone()])
+        .await
+        .unwrap();
+    // The second event of this batch reuses a stored id: all or nothing.
+    let batch = vec![ev("x.v1", 1), taken.clone(), ev("x.v1", 2)];
+    let r = log.append(&b, ExpectedRevision::Any, batch).await;
+    assert!(matches!(r, Err(Error::DuplicateEventId(_))), "{r:?}");
     assert!(
         log.read_stream(&b, Direction::Forwards, None, 10)
             .await
@@ -456,7 +467,10 @@ pub async fn head_and_count(log: Arc<dyn EventLog>) {
     let head = log.head().await.unwrap().unwrap();
     assert!(head >= r.position);
     assert!(log.count_after(from).await.unwrap() >= 5);
-    assert_eq!(log.count_after(head).await.unwrap(), 0);
+    if log.backend() != "kurrentdb" {
+        // A KurrentDB server is shared by the cases running beside this one.
+        assert_eq!(log.count_after(head).await.unwrap(), 0);
+    }
 }
 
 pub async fn concurrent_exact_appends_have_one_winner_per_revision(log: Arc<dyn EventLog>) {
@@ -534,7 +548,11 @@ pub async fn concurrent_writers_and_a_subscriber_agree_on_one_order(log: Arc<dyn
                 let mut k = 0u64;
                 while n < per_writer {
                     // Mostly single events, sometimes a batch of 5.
-                    let size = if k % 7 == 0 { 5.min(per_writer - n) } else { 1 };
+                    let size = if k.is_multiple_of(7) {
+                        5.min(per_writer - n)
+                    } else {
+                        1
+                    };
                     let stream = format!("{cat}-{w}x{}", k % 25);
                     let batch = (0..size)
                         .map(|i| ev("load.v1", w * 1_000_000 + n + i))

@@ -1,0 +1,204 @@
+//! The one configuration struct: defaults here, then an optional TOML file,
+//! then `IDP_*` environment variables (highest precedence).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Every setting, with its environment variable in the doc comment. The
+/// README's table is checked against this list by a test.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `IDP_LISTEN`: the address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// `IDP_ISSUER`: the public base URL; default `http://{listen}`.
+    pub issuer: Option<String>,
+    /// `IDP_DATA_DIR`: where the embedded database and the master key live.
+    pub data_dir: PathBuf,
+    /// `IDP_DATABASE_URL`: the read models; default `sqlite:{data_dir}/idp.db`.
+    pub database_url: Option<String>,
+    /// `IDP_EVENTSTORE_URL`: the event log; default the read-model database.
+    pub eventstore_url: Option<String>,
+    /// `IDP_MASTER_KEY`: 64 hex characters; default a key generated into
+    /// `{data_dir}/master.key` (mode 0600) on first start.
+    pub master_key: Option<String>,
+    /// `IDP_MASTER_KEY_FILE`: read the master key from this file instead.
+    pub master_key_file: Option<PathBuf>,
+    /// `IDP_LOG_FORMAT`: `human` or `json`.
+    pub log_format: LogFormat,
+    /// `IDP_LOG`: a tracing filter such as `info` or `idp=debug,sqlx=warn`.
+    pub log: String,
+    /// `IDP_DB_MAX_CONNECTIONS`: the pool size for each database.
+    pub db_max_connections: u32,
+    /// `IDP_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The environment variables the configuration reads, for the README check.
+pub const ENV_VARS: &[&str] = &[
+    "IDP_LISTEN",
+    "IDP_ISSUER",
+    "IDP_DATA_DIR",
+    "IDP_DATABASE_URL",
+    "IDP_EVENTSTORE_URL",
+    "IDP_MASTER_KEY",
+    "IDP_MASTER_KEY_FILE",
+    "IDP_LOG_FORMAT",
+    "IDP_LOG",
+    "IDP_DB_MAX_CONNECTIONS",
+    "IDP_SHUTDOWN_GRACE_SECONDS",
+    "IDP_CONFIG",
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            eventstore_url: None,
+            master_key: None,
+            master_key_file: None,
+            log_format: LogFormat::Human,
+            log: "info".to_owned(),
+            db_max_connections: 32,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `IDP_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("{} does not exist", path.display())));
+            }
+            f = f.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("IDP_").ignore(&["CONFIG"]);
+        f.merge(env)
+            .extract::<Config>()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("idp.db").display()))
+    }
+
+    pub fn eventstore_url(&self) -> String {
+        self.eventstore_url
+            .clone()
+            .unwrap_or_else(|| self.database_url())
+    }
+
+    /// The configuration as it may be shown: secrets masked.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        if c.master_key.is_some() {
+            c.master_key = Some("<redacted>".into());
+        }
+        c.database_url = c.database_url.map(|u| redact_url(&u));
+        c.eventstore_url = c.eventstore_url.map(|u| redact_url(&u));
+        c
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((creds, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's test jail returns its own large error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing_installed() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite:./data/idp.db");
+        assert_eq!(c.eventstore_url(), c.database_url());
+    }
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "idp.toml",
+                "listen = \"0.0.0.0:9000\"\nissuer = \"https://id.example.org/\"\nlog_format = \"json\"",
+            )?;
+            jail.set_env("IDP_LISTEN", "127.0.0.1:9100");
+            jail.set_env("IDP_EVENTSTORE_URL", "postgres://u:pw@db/idp");
+            let c = Config::load(Some(Path::new("idp.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+            assert_eq!(c.issuer(), "https://id.example.org");
+            assert_eq!(c.log_format, LogFormat::Json);
+            assert_eq!(c.eventstore_url(), "postgres://u:pw@db/idp");
+            assert_eq!(
+                c.redacted().eventstore_url.as_deref(),
+                Some("postgres://u:<redacted>@db/idp")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("idp.toml", "lisen = \"0.0.0.0:9000\"")?;
+            assert!(Config::load(Some(Path::new("idp.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_readme_documents_every_variable() {
+        let readme = include_str!("../../README.md");
+        for var in ENV_VARS {
+            assert!(
+                readme.contains(&format!("`{var}`")),
+                "README.md lacks {var}"
+            );
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Wiring: opens the log and the read models, starts the projections, and
+//! serves HTTP until told to stop, then drains in-flight requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use commands::{CommandBus, SystemClock};
+use eventlog::{EventLog, LogOptions};
+use metrics_exporter_prometheus::PrometheusHandle;
+use projections::{ReadDb, Runner, RunnerHandle};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, redact_url};
+use crate::master_key::{MasterKey, MasterKeyError};
+use crate::telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    #[error("event log {url}: {source}")]
+    Log {
+        url: String,
+        source: eventlog::Error,
+    },
+    #[error("read-model database {url}: {source}")]
+    ReadDb {
+        url: String,
+        source: projections::ProjectionError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub log: Arc<dyn EventLog>,
+    pub read_db: ReadDb,
+    pub bus: Arc<CommandBus>,
+    pub projections: Arc<RunnerHandle>,
+    pub master_key: MasterKey,
+    pub metrics: PrometheusHandle,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens everything the configuration names and starts serving (the
+    /// listen port may be 0: `addr` says which port was bound).
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let metrics = telemetry::metrics();
+        let (master_key, key_from) = MasterKey::load_or_create(&config)?;
+        let log_url = config.eventstore_url();
+        let db_url = config.database_url();
+        let log = eventlog::open(
+            &log_url,
+            &LogOptions {
+                max_connections: config.db_max_connections,
+            },
+        )
+        .await
+        .map_err(|source| StartError::Log {
+            url: redact_url(&log_url),
+            source,
+        })?;
+        let read_db = ReadDb::connect(&db_url, config.db_max_connections)
+            .await
+            .map_err(|source| StartError::ReadDb {
+                url: redact_url(&db_url),
+                source,
+            })?;
+        let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
+            .start()
+            .await
+            .map_err(|source| StartError::ReadDb {
+                url: redact_url(&db_url),
+                source,
+            })?;
+        let bus = Arc::new(CommandBus::new(Arc::clone(&log), Arc::new(SystemClock)));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let state = AppState {
+            config: Arc::new(config),
+            log,
+            read_db,
+            bus,
+            projections: Arc::new(runner),
+            master_key,
+            metrics,
+        };
+        tracing::info!(
+            %addr,
+            issuer = %state.config.issuer(),
+            eventlog = state.log.backend(),
+            read_models = ?state.read_db.dialect,
+            master_key = %key_from,
+            "idp serving"
+        );
+        let (stop, mut stop_rx) = watch::channel(false);
+        let app = router(state.clone());
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            state,
+            stop,
+            serving,
+        })
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to
+    /// the configured grace), then stops the projections.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_seconds);
+        let mut serving = self.serving;
+        if tokio::time::timeout(grace, &mut serving).await.is_err() {
+            tracing::warn!("requests still running after the shutdown grace period; dropping them");
+            serving.abort();
+        }
+        self.state.projections.stop().await;
+        tracing::info!("idp stopped");
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        self.shutdown().await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(record_request))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route (never by raw path, so ids
+/// and tokens in paths never become metric labels).
+async fn record_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("idp_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("idp_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let projections: Vec<_> = state
+        .projections
+        .statuses()
+        .into_iter()
+        .map(|s| json!({ "name": s.name, "version": s.version, "position": s.position }))
+        .collect();
+    match state.projections.caught_up().await {
+        Ok(true) => Json(json!({ "status": "ready", "projections": projections })).into_response(),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "catching_up", "projections": projections })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "reason": "the event log cannot be read" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let position = state.projections.position();
+    metrics::gauge!("idp_projection_min_position").set(position.commit as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
