@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -37,12 +37,39 @@ const CHANNEL: &str = "idp_events";
 /// A constant key for the session advisory lock that serializes schema set-up.
 const SCHEMA_LOCK: i64 = 0x0069_6470_5f6c_6f67; // "idp_log"
 
+/// How many group commits may be in flight at once.
+const WRITERS: usize = 2;
+/// The most appends one group commit takes.
+const MAX_GROUP: usize = 64;
+
 pub struct PostgresLog {
     pool: PgPool,
-    wake: Arc<watch::Sender<u64>>,
+    writer: mpsc::UnboundedSender<AppendRequest>,
     wakeups: watch::Receiver<u64>,
-    notify: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+struct EncodedEvent {
+    id: Uuid,
+    event_type: String,
+    subject: Option<String>,
+    data: String,
+    meta: String,
+}
+
+struct AppendRequest {
+    stream: String,
+    expected: ExpectedRevision,
+    events: Vec<EncodedEvent>,
+    reply: oneshot::Sender<Result<AppendResult, Error>>,
+}
+
+/// What the writers share: where requests come from, where to signal commits.
+struct WriterShared {
+    pool: PgPool,
+    requests: Mutex<mpsc::UnboundedReceiver<AppendRequest>>,
+    wake: watch::Sender<u64>,
+    notify: Arc<Notify>,
 }
 
 impl Drop for PostgresLog {
@@ -76,16 +103,26 @@ impl PostgresLog {
             created?;
         }
         let (wake, wakeups) = watch::channel(0u64);
-        let wake = Arc::new(wake);
         let notify = Arc::new(Notify::new());
-        let notifier = tokio::spawn(notifier_loop(pool.clone(), Arc::clone(&notify)));
-        let listener = tokio::spawn(listener_loop(url.to_owned(), Arc::clone(&wake)));
+        let (writer, requests) = mpsc::unbounded_channel();
+        let shared = Arc::new(WriterShared {
+            pool: pool.clone(),
+            requests: Mutex::new(requests),
+            wake,
+            notify: Arc::clone(&notify),
+        });
+        let mut tasks = vec![
+            tokio::spawn(notifier_loop(pool.clone(), notify)),
+            tokio::spawn(listener_loop(url.to_owned(), Arc::clone(&shared))),
+        ];
+        for _ in 0..WRITERS {
+            tasks.push(tokio::spawn(writer_loop(Arc::clone(&shared))));
+        }
         Ok(Self {
             pool,
-            wake,
+            writer,
             wakeups,
-            notify,
-            tasks: vec![notifier, listener],
+            tasks,
         })
     }
 
@@ -108,7 +145,8 @@ async fn notifier_loop(pool: PgPool, notify: Arc<Notify>) {
     }
 }
 
-async fn listener_loop(url: String, wake: Arc<watch::Sender<u64>>) {
+async fn listener_loop(url: String, shared: Arc<WriterShared>) {
+    let wake = &shared.wake;
     loop {
         let mut listener = match PgListener::connect(&url).await {
             Ok(l) => l,
@@ -134,6 +172,207 @@ async fn listener_loop(url: String, wake: Arc<watch::Sender<u64>>) {
                 }
             }
         }
+    }
+}
+
+/// Takes whatever appends are waiting (up to [`MAX_GROUP`]) and commits
+/// them in one transaction; a lone append goes through `idp_append`.
+async fn writer_loop(shared: Arc<WriterShared>) {
+    loop {
+        let mut group = Vec::new();
+        {
+            let mut rx = shared.requests.lock().await;
+            match rx.recv().await {
+                Some(first) => group.push(first),
+                None => return,
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        let results = if group.len() == 1 {
+            append_one(&shared.pool, &group[0]).await.map(|r| vec![r])
+        } else {
+            match append_group(&shared.pool, &group).await {
+                // An id raced in from elsewhere failed the whole group: find
+                // which append it was by committing them one by one.
+                Err(e) if is_unique_violation(&e) => {
+                    let mut each = Vec::with_capacity(group.len());
+                    for req in &group {
+                        each.push(append_one(&shared.pool, req).await.unwrap_or_else(Err));
+                    }
+                    Ok(each)
+                }
+                other => other.map_err(Error::from),
+            }
+        };
+        let mut written = false;
+        match results {
+            Ok(results) => {
+                for (req, result) in group.into_iter().zip(results) {
+                    written |= result.is_ok();
+                    let _ = req.reply.send(result);
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for req in group {
+                    let _ = req.reply.send(Err(Error::Backend(text.clone())));
+                }
+            }
+        }
+        if written {
+            shared.wake.send_modify(|n| *n = n.wrapping_add(1));
+            shared.notify.notify_one();
+        }
+    }
+}
+
+fn expected_args(expected: ExpectedRevision) -> (i32, i64) {
+    match expected {
+        ExpectedRevision::Any => (0, 0),
+        ExpectedRevision::NoStream => (1, 0),
+        ExpectedRevision::StreamExists => (2, 0),
+        ExpectedRevision::Exact(n) => (3, clamp(n)),
+    }
+}
+
+/// Columns of events, flattened across appends.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    subjects: Vec<Option<String>>,
+    data: Vec<String>,
+    meta: Vec<String>,
+}
+
+impl EventColumns {
+    fn push(&mut self, events: &[EncodedEvent]) {
+        for e in events {
+            self.ids.push(e.id);
+            self.types.push(e.event_type.clone());
+            self.subjects.push(e.subject.clone());
+            self.data.push(e.data.clone());
+            self.meta.push(e.meta.clone());
+        }
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+async fn append_one(
+    pool: &PgPool,
+    req: &AppendRequest,
+) -> Result<Result<AppendResult, Error>, Error> {
+    let (kind, exp) = expected_args(req.expected);
+    let mut cols = EventColumns::default();
+    cols.push(&req.events);
+    let row = sqlx::query(
+        "SELECT outcome, revision, tx, seq, dup_id FROM idp_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&req.stream)
+    .bind(category_of(&req.stream))
+    .bind(kind)
+    .bind(exp)
+    .bind(&cols.ids)
+    .bind(&cols.types)
+    .bind(&cols.subjects)
+    .bind(&cols.data)
+    .bind(&cols.meta)
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok(row) => Ok(outcome(&row, req)),
+        Err(e) if is_unique_violation(&e) => Ok(Err(Error::DuplicateEventId(
+            req.events.first().map(|e| e.id).unwrap_or_default(),
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn append_group(
+    pool: &PgPool,
+    group: &[AppendRequest],
+) -> Result<Vec<Result<AppendResult, Error>>, sqlx::Error> {
+    let mut streams = Vec::with_capacity(group.len());
+    let mut categories = Vec::with_capacity(group.len());
+    let mut kinds = Vec::with_capacity(group.len());
+    let mut expected = Vec::with_capacity(group.len());
+    let mut counts = Vec::with_capacity(group.len());
+    let mut cols = EventColumns::default();
+    for req in group {
+        let (kind, exp) = expected_args(req.expected);
+        streams.push(req.stream.clone());
+        categories.push(category_of(&req.stream).to_owned());
+        kinds.push(kind);
+        expected.push(exp);
+        counts.push(req.events.len() as i32);
+        cols.push(&req.events);
+    }
+    let rows = sqlx::query(
+        "SELECT idx, outcome, revision, tx, seq, dup_id
+           FROM idp_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ORDER BY idx",
+    )
+    .bind(&streams)
+    .bind(&categories)
+    .bind(&kinds)
+    .bind(&expected)
+    .bind(&counts)
+    .bind(&cols.ids)
+    .bind(&cols.types)
+    .bind(&cols.subjects)
+    .bind(&cols.data)
+    .bind(&cols.meta)
+    .fetch_all(pool)
+    .await?;
+    if rows.len() != group.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "idp_append_batch answered {} of {} appends",
+            rows.len(),
+            group.len()
+        )));
+    }
+    Ok(rows
+        .iter()
+        .zip(group)
+        .map(|(row, req)| outcome(row, req))
+        .collect())
+}
+
+/// One append's outcome row, as the port's result.
+fn outcome(row: &PgRow, req: &AppendRequest) -> Result<AppendResult, Error> {
+    let outcome: String = row.try_get("outcome")?;
+    let revision: Option<i64> = row.try_get("revision")?;
+    match outcome.as_str() {
+        "ok" | "idempotent" => {
+            let tx: String = row.try_get("tx")?;
+            let seq: i64 = row.try_get("seq")?;
+            Ok(AppendResult {
+                next_expected_revision: revision.unwrap_or(0) as u64,
+                position: Position::new(parse_u64(&tx)?, seq as u64),
+            })
+        }
+        "conflict" => Err(Error::WrongExpectedRevision {
+            stream: req.stream.clone(),
+            expected: req.expected,
+            actual: revision.filter(|r| *r >= 0).map(|r| r as u64),
+        }),
+        "duplicate" => {
+            let id: Option<Uuid> = row.try_get("dup_id")?;
+            Err(Error::DuplicateEventId(
+                id.or_else(|| req.events.first().map(|e| e.id))
+                    .unwrap_or_default(),
+            ))
+        }
+        other => Err(Error::Backend(format!(
+            "the append function answered {other:?}"
+        ))),
     }
 }
 
@@ -188,67 +427,28 @@ impl EventLog for PostgresLog {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, Error> {
         validate_append(stream, &events)?;
-        let (kind, exp) = match expected {
-            ExpectedRevision::Any => (0, 0),
-            ExpectedRevision::NoStream => (1, 0),
-            ExpectedRevision::StreamExists => (2, 0),
-            ExpectedRevision::Exact(n) => (3, clamp(n)),
-        };
-        let mut ids = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut subjects = Vec::with_capacity(events.len());
-        let mut data = Vec::with_capacity(events.len());
-        let mut meta = Vec::with_capacity(events.len());
+        let mut encoded = Vec::with_capacity(events.len());
         for e in &events {
-            ids.push(e.id);
-            types.push(e.event_type.clone());
-            subjects.push(e.subject.clone());
-            data.push(e.data.to_string());
-            meta.push(
-                serde_json::to_string(&e.metadata)
-                    .map_err(|err| Error::InvalidAppend(err.to_string()))?,
-            );
+            let meta = serde_json::to_string(&e.metadata)
+                .map_err(|err| Error::InvalidAppend(err.to_string()))?;
+            encoded.push(EncodedEvent {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                subject: e.subject.clone(),
+                data: e.data.to_string(),
+                meta,
+            });
         }
-        let row = sqlx::query(
-            "SELECT outcome, revision, tx, seq, dup_id FROM idp_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(stream)
-        .bind(category_of(stream))
-        .bind(kind)
-        .bind(exp)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&subjects)
-        .bind(&data)
-        .bind(&meta)
-        .fetch_one(&self.pool)
-        .await?;
-        let outcome: String = row.try_get("outcome")?;
-        let revision: Option<i64> = row.try_get("revision")?;
-        match outcome.as_str() {
-            "ok" | "idempotent" => {
-                let tx: String = row.try_get("tx")?;
-                let seq: i64 = row.try_get("seq")?;
-                if outcome == "ok" {
-                    self.wake.send_modify(|n| *n = n.wrapping_add(1));
-                    self.notify.notify_one();
-                }
-                Ok(AppendResult {
-                    next_expected_revision: revision.unwrap_or(0) as u64,
-                    position: Position::new(parse_u64(&tx)?, seq as u64),
-                })
-            }
-            "conflict" => Err(Error::WrongExpectedRevision {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(AppendRequest {
                 stream: stream.to_owned(),
                 expected,
-                actual: revision.filter(|r| *r >= 0).map(|r| r as u64),
-            }),
-            "duplicate" => {
-                let id: Option<Uuid> = row.try_get("dup_id")?;
-                Err(Error::DuplicateEventId(id.unwrap_or(ids[0])))
-            }
-            other => Err(Error::Backend(format!("idp_append returned {other:?}"))),
-        }
+                events: encoded,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     async fn read_stream(

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::port::EventLog;
@@ -11,6 +12,9 @@ use crate::types::{Filter, Position, RecordedEvent};
 /// How long a caught-up subscription waits for a wake-up before it looks at
 /// the log anyway (a safety net for lost notifications, not the live path).
 const IDLE_RECHECK: Duration = Duration::from_millis(200);
+
+/// A page of the log being read in the background.
+type PageRead = JoinHandle<Result<Vec<RecordedEvent>, Error>>;
 
 /// A catch-up subscription to the whole log: history from a position, then
 /// live events, with no gap and no duplicate at the switch.
@@ -26,6 +30,16 @@ pub struct Subscription {
     batch: usize,
     buffer: VecDeque<RecordedEvent>,
     wakeups: watch::Receiver<u64>,
+    /// While catching up, the next page is read while the last is consumed.
+    prefetch: Option<(Position, PageRead)>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.prefetch.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Subscription {
@@ -38,6 +52,7 @@ impl Subscription {
             batch: batch.max(1),
             buffer: VecDeque::new(),
             wakeups,
+            prefetch: None,
         }
     }
 

@@ -23,13 +23,14 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, tx_id, seq) WHERE subject IS NOT NULL;
 
--- One round trip, one short transaction per append. Outcomes:
+-- The body of an append, for a caller that already holds the stream's
+-- advisory lock. Outcomes:
 --   ok          appended; revision/tx/seq of the last event
 --   idempotent  these ids are already stored here; same fields as ok
 --   conflict    wrong expected revision; revision = actual (-1: no stream)
 --   duplicate   an event id is stored elsewhere; dup_id names it
 -- expected_kind: 0 any, 1 no stream, 2 stream exists, 3 exact.
-CREATE OR REPLACE FUNCTION idp_append(
+CREATE OR REPLACE FUNCTION idp_append_locked(
     p_stream text, p_category text, p_expected_kind int, p_expected bigint,
     p_ids uuid[], p_types text[], p_subjects text[], p_data text[], p_meta text[])
 RETURNS TABLE (outcome text, revision bigint, tx text, seq bigint, dup_id uuid)
@@ -40,8 +41,8 @@ DECLARE
     first_rev bigint;
     n int := array_length(p_ids, 1);
     matching int;
+    dup uuid;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
     SELECT max(e.revision) INTO cur FROM events e WHERE e.stream = p_stream;
 
     SELECT e.stream, e.revision INTO first_stream, first_rev FROM events e WHERE e.event_id = p_ids[1];
@@ -71,20 +72,78 @@ BEGIN
         RETURN;
     END IF;
 
-    BEGIN
-        RETURN QUERY
-        WITH ins AS (
-            INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata)
-            SELECT u.id, p_stream, coalesce(cur, -1) + u.ord, p_category, u.ty, u.subj, u.d, u.m
-              FROM unnest(p_ids, p_types, p_subjects, p_data, p_meta) WITH ORDINALITY AS u(id, ty, subj, d, m, ord)
-             ORDER BY u.ord
-            RETURNING events.revision, events.tx_id, events.seq
-        )
-        SELECT 'ok'::text, ins.revision, ins.tx_id::text, ins.seq, NULL::uuid
-          FROM ins ORDER BY ins.revision DESC LIMIT 1;
-    EXCEPTION WHEN unique_violation THEN
-        RETURN QUERY SELECT 'duplicate'::text, NULL::bigint, NULL::text, NULL::bigint,
-            (SELECT u.id FROM unnest(p_ids) AS u(id) JOIN events e ON e.event_id = u.id LIMIT 1);
-    END;
+    -- Any of the ids stored anywhere: refused. (A concurrent append of the
+    -- same id elsewhere can still race past this check; the unique index
+    -- then fails the statement and the caller maps that to `duplicate`.)
+    IF n > 1 THEN
+        SELECT u.id INTO dup FROM unnest(p_ids) AS u(id) JOIN events e ON e.event_id = u.id LIMIT 1;
+    END IF;
+    IF dup IS NOT NULL THEN
+        RETURN QUERY SELECT 'duplicate'::text, NULL::bigint, NULL::text, NULL::bigint, dup;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH ins AS (
+        INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata)
+        SELECT u.id, p_stream, coalesce(cur, -1) + u.ord, p_category, u.ty, u.subj, u.d, u.m
+          FROM unnest(p_ids, p_types, p_subjects, p_data, p_meta) WITH ORDINALITY AS u(id, ty, subj, d, m, ord)
+         ORDER BY u.ord
+        RETURNING events.revision, events.tx_id, events.seq
+    )
+    SELECT 'ok'::text, ins.revision, ins.tx_id::text, ins.seq, NULL::uuid
+      FROM ins ORDER BY ins.revision DESC LIMIT 1;
+END;
+$$;
+
+-- One append: one round trip, one short transaction.
+CREATE OR REPLACE FUNCTION idp_append(
+    p_stream text, p_category text, p_expected_kind int, p_expected bigint,
+    p_ids uuid[], p_types text[], p_subjects text[], p_data text[], p_meta text[])
+RETURNS TABLE (outcome text, revision bigint, tx text, seq bigint, dup_id uuid)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
+    RETURN QUERY SELECT * FROM idp_append_locked(p_stream, p_category, p_expected_kind, p_expected,
+        p_ids, p_types, p_subjects, p_data, p_meta);
+END;
+$$;
+
+-- Several appends in one transaction (group commit). Every stream lock is
+-- taken first, in hash order (no deadlock between two batches), so the
+-- transaction id, assigned at the first insert, still comes after every lock.
+-- Each append succeeds or fails on its own; events are passed flat, with
+-- a_counts[i] events belonging to append i. Returns one row per append.
+CREATE OR REPLACE FUNCTION idp_append_batch(
+    a_streams text[], a_categories text[], a_kinds int[], a_expected bigint[], a_counts int[],
+    e_ids uuid[], e_types text[], e_subjects text[], e_data text[], e_meta text[])
+RETURNS TABLE (idx int, outcome text, revision bigint, tx text, seq bigint, dup_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    h bigint;
+    i int;
+    off int := 0;
+    lo int;
+    hi int;
+    r record;
+BEGIN
+    FOR h IN SELECT DISTINCT hashtextextended(s, 7) FROM unnest(a_streams) AS s ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(h);
+    END LOOP;
+    FOR i IN 1 .. array_length(a_streams, 1) LOOP
+        lo := off + 1;
+        hi := off + a_counts[i];
+        FOR r IN SELECT * FROM idp_append_locked(a_streams[i], a_categories[i], a_kinds[i], a_expected[i],
+                e_ids[lo:hi], e_types[lo:hi], e_subjects[lo:hi], e_data[lo:hi], e_meta[lo:hi]) LOOP
+            idx := i;
+            outcome := r.outcome;
+            revision := r.revision;
+            tx := r.tx;
+            seq := r.seq;
+            dup_id := r.dup_id;
+            RETURN NEXT;
+        END LOOP;
+        off := hi;
+    END LOOP;
 END;
 $$;
