@@ -7,17 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
-pub const KEY_LEN: usize = 32;
-
-/// A 256-bit key. Its `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey([u8; KEY_LEN]);
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(<redacted>)")
-    }
-}
+use commands::crypto::MASTER_KEY_LEN as KEY_LEN;
+pub use commands::crypto::MasterKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
@@ -30,44 +21,38 @@ pub enum MasterKeyError {
     },
 }
 
-impl MasterKey {
-    pub fn bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
+pub fn from_hex(text: &str) -> Result<MasterKey, MasterKeyError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| MasterKeyError::Malformed)?;
+    let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
+    Ok(MasterKey::from_bytes(arr))
+}
 
-    pub fn from_hex(text: &str) -> Result<Self, MasterKeyError> {
-        let bytes = hex::decode(text.trim()).map_err(|_| MasterKeyError::Malformed)?;
-        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
-        Ok(Self(arr))
+/// The key the configuration names, or the one in the data directory,
+/// generated there if it does not exist yet. Returns where it came from.
+pub fn load_or_create(config: &Config) -> Result<(MasterKey, String), MasterKeyError> {
+    if let Some(hex) = &config.master_key {
+        return Ok((from_hex(hex)?, "IDP_MASTER_KEY".to_owned()));
     }
-
-    /// The key the configuration names, or the one in the data directory,
-    /// generated there if it does not exist yet. Returns where it came from.
-    pub fn load_or_create(config: &Config) -> Result<(Self, String), MasterKeyError> {
-        if let Some(hex) = &config.master_key {
-            return Ok((Self::from_hex(hex)?, "IDP_MASTER_KEY".to_owned()));
+    let (path, create) = match &config.master_key_file {
+        Some(p) => (p.clone(), false),
+        None => (config.data_dir.join("master.key"), true),
+    };
+    let io = |source| MasterKeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            warn_if_readable_by_others(&path);
+            Ok((from_hex(&text)?, path.display().to_string()))
         }
-        let (path, create) = match &config.master_key_file {
-            Some(p) => (p.clone(), false),
-            None => (config.data_dir.join("master.key"), true),
-        };
-        let io = |source| MasterKeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                warn_if_readable_by_others(&path);
-                Ok((Self::from_hex(&text)?, path.display().to_string()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                let key = Self(rand::random());
-                write_private(&path, &hex::encode(key.0)).map_err(io)?;
-                tracing::info!(path = %path.display(), "generated a new master key");
-                Ok((key, path.display().to_string()))
-            }
-            Err(e) => Err(io(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = MasterKey::from_bytes(rand::random());
+            write_private(&path, &hex::encode(key.bytes())).map_err(io)?;
+            tracing::info!(path = %path.display(), "generated a new master key");
+            Ok((key, path.display().to_string()))
         }
+        Err(e) => Err(io(e)),
     }
 }
 
@@ -112,8 +97,8 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..Config::default()
         };
-        let (a, _) = MasterKey::load_or_create(&config).unwrap();
-        let (b, _) = MasterKey::load_or_create(&config).unwrap();
+        let (a, _) = load_or_create(&config).unwrap();
+        let (b, _) = load_or_create(&config).unwrap();
         assert_eq!(a, b, "the second start reads the same key");
         assert_ne!(a.bytes(), &[0u8; KEY_LEN]);
         #[cfg(unix)]
@@ -134,7 +119,7 @@ mod tests {
             master_key: Some("ab".repeat(32)),
             ..Config::default()
         };
-        let (k, from) = MasterKey::load_or_create(&config).unwrap();
+        let (k, from) = load_or_create(&config).unwrap();
         assert_eq!(k.bytes(), &[0xab; 32]);
         assert_eq!(from, "IDP_MASTER_KEY");
         let bad = Config {
@@ -142,7 +127,7 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(
-            MasterKey::load_or_create(&bad),
+            load_or_create(&bad),
             Err(MasterKeyError::Malformed)
         ));
     }

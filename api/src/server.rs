@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, redact_url};
-use crate::master_key::{MasterKey, MasterKeyError};
+use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ impl Server {
     /// listen port may be 0: `addr` says which port was bound).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let metrics = telemetry::metrics();
-        let (master_key, key_from) = MasterKey::load_or_create(&config)?;
+        let (master_key, key_from) = load_or_create(&config)?;
         let log_url = config.eventstore_url();
         let db_url = config.database_url();
         let log = eventlog::open(

@@ -9,6 +9,7 @@
 
 mod bus;
 mod clock;
+pub mod crypto;
 mod locks;
 pub mod organization;
 
