@@ -44,6 +44,10 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `IDP_SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish.
     pub shutdown_grace_seconds: u64,
+    /// `IDP_SECRET_MAX_LIFETIME_DAYS`: the longest a client secret may live.
+    pub secret_max_lifetime_days: u32,
+    /// `IDP_SECRET_ALLOW_NEVER_EXPIRING`: whether a secret may never expire.
+    pub secret_allow_never_expiring: bool,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -59,6 +63,8 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_LOG",
     "IDP_DB_MAX_CONNECTIONS",
     "IDP_SHUTDOWN_GRACE_SECONDS",
+    "IDP_SECRET_MAX_LIFETIME_DAYS",
+    "IDP_SECRET_ALLOW_NEVER_EXPIRING",
     "IDP_CONFIG",
 ];
 
@@ -76,6 +82,8 @@ impl Default for Config {
             log: "info".to_owned(),
             db_max_connections: 32,
             shutdown_grace_seconds: 20,
+            secret_max_lifetime_days: 365,
+            secret_allow_never_expiring: false,
         }
     }
 }

@@ -8,11 +8,19 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bench;
+pub mod bootstrap;
 pub mod config;
+pub mod context;
+pub mod extract;
 pub mod master_key;
+pub mod oauth;
+pub mod openapi;
+pub mod problem;
 pub mod server;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Config;
 pub use server::{Server, StartError};

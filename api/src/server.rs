@@ -21,7 +21,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, redact_url};
 use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
+use crate::oauth::client_auth::Lockout;
 use crate::telemetry;
+use crate::tokens::TokenService;
+use domain::Metadata;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +41,10 @@ pub enum StartError {
         url: String,
         source: projections::ProjectionError,
     },
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,14 +62,19 @@ pub struct AppState {
     pub projections: Arc<RunnerHandle>,
     pub master_key: MasterKey,
     pub metrics: PrometheusHandle,
+    pub tokens: Arc<TokenService>,
+    pub lockout: Arc<Lockout>,
 }
 
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// Where the first start wrote the bootstrap credentials, if it did.
+    pub bootstrap_file: Option<PathBuf>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
+    follower: JoinHandle<()>,
 }
 
 impl Server {
@@ -97,6 +110,40 @@ impl Server {
                 source,
             })?;
         let bus = Arc::new(CommandBus::new(Arc::clone(&log), Arc::new(SystemClock)));
+        let empty = log
+            .head()
+            .await
+            .map_err(|source| StartError::Log {
+                url: redact_url(&log_url),
+                source,
+            })?
+            .is_none();
+        let bootstrap_file = if empty {
+            let creds = crate::bootstrap::bootstrap(&log, &bus, &config)
+                .await
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            let path = config.data_dir.join("bootstrap.json");
+            let text = serde_json::to_string_pretty(&creds)
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+            crate::master_key::write_private(&path, &text)
+                .map_err(|e| StartError::Bootstrap(format!("{}: {e}", path.display())))?;
+            tracing::warn!(path = %path.display(), "empty log: created the first organization and an admin client; their credentials are in this file (mode 0600)");
+            Some(path)
+        } else {
+            None
+        };
+        let system = Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
+        let ring = commands::keys::ensure_active(&bus, &log, &master_key, &system)
+            .await
+            .map_err(|e| StartError::Keys(e.to_string()))?;
+        let tokens = Arc::new(TokenService::new(
+            config.issuer(),
+            Arc::clone(&log),
+            Arc::clone(&bus),
+            master_key.clone(),
+            ring,
+        ));
+        let follower = tokio::spawn(Arc::clone(&tokens).follow());
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -115,6 +162,8 @@ impl Server {
             projections: Arc::new(runner),
             master_key,
             metrics,
+            tokens,
+            lockout: Arc::new(Lockout::default()),
         };
         tracing::info!(
             %addr,
@@ -127,17 +176,22 @@ impl Server {
         let (stop, mut stop_rx) = watch::channel(false);
         let app = router(state.clone());
         let serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
         });
         Ok(Self {
             addr,
             state,
+            bootstrap_file,
             stop,
             serving,
+            follower,
         })
     }
 
@@ -151,6 +205,7 @@ impl Server {
             tracing::warn!("requests still running after the shutdown grace period; dropping them");
             serving.abort();
         }
+        self.follower.abort();
         self.state.projections.stop().await;
         tracing::info!("idp stopped");
     }
@@ -189,6 +244,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .merge(crate::admin::router())
+        .merge(crate::oauth::router())
         .layer(middleware::from_fn(record_request))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -211,6 +269,10 @@ async fn record_request(req: Request, next: Next) -> Response {
     metrics::histogram!("idp_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -2,7 +2,9 @@
 //! at rest, and high-entropy opaque secrets stored only as SHA-256 hashes.
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -47,6 +49,75 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// The length of an XChaCha20-Poly1305 nonce.
+const NONCE_LEN: usize = 24;
+/// The length of a Poly1305 tag.
+const TAG_LEN: usize = 16;
+
+/// Why a sealed value did not open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("the sealed value is not base64")]
+    NotBase64,
+    #[error("the sealed value is too short to hold a nonce and a tag")]
+    TooShort,
+    /// Wrong master key, wrong owner (associated data), or altered bytes:
+    /// the AEAD cannot tell these apart, and neither should we.
+    #[error("the sealed value does not open with this key for this owner")]
+    Unauthentic,
+}
+
+fn cipher(master: &MasterKey) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&Key::from(*master.bytes()))
+}
+
+/// Seals `plaintext` under the master key: XChaCha20-Poly1305 with a random
+/// 24-byte nonce, returned as standard base64 of nonce || ciphertext+tag.
+///
+/// `aad` binds the sealed value to its owner (the kid for a signing key): it
+/// opens only with the same `aad`, so a sealed value moved to another owner
+/// is refused.
+pub fn seal(master: &MasterKey, aad: &[u8], plaintext: &[u8]) -> String {
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    // Encryption fails only for plaintexts over 256 GiB; such a value seals
+    // to the empty string, which `open` refuses.
+    let Ok(ciphertext) = cipher(master).encrypt(
+        &XNonce::from(nonce),
+        Payload {
+            msg: plaintext,
+            aad,
+        },
+    ) else {
+        return String::new();
+    };
+    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    STANDARD.encode(out)
+}
+
+/// Opens what [`seal`] produced with the same master key and `aad`.
+pub fn open(master: &MasterKey, aad: &[u8], sealed: &str) -> Result<Vec<u8>, CryptoError> {
+    let bytes = STANDARD
+        .decode(sealed.trim())
+        .map_err(|_| CryptoError::NotBase64)?;
+    let Some((nonce, ciphertext)) = bytes.split_first_chunk::<NONCE_LEN>() else {
+        return Err(CryptoError::TooShort);
+    };
+    if ciphertext.len() < TAG_LEN {
+        return Err(CryptoError::TooShort);
+    }
+    cipher(master)
+        .decrypt(
+            &XNonce::from(*nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| CryptoError::Unauthentic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +141,59 @@ mod tests {
     fn the_master_key_never_prints() {
         let k = MasterKey::from_bytes([7; 32]);
         assert_eq!(format!("{k:?}"), "MasterKey(<redacted>)");
+    }
+
+    #[test]
+    fn a_sealed_value_opens_with_the_same_key_and_owner() {
+        let k = MasterKey::from_bytes([7; 32]);
+        let sealed = seal(&k, b"kid-1", b"private key bytes");
+        assert_eq!(open(&k, b"kid-1", &sealed).unwrap(), b"private key bytes");
+        assert!(!sealed.contains("private"));
+        // A fresh nonce every time: the same plaintext never seals the same.
+        assert_ne!(seal(&k, b"kid-1", b"private key bytes"), sealed);
+        let raw = STANDARD.decode(&sealed).unwrap();
+        assert_eq!(raw.len(), NONCE_LEN + b"private key bytes".len() + TAG_LEN);
+        assert_eq!(open(&k, b"", &seal(&k, b"", b"")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_wrong_key_or_owner_does_not_open() {
+        let k = MasterKey::from_bytes([7; 32]);
+        let sealed = seal(&k, b"kid-1", b"secret");
+        let other = MasterKey::from_bytes([8; 32]);
+        assert_eq!(
+            open(&other, b"kid-1", &sealed),
+            Err(CryptoError::Unauthentic)
+        );
+        assert_eq!(open(&k, b"kid-2", &sealed), Err(CryptoError::Unauthentic));
+    }
+
+    #[test]
+    fn any_altered_byte_is_detected() {
+        let k = MasterKey::from_bytes([7; 32]);
+        let sealed = seal(&k, b"kid-1", b"secret");
+        let raw = STANDARD.decode(&sealed).unwrap();
+        for i in 0..raw.len() {
+            let mut tampered = raw.clone();
+            tampered[i] ^= 0x01;
+            assert_eq!(
+                open(&k, b"kid-1", &STANDARD.encode(&tampered)),
+                Err(CryptoError::Unauthentic),
+                "byte {i}"
+            );
+        }
+        assert_eq!(
+            open(
+                &k,
+                b"kid-1",
+                &STANDARD.encode(&raw[..NONCE_LEN + TAG_LEN - 1])
+            ),
+            Err(CryptoError::TooShort)
+        );
+        assert_eq!(
+            open(&k, b"kid-1", "not base64!"),
+            Err(CryptoError::NotBase64)
+        );
+        assert_eq!(open(&k, b"kid-1", ""), Err(CryptoError::TooShort));
     }
 }

@@ -8,8 +8,12 @@
 #![forbid(unsafe_code)]
 
 mod bus;
+pub mod client;
 mod clock;
 pub mod crypto;
+pub mod journal;
+pub mod jwt;
+pub mod keys;
 mod locks;
 pub mod organization;
 

@@ -8,10 +8,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod decider;
 pub mod metadata;
 pub mod organization;
 pub mod pii;
+pub mod signing_key;
+pub mod token;
 
 pub use decider::{Aggregate, DecodeError, DomainEvent};
 pub use metadata::{Actor, ActorKind, Metadata};

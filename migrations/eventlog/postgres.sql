@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream, revision)
 );
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, tx_id, seq) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_category ON events (category, tx_id, seq);
 
 -- The body of an append, for a caller that already holds the stream's
 -- advisory lock. Outcomes:

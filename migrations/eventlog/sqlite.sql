@@ -16,3 +16,4 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream, revision)
 );
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, position) WHERE subject IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_category ON events (category, position);

@@ -22,12 +22,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "read_models",
-    sqlite: include_str!("../../migrations/sqlite/0001_read_models.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_read_models.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "read_models",
+        sqlite: include_str!("../../migrations/sqlite/0001_read_models.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_read_models.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "clients",
+        sqlite: include_str!("../../migrations/sqlite/0002_clients.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_clients.sql"),
+    },
+];
 
 #[derive(Clone, Debug)]
 pub struct ReadDb {

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clients;
 mod db;
 pub mod organizations;
 mod runner;
@@ -17,5 +18,8 @@ pub use runner::{Projection, ProjectionError, ProjectionStatus, Runner, RunnerHa
 
 /// The projections this platform runs, in the order they are started.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
-    vec![std::sync::Arc::new(organizations::OrganizationsProjection)]
+    vec![
+        std::sync::Arc::new(organizations::OrganizationsProjection),
+        std::sync::Arc::new(clients::ClientsProjection),
+    ]
 }

@@ -64,6 +64,20 @@ impl TestServer {
         Some(Self::start_with(config, Some(dir)).await)
     }
 
+    /// Polls `/readyz` until it answers 200 (at most 10 s); returns its body.
+    pub async fn wait_ready(&self) -> serde_json::Value {
+        let c = http();
+        for _ in 0..400 {
+            let r = c.get(self.url("/readyz")).send().await.unwrap();
+            if r.status() == 200 {
+                return r.json().await.unwrap();
+            }
+            assert_eq!(r.status(), 503);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

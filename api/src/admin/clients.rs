@@ -1,0 +1,534 @@
+//! `/admin/clients`: OAuth clients and their secrets.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use commands::CommandError;
+use domain::client::{
+    AuthMethod, ClientError, ClientSettings, ClientType, GrantType, SecretPolicy,
+};
+use domain::organization::Organization;
+use projections::clients::{self, ClientFilter, ClientRow, SecretRow};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::{AdminCaller, Page, PageQuery, settle};
+use crate::context::RequestContext;
+use crate::extract::Body;
+use crate::problem::Problem;
+use crate::server::AppState;
+
+type PathRejection = axum::extract::rejection::PathRejection;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/clients", get(list).post(create))
+        .route(
+            "/admin/clients/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/admin/clients/{id}/enable", post(enable))
+        .route("/admin/clients/{id}/disable", post(disable))
+        .route(
+            "/admin/clients/{id}/secrets",
+            get(list_secrets).post(create_secret),
+        )
+        .route(
+            "/admin/clients/{id}/secrets/{secret_id}",
+            delete(delete_secret),
+        )
+}
+
+fn default_lifetime() -> u32 {
+    3600
+}
+
+/// A new client. `client_id` may be supplied (a GUID) or is generated.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    pub organization_id: Uuid,
+    pub client_id: Option<String>,
+    /// `public` or `confidential`.
+    #[schema(value_type = String)]
+    pub client_type: ClientType,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub grant_types: Vec<GrantType>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `client_secret_basic`, `client_secret_post`, `private_key_jwt` or `none`.
+    #[schema(value_type = String)]
+    pub token_endpoint_auth_method: AuthMethod,
+    /// The client's public keys (a JWK Set), for `private_key_jwt`.
+    #[schema(value_type = Object)]
+    pub jwks: Option<serde_json::Value>,
+    #[serde(default = "default_lifetime")]
+    pub access_token_lifetime: u32,
+}
+
+/// Changes to a client; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub grant_types: Option<Vec<GrantType>>,
+    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<String>)]
+    pub token_endpoint_auth_method: Option<AuthMethod>,
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub access_token_lifetime: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClientView {
+    pub client_id: String,
+    pub organization_id: String,
+    pub client_type: String,
+    pub name: String,
+    pub description: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub access_token_lifetime: u32,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<ClientRow> for ClientView {
+    fn from(r: ClientRow) -> Self {
+        let s: ClientSettings = serde_json::from_value(r.settings).unwrap_or_default();
+        Self {
+            client_id: r.id,
+            organization_id: r.organization_id,
+            client_type: r.client_type,
+            name: s.name,
+            description: s.description,
+            redirect_uris: s.redirect_uris,
+            grant_types: s
+                .grant_types
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
+            scopes: s.scopes,
+            token_endpoint_auth_method: s.auth_method.as_str().to_owned(),
+            jwks: s.jwks,
+            access_token_lifetime: s.access_token_lifetime_secs,
+            enabled: r.enabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecret {
+    #[serde(default)]
+    pub description: String,
+    /// RFC 3339; default: now plus the configured maximum lifetime.
+    pub expires_at: Option<String>,
+    /// Ask for a secret that never expires (only if configuration allows).
+    #[serde(default)]
+    pub never_expires: bool,
+}
+
+/// A new secret: the only response that ever holds its value.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedSecretView {
+    pub id: String,
+    pub client_id: String,
+    /// Shown once; store it now.
+    pub secret: String,
+    pub description: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretView {
+    pub id: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl From<SecretRow> for SecretView {
+    fn from(r: SecretRow) -> Self {
+        Self {
+            id: r.id,
+            description: r.description,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ClientListQuery {
+    pub organization_id: Option<Uuid>,
+    pub enabled: Option<bool>,
+    pub name_contains: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+pub(crate) fn problem(e: CommandError<ClientError>) -> Problem {
+    match e {
+        CommandError::Domain(d) => match d {
+            ClientError::NotFound | ClientError::Deleted => Problem::not_found("client"),
+            ClientError::SecretNotFound => Problem::not_found("secret"),
+            ClientError::AlreadyExists => {
+                Problem::conflict("client-id-taken", "a client with this client_id exists")
+            }
+            e @ ClientError::SecretLimitReached { .. } => {
+                Problem::limit("secret-limit", e.to_string())
+                    .with("limit", domain::client::MAX_LIVE_SECRETS)
+            }
+            other => Problem::validation(other.to_string()),
+        },
+        other => Problem::internal(&other),
+    }
+}
+
+async fn load(state: &AppState, id: Uuid) -> Result<ClientView, Problem> {
+    clients::get(&state.read_db, &id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map(ClientView::from)
+        .ok_or_else(|| Problem::not_found("client"))
+}
+
+/// Register a client in an organization. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/clients", request_body = CreateClient,
+    responses((status = 201, body = ClientView), (status = 409, description = "client_id taken"),
+        (status = 422, description = "a rule is broken")),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    Body(body): Body<CreateClient>,
+) -> Result<impl IntoResponse, Problem> {
+    let client_id = match &body.client_id {
+        Some(given) => {
+            Uuid::parse_str(given).map_err(|_| Problem::validation("client_id must be a GUID"))?
+        }
+        None => Uuid::now_v7(),
+    };
+    let (org, revision) = state
+        .bus
+        .load::<Organization>(&body.organization_id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if revision.is_none() || org.id.is_none() {
+        return Err(Problem::validation("organization_id names no organization"));
+    }
+    let settings = ClientSettings {
+        name: body.name,
+        description: body.description,
+        redirect_uris: body.redirect_uris,
+        grant_types: body.grant_types,
+        scopes: body.scopes,
+        auth_method: body.token_endpoint_auth_method,
+        jwks: body.jwks,
+        access_token_lifetime_secs: body.access_token_lifetime,
+    };
+    let meta = ctx.metadata(caller.actor(), Some(body.organization_id));
+    let out = commands::client::create(
+        &state.bus,
+        client_id,
+        body.organization_id,
+        body.client_type,
+        settings,
+        &meta,
+    )
+    .await
+    .map_err(problem)?;
+    settle(&state, &out).await?;
+    let view = load(&state, client_id).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/admin/clients/{client_id}")) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::CREATED, headers, Json(view)))
+}
+
+/// List clients, filtered, ordered by id, a page at a time. Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/clients", params(ClientListQuery),
+    responses((status = 200, body = Page<ClientView>)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+    query: Result<Query<ClientListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<ClientView>>, Problem> {
+    let Query(q) = query?;
+    let limit = PageQuery {
+        limit: q.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let filter = ClientFilter {
+        organization_id: q.organization_id.map(|o| o.to_string()),
+        enabled: q.enabled,
+        name_contains: q.name_contains,
+    };
+    let rows = clients::list(&state.read_db, &filter, q.cursor.as_deref(), limit + 1)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let items: Vec<ClientView> = rows.into_iter().map(ClientView::from).collect();
+    Ok(Json(Page::from_overfetch(items, limit, |c| {
+        c.client_id.clone()
+    })))
+}
+
+/// Show a client. Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/clients/{id}",
+    responses((status = 200, body = ClientView), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn show(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ClientView>, Problem> {
+    let Path(id) = path?;
+    Ok(Json(load(&state, id).await?))
+}
+
+/// Change a client's settings. Needs `idp:admin`.
+#[utoipa::path(patch, path = "/admin/clients/{id}", request_body = UpdateClient,
+    responses((status = 200, body = ClientView), (status = 404), (status = 422)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+    Body(body): Body<UpdateClient>,
+) -> Result<Json<ClientView>, Problem> {
+    let Path(id) = path?;
+    let (current, revision) = state
+        .bus
+        .load::<domain::client::Client>(&id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if revision.is_none() || current.deleted {
+        return Err(Problem::not_found("client"));
+    }
+    let mut s = current.settings.clone();
+    if let Some(v) = body.name {
+        s.name = v;
+    }
+    if let Some(v) = body.description {
+        s.description = v;
+    }
+    if let Some(v) = body.redirect_uris {
+        s.redirect_uris = v;
+    }
+    if let Some(v) = body.grant_types {
+        s.grant_types = v;
+    }
+    if let Some(v) = body.scopes {
+        s.scopes = v;
+    }
+    if let Some(v) = body.token_endpoint_auth_method {
+        s.auth_method = v;
+    }
+    if let Some(v) = body.jwks {
+        s.jwks = Some(v);
+    }
+    if let Some(v) = body.access_token_lifetime {
+        s.access_token_lifetime_secs = v;
+    }
+    let meta = ctx.metadata(caller.actor(), Some(current.organization_id));
+    let out = commands::client::update(&state.bus, id, s, &meta)
+        .await
+        .map_err(problem)?;
+    settle(&state, &out).await?;
+    Ok(Json(load(&state, id).await?))
+}
+
+async fn org_of(state: &AppState, id: Uuid) -> Option<Uuid> {
+    state
+        .bus
+        .load::<domain::client::Client>(&id.to_string())
+        .await
+        .ok()
+        .map(|(c, _)| c.organization_id)
+}
+
+/// Delete a client: its tokens stop working at once. Needs `idp:admin`.
+#[utoipa::path(delete, path = "/admin/clients/{id}",
+    responses((status = 204), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let Path(id) = path?;
+    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let out = commands::client::delete(&state.bus, id, &meta)
+        .await
+        .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(&state, &out).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enable a client. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/clients/{id}/enable",
+    responses((status = 200, body = ClientView), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ClientView>, Problem> {
+    let Path(id) = path?;
+    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let out = commands::client::enable(&state.bus, id, &meta)
+        .await
+        .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(&state, &out).await?;
+    Ok(Json(load(&state, id).await?))
+}
+
+/// Disable a client: its tokens introspect as inactive. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/clients/{id}/disable",
+    responses((status = 200, body = ClientView), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ClientView>, Problem> {
+    let Path(id) = path?;
+    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let out = commands::client::disable(&state.bus, id, &meta)
+        .await
+        .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(&state, &out).await?;
+    Ok(Json(load(&state, id).await?))
+}
+
+/// Create a secret; its value is in this response only. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/clients/{id}/secrets", request_body = CreateSecret,
+    responses((status = 201, body = CreatedSecretView), (status = 409, description = "10 live secrets already"),
+        (status = 422)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn create_secret(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+    Body(body): Body<CreateSecret>,
+) -> Result<impl IntoResponse, Problem> {
+    let Path(id) = path?;
+    let policy = SecretPolicy {
+        max_lifetime_days: state.config.secret_max_lifetime_days,
+        allow_never_expiring: state.config.secret_allow_never_expiring,
+    };
+    let expires_at = match (&body.expires_at, body.never_expires) {
+        (Some(_), true) => {
+            return Err(Problem::validation(
+                "give either expires_at or never_expires, not both",
+            ));
+        }
+        (Some(t), false) => Some(
+            OffsetDateTime::parse(t, &Rfc3339)
+                .map_err(|_| Problem::validation("expires_at must be an RFC 3339 date-time"))?,
+        ),
+        (None, true) => None,
+        (None, false) => Some(
+            OffsetDateTime::now_utc() + time::Duration::days(i64::from(policy.max_lifetime_days)),
+        ),
+    };
+    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let (out, created) = commands::client::create_secret(
+        &state.bus,
+        id,
+        &body.description,
+        expires_at,
+        policy,
+        &meta,
+    )
+    .await
+    .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(&state, &out).await?;
+    let view = CreatedSecretView {
+        id: created.secret_id.to_string(),
+        client_id: id.to_string(),
+        secret: created.value.clone(),
+        description: body.description,
+        expires_at: created.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+    };
+    let mut resp = (StatusCode::CREATED, Json(view)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// List a client's secrets (never their values). Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/clients/{id}/secrets",
+    responses((status = 200, body = Page<SecretView>), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn list_secrets(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<Page<SecretView>>, Problem> {
+    let Path(id) = path?;
+    load(&state, id).await?;
+    let rows = clients::secrets(&state.read_db, &id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(Page {
+        items: rows.into_iter().map(SecretView::from).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Delete a secret: it stops authenticating at once. Needs `idp:admin`.
+#[utoipa::path(delete, path = "/admin/clients/{id}/secrets/{secret_id}",
+    responses((status = 204), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "clients")]
+pub async fn delete_secret(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let Path((id, secret_id)) = path?;
+    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let out = commands::client::delete_secret(&state.bus, id, secret_id, &meta)
+        .await
+        .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(&state, &out).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,61 @@
+//! What every command learns from its request: correlation id, source IP,
+//! user agent.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use domain::{Actor, Metadata};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The request's side of an event's metadata.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub correlation_id: Uuid,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    /// Metadata for a command by `actor` (the clock of the command loop
+    /// replaces `occurred_at`).
+    pub fn metadata(&self, actor: Actor, organization: Option<Uuid>) -> Metadata {
+        Metadata {
+            actor,
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            organization,
+            occurred_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let correlation_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Uuid::parse_str(v).ok())
+            .unwrap_or_else(Uuid::now_v7);
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect());
+        Ok(Self {
+            correlation_id,
+            source_ip,
+            user_agent,
+        })
+    }
+}

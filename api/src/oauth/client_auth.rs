@@ -1,0 +1,479 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints: `client_secret_basic`, `client_secret_post`, `private_key_jwt`
+//! (RFC 7523, each assertion usable once) and `none` for public clients.
+//! Every failure is recorded in the log and counted toward a lockout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use commands::crypto::secret_matches;
+use commands::journal;
+use domain::client::{AuthMethod, Client};
+use domain::token::{ClientAssertionUsed, ClientAuthFailed, TokenEvent, auth_failure_stream};
+use domain::{Actor, ActorKind};
+use eventlog::ExpectedRevision;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::error::OAuthError;
+use crate::context::RequestContext;
+use crate::server::AppState;
+
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client that proved who it is.
+#[derive(Clone, Debug)]
+pub struct AuthenticatedClient {
+    pub client_id: Uuid,
+    pub client: Arc<Client>,
+    pub method: AuthMethod,
+    pub secret_id: Option<Uuid>,
+}
+
+/// The form of an OAuth request, each parameter at most once (RFC 6749 §3.2).
+pub struct Form(pub HashMap<String, String>);
+
+impl Form {
+    pub fn parse(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if map.insert(k.clone(), v).is_some() {
+                return Err(OAuthError::invalid_request(format!(
+                    "the parameter `{k}` appears more than once"
+                )));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Failed attempts per presented client id: after `LIMIT` failures within
+/// `WINDOW`, the id is refused for `WINDOW` without checking anything.
+#[derive(Default)]
+pub struct Lockout {
+    entries: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+const LOCKOUT_LIMIT: u32 = 10;
+const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
+const LOCKOUT_MAX_ENTRIES: usize = 100_000;
+
+impl Lockout {
+    fn locked(&self, id: &str) -> bool {
+        let Ok(map) = self.entries.lock() else {
+            return false;
+        };
+        matches!(map.get(id), Some((n, since)) if *n >= LOCKOUT_LIMIT && since.elapsed() < LOCKOUT_WINDOW)
+    }
+
+    fn failed(&self, id: &str) {
+        let Ok(mut map) = self.entries.lock() else {
+            return;
+        };
+        if map.len() >= LOCKOUT_MAX_ENTRIES {
+            map.retain(|_, (_, since)| since.elapsed() < LOCKOUT_WINDOW);
+        }
+        let e = map.entry(id.to_owned()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= LOCKOUT_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    fn succeeded(&self, id: &str) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.remove(id);
+        }
+    }
+}
+
+/// What the request presents.
+enum Presented {
+    Secret {
+        client_id: String,
+        secret: String,
+        basic: bool,
+    },
+    Assertion {
+        client_id: Option<String>,
+        assertion: String,
+    },
+    PublicId(String),
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    let joined = format!("v={s}");
+    url::form_urlencoded::parse(joined.as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    let post_secret = form.get("client_secret");
+    let assertion = form.get("client_assertion");
+    let methods = [basic.is_some(), post_secret.is_some(), assertion.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if methods > 1 {
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
+    }
+    if let Some(b64) = basic {
+        let bad = || OAuthError::invalid_client("malformed Basic credentials", true);
+        let raw = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+        let client_id = decode_component(id).ok_or_else(bad)?;
+        let secret = decode_component(secret).ok_or_else(bad)?;
+        if let Some(form_id) = form.get("client_id")
+            && form_id != client_id
+        {
+            return Err(OAuthError::invalid_request(
+                "client_id in the form differs from the Basic credentials",
+            ));
+        }
+        return Ok(Presented::Secret {
+            client_id,
+            secret,
+            basic: true,
+        });
+    }
+    if let Some(secret) = post_secret {
+        let client_id = form
+            .get("client_id")
+            .ok_or_else(|| OAuthError::invalid_request("client_secret needs client_id"))?;
+        return Ok(Presented::Secret {
+            client_id: client_id.to_owned(),
+            secret: secret.to_owned(),
+            basic: false,
+        });
+    }
+    if let Some(assertion) = assertion {
+        if form.get("client_assertion_type") != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        return Ok(Presented::Assertion {
+            client_id: form.get("client_id").map(str::to_owned),
+            assertion: assertion.to_owned(),
+        });
+    }
+    match form.get("client_id") {
+        Some(id) => Ok(Presented::PublicId(id.to_owned())),
+        None => Err(OAuthError::invalid_client(
+            "client authentication is required",
+            false,
+        )),
+    }
+}
+
+/// Authenticates the calling client, recording a failure in the log.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+    ctx: &RequestContext,
+) -> Result<AuthenticatedClient, OAuthError> {
+    let presented = presented(headers, form)?;
+    let (claimed_id, method_name, basic) = match &presented {
+        Presented::Secret {
+            client_id, basic, ..
+        } => (
+            client_id.clone(),
+            if *basic {
+                "client_secret_basic"
+            } else {
+                "client_secret_post"
+            },
+            *basic,
+        ),
+        Presented::Assertion {
+            client_id,
+            assertion,
+        } => (
+            client_id
+                .clone()
+                .or_else(|| assertion_subject(assertion))
+                .unwrap_or_default(),
+            "private_key_jwt",
+            false,
+        ),
+        Presented::PublicId(id) => (id.clone(), "none", false),
+    };
+    if state.lockout.locked(&claimed_id) {
+        record_failure(
+            state,
+            ctx,
+            &claimed_id,
+            method_name,
+            "locked after repeated failures",
+        )
+        .await;
+        return Err(OAuthError::invalid_client(
+            "too many failed attempts; try again later",
+            basic,
+        ));
+    }
+    match verify(state, ctx, presented).await {
+        Ok(ok) => {
+            state.lockout.succeeded(&claimed_id);
+            Ok(ok)
+        }
+        Err(reason) => {
+            state.lockout.failed(&claimed_id);
+            record_failure(state, ctx, &claimed_id, method_name, reason).await;
+            metrics::counter!("idp_client_auth_failures_total", "method" => method_name)
+                .increment(1);
+            Err(OAuthError::invalid_client(
+                "client authentication failed",
+                basic,
+            ))
+        }
+    }
+}
+
+async fn record_failure(
+    state: &AppState,
+    ctx: &RequestContext,
+    client_id: &str,
+    method: &str,
+    reason: &str,
+) {
+    let now = OffsetDateTime::now_utc();
+    let event = TokenEvent::ClientAuthFailed(ClientAuthFailed {
+        client_id: client_id.chars().take(200).collect(),
+        auth_method: method.to_owned(),
+        reason: reason.to_owned(),
+    });
+    let actor = Actor {
+        kind: ActorKind::Anonymous,
+        id: None,
+    };
+    let meta = ctx.metadata(actor, None);
+    if let Err(e) = journal::record(&state.log, &auth_failure_stream(now), &event, &meta).await {
+        tracing::error!(error = %e, "cannot record a failed client authentication");
+    }
+}
+
+async fn load_client(state: &AppState, id: &str) -> Result<(Uuid, Arc<Client>), &'static str> {
+    let client_id = Uuid::parse_str(id).map_err(|_| "unknown client")?;
+    match state.tokens.clients.get(&state.bus, client_id).await {
+        Ok(Some(c)) if c.is_active() => Ok((client_id, c)),
+        Ok(Some(_)) => Err("client disabled or deleted"),
+        Ok(None) => Err("unknown client"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load a client");
+            Err("client could not be loaded")
+        }
+    }
+}
+
+async fn verify(
+    state: &AppState,
+    ctx: &RequestContext,
+    presented: Presented,
+) -> Result<AuthenticatedClient, &'static str> {
+    let now = OffsetDateTime::now_utc();
+    match presented {
+        Presented::Secret {
+            client_id,
+            secret,
+            basic,
+        } => {
+            let (id, client) = load_client(state, &client_id).await?;
+            let expected = if basic {
+                AuthMethod::ClientSecretBasic
+            } else {
+                AuthMethod::ClientSecretPost
+            };
+            if client.settings.auth_method != expected {
+                return Err("client registered for another authentication method");
+            }
+            // Compare against every live secret so timing does not tell
+            // which one (if any) matched.
+            let mut matched = None;
+            for s in client.live_secrets(now) {
+                if secret_matches(&secret, &s.hash) && matched.is_none() {
+                    matched = Some(s.id);
+                }
+            }
+            let secret_id = matched.ok_or("wrong or expired secret")?;
+            Ok(AuthenticatedClient {
+                client_id: id,
+                client,
+                method: expected,
+                secret_id: Some(secret_id),
+            })
+        }
+        Presented::PublicId(client_id) => {
+            let (id, client) = load_client(state, &client_id).await?;
+            if client.settings.auth_method != AuthMethod::None {
+                return Err("confidential client presented no credentials");
+            }
+            Ok(AuthenticatedClient {
+                client_id: id,
+                client,
+                method: AuthMethod::None,
+                secret_id: None,
+            })
+        }
+        Presented::Assertion {
+            client_id,
+            assertion,
+        } => {
+            let subject = assertion_subject(&assertion).ok_or("malformed client assertion")?;
+            if client_id.as_deref().is_some_and(|c| c != subject) {
+                return Err("client_id differs from the assertion's subject");
+            }
+            let (id, client) = load_client(state, &subject).await?;
+            if client.settings.auth_method != AuthMethod::PrivateKeyJwt {
+                return Err("client registered for another authentication method");
+            }
+            let claims = verify_assertion(state, &client, &subject, &assertion, now)?;
+            // One use per assertion, across every node: the stream named
+            // after it can be created once.
+            let digest = hex_sha256(&format!("{subject}\n{}", claims.jti));
+            let stream = format!("clientassertion-{}", &digest[..40]);
+            let expires_at =
+                OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| "bad exp")?;
+            let event = TokenEvent::AssertionUsed(ClientAssertionUsed {
+                client_id: id,
+                expires_at,
+            });
+            let meta = ctx.metadata(Actor::client(id.to_string()), Some(client.organization_id));
+            match state
+                .log
+                .append(
+                    &stream,
+                    ExpectedRevision::NoStream,
+                    vec![eventlog::encode(&event, &meta)],
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(eventlog::Error::WrongExpectedRevision { .. }) => {
+                    return Err("client assertion replayed");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record a client assertion");
+                    return Err("client assertion could not be recorded");
+                }
+            }
+            Ok(AuthenticatedClient {
+                client_id: id,
+                client,
+                method: AuthMethod::PrivateKeyJwt,
+                secret_id: None,
+            })
+        }
+    }
+}
+
+fn hex_sha256(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    jti: String,
+}
+
+/// The `sub` of an assertion, read without trusting it (to find the client).
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("sub")?.as_str().map(str::to_owned)
+}
+
+/// The longest an assertion may live (its `exp` from now).
+const MAX_ASSERTION_LIFETIME: i64 = 3600;
+
+fn verify_assertion(
+    state: &AppState,
+    client: &Client,
+    client_id: &str,
+    assertion: &str,
+    now: OffsetDateTime,
+) -> Result<AssertionClaims, &'static str> {
+    let header =
+        jsonwebtoken::decode_header(assertion).map_err(|_| "malformed client assertion")?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::PS256 | Algorithm::ES384
+    ) {
+        return Err("client assertion algorithm not accepted");
+    }
+    let jwks: JwkSet = client
+        .settings
+        .jwks
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or("client has no usable registered keys")?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[
+        state.tokens.token_endpoint.as_str(),
+        state.tokens.issuer.as_str(),
+    ]);
+    validation.set_issuer(&[client_id]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.leeway = 5;
+    let candidates = jwks
+        .keys
+        .iter()
+        .filter(|k| match (&header.kid, &k.common.key_id) {
+            (Some(want), Some(have)) => want == have,
+            (Some(_), None) => false,
+            (None, _) => true,
+        });
+    for jwk in candidates {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
+            let c = data.claims;
+            if c.sub != client_id || c.iss != client_id {
+                return Err("client assertion issuer and subject must be the client id");
+            }
+            if c.jti.is_empty() || c.jti.len() > 256 {
+                return Err("client assertion needs a jti");
+            }
+            if c.exp > now.unix_timestamp() + MAX_ASSERTION_LIFETIME {
+                return Err("client assertion lives too long");
+            }
+            return Ok(c);
+        }
+    }
+    Err("client assertion signature, audience or expiry invalid")
+}

@@ -1,0 +1,63 @@
+//! Discovery documents (RFC 8414, OpenID Connect Discovery) and the JWKS:
+//! they list exactly what this server implements.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::server::AppState;
+
+pub fn document(issuer: &str) -> Value {
+    let methods = json!([
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt"
+    ]);
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "jwks_uri": format!("{issuer}/oauth/jwks"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
+        "introspection_endpoint_auth_methods_supported": methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
+        "revocation_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
+        "access_token_signing_alg_values_supported": ["ES256"],
+        "service_documentation": format!("{issuer}/openapi.json"),
+    })
+}
+
+pub async fn configuration(State(state): State<AppState>) -> Response {
+    let mut resp = Json(document(&state.tokens.issuer)).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+/// Retired keys stay published this long, so tokens signed before a
+/// rotation verify until they expire (the longest access token lifetime).
+pub const RETIRED_KEY_GRACE: time::Duration = time::Duration::days(1);
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = Json(
+        state
+            .tokens
+            .jwks(OffsetDateTime::now_utc(), RETIRED_KEY_GRACE),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}

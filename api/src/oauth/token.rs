@@ -1,0 +1,162 @@
+//! `POST /oauth/token`: the client credentials grant.
+
+use axum::Form as AxumForm;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use domain::client::{ClientType, GrantType};
+use serde_json::json;
+
+use super::client_auth::{AuthenticatedClient, Form, authenticate};
+use super::error::{OAuthError, no_store};
+use crate::context::RequestContext;
+use crate::server::AppState;
+use crate::tokens::TokenService;
+
+pub async fn token(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    form: Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    match handle(&state, &ctx, &headers, form).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    form: Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, OAuthError> {
+    let AxumForm(pairs) = form.map_err(|e| {
+        OAuthError::invalid_request(format!(
+            "the body must be application/x-www-form-urlencoded: {}",
+            e.body_text()
+        ))
+    })?;
+    let form = Form::parse(pairs)?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let grant: GrantType = grant_type.parse().map_err(|_| {
+        OAuthError::unsupported_grant_type(format!("grant type `{grant_type}` is not supported"))
+    })?;
+    let client = authenticate(state, headers, &form, ctx).await?;
+    match grant {
+        GrantType::ClientCredentials => client_credentials(state, ctx, &form, client).await,
+        other => Err(OAuthError::unsupported_grant_type(format!(
+            "grant type `{}` is not supported",
+            other.as_str()
+        ))),
+    }
+}
+
+/// The scopes granted: those asked for, each of which must be allowed, or
+/// every allowed scope when none is asked for.
+pub fn granted_scope(requested: Option<&str>, allowed: &[String]) -> Result<String, OAuthError> {
+    match requested {
+        None => Ok(allowed.join(" ")),
+        Some(req) => {
+            let mut granted: Vec<&str> = Vec::new();
+            for s in req.split(' ').filter(|s| !s.is_empty()) {
+                if !allowed.iter().any(|a| a == s) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "the scope `{s}` is not allowed for this client"
+                    )));
+                }
+                if !granted.contains(&s) {
+                    granted.push(s);
+                }
+            }
+            Ok(granted.join(" "))
+        }
+    }
+}
+
+async fn client_credentials(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: &Form,
+    auth: AuthenticatedClient,
+) -> Result<Response, OAuthError> {
+    let client = &auth.client;
+    if client.client_type == ClientType::Public
+        || !client
+            .settings
+            .grant_types
+            .contains(&GrantType::ClientCredentials)
+    {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    let scope = granted_scope(form.get("scope"), &client.settings.scopes)?;
+    let audience = match form.get("resource") {
+        Some(r) => {
+            let parsed = url::Url::parse(r).map_err(|_| {
+                OAuthError::invalid_request("resource must be an absolute URI (RFC 8707)")
+            })?;
+            if parsed.fragment().is_some() {
+                return Err(OAuthError::invalid_request(
+                    "resource must not have a fragment",
+                ));
+            }
+            r.to_owned()
+        }
+        None => state.tokens.issuer.clone(),
+    };
+    let meta = ctx.metadata(
+        TokenService::actor_for(auth.client_id),
+        Some(client.organization_id),
+    );
+    let (token, claims) = state
+        .tokens
+        .issue(
+            auth.client_id,
+            client,
+            GrantType::ClientCredentials.as_str(),
+            &scope,
+            &audience,
+            auth.method.as_str(),
+            auth.secret_id,
+            &meta,
+        )
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
+    let mut body = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+    });
+    if !scope.is_empty()
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert("scope".into(), json!(scope));
+    }
+    let mut resp = axum::Json(body).into_response();
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_must_be_a_subset() {
+        let allowed = vec!["read".to_owned(), "write".to_owned()];
+        assert_eq!(granted_scope(None, &allowed).unwrap(), "read write");
+        assert_eq!(granted_scope(Some("write"), &allowed).unwrap(), "write");
+        assert_eq!(
+            granted_scope(Some("write  write"), &allowed).unwrap(),
+            "write"
+        );
+        assert_eq!(
+            granted_scope(Some("admin"), &allowed).unwrap_err().code,
+            "invalid_scope"
+        );
+    }
+}

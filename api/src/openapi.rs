@@ -1,0 +1,49 @@
+//! The OpenAPI document of the admin API, served at `/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::admin::{Page, clients, keys, organizations};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets. \
+        Every endpoint needs a bearer access token with the `idp:admin` scope; errors are RFC 9457 \
+        problem documents (application/problem+json)."),
+    paths(
+        organizations::create, organizations::list, organizations::show, organizations::rename,
+        clients::create, clients::list, clients::show, clients::update, clients::remove,
+        clients::enable, clients::disable, clients::create_secret, clients::list_secrets,
+        clients::delete_secret, keys::list, keys::rotate,
+    ),
+    components(schemas(
+        organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
+        clients::CreateClient, clients::UpdateClient, clients::ClientView, clients::CreateSecret,
+        clients::CreatedSecretView, clients::SecretView,
+        keys::KeyView, keys::KeyList, keys::RotateKey, keys::Rotated,
+        Page<organizations::Organization>, Page<clients::ClientView>, Page<clients::SecretView>,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct AdminApi;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(AdminApi::openapi()).unwrap_or_default()
+}

@@ -1,0 +1,380 @@
+//! Issuing and validating access tokens: the signing key ring, the cache of
+//! client state, and the revocation list, kept current from the log.
+//!
+//! One place decides whether a token is good: signature by a key of ours,
+//! issuer, expiry, not revoked, and its client still active. Introspection
+//! and the admin API's bearer check both ask [`TokenService::validate`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use commands::crypto::MasterKey;
+use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
+use commands::keys::KeyRing;
+use commands::{CommandBus, journal};
+use domain::client::Client;
+use domain::signing_key::KeyAlgorithm;
+use domain::token::{TokenEvent, TokenIssued, TokenRevoked, token_stream};
+use domain::{Actor, Metadata};
+use eventlog::{EventLog, Filter, Position, RecordedEvent};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Why a token is not good (callers answer `active: false` or 401 alike).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenInvalid {
+    #[error("malformed, badly signed, expired or foreign token")]
+    Unverifiable,
+    #[error("the token was revoked")]
+    Revoked,
+    #[error("the token's client is disabled, deleted or unknown")]
+    ClientInactive,
+    #[error("the token's claims are malformed")]
+    BadClaims,
+}
+
+/// A token that passed every check.
+#[derive(Clone, Debug)]
+pub struct ValidToken {
+    pub claims: AccessTokenClaims,
+    pub client_id: Uuid,
+    pub jti: String,
+    pub scope: String,
+}
+
+/// Client aggregates read from the log, dropped whenever one of their events
+/// arrives. The epoch guards against a load racing an invalidation.
+#[derive(Default)]
+pub struct ClientCache {
+    map: RwLock<HashMap<Uuid, Arc<Client>>>,
+    epoch: AtomicU64,
+}
+
+impl ClientCache {
+    pub async fn get(
+        &self,
+        bus: &CommandBus,
+        id: Uuid,
+    ) -> Result<Option<Arc<Client>>, eventlog::Error> {
+        if let Some(c) = self.map.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(Some(c));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let (client, revision) = bus.load::<Client>(&id.to_string()).await?;
+        if revision.is_none() {
+            return Ok(None);
+        }
+        let client = Arc::new(client);
+        if let Ok(mut m) = self.map.write()
+            && self.epoch.load(Ordering::Acquire) == epoch
+        {
+            m.insert(id, Arc::clone(&client));
+        }
+        Ok(Some(client))
+    }
+
+    pub fn invalidate(&self, id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut m) = self.map.write() {
+            m.remove(&id);
+        }
+    }
+}
+
+pub struct TokenService {
+    pub issuer: String,
+    pub token_endpoint: String,
+    log: Arc<dyn EventLog>,
+    bus: Arc<CommandBus>,
+    master: MasterKey,
+    keys: RwLock<KeyRing>,
+    pub clients: ClientCache,
+    /// jti -> expiry (unix seconds) of revoked, not yet expired tokens.
+    revoked: RwLock<HashMap<String, i64>>,
+}
+
+impl TokenService {
+    pub fn new(
+        issuer: String,
+        log: Arc<dyn EventLog>,
+        bus: Arc<CommandBus>,
+        master: MasterKey,
+        ring: KeyRing,
+    ) -> Self {
+        Self {
+            token_endpoint: format!("{issuer}/oauth/token"),
+            issuer,
+            log,
+            bus,
+            master,
+            keys: RwLock::new(ring),
+            clients: ClientCache::default(),
+            revoked: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn jwks(&self, now: OffsetDateTime, grace: time::Duration) -> serde_json::Value {
+        self.keys
+            .read()
+            .map(|r| r.jwks(now, grace))
+            .unwrap_or_else(|_| serde_json::json!({ "keys": [] }))
+    }
+
+    /// Brings the key ring up to the log now (after a rotation here, so the
+    /// next token is signed with the new key).
+    pub async fn catch_up_keys(&self) -> Result<(), commands::keys::KeyError> {
+        let mut ring = match self.keys.read() {
+            Ok(r) => r.clone(),
+            Err(_) => return Ok(()),
+        };
+        ring.catch_up(&self.log, &self.master).await?;
+        if let Ok(mut current) = self.keys.write()
+            && ring.position() > current.position()
+        {
+            *current = ring;
+        }
+        Ok(())
+    }
+
+    /// The keys as the admin API shows them, newest first.
+    pub fn key_views(&self) -> Vec<crate::admin::keys::KeyView> {
+        use crate::admin::keys::{KeyView, fmt_time};
+        let Ok(ring) = self.keys.read() else {
+            return Vec::new();
+        };
+        let mut views: Vec<KeyView> = ring
+            .entries()
+            .map(|e| KeyView {
+                kid: e.kid.clone(),
+                alg: e.alg.as_str().to_owned(),
+                status: format!("{:?}", e.status).to_lowercase(),
+                created_at: fmt_time(Some(e.created_at)),
+                activated_at: fmt_time(e.activated_at),
+                retired_at: fmt_time(e.retired_at),
+            })
+            .collect();
+        views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        views
+    }
+
+    /// Checks a token completely.
+    pub async fn validate(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<ValidToken, TokenInvalid> {
+        let claims = {
+            let ring = self.keys.read().map_err(|_| TokenInvalid::Unverifiable)?;
+            verify_access_token(&ring, token, &self.issuer, now.unix_timestamp())
+                .map_err(|_| TokenInvalid::Unverifiable)?
+        };
+        if self
+            .revoked
+            .read()
+            .map(|r| r.contains_key(&claims.jti))
+            .unwrap_or(true)
+        {
+            return Err(TokenInvalid::Revoked);
+        }
+        let client_id = Uuid::parse_str(&claims.client_id).map_err(|_| TokenInvalid::BadClaims)?;
+        match self.clients.get(&self.bus, client_id).await {
+            Ok(Some(c)) if c.is_active() => {}
+            _ => return Err(TokenInvalid::ClientInactive),
+        }
+        Ok(ValidToken {
+            jti: claims.jti.clone(),
+            scope: claims.scope.clone(),
+            client_id,
+            claims,
+        })
+    }
+
+    /// Signs an access token for `client` and records the issue in the log
+    /// before returning it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue(
+        &self,
+        client_id: Uuid,
+        client: &Client,
+        grant_type: &str,
+        scope: &str,
+        audience: &str,
+        auth_method: &str,
+        secret_id: Option<Uuid>,
+        meta: &Metadata,
+    ) -> Result<(String, AccessTokenClaims), IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let lifetime = i64::from(client.settings.access_token_lifetime_secs);
+        let jti = Uuid::now_v7();
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: client_id.to_string(),
+            aud: audience.to_owned().into(),
+            client_id: client_id.to_string(),
+            scope: scope.to_owned(),
+            jti: jti.to_string(),
+            iat: now.unix_timestamp(),
+            exp: now.unix_timestamp() + lifetime,
+            extra: Default::default(),
+        };
+        let token = {
+            let ring = self
+                .keys
+                .read()
+                .map_err(|_| IssueError::Keys("key ring poisoned".into()))?;
+            sign_access_token(&ring, KeyAlgorithm::ES256, &claims)
+                .map_err(|e| IssueError::Keys(e.to_string()))?
+        };
+        let event = TokenEvent::Issued(TokenIssued {
+            jti,
+            client_id,
+            organization_id: client.organization_id,
+            grant_type: grant_type.to_owned(),
+            scope: scope.to_owned(),
+            audience: audience.to_owned(),
+            secret_id,
+            auth_method: auth_method.to_owned(),
+            issued_at: now,
+            expires_at: now + time::Duration::seconds(lifetime),
+        });
+        journal::record(&self.log, &token_stream(jti, now), &event, meta).await?;
+        metrics::counter!("idp_tokens_issued_total", "grant_type" => grant_type.to_owned())
+            .increment(1);
+        Ok((token, claims))
+    }
+
+    /// Revokes a valid token; the revocation is recorded, then applied here
+    /// at once (other nodes apply it from the log).
+    pub async fn revoke(&self, token: &ValidToken, meta: &Metadata) -> Result<(), IssueError> {
+        let jti = Uuid::parse_str(&token.jti).map_err(|_| IssueError::Keys("bad jti".into()))?;
+        let expires_at = OffsetDateTime::from_unix_timestamp(token.claims.exp)
+            .map_err(|_| IssueError::Keys("bad exp".into()))?;
+        let event = TokenEvent::Revoked(TokenRevoked {
+            jti,
+            client_id: token.client_id,
+            expires_at,
+        });
+        let now = OffsetDateTime::now_utc();
+        journal::record(&self.log, &revocation_stream(now), &event, meta).await?;
+        if let Ok(mut r) = self.revoked.write() {
+            r.insert(token.jti.clone(), token.claims.exp);
+        }
+        Ok(())
+    }
+
+    /// Applies an event from the log to the in-memory views.
+    pub fn apply(&self, e: &RecordedEvent) {
+        match e.category() {
+            "client" => {
+                if let Some(id) = e
+                    .stream
+                    .split_once('-')
+                    .and_then(|(_, id)| Uuid::parse_str(id).ok())
+                {
+                    self.clients.invalidate(id);
+                }
+            }
+            "signingkey" => {
+                if let Ok(mut ring) = self.keys.write()
+                    && e.position > ring.position()
+                    && let Err(err) = ring.apply(e, &self.master)
+                {
+                    tracing::error!(error = %err, stream = %e.stream, "cannot apply a signing key event");
+                }
+            }
+            "revocations" => {
+                if let Ok(TokenEvent::Revoked(r)) = eventlog::decode::<TokenEvent>(e)
+                    && let Ok(mut set) = self.revoked.write()
+                {
+                    let now = OffsetDateTime::now_utc().unix_timestamp();
+                    set.retain(|_, exp| *exp > now);
+                    set.insert(r.jti.to_string(), r.expires_at.unix_timestamp());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The categories [`Self::apply`] cares about.
+    pub fn filter() -> Filter {
+        Filter::categories(["client", "signingkey", "revocations"])
+    }
+
+    /// Loads the revocations still in force, then follows the log from its
+    /// head, applying what the views care about, until the task is dropped.
+    pub async fn follow(self: Arc<Self>) {
+        let start = match self.log.head().await {
+            Ok(h) => h.unwrap_or(Position::START),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the log head");
+                Position::START
+            }
+        };
+        // Revocations are few (their own category); read them all.
+        let revocations = Filter::categories(["revocations"]);
+        let mut after = Position::START;
+        loop {
+            match self.log.read_all(after, &revocations, 1000).await {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    for e in &page {
+                        if e.position <= start {
+                            self.apply(e);
+                        }
+                    }
+                    after = page.last().map_or(after, |e| e.position);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load revocations");
+                    break;
+                }
+            }
+        }
+        let mut sub =
+            eventlog::Subscription::new(Arc::clone(&self.log), start, Self::filter(), 500);
+        loop {
+            match sub.next_batch().await {
+                Ok(batch) => batch.iter().for_each(|e| self.apply(e)),
+                Err(e) => {
+                    tracing::error!(error = %e, "token views lost the log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    sub = eventlog::Subscription::new(
+                        Arc::clone(&self.log),
+                        sub.position(),
+                        Self::filter(),
+                        500,
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn system_metadata() -> Metadata {
+        Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
+    }
+
+    pub fn actor_for(client_id: Uuid) -> Actor {
+        Actor::client(client_id.to_string())
+    }
+}
+
+/// Where revocations go: their own day-bucketed category, small enough to
+/// load whole at start.
+pub fn revocation_stream(at: OffsetDateTime) -> String {
+    let d = at.date();
+    format!(
+        "revocations-{:04}{:02}{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("signing: {0}")]
+    Keys(String),
+    #[error(transparent)]
+    Log(#[from] eventlog::Error),
+}

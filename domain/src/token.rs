@@ -1,0 +1,157 @@
+//! Facts about tokens and client authentication: journal events, not an
+//! aggregate. They go to day-bucketed streams (`tokens-20261129-3`,
+//! `revocations-20261129`, `authfailures-20261129`) or, for used client
+//! assertions, one stream per assertion (`clientassertion-…`), so that a
+//! retention policy can drop whole streams by age: per-token events are
+//! most of an identity provider's log.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::decider::{DecodeError, DomainEvent};
+
+pub const ISSUED_V1: &str = "token.issued.v1";
+pub const REVOKED_V1: &str = "token.revoked.v1";
+pub const CLIENT_AUTH_FAILED_V1: &str = "client.authentication_failed.v1";
+pub const ASSERTION_USED_V1: &str = "client.assertion_used.v1";
+
+/// An access token was issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub jti: Uuid,
+    pub client_id: Uuid,
+    pub organization_id: Uuid,
+    pub grant_type: String,
+    pub scope: String,
+    pub audience: String,
+    /// Which secret authenticated the client, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<Uuid>,
+    pub auth_method: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// An access token was revoked before it expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub jti: Uuid,
+    pub client_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A client failed to authenticate (the audit trail needs every one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuthFailed {
+    /// The client id as presented; it may name no client at all.
+    pub client_id: String,
+    pub auth_method: String,
+    pub reason: String,
+}
+
+/// A client assertion (RFC 7523 `private_key_jwt`) was accepted. Its stream
+/// is named after the client and the assertion's `jti`, and appended with
+/// `NoStream`: a replayed assertion finds the stream taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAssertionUsed {
+    pub client_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenEvent {
+    Issued(TokenIssued),
+    Revoked(TokenRevoked),
+    ClientAuthFailed(ClientAuthFailed),
+    AssertionUsed(ClientAssertionUsed),
+}
+
+impl DomainEvent for TokenEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Issued(_) => ISSUED_V1,
+            Self::Revoked(_) => REVOKED_V1,
+            Self::ClientAuthFailed(_) => CLIENT_AUTH_FAILED_V1,
+            Self::AssertionUsed(_) => ASSERTION_USED_V1,
+        }
+    }
+
+    fn to_data(&self) -> Value {
+        match self {
+            Self::Issued(e) => serde_json::to_value(e),
+            Self::Revoked(e) => serde_json::to_value(e),
+            Self::ClientAuthFailed(e) => serde_json::to_value(e),
+            Self::AssertionUsed(e) => serde_json::to_value(e),
+        }
+        .unwrap_or(Value::Null)
+    }
+
+    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+        let malformed = |e| DecodeError::malformed(event_type, e);
+        match event_type {
+            ISSUED_V1 => serde_json::from_value(data.clone())
+                .map(Self::Issued)
+                .map_err(malformed),
+            REVOKED_V1 => serde_json::from_value(data.clone())
+                .map(Self::Revoked)
+                .map_err(malformed),
+            CLIENT_AUTH_FAILED_V1 => serde_json::from_value(data.clone())
+                .map(Self::ClientAuthFailed)
+                .map_err(malformed),
+            ASSERTION_USED_V1 => serde_json::from_value(data.clone())
+                .map(Self::AssertionUsed)
+                .map_err(malformed),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+/// How many streams a day's token events are spread over, so that
+/// concurrent grants do not queue behind one stream.
+pub const TOKEN_SHARDS: u32 = 8;
+
+/// The day-bucketed stream a token's events go to.
+pub fn token_stream(jti: Uuid, at: OffsetDateTime) -> String {
+    let shard = (jti.as_u128() % u128::from(TOKEN_SHARDS)) as u32;
+    format!("tokens-{}-{shard}", day(at))
+}
+
+/// The day-bucketed stream of failed client authentications.
+pub fn auth_failure_stream(at: OffsetDateTime) -> String {
+    format!("authfailures-{}", day(at))
+}
+
+fn day(at: OffsetDateTime) -> String {
+    let d = at.date();
+    format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_bucketed_by_day() {
+        let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        let s = token_stream(Uuid::from_u128(11), at);
+        assert!(s.starts_with("tokens-20261118-"), "{s}");
+        assert!(s.ends_with("-3"));
+        assert_eq!(auth_failure_stream(at), "authfailures-20261118");
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let e = TokenEvent::Revoked(TokenRevoked {
+            jti: Uuid::nil(),
+            client_id: Uuid::nil(),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(TokenEvent::decode(e.event_type(), &e.to_data()).unwrap(), e);
+    }
+}

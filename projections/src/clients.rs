@@ -1,0 +1,261 @@
+//! The clients and client-secret read models. Secret hashes never reach
+//! them: listings show id, description, created, expires and last used.
+
+use async_trait::async_trait;
+use domain::client::ClientEvent;
+use domain::token::{ISSUED_V1, TokenEvent};
+use eventlog::RecordedEvent;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use time::format_description::well_known::Rfc3339;
+
+use crate::db::{Dialect, ReadDb};
+use crate::runner::{Projection, ProjectionError};
+
+pub struct ClientsProjection;
+
+fn text(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn id_of(e: &RecordedEvent) -> &str {
+    e.stream.split_once('-').map_or("", |(_, id)| id)
+}
+
+#[async_trait]
+impl Projection for ClientsProjection {
+    fn name(&self) -> &'static str {
+        "clients"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn handles(&self, e: &RecordedEvent) -> bool {
+        e.category() == "client" || e.event_type == ISSUED_V1
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        _dialect: Dialect,
+        e: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let at = text(e.metadata.occurred_at);
+        let rev = e.revision as i64;
+        if e.event_type == ISSUED_V1 {
+            if let TokenEvent::Issued(t) = eventlog::decode::<TokenEvent>(e)?
+                && let Some(secret) = t.secret_id
+            {
+                sqlx::query("UPDATE client_secrets SET last_used_at = $1 WHERE id = $2")
+                    .bind(text(t.issued_at))
+                    .bind(secret.to_string())
+                    .execute(conn)
+                    .await?;
+            }
+            return Ok(());
+        }
+        let id = id_of(e).to_owned();
+        let event: ClientEvent = eventlog::decode(e)?;
+        let settings_json = |s: &domain::client::ClientSettings| {
+            serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
+        };
+        match event {
+            ClientEvent::Created(c) => {
+                sqlx::query(
+                    "INSERT INTO clients (id, organization_id, client_type, name, description, settings,
+                         enabled, deleted, created_at, updated_at, revision)
+                     VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7, $8)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(c.client_id.to_string())
+                .bind(c.organization_id.to_string())
+                .bind(c.client_type.as_str())
+                .bind(c.settings.name.clone())
+                .bind(c.settings.description.clone())
+                .bind(settings_json(&c.settings))
+                .bind(text(c.created_at))
+                .bind(rev)
+                .execute(conn)
+                .await?;
+            }
+            ClientEvent::Updated(u) => {
+                sqlx::query(
+                    "UPDATE clients SET name = $1, description = $2, settings = $3, updated_at = $4, revision = $5
+                     WHERE id = $6",
+                )
+                .bind(u.settings.name.clone())
+                .bind(u.settings.description.clone())
+                .bind(settings_json(&u.settings))
+                .bind(at)
+                .bind(rev)
+                .bind(id)
+                .execute(conn)
+                .await?;
+            }
+            ClientEvent::Enabled(_) | ClientEvent::Disabled(_) | ClientEvent::Deleted(_) => {
+                let (column, value) = match event {
+                    ClientEvent::Enabled(_) => ("enabled", 1),
+                    ClientEvent::Disabled(_) => ("enabled", 0),
+                    _ => ("deleted", 1),
+                };
+                let sql = if column == "enabled" {
+                    "UPDATE clients SET enabled = $1, updated_at = $2, revision = $3 WHERE id = $4"
+                } else {
+                    "UPDATE clients SET deleted = $1, updated_at = $2, revision = $3 WHERE id = $4"
+                };
+                sqlx::query(sql)
+                    .bind(value as i64)
+                    .bind(at)
+                    .bind(rev)
+                    .bind(id)
+                    .execute(conn)
+                    .await?;
+            }
+            ClientEvent::SecretCreated(s) => {
+                sqlx::query(
+                    "INSERT INTO client_secrets (id, client_id, description, created_at, expires_at, last_used_at, deleted)
+                     VALUES ($1, $2, $3, $4, $5, NULL, 0) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(s.secret_id.to_string())
+                .bind(id)
+                .bind(s.description)
+                .bind(text(s.created_at))
+                .bind(s.expires_at.map(text))
+                .execute(conn)
+                .await?;
+            }
+            ClientEvent::SecretDeleted(s) => {
+                sqlx::query("UPDATE client_secrets SET deleted = 1 WHERE id = $1")
+                    .bind(s.secret_id.to_string())
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM client_secrets")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM clients").execute(conn).await?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientRow {
+    pub id: String,
+    pub organization_id: String,
+    pub client_type: String,
+    pub name: String,
+    pub description: String,
+    pub settings: serde_json::Value,
+    pub enabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn client_row(r: &sqlx::any::AnyRow) -> Result<ClientRow, ProjectionError> {
+    let settings: String = r.try_get(5)?;
+    let enabled: i64 = r.try_get(6)?;
+    Ok(ClientRow {
+        id: r.try_get(0)?,
+        organization_id: r.try_get(1)?,
+        client_type: r.try_get(2)?,
+        name: r.try_get(3)?,
+        description: r.try_get(4)?,
+        settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
+        enabled: enabled != 0,
+        created_at: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+    })
+}
+
+const CLIENT_COLUMNS: &str = "id, organization_id, client_type, name, description, settings, enabled, created_at, updated_at";
+
+/// A client that is not deleted.
+pub async fn get(db: &ReadDb, id: &str) -> Result<Option<ClientRow>, ProjectionError> {
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1 AND deleted = 0"
+    )))
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    r.as_ref().map(client_row).transpose()
+}
+
+/// Filters of the client list; `None` means any.
+#[derive(Clone, Debug, Default)]
+pub struct ClientFilter {
+    pub organization_id: Option<String>,
+    pub enabled: Option<bool>,
+    pub name_contains: Option<String>,
+}
+
+/// Clients that are not deleted, ordered by id, after `after`, at most `limit`.
+pub async fn list(
+    db: &ReadDb,
+    filter: &ClientFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ClientRow>, ProjectionError> {
+    let name_pattern = filter.name_contains.as_ref().map(|n| {
+        format!(
+            "%{}%",
+            n.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIENT_COLUMNS} FROM clients
+         WHERE deleted = 0 AND id > $1
+           AND ($2 = '' OR organization_id = $2)
+           AND ($3 < 0 OR enabled = $3)
+           AND ($4 = '' OR lower(name) LIKE $4 ESCAPE '\\')
+         ORDER BY id LIMIT $5"
+    )))
+    .bind(after.unwrap_or(""))
+    .bind(filter.organization_id.clone().unwrap_or_default())
+    .bind(filter.enabled.map_or(-1i64, i64::from))
+    .bind(name_pattern.unwrap_or_default())
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(client_row).collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretRow {
+    pub id: String,
+    pub description: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+/// The secrets of a client that are not deleted, oldest first.
+pub async fn secrets(db: &ReadDb, client_id: &str) -> Result<Vec<SecretRow>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT id, description, created_at, expires_at, last_used_at FROM client_secrets
+         WHERE client_id = $1 AND deleted = 0 ORDER BY created_at, id",
+    )
+    .bind(client_id)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SecretRow {
+                id: r.try_get(0)?,
+                description: r.try_get(1)?,
+                created_at: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+                last_used_at: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
