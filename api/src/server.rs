@@ -66,6 +66,40 @@ pub struct AppState {
     pub lockout: Arc<Lockout>,
 }
 
+/// The event log, the read-model database and the command loop over the
+/// log, opened as the configuration names them.
+pub struct Stores {
+    pub log: Arc<dyn EventLog>,
+    pub read_db: ReadDb,
+    pub bus: Arc<CommandBus>,
+}
+
+/// Opens the stores as `Server::start` does; the operator subcommands use
+/// it too, so they act on exactly the log and database the server would.
+pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    let log_url = config.eventstore_url();
+    let db_url = config.database_url();
+    let log = eventlog::open(
+        &log_url,
+        &LogOptions {
+            max_connections: config.db_max_connections,
+        },
+    )
+    .await
+    .map_err(|source| StartError::Log {
+        url: redact_url(&log_url),
+        source,
+    })?;
+    let read_db = ReadDb::connect(&db_url, config.db_max_connections)
+        .await
+        .map_err(|source| StartError::ReadDb {
+            url: redact_url(&db_url),
+            source,
+        })?;
+    let bus = Arc::new(CommandBus::new(Arc::clone(&log), Arc::new(SystemClock)));
+    Ok(Stores { log, read_db, bus })
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -80,28 +114,27 @@ pub struct Server {
 impl Server {
     /// Opens everything the configuration names and starts serving (the
     /// listen port may be 0: `addr` says which port was bound).
-    pub async fn start(config: Config) -> Result<Self, StartError> {
+    pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let metrics = telemetry::metrics();
-        let (master_key, key_from) = load_or_create(&config)?;
-        let log_url = config.eventstore_url();
-        let db_url = config.database_url();
-        let log = eventlog::open(
-            &log_url,
-            &LogOptions {
-                max_connections: config.db_max_connections,
-            },
-        )
-        .await
-        .map_err(|source| StartError::Log {
-            url: redact_url(&log_url),
-            source,
-        })?;
-        let read_db = ReadDb::connect(&db_url, config.db_max_connections)
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| StartError::ReadDb {
-                url: redact_url(&db_url),
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
                 source,
             })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        // Without a configured issuer, the public base URL is the address
+        // actually bound (the configured port may be 0).
+        if config.issuer.is_none() {
+            config.issuer = Some(format!("http://{addr}"));
+        }
+        let (master_key, key_from) = load_or_create(&config)?;
+        let Stores { log, read_db, bus } = open_stores(&config).await?;
+        let log_url = config.eventstore_url();
+        let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
             .start()
             .await
@@ -109,7 +142,6 @@ impl Server {
                 url: redact_url(&db_url),
                 source,
             })?;
-        let bus = Arc::new(CommandBus::new(Arc::clone(&log), Arc::new(SystemClock)));
         let empty = log
             .head()
             .await
@@ -144,16 +176,6 @@ impl Server {
             ring,
         ));
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let state = AppState {
             config: Arc::new(config),
             log,

@@ -395,6 +395,26 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Enables or disables a client and returns it as it now is.
+async fn set_enabled(
+    state: &AppState,
+    caller: &AdminCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    enabled: bool,
+) -> Result<Json<ClientView>, Problem> {
+    let meta = ctx.metadata(caller.actor(), org_of(state, id).await);
+    let out = if enabled {
+        commands::client::enable(&state.bus, id, &meta).await
+    } else {
+        commands::client::disable(&state.bus, id, &meta).await
+    }
+    .map_err(problem)?;
+    state.tokens.clients.invalidate(id);
+    settle(state, &out).await?;
+    Ok(Json(load(state, id).await?))
+}
+
 /// Enable a client. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/clients/{id}/enable",
     responses((status = 200, body = ClientView), (status = 404)),
@@ -406,13 +426,7 @@ pub async fn enable(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<ClientView>, Problem> {
     let Path(id) = path?;
-    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
-    let out = commands::client::enable(&state.bus, id, &meta)
-        .await
-        .map_err(problem)?;
-    state.tokens.clients.invalidate(id);
-    settle(&state, &out).await?;
-    Ok(Json(load(&state, id).await?))
+    set_enabled(&state, &caller, &ctx, id, true).await
 }
 
 /// Disable a client: its tokens introspect as inactive. Needs `idp:admin`.
@@ -426,13 +440,7 @@ pub async fn disable(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<ClientView>, Problem> {
     let Path(id) = path?;
-    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
-    let out = commands::client::disable(&state.bus, id, &meta)
-        .await
-        .map_err(problem)?;
-    state.tokens.clients.invalidate(id);
-    settle(&state, &out).await?;
-    Ok(Json(load(&state, id).await?))
+    set_enabled(&state, &caller, &ctx, id, false).await
 }
 
 /// Create a secret; its value is in this response only. Needs `idp:admin`.

@@ -2,6 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use api::{Config, Server};
+use serde_json::Value;
 
 /// A real server on 127.0.0.1 with a port of its own and fresh storage.
 pub struct TestServer {
@@ -95,4 +96,111 @@ impl TestServer {
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
+}
+
+/// The admin client the first start bootstrapped, with a fresh token.
+pub struct Admin {
+    pub client_id: String,
+    pub secret: String,
+    pub token: String,
+    pub organization_id: String,
+}
+
+impl TestServer {
+    pub async fn admin(&self) -> Admin {
+        let text = std::fs::read_to_string(self.data_dir.join("bootstrap.json")).unwrap();
+        let b: Value = serde_json::from_str(&text).unwrap();
+        let client_id = b["client_id"].as_str().unwrap().to_owned();
+        let secret = b["client_secret"].as_str().unwrap().to_owned();
+        let token = self
+            .token_basic(&client_id, &secret, Some("idp:admin"))
+            .await;
+        Admin {
+            client_id,
+            secret,
+            token,
+            organization_id: b["organization_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A client_credentials token through a real OAuth client (Basic auth).
+    pub async fn token_basic(&self, client_id: &str, secret: &str, scope: Option<&str>) -> String {
+        use oauth2::TokenResponse;
+        let client = oauth2::basic::BasicClient::new(oauth2::ClientId::new(client_id.into()))
+            .set_client_secret(oauth2::ClientSecret::new(secret.into()))
+            .set_token_uri(oauth2::TokenUrl::new(self.url("/oauth/token")).unwrap())
+            .set_auth_type(oauth2::AuthType::BasicAuth);
+        let mut req = client.exchange_client_credentials();
+        if let Some(s) = scope {
+            req = req.add_scope(oauth2::Scope::new(s.into()));
+        }
+        let tok = req.request_async(&oauth_http()).await.unwrap();
+        tok.access_token().secret().clone()
+    }
+
+    /// An admin API call: (status, content type, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, String, Value) {
+        let mut req = http().request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = r.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, ct, v)
+    }
+
+    /// Creates a client through the admin API; returns its JSON.
+    pub async fn create_client(&self, admin: &Admin, body: Value) -> Value {
+        let (status, _, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/admin/clients",
+                &admin.token,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        v
+    }
+
+    /// Creates a secret; returns (secret id, value).
+    pub async fn create_secret(&self, admin: &Admin, client_id: &str) -> (String, String) {
+        let (status, _, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/admin/clients/{client_id}/secrets"),
+                &admin.token,
+                Some(serde_json::json!({"description": "test"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+pub fn oauth_http() -> oauth2::reqwest::Client {
+    oauth2::reqwest::Client::builder()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }

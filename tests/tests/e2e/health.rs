@@ -74,7 +74,22 @@ async fn ready_means_caught_up(store: Store) {
             .unwrap();
         ids.push(id);
     }
-    let head = log.head().await.unwrap().unwrap();
+    // On PostgreSQL a commit becomes readable once every older transaction
+    // in the cluster has finished: wait until the last one is.
+    let last = commands::organization::rename(&bus, ids[299], "Org 299 renamed", &meta)
+        .await
+        .unwrap()
+        .position
+        .unwrap();
+    let mut head = log.head().await.unwrap().unwrap();
+    for _ in 0..200 {
+        if head >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        head = log.head().await.unwrap().unwrap();
+    }
+    assert!(head >= last);
     drop(bus);
     drop(log);
 
