@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod keys;
 mod locks;
 pub mod organization;
+pub mod registration;
 
 pub use bus::{CommandBus, CommandError, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -422,3 +422,472 @@ mod clients {
         assert_eq!(stream_len(bus.log(), &stream).await, 1);
     }
 }
+
+// --- registration tokens and auth tokens -----------------------------------------
+
+mod registration {
+    use super::*;
+    use commands::registration::{
+        self, AuthTokenGrant, CreatedRegistrationToken, NewRegistrationToken, RefreshOutcome,
+        RegistrationFailure,
+    };
+    use commands::{Clock, ManualClock, client};
+    use domain::Pii;
+    use domain::client::{AuthMethod, ClientSettings, ClientType, GrantType};
+    use domain::registration::{
+        AuthToken, AuthTokenError, InstanceInfo, RegistrationToken, RegistrationTokenError,
+    };
+    use time::Duration;
+
+    fn instance(n: usize) -> InstanceInfo {
+        InstanceInfo {
+            instance_id: format!("install-{n}"),
+            device_name: format!("Desk {n}"),
+            user_name: Pii::new(format!("User {n}")),
+            app_version: "1.0.0".into(),
+        }
+    }
+
+    /// An application of a fresh organization: (organization_id, client_id).
+    async fn application(bus: &CommandBus) -> (Uuid, Uuid) {
+        let (organization_id, client_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let settings = ClientSettings {
+            name: "Desk app".into(),
+            description: String::new(),
+            redirect_uris: vec![],
+            grant_types: vec![GrantType::RefreshToken],
+            scopes: vec![],
+            auth_method: AuthMethod::None,
+            jwks: None,
+            access_token_lifetime_secs: 600,
+        };
+        client::create(
+            bus,
+            client_id,
+            organization_id,
+            ClientType::Public,
+            settings,
+            &meta(),
+        )
+        .await
+        .unwrap();
+        (organization_id, client_id)
+    }
+
+    async fn new_token(
+        bus: &CommandBus,
+        count: u64,
+        expires_at: OffsetDateTime,
+    ) -> CreatedRegistrationToken {
+        let (organization_id, client_id) = application(bus).await;
+        let (outcome, created) = registration::create(
+            bus,
+            NewRegistrationToken {
+                organization_id,
+                client_id,
+                description: "Reception desks".into(),
+                count,
+                expires_at,
+                created_by: "user-admin".into(),
+            },
+            &meta(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((outcome.events, outcome.revision), (1, Some(0)));
+        created
+    }
+
+    fn in_a_week() -> OffsetDateTime {
+        OffsetDateTime::now_utc() + Duration::days(7)
+    }
+
+    /// Consumes through each bus `per_bus` times at once; exactly `count`
+    /// auth tokens come out, every other consumer is told `Exhausted`.
+    async fn consumers_get_exactly_the_count(buses: &[Arc<CommandBus>], per_bus: usize) {
+        let count = 50;
+        let token = new_token(&buses[0], count, in_a_week()).await;
+        let mut tasks = Vec::new();
+        for (b, bus) in buses.iter().enumerate() {
+            for i in 0..per_bus {
+                let bus = Arc::clone(bus);
+                let value = token.value.clone();
+                tasks.push(tokio::spawn(async move {
+                    registration::consume(&bus, &value, instance(b * per_bus + i), &meta()).await
+                }));
+            }
+        }
+        let (mut issued, mut exhausted) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok((_, auth)) => issued.push(auth),
+                Err(RegistrationFailure::RegistrationToken(RegistrationTokenError::Exhausted)) => {
+                    exhausted += 1;
+                }
+                Err(other) => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        let total = buses.len() * per_bus;
+        assert_eq!(
+            (issued.len(), exhausted),
+            (count as usize, total - count as usize)
+        );
+
+        let log = buses[0].log();
+        let (state, rev) = buses[0]
+            .load::<RegistrationToken>(&token.id.to_string())
+            .await
+            .unwrap();
+        assert_eq!(
+            (state.used, state.remaining(), rev),
+            (count, 0, Some(count))
+        );
+        // Each consumption has its own ordinal and names an issued auth token.
+        let stream = CommandBus::stream_name::<RegistrationToken>(&token.id.to_string());
+        let events = log
+            .read_stream(&stream, Direction::Forwards, None, 1000)
+            .await
+            .unwrap();
+        let mut ordinals: Vec<u64> = events
+            .iter()
+            .filter(|e| e.event_type == "registration_token.consumed.v1")
+            .map(|e| e.data["used_after"].as_u64().unwrap())
+            .collect();
+        ordinals.sort_unstable();
+        assert_eq!(ordinals, (1..=count).collect::<Vec<_>>());
+        for auth in &issued {
+            assert_eq!(auth.registration_token_id, token.id);
+            assert_eq!(auth.client_id, token.client_id);
+            let (at, _) = buses[0]
+                .load::<AuthToken>(&auth.id.to_string())
+                .await
+                .unwrap();
+            assert!(at.exists && !at.exchanged);
+            assert_eq!(
+                at.hash,
+                commands::crypto::hash_secret(
+                    &registration::parse_auth_token(&auth.value).unwrap().1
+                )
+            );
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e.data["auth_token_id"] == auth.id.to_string())
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_hundred_consumers_of_a_count_of_fifty_get_fifty_auth_tokens() {
+        let (log, _dir) = sqlite().await;
+        let bus = Arc::new(CommandBus::new(log, Arc::new(SystemClock)));
+        for _ in 0..3 {
+            consumers_get_exactly_the_count(std::slice::from_ref(&bus), 200).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_on_postgres_get_exactly_the_count_between_them() {
+        let Some((la, lb)) = postgres_pair("commands_registration_count").await else {
+            return;
+        };
+        let a = Arc::new(CommandBus::new(la, Arc::new(SystemClock)));
+        let b = Arc::new(CommandBus::new(lb, Arc::new(SystemClock)));
+        for _ in 0..3 {
+            consumers_get_exactly_the_count(&[Arc::clone(&a), Arc::clone(&b)], 100).await;
+        }
+    }
+
+    fn refused(r: Result<impl std::fmt::Debug, RegistrationFailure>) -> RegistrationTokenError {
+        match r {
+            Err(RegistrationFailure::RegistrationToken(e)) => e,
+            other => panic!("expected a registration token refusal, got {other:?}"),
+        }
+    }
+
+    fn grant_refused(r: Result<impl std::fmt::Debug, RegistrationFailure>) -> AuthTokenError {
+        match r {
+            Err(RegistrationFailure::AuthToken(e)) => e,
+            other => panic!("expected an auth token refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_revoked_and_forged_registration_tokens_are_refused() {
+        let (log, _dir) = sqlite().await;
+        let start = OffsetDateTime::now_utc();
+        let clock = Arc::new(ManualClock::new(start));
+        let bus = CommandBus::new(log, Arc::clone(&clock) as Arc<dyn Clock>);
+
+        // Expired, with counts left.
+        let token = new_token(&bus, 10, start + Duration::hours(1)).await;
+        registration::consume(&bus, &token.value, instance(1), &meta())
+            .await
+            .unwrap();
+        clock.advance(Duration::hours(1));
+        let e = refused(registration::consume(&bus, &token.value, instance(2), &meta()).await);
+        assert_eq!(e, RegistrationTokenError::Expired);
+        assert_eq!(e.code(), "registration_token_expired");
+
+        // Revoked; revoking twice records once.
+        let token = new_token(&bus, 10, clock.now() + Duration::days(1)).await;
+        let revoked = registration::revoke(&bus, token.id, &meta()).await.unwrap();
+        assert_eq!(revoked.events, 1);
+        let again = registration::revoke(&bus, token.id, &meta()).await.unwrap();
+        assert_eq!((again.events, again.position), (0, None));
+        let e = refused(registration::consume(&bus, &token.value, instance(1), &meta()).await);
+        assert_eq!(e, RegistrationTokenError::Revoked);
+
+        // A wrong secret, an unknown id, a malformed value: all "invalid".
+        let token = new_token(&bus, 10, clock.now() + Duration::days(1)).await;
+        let (id, _) = registration::parse_registration_token(&token.value).unwrap();
+        let forged = format!("rt_{}_{}", id.simple(), commands::crypto::new_secret());
+        let unknown = format!(
+            "rt_{}_{}",
+            Uuid::now_v7().simple(),
+            commands::crypto::new_secret()
+        );
+        for bad in [forged.as_str(), unknown.as_str(), "rt_nope", ""] {
+            let e = refused(registration::consume(&bus, bad, instance(1), &meta()).await);
+            assert_eq!(e, RegistrationTokenError::NotFound, "{bad}");
+            assert_eq!(e.code(), "registration_token_not_found");
+        }
+        let stream = CommandBus::stream_name::<RegistrationToken>(&token.id.to_string());
+        assert_eq!(
+            stream_len(bus.log(), &stream).await,
+            1,
+            "refusals write nothing"
+        );
+
+        // The application must exist in the organization.
+        let (organization_id, client_id) = application(&bus).await;
+        let elsewhere = registration::create(
+            &bus,
+            NewRegistrationToken {
+                organization_id: Uuid::now_v7(),
+                client_id,
+                description: String::new(),
+                count: 1,
+                expires_at: clock.now() + Duration::days(1),
+                created_by: "user-admin".into(),
+            },
+            &meta(),
+        )
+        .await;
+        assert!(matches!(
+            elsewhere,
+            Err(CommandError::Domain(RegistrationTokenError::UnknownClient))
+        ));
+        client::delete(&bus, client_id, &meta()).await.unwrap();
+        let deleted = registration::create(
+            &bus,
+            NewRegistrationToken {
+                organization_id,
+                client_id,
+                description: String::new(),
+                count: 1,
+                expires_at: clock.now() + Duration::days(1),
+                created_by: "user-admin".into(),
+            },
+            &meta(),
+        )
+        .await;
+        assert!(matches!(
+            deleted,
+            Err(CommandError::Domain(RegistrationTokenError::UnknownClient))
+        ));
+    }
+
+    /// A fresh instance: an auth token exchanged for its first refresh token.
+    async fn exchanged_instance(bus: &CommandBus) -> (String, AuthTokenGrant) {
+        let token = new_token(bus, 5, in_a_week()).await;
+        let (_, auth) = registration::consume(bus, &token.value, instance(1), &meta())
+            .await
+            .unwrap();
+        let (outcome, grant) = registration::exchange(bus, &auth.value, &meta())
+            .await
+            .unwrap();
+        assert_eq!(outcome.events, 1);
+        assert_eq!(
+            (grant.auth_token_id, grant.client_id, grant.organization_id),
+            (auth.id, auth.client_id, auth.organization_id)
+        );
+        (auth.value, grant)
+    }
+
+    #[tokio::test]
+    async fn an_auth_token_is_exchanged_once() {
+        let (log, _dir) = sqlite().await;
+        let bus = CommandBus::new(log, Arc::new(SystemClock));
+        let (auth_value, grant) = exchanged_instance(&bus).await;
+        assert!(grant.refresh_token_value.starts_with("rf_"));
+
+        let e = grant_refused(registration::exchange(&bus, &auth_value, &meta()).await);
+        assert_eq!(e, AuthTokenError::AlreadyExchanged);
+        assert_eq!(e.code(), "invalid_grant");
+
+        let (id, _) = registration::parse_auth_token(&auth_value).unwrap();
+        let forged = format!("at_{}_{}", id.simple(), commands::crypto::new_secret());
+        let e = grant_refused(registration::exchange(&bus, &forged, &meta()).await);
+        assert_eq!(e, AuthTokenError::InvalidCredential);
+        let e = grant_refused(registration::exchange(&bus, "at_garbage", &meta()).await);
+        assert_eq!(e, AuthTokenError::InvalidCredential);
+        let unknown = format!(
+            "at_{}_{}",
+            Uuid::now_v7().simple(),
+            commands::crypto::new_secret()
+        );
+        let e = grant_refused(registration::exchange(&bus, &unknown, &meta()).await);
+        assert_eq!(e, AuthTokenError::NotFound);
+        assert_eq!(e.code(), "invalid_grant");
+    }
+
+    async fn refreshed(bus: &CommandBus, value: &str) -> AuthTokenGrant {
+        match registration::refresh(bus, value, &meta()).await.unwrap() {
+            RefreshOutcome::Refreshed { outcome, grant } => {
+                assert_eq!(outcome.events, 1);
+                grant
+            }
+            other => panic!("expected a refresh, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_chain() {
+        let (log, _dir) = sqlite().await;
+        let bus = CommandBus::new(log, Arc::new(SystemClock));
+        let (_, first) = exchanged_instance(&bus).await;
+        let second = refreshed(&bus, &first.refresh_token_value).await;
+        let third = refreshed(&bus, &second.refresh_token_value).await;
+        assert_ne!(second.refresh_token_value, third.refresh_token_value);
+        assert_eq!(third.auth_token_id, first.auth_token_id);
+
+        // A forged secret on a used id is not proof of a copy: refused,
+        // nothing recorded, the chain lives on.
+        let (at, used, _) = registration::parse_refresh_token(&first.refresh_token_value).unwrap();
+        let forged = format!(
+            "rf_{}_{}_{}",
+            at.simple(),
+            used.simple(),
+            commands::crypto::new_secret()
+        );
+        let e = grant_refused(registration::refresh(&bus, &forged, &meta()).await);
+        assert_eq!(e, AuthTokenError::InvalidCredential);
+
+        // The first token again: someone else holds a copy.
+        match registration::refresh(&bus, &first.refresh_token_value, &meta())
+            .await
+            .unwrap()
+        {
+            RefreshOutcome::ReuseDetected {
+                outcome,
+                auth_token_id,
+                client_id,
+                ..
+            } => {
+                assert_eq!(outcome.events, 1);
+                assert!(outcome.position.is_some());
+                assert_eq!(
+                    (auth_token_id, client_id),
+                    (first.auth_token_id, first.client_id)
+                );
+            }
+            other => panic!("expected reuse detection, got {other:?}"),
+        }
+        // Nothing works afterwards, not even the current token.
+        for value in [&third.refresh_token_value, &second.refresh_token_value] {
+            let e = grant_refused(registration::refresh(&bus, value, &meta()).await);
+            assert_eq!(e, AuthTokenError::ChainRevoked);
+            assert_eq!(e.code(), "invalid_grant");
+        }
+        let (state, _) = bus
+            .load::<AuthToken>(&first.auth_token_id.to_string())
+            .await
+            .unwrap();
+        assert!(state.chain_revoked && !state.is_usable());
+
+        // The log holds hashes, never a token value.
+        let stream = CommandBus::stream_name::<AuthToken>(&first.auth_token_id.to_string());
+        let all = bus
+            .log()
+            .read_stream(&stream, Direction::Forwards, None, 100)
+            .await
+            .unwrap();
+        let types: Vec<_> = all.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "auth_token.issued.v1",
+                "auth_token.exchanged.v1",
+                "auth_token.refreshed.v1",
+                "auth_token.refreshed.v1",
+                "auth_token.reuse_detected.v1",
+            ]
+        );
+        let stored =
+            serde_json::to_string(&all.iter().map(|e| &e.data).collect::<Vec<_>>()).unwrap();
+        for grant in [&first, &second, &third] {
+            let (_, _, secret) =
+                registration::parse_refresh_token(&grant.refresh_token_value).unwrap();
+            assert!(!stored.contains(&secret));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_refreshes_with_one_token_rotate_once_then_detect_reuse() {
+        let (log, _dir) = sqlite().await;
+        let bus = Arc::new(CommandBus::new(log, Arc::new(SystemClock)));
+        for _ in 0..5 {
+            let (_, grant) = exchanged_instance(&bus).await;
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let bus = Arc::clone(&bus);
+                    let value = grant.refresh_token_value.clone();
+                    tokio::spawn(async move { registration::refresh(&bus, &value, &meta()).await })
+                })
+                .collect();
+            let (mut rotated, mut reused, mut revoked) = (0, 0, 0);
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(RefreshOutcome::Refreshed { .. }) => rotated += 1,
+                    Ok(RefreshOutcome::ReuseDetected { .. }) => reused += 1,
+                    Err(RegistrationFailure::AuthToken(AuthTokenError::ChainRevoked)) => {
+                        revoked += 1;
+                    }
+                    Err(other) => panic!("unexpected outcome {other:?}"),
+                }
+            }
+            assert_eq!((rotated, reused, revoked), (1, 1, 8));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_auth_token_stops_refreshing() {
+        let (log, _dir) = sqlite().await;
+        let bus = CommandBus::new(log, Arc::new(SystemClock));
+        let (_, first) = exchanged_instance(&bus).await;
+        let second = refreshed(&bus, &first.refresh_token_value).await;
+
+        let deleted = registration::delete_auth_token(&bus, first.auth_token_id, &meta())
+            .await
+            .unwrap();
+        assert_eq!(deleted.events, 1);
+        let again = registration::delete_auth_token(&bus, first.auth_token_id, &meta())
+            .await
+            .unwrap();
+        assert_eq!(again.events, 0);
+        let e =
+            grant_refused(registration::refresh(&bus, &second.refresh_token_value, &meta()).await);
+        assert_eq!(e, AuthTokenError::Deleted);
+        assert_eq!(e.code(), "invalid_grant");
+        assert!(matches!(
+            registration::delete_auth_token(&bus, Uuid::now_v7(), &meta()).await,
+            Err(CommandError::Domain(AuthTokenError::NotFound))
+        ));
+        let (state, _) = bus
+            .load::<AuthToken>(&first.auth_token_id.to_string())
+            .await
+            .unwrap();
+        assert!(state.deleted && !state.is_usable());
+    }
+}

@@ -13,6 +13,7 @@ pub mod decider;
 pub mod metadata;
 pub mod organization;
 pub mod pii;
+pub mod registration;
 pub mod signing_key;
 pub mod token;
 
