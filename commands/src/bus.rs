@@ -214,8 +214,7 @@ impl CommandBus {
             let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
             match self.log.append(&stream, expected, new_events).await {
                 Ok(r) => {
-                    metrics::counter!("idp_commands_total", "category" => A::CATEGORY)
-                        .increment(1);
+                    metrics::counter!("idp_commands_total", "category" => A::CATEGORY).increment(1);
                     let state = events.iter().fold(state, A::evolve);
                     self.cache
                         .put(&stream, state, Some(r.next_expected_revision));
