@@ -18,6 +18,7 @@ pub mod master_key;
 pub mod oauth;
 pub mod openapi;
 pub mod problem;
+pub mod registration;
 pub mod server;
 pub mod telemetry;
 pub mod tokens;

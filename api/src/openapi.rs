@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{Page, clients, keys, organizations};
+use crate::admin::{Page, clients, keys, organizations, registration};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,11 +15,17 @@ use crate::admin::{Page, clients, keys, organizations};
         clients::create, clients::list, clients::show, clients::update, clients::remove,
         clients::enable, clients::disable, clients::create_secret, clients::list_secrets,
         clients::delete_secret, keys::list, keys::rotate,
+        registration::create, registration::list, registration::show, registration::revoke,
+        registration::instances, registration::delete_auth_token, crate::registration::consume,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
         clients::CreateClient, clients::UpdateClient, clients::ClientView, clients::CreateSecret,
         clients::CreatedSecretView, clients::SecretView,
+        registration::CreateRegistrationToken, registration::CreatedRegistrationToken,
+        registration::RegistrationTokenView, registration::AuthTokenView,
+        crate::registration::Consume, crate::registration::Consumed,
+        Page<registration::RegistrationTokenView>, Page<registration::AuthTokenView>,
         keys::KeyView, keys::KeyList, keys::RotateKey, keys::Rotated,
         Page<organizations::Organization>, Page<clients::ClientView>, Page<clients::SecretView>,
     )),

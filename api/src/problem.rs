@@ -101,6 +101,14 @@ impl Problem {
         p
     }
 
+    /// A refusal with a machine-readable `error` code of its own (also the
+    /// last part of its `type`).
+    pub fn refused(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(status, code, "The request was refused")
+            .detail(detail)
+            .with("error", code)
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -14,6 +14,7 @@ use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
 use commands::keys::KeyRing;
 use commands::{CommandBus, journal};
 use domain::client::Client;
+use domain::registration::AuthToken;
 use domain::signing_key::KeyAlgorithm;
 use domain::token::{TokenEvent, TokenIssued, TokenRevoked, token_stream};
 use domain::{Actor, Metadata};
@@ -43,35 +44,46 @@ pub struct ValidToken {
     pub scope: String,
 }
 
-/// Client aggregates read from the log, dropped whenever one of their events
-/// arrives. The epoch guards against a load racing an invalidation.
-#[derive(Default)]
-pub struct ClientCache {
-    map: RwLock<HashMap<Uuid, Arc<Client>>>,
+/// Aggregates read from the log (clients, auth tokens), dropped whenever
+/// one of their events arrives. The epoch guards against a load racing an
+/// invalidation.
+pub struct AggregateCache<A> {
+    map: RwLock<HashMap<Uuid, Arc<A>>>,
     epoch: AtomicU64,
 }
 
-impl ClientCache {
-    pub async fn get(
-        &self,
-        bus: &CommandBus,
-        id: Uuid,
-    ) -> Result<Option<Arc<Client>>, eventlog::Error> {
+impl<A> Default for AggregateCache<A> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Entries kept at most; past that the cache starts over.
+const CACHE_ENTRIES: usize = 100_000;
+
+impl<A: domain::Aggregate> AggregateCache<A> {
+    pub async fn get(&self, bus: &CommandBus, id: Uuid) -> Result<Option<Arc<A>>, eventlog::Error> {
         if let Some(c) = self.map.read().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(Some(c));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let (client, revision) = bus.load::<Client>(&id.to_string()).await?;
+        let (state, revision) = bus.load::<A>(&id.to_string()).await?;
         if revision.is_none() {
             return Ok(None);
         }
-        let client = Arc::new(client);
+        let state = Arc::new(state);
         if let Ok(mut m) = self.map.write()
             && self.epoch.load(Ordering::Acquire) == epoch
         {
-            m.insert(id, Arc::clone(&client));
+            if m.len() >= CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(id, Arc::clone(&state));
         }
-        Ok(Some(client))
+        Ok(Some(state))
     }
 
     pub fn invalidate(&self, id: Uuid) {
@@ -82,6 +94,22 @@ impl ClientCache {
     }
 }
 
+pub type ClientCache = AggregateCache<Client>;
+
+/// What an access token is issued for.
+pub struct IssueRequest<'a> {
+    pub client_id: Uuid,
+    pub client: &'a Client,
+    pub grant_type: &'a str,
+    pub scope: &'a str,
+    pub audience: &'a str,
+    pub auth_method: &'a str,
+    /// The secret that authenticated the client, if one did.
+    pub secret_id: Option<Uuid>,
+    /// The instance the token acts for (registration-token installs).
+    pub auth_token_id: Option<Uuid>,
+}
+
 pub struct TokenService {
     pub issuer: String,
     pub token_endpoint: String,
@@ -90,6 +118,7 @@ pub struct TokenService {
     master: MasterKey,
     keys: RwLock<KeyRing>,
     pub clients: ClientCache,
+    pub auth_tokens: AggregateCache<AuthToken>,
     /// jti -> expiry (unix seconds) of revoked, not yet expired tokens.
     revoked: RwLock<HashMap<String, i64>>,
 }
@@ -110,6 +139,7 @@ impl TokenService {
             master,
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
+            auth_tokens: AggregateCache::default(),
             revoked: RwLock::new(HashMap::new()),
         }
     }
@@ -182,6 +212,17 @@ impl TokenService {
             Ok(Some(c)) if c.is_active() => {}
             _ => return Err(TokenInvalid::ClientInactive),
         }
+        // A token issued to an instance dies with its auth token.
+        if let Some(v) = claims.extra.get(AUTH_TOKEN_CLAIM) {
+            let id = v
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or(TokenInvalid::BadClaims)?;
+            match self.auth_tokens.get(&self.bus, id).await {
+                Ok(Some(a)) if a.is_usable() => {}
+                _ => return Err(TokenInvalid::Revoked),
+            }
+        }
         Ok(ValidToken {
             jti: claims.jti.clone(),
             scope: claims.scope.clone(),
@@ -190,33 +231,37 @@ impl TokenService {
         })
     }
 
-    /// Signs an access token for `client` and records the issue in the log
-    /// before returning it.
-    #[allow(clippy::too_many_arguments)]
+    /// Signs an access token and records the issue in the log before
+    /// returning it.
     pub async fn issue(
         &self,
-        client_id: Uuid,
-        client: &Client,
-        grant_type: &str,
-        scope: &str,
-        audience: &str,
-        auth_method: &str,
-        secret_id: Option<Uuid>,
+        req: IssueRequest<'_>,
         meta: &Metadata,
     ) -> Result<(String, AccessTokenClaims), IssueError> {
         let now = OffsetDateTime::now_utc();
-        let lifetime = i64::from(client.settings.access_token_lifetime_secs);
+        let lifetime = i64::from(req.client.settings.access_token_lifetime_secs);
         let jti = Uuid::now_v7();
+        let mut extra = serde_json::Map::new();
+        let sub = match req.auth_token_id {
+            Some(id) => {
+                extra.insert(
+                    AUTH_TOKEN_CLAIM.into(),
+                    serde_json::Value::String(id.to_string()),
+                );
+                id.to_string()
+            }
+            None => req.client_id.to_string(),
+        };
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
-            sub: client_id.to_string(),
-            aud: audience.to_owned().into(),
-            client_id: client_id.to_string(),
-            scope: scope.to_owned(),
+            sub,
+            aud: req.audience.to_owned().into(),
+            client_id: req.client_id.to_string(),
+            scope: req.scope.to_owned(),
             jti: jti.to_string(),
             iat: now.unix_timestamp(),
             exp: now.unix_timestamp() + lifetime,
-            extra: Default::default(),
+            extra,
         };
         let token = {
             let ring = self
@@ -228,18 +273,19 @@ impl TokenService {
         };
         let event = TokenEvent::Issued(TokenIssued {
             jti,
-            client_id,
-            organization_id: client.organization_id,
-            grant_type: grant_type.to_owned(),
-            scope: scope.to_owned(),
-            audience: audience.to_owned(),
-            secret_id,
-            auth_method: auth_method.to_owned(),
+            client_id: req.client_id,
+            organization_id: req.client.organization_id,
+            grant_type: req.grant_type.to_owned(),
+            scope: req.scope.to_owned(),
+            audience: req.audience.to_owned(),
+            secret_id: req.secret_id,
+            auth_token_id: req.auth_token_id,
+            auth_method: req.auth_method.to_owned(),
             issued_at: now,
             expires_at: now + time::Duration::seconds(lifetime),
         });
         journal::record(&self.log, &token_stream(jti, now), &event, meta).await?;
-        metrics::counter!("idp_tokens_issued_total", "grant_type" => grant_type.to_owned())
+        metrics::counter!("idp_tokens_issued_total", "grant_type" => req.grant_type.to_owned())
             .increment(1);
         Ok((token, claims))
     }
@@ -267,12 +313,13 @@ impl TokenService {
     pub fn apply(&self, e: &RecordedEvent) {
         match e.category() {
             "client" => {
-                if let Some(id) = e
-                    .stream
-                    .split_once('-')
-                    .and_then(|(_, id)| Uuid::parse_str(id).ok())
-                {
+                if let Some(id) = stream_id(e) {
                     self.clients.invalidate(id);
+                }
+            }
+            "authtoken" => {
+                if let Some(id) = stream_id(e) {
+                    self.auth_tokens.invalidate(id);
                 }
             }
             "signingkey" => {
@@ -298,7 +345,7 @@ impl TokenService {
 
     /// The categories [`Self::apply`] cares about.
     pub fn filter() -> Filter {
-        Filter::categories(["client", "signingkey", "revocations"])
+        Filter::categories(["client", "authtoken", "signingkey", "revocations"])
     }
 
     /// Loads the revocations still in force, then follows the log from its
@@ -357,6 +404,16 @@ impl TokenService {
     pub fn actor_for(client_id: Uuid) -> Actor {
         Actor::client(client_id.to_string())
     }
+}
+
+/// The claim that binds an access token to the instance (auth token) it
+/// was issued to.
+pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
+
+fn stream_id(e: &RecordedEvent) -> Option<Uuid> {
+    e.stream
+        .split_once('-')
+        .and_then(|(_, id)| Uuid::parse_str(id).ok())
 }
 
 /// Where revocations go: their own day-bucketed category, small enough to

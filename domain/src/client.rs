@@ -537,15 +537,14 @@ fn validate_grants(client_type: ClientType, settings: &ClientSettings) -> Result
             return Err(invalid(format!("grant type {} listed twice", g.as_str())));
         }
     }
-    if client_type == ClientType::Public {
-        for g in [GrantType::ClientCredentials, GrantType::TokenExchange] {
-            if grants.contains(&g) {
-                return Err(invalid(format!(
-                    "a public client cannot use the {} grant",
-                    g.as_str()
-                )));
-            }
-        }
+    // Installed applications are public clients; they may trade an auth
+    // token (token exchange), which proves the instance, but never act as
+    // themselves (client credentials).
+    if client_type == ClientType::Public && grants.contains(&GrantType::ClientCredentials) {
+        return Err(invalid(format!(
+            "a public client cannot use the {} grant",
+            GrantType::ClientCredentials.as_str()
+        )));
     }
     if grants.contains(&GrantType::AuthorizationCode) && settings.redirect_uris.is_empty() {
         return Err(invalid(
@@ -1190,12 +1189,16 @@ mod tests {
                 )
             );
         }
-        for g in [GrantType::ClientCredentials, GrantType::TokenExchange] {
-            assert_eq!(
-                settings_error(public_with(|s| s.grant_types.push(g))),
-                format!("a public client cannot use the {} grant", g.as_str())
-            );
-        }
+        assert_eq!(
+            settings_error(public_with(|s| s
+                .grant_types
+                .push(GrantType::ClientCredentials))),
+            "a public client cannot use the client_credentials grant"
+        );
+        assert_eq!(
+            public_with(|s| s.grant_types.push(GrantType::TokenExchange)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct TokenIssued {
     /// Which secret authenticated the client, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_id: Option<Uuid>,
+    /// The instance (auth token) the token acts for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token_id: Option<Uuid>,
     pub auth_method: String,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,

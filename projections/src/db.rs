@@ -35,6 +35,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_clients.sql"),
         postgres: include_str!("../../migrations/postgres/0002_clients.sql"),
     },
+    Migration {
+        version: 3,
+        name: "registration",
+        sqlite: include_str!("../../migrations/sqlite/0003_registration.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_registration.sql"),
+    },
 ];
 
 #[derive(Clone, Debug)]

@@ -11,6 +11,7 @@
 pub mod clients;
 mod db;
 pub mod organizations;
+pub mod registration;
 mod runner;
 
 pub use db::{Dialect, ReadDb};
@@ -21,5 +22,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(organizations::OrganizationsProjection),
         std::sync::Arc::new(clients::ClientsProjection),
+        std::sync::Arc::new(registration::RegistrationProjection),
     ]
 }

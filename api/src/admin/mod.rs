@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clients;
 pub mod keys;
 pub mod organizations;
+pub mod registration;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .merge(organizations::router())
         .merge(clients::router())
         .merge(keys::router())
+        .merge(registration::router())
 }
 
 /// Page size bounds for every list.

@@ -16,15 +16,29 @@ pub fn document(issuer: &str) -> Value {
         "client_secret_post",
         "private_key_jwt"
     ]);
+    // Public clients (installed applications) authenticate with `none` at
+    // the token endpoint only.
+    let token_methods = json!([
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none"
+    ]);
     json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth/token"),
         "jwks_uri": format!("{issuer}/oauth/jwks"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "refresh_token",
+        ],
+        "token_exchange_subject_token_types_supported": [super::instance::AUTH_TOKEN_TYPE],
+        "registration_token_consume_endpoint": format!("{issuer}/registration/consume"),
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_methods_supported": token_methods,
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
         "introspection_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],

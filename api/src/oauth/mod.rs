@@ -5,6 +5,7 @@
 pub mod client_auth;
 pub mod discovery;
 pub mod error;
+pub mod instance;
 pub mod introspect;
 pub mod token;
 
@@ -16,6 +17,7 @@ use crate::server::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/oauth/token", post(token::token))
+        .route("/registration/consume", post(crate::registration::consume))
         .route("/oauth/introspect", post(introspect::introspect))
         .route("/oauth/revoke", post(introspect::revoke))
         .route("/oauth/jwks", get(discovery::jwks))

@@ -11,7 +11,7 @@ use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
 use crate::server::AppState;
-use crate::tokens::TokenService;
+use crate::tokens::{IssueRequest, TokenService};
 
 pub async fn token(
     State(state): State<AppState>,
@@ -47,6 +47,10 @@ async fn handle(
     let client = authenticate(state, headers, &form, ctx).await?;
     match grant {
         GrantType::ClientCredentials => client_credentials(state, ctx, &form, client).await,
+        GrantType::TokenExchange => {
+            super::instance::token_exchange(state, ctx, &form, client).await
+        }
+        GrantType::RefreshToken => super::instance::refresh(state, ctx, &form, client).await,
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant type `{}` is not supported",
             other.as_str()
@@ -115,13 +119,16 @@ async fn client_credentials(
     let (token, claims) = state
         .tokens
         .issue(
-            auth.client_id,
-            client,
-            GrantType::ClientCredentials.as_str(),
-            &scope,
-            &audience,
-            auth.method.as_str(),
-            auth.secret_id,
+            IssueRequest {
+                client_id: auth.client_id,
+                client,
+                grant_type: GrantType::ClientCredentials.as_str(),
+                scope: &scope,
+                audience: &audience,
+                auth_method: auth.method.as_str(),
+                secret_id: auth.secret_id,
+                auth_token_id: None,
+            },
             &meta,
         )
         .await

@@ -7,3 +7,4 @@ mod admin;
 mod harness;
 mod health;
 mod oauth;
+mod registration;

@@ -681,13 +681,25 @@ async fn discovery_lists_what_is_implemented() {
         assert_eq!(d["jwks_uri"], s.url("/oauth/jwks"));
         assert_eq!(d["introspection_endpoint"], s.url("/oauth/introspect"));
         assert_eq!(d["revocation_endpoint"], s.url("/oauth/revoke"));
-        assert_eq!(d["grant_types_supported"], json!(["client_credentials"]));
+        assert_eq!(
+            d["grant_types_supported"],
+            json!([
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "refresh_token"
+            ])
+        );
+        assert_eq!(
+            d["token_exchange_subject_token_types_supported"],
+            json!(["urn:idp:params:oauth:token-type:auth_token"])
+        );
         assert_eq!(
             d["token_endpoint_auth_methods_supported"],
             json!([
                 "client_secret_basic",
                 "client_secret_post",
-                "private_key_jwt"
+                "private_key_jwt",
+                "none"
             ])
         );
         assert!(

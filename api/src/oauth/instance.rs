@@ -1,0 +1,212 @@
+//! The grants of installed instances: an auth token traded once for an
+//! access token and a refresh token (RFC 8693 token exchange with a token
+//! type of our own), then `refresh_token` with rotation and reuse detection.
+
+use axum::response::{IntoResponse, Response};
+use commands::registration::{self, RefreshOutcome, RegistrationFailure};
+use domain::client::{Client, GrantType};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::client_auth::{AuthenticatedClient, Form};
+use super::error::{OAuthError, no_store};
+use super::token::granted_scope;
+use crate::context::RequestContext;
+use crate::server::AppState;
+use crate::tokens::{IssueRequest, TokenService};
+
+/// The token type of auth tokens, for `subject_token_type`.
+pub const AUTH_TOKEN_TYPE: &str = "urn:idp:params:oauth:token-type:auth_token";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+fn may_use(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
+    if client.settings.grant_types.contains(&grant) {
+        Ok(())
+    } else {
+        Err(OAuthError::unauthorized_client(format!(
+            "this client may not use the {} grant",
+            grant.as_str()
+        )))
+    }
+}
+
+fn grant_error(e: RegistrationFailure) -> OAuthError {
+    match e {
+        RegistrationFailure::AuthToken(e) => OAuthError::invalid_grant(e.to_string()),
+        RegistrationFailure::RegistrationToken(e) => OAuthError::invalid_grant(e.to_string()),
+        other => OAuthError::server_error(&other),
+    }
+}
+
+/// Issues the access token of an instance and answers with it.
+async fn answer(
+    state: &AppState,
+    ctx: &RequestContext,
+    auth: &AuthenticatedClient,
+    grant: GrantType,
+    scope: &str,
+    auth_token_id: Uuid,
+    refresh_token: &str,
+) -> Result<Response, OAuthError> {
+    let exchange = grant == GrantType::TokenExchange;
+    let meta = ctx.metadata(
+        TokenService::actor_for(auth.client_id),
+        Some(auth.client.organization_id),
+    );
+    let (token, claims) = state
+        .tokens
+        .issue(
+            IssueRequest {
+                client_id: auth.client_id,
+                client: &auth.client,
+                grant_type: grant.as_str(),
+                scope,
+                audience: &state.tokens.issuer,
+                auth_method: auth.method.as_str(),
+                secret_id: auth.secret_id,
+                auth_token_id: Some(auth_token_id),
+            },
+            &meta,
+        )
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
+    let mut body = json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - claims.iat,
+        "refresh_token": refresh_token,
+    });
+    if let Some(o) = body.as_object_mut() {
+        if exchange {
+            o.insert("issued_token_type".into(), json!(ACCESS_TOKEN_TYPE));
+        }
+        if !scope.is_empty() {
+            o.insert("scope".into(), json!(scope));
+        }
+    }
+    let mut resp = axum::Json(body).into_response();
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+pub async fn token_exchange(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: &Form,
+    auth: AuthenticatedClient,
+) -> Result<Response, OAuthError> {
+    may_use(&auth.client, GrantType::TokenExchange)?;
+    let subject = form
+        .get("subject_token")
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    match form.get("subject_token_type") {
+        Some(AUTH_TOKEN_TYPE) => {}
+        Some(other) => {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type `{other}` is not supported; use {AUTH_TOKEN_TYPE}"
+            )));
+        }
+        None => {
+            return Err(OAuthError::invalid_request(
+                "subject_token_type is required",
+            ));
+        }
+    }
+    if let Some(t) = form.get("requested_token_type")
+        && t != ACCESS_TOKEN_TYPE
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "only {ACCESS_TOKEN_TYPE} can be requested"
+        )));
+    }
+    let scope = granted_scope(form.get("scope"), &auth.client.settings.scopes)?;
+    // The auth token must belong to the calling application; check before
+    // the exchange spends it.
+    let (auth_token_id, _) = registration::parse_auth_token(subject)
+        .ok_or_else(|| OAuthError::invalid_grant("the auth token is malformed"))?;
+    let owner = state
+        .tokens
+        .auth_tokens
+        .get(&state.bus, auth_token_id)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?
+        .ok_or_else(|| OAuthError::invalid_grant("unknown auth token"))?;
+    if owner.client_id != auth.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the auth token was issued for another application",
+        ));
+    }
+    let meta = ctx.metadata(
+        TokenService::actor_for(auth.client_id),
+        Some(auth.client.organization_id),
+    );
+    let (_, grant) = registration::exchange(&state.bus, subject, &meta)
+        .await
+        .map_err(grant_error)?;
+    answer(
+        state,
+        ctx,
+        &auth,
+        GrantType::TokenExchange,
+        &scope,
+        grant.auth_token_id,
+        &grant.refresh_token_value,
+    )
+    .await
+}
+
+pub async fn refresh(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: &Form,
+    auth: AuthenticatedClient,
+) -> Result<Response, OAuthError> {
+    may_use(&auth.client, GrantType::RefreshToken)?;
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let scope = granted_scope(form.get("scope"), &auth.client.settings.scopes)?;
+    let (auth_token_id, _, _) = registration::parse_refresh_token(presented)
+        .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
+    let owner = state
+        .tokens
+        .auth_tokens
+        .get(&state.bus, auth_token_id)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?
+        .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
+    if owner.client_id != auth.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another application",
+        ));
+    }
+    let meta = ctx.metadata(
+        TokenService::actor_for(auth.client_id),
+        Some(auth.client.organization_id),
+    );
+    match registration::refresh(&state.bus, presented, &meta)
+        .await
+        .map_err(grant_error)?
+    {
+        RefreshOutcome::Refreshed { grant, .. } => {
+            answer(
+                state,
+                ctx,
+                &auth,
+                GrantType::RefreshToken,
+                &scope,
+                grant.auth_token_id,
+                &grant.refresh_token_value,
+            )
+            .await
+        }
+        RefreshOutcome::ReuseDetected { auth_token_id, .. } => {
+            state.tokens.auth_tokens.invalidate(auth_token_id);
+            metrics::counter!("idp_refresh_reuse_detected_total").increment(1);
+            tracing::warn!(%auth_token_id, "refresh token reused: the chain is revoked");
+            Err(OAuthError::invalid_grant(
+                "the refresh token was already used; every token of this instance is revoked",
+            ))
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `POST /registration/consume`: an installation trades the registration
+//! token its administrator handed out for an auth token of its own.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use commands::registration::{self, RegistrationFailure};
+use domain::registration::{InstanceInfo, RegistrationTokenError};
+use domain::{Actor, ActorKind, Pii};
+use serde::{Deserialize, Serialize};
+
+use crate::context::RequestContext;
+use crate::extract::Body;
+use crate::problem::Problem;
+use crate::server::AppState;
+
+/// What the instance says about itself.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consume {
+    pub instance_id: String,
+    #[serde(default)]
+    pub device_name: String,
+    #[serde(default)]
+    pub user_name: String,
+    #[serde(default)]
+    pub app_version: String,
+}
+
+/// The instance's auth token: shown once, stored only hashed.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Consumed {
+    pub auth_token: String,
+    pub auth_token_id: String,
+    pub registration_token_id: String,
+    pub client_id: String,
+    /// How to use it: RFC 8693 token exchange at the token endpoint.
+    pub subject_token_type: &'static str,
+}
+
+fn refusal(e: RegistrationFailure) -> Problem {
+    match e {
+        RegistrationFailure::RegistrationToken(e) => {
+            let status = match e {
+                RegistrationTokenError::NotFound => StatusCode::UNAUTHORIZED,
+                RegistrationTokenError::Expired
+                | RegistrationTokenError::Exhausted
+                | RegistrationTokenError::Revoked => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            Problem::refused(status, e.code(), e.to_string())
+        }
+        RegistrationFailure::AuthToken(e) => {
+            Problem::refused(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+        }
+        other => Problem::internal(&other),
+    }
+}
+
+/// Consume a registration token (sent as `Authorization: Bearer rt_…`).
+#[utoipa::path(post, path = "/registration/consume", request_body = Consume,
+    responses((status = 201, body = Consumed),
+        (status = 401, description = "registration_token_not_found"),
+        (status = 403, description = "registration_token_expired, registration_token_exhausted or registration_token_revoked")),
+    tag = "registration")]
+pub async fn consume(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body<Consume>,
+) -> Response {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return Problem::refused(
+            StatusCode::UNAUTHORIZED,
+            "registration_token_not_found",
+            "send the registration token as `Authorization: Bearer <token>`",
+        )
+        .into_response();
+    };
+    let instance = InstanceInfo {
+        instance_id: body.instance_id,
+        device_name: body.device_name,
+        user_name: Pii::new(body.user_name),
+        app_version: body.app_version,
+    };
+    // The instance is anonymous until it holds its auth token; the
+    // registration token it used is in the event.
+    let meta = ctx.metadata(
+        Actor {
+            kind: ActorKind::Anonymous,
+            id: None,
+        },
+        None,
+    );
+    match registration::consume(&state.bus, value, instance, &meta).await {
+        Ok((_, issued)) => {
+            metrics::counter!("idp_registration_consumed_total").increment(1);
+            let mut resp = (
+                StatusCode::CREATED,
+                Json(Consumed {
+                    auth_token: issued.value.clone(),
+                    auth_token_id: issued.id.to_string(),
+                    registration_token_id: issued.registration_token_id.to_string(),
+                    client_id: issued.client_id.to_string(),
+                    subject_token_type: crate::oauth::instance::AUTH_TOKEN_TYPE,
+                }),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            metrics::counter!("idp_registration_refused_total", "code" => e.code()).increment(1);
+            refusal(e).into_response()
+        }
+    }
+}
