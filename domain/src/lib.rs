@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth_token;
 pub mod client;
 pub mod decider;
 pub mod metadata;

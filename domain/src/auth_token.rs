@@ -1,0 +1,453 @@
+//! The auth token: one installed instance's credential and its whole
+//! refresh chain, in one stream (`authtoken-{id}`), so that the single
+//! exchange, refresh rotation and reuse detection are decided against one
+//! consistency boundary. It is born from a registration token's consumption
+//! (see `registration`).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::decider::{Aggregate, DecodeError, DomainEvent};
+use crate::registration::{InstanceInfo, constant_time_eq, decode_as, is_sha256_hex};
+
+pub const AUTH_TOKEN_ISSUED_V1: &str = "auth_token.issued.v1";
+pub const AUTH_TOKEN_EXCHANGED_V1: &str = "auth_token.exchanged.v1";
+pub const AUTH_TOKEN_REFRESHED_V1: &str = "auth_token.refreshed.v1";
+pub const AUTH_TOKEN_REUSE_DETECTED_V1: &str = "auth_token.reuse_detected.v1";
+pub const AUTH_TOKEN_DELETED_V1: &str = "auth_token.deleted.v1";
+
+// --- auth token: commands, events, errors --------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthTokenCommand {
+    /// Records the auth token a consumption generated. Issuing the same id
+    /// with the same hash again is a no-op, so the command side may retry it.
+    Issue {
+        id: Uuid,
+        registration_token_id: Uuid,
+        organization_id: Uuid,
+        client_id: Uuid,
+        /// Hex SHA-256 of the auth token's secret part.
+        hash: String,
+        instance: InstanceInfo,
+    },
+    /// The instance trades its auth token, once, for the first refresh token.
+    Exchange {
+        /// Hex SHA-256 of the presented auth token's secret part.
+        hash: String,
+        refresh_token_id: Uuid,
+        refresh_hash: String,
+    },
+    /// The instance presents a refresh token and gets the next one.
+    Refresh {
+        presented_token_id: Uuid,
+        /// Hex SHA-256 of the presented refresh token's secret part.
+        presented_hash: String,
+        new_token_id: Uuid,
+        new_hash: String,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenIssued {
+    pub id: Uuid,
+    pub registration_token_id: Uuid,
+    pub organization_id: Uuid,
+    pub client_id: Uuid,
+    pub hash: String,
+    pub instance: InstanceInfo,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenExchanged {
+    pub refresh_token_id: Uuid,
+    pub refresh_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub exchanged_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenRefreshed {
+    pub previous_token_id: Uuid,
+    pub refresh_token_id: Uuid,
+    pub refresh_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub refreshed_at: OffsetDateTime,
+}
+
+/// A refresh token that had already been used was presented again: someone
+/// else holds a copy. The whole chain is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenReuseDetected {
+    /// The refresh token presented a second time.
+    pub token_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub detected_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenDeleted {
+    #[serde(with = "time::serde::rfc3339")]
+    pub deleted_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthTokenEvent {
+    Issued(AuthTokenIssued),
+    Exchanged(AuthTokenExchanged),
+    Refreshed(AuthTokenRefreshed),
+    ReuseDetected(AuthTokenReuseDetected),
+    Deleted(AuthTokenDeleted),
+}
+
+impl AuthTokenEvent {
+    /// Whether a decision recorded a reuse. `Refresh` answers reuse with
+    /// `Ok([ReuseDetected])` so that the bus appends it (an `Err` would write
+    /// nothing); whoever runs the command must check this and refuse the
+    /// request (`invalid_grant`).
+    pub fn reuse_detected(events: &[AuthTokenEvent]) -> bool {
+        matches!(events.last(), Some(AuthTokenEvent::ReuseDetected(_)))
+    }
+}
+
+impl DomainEvent for AuthTokenEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Issued(_) => AUTH_TOKEN_ISSUED_V1,
+            Self::Exchanged(_) => AUTH_TOKEN_EXCHANGED_V1,
+            Self::Refreshed(_) => AUTH_TOKEN_REFRESHED_V1,
+            Self::ReuseDetected(_) => AUTH_TOKEN_REUSE_DETECTED_V1,
+            Self::Deleted(_) => AUTH_TOKEN_DELETED_V1,
+        }
+    }
+
+    fn to_data(&self) -> Value {
+        match self {
+            Self::Issued(e) => serde_json::to_value(e),
+            Self::Exchanged(e) => serde_json::to_value(e),
+            Self::Refreshed(e) => serde_json::to_value(e),
+            Self::ReuseDetected(e) => serde_json::to_value(e),
+            Self::Deleted(e) => serde_json::to_value(e),
+        }
+        .unwrap_or(Value::Null)
+    }
+
+    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+        match event_type {
+            AUTH_TOKEN_ISSUED_V1 => decode_as(event_type, data).map(Self::Issued),
+            AUTH_TOKEN_EXCHANGED_V1 => decode_as(event_type, data).map(Self::Exchanged),
+            AUTH_TOKEN_REFRESHED_V1 => decode_as(event_type, data).map(Self::Refreshed),
+            AUTH_TOKEN_REUSE_DETECTED_V1 => decode_as(event_type, data).map(Self::ReuseDetected),
+            AUTH_TOKEN_DELETED_V1 => decode_as(event_type, data).map(Self::Deleted),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+/// Why an auth token command was refused. Every exchange and refresh
+/// refusal is `invalid_grant` on the wire (RFC 6749 section 5.2).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AuthTokenError {
+    #[error("the auth token does not exist")]
+    NotFound,
+    #[error("the auth token already exists")]
+    AlreadyExists,
+    #[error("the auth token was deleted by your administrator")]
+    Deleted,
+    #[error("the presented token is not valid")]
+    InvalidCredential,
+    #[error("the auth token was already exchanged: an auth token can be used once")]
+    AlreadyExchanged,
+    #[error(
+        "the refresh token chain was revoked because a used refresh token was presented \
+         again: the instance needs a new auth token"
+    )]
+    ChainRevoked,
+    #[error("the token hash must be 64 lowercase hex characters (SHA-256)")]
+    InvalidHash,
+    #[error("invalid instance information: {0}")]
+    InvalidInstance(String),
+}
+
+impl AuthTokenError {
+    /// The OAuth error code (RFC 6749 section 5.2).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound
+            | Self::Deleted
+            | Self::InvalidCredential
+            | Self::AlreadyExchanged
+            | Self::ChainRevoked => "invalid_grant",
+            Self::AlreadyExists | Self::InvalidHash | Self::InvalidInstance(_) => "invalid_request",
+        }
+    }
+}
+
+// --- auth token: state, decide, evolve -------------------------------------------
+
+/// The refresh token currently valid for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentRefresh {
+    pub id: Uuid,
+    pub hash: String,
+}
+
+/// How many leading hex characters of a used refresh token's hash are kept:
+/// 64 bits, so that presenting a used token's id with a guessed secret does
+/// not count as reuse (which would let anyone who saw an id in a log revoke
+/// the chain), for 16 bytes per used token instead of a whole hash.
+const FINGERPRINT_LEN: usize = 16;
+
+/// The first [`FINGERPRINT_LEN`] bytes of a hex hash.
+fn fingerprint(hash: &str) -> [u8; FINGERPRINT_LEN] {
+    let mut out = [0u8; FINGERPRINT_LEN];
+    for (o, b) in out.iter_mut().zip(hash.bytes()) {
+        *o = b;
+    }
+    out
+}
+
+/// One instance's credential and its refresh chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthToken {
+    pub exists: bool,
+    pub id: Uuid,
+    pub registration_token_id: Uuid,
+    pub organization_id: Uuid,
+    pub client_id: Uuid,
+    /// Hex SHA-256 of the auth token's secret part.
+    pub hash: String,
+    pub instance: Option<InstanceInfo>,
+    pub issued_at: Option<OffsetDateTime>,
+    pub exchanged: bool,
+    pub current_refresh: Option<CurrentRefresh>,
+    /// Every refresh token of the chain that was rotated away, with a
+    /// fingerprint of its hash (see [`FINGERPRINT_LEN`]).
+    pub used_refresh: HashMap<Uuid, [u8; FINGERPRINT_LEN]>,
+    pub chain_revoked: bool,
+    pub deleted: bool,
+    /// The last exchange or refresh.
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl Default for AuthToken {
+    fn default() -> Self {
+        Self {
+            exists: false,
+            id: Uuid::nil(),
+            registration_token_id: Uuid::nil(),
+            organization_id: Uuid::nil(),
+            client_id: Uuid::nil(),
+            hash: String::new(),
+            instance: None,
+            issued_at: None,
+            exchanged: false,
+            current_refresh: None,
+            used_refresh: HashMap::new(),
+            chain_revoked: false,
+            deleted: false,
+            last_used_at: None,
+        }
+    }
+}
+
+impl AuthToken {
+    /// Whether refresh tokens of this chain still work.
+    pub fn is_usable(&self) -> bool {
+        self.exists && !self.deleted && !self.chain_revoked
+    }
+
+    fn must_be_current(&self) -> Result<(), AuthTokenError> {
+        if !self.exists {
+            return Err(AuthTokenError::NotFound);
+        }
+        if self.deleted {
+            return Err(AuthTokenError::Deleted);
+        }
+        Ok(())
+    }
+
+    fn decide_refresh(
+        &self,
+        presented_token_id: Uuid,
+        presented_hash: &str,
+        new_token_id: Uuid,
+        new_hash: String,
+        now: OffsetDateTime,
+    ) -> Result<Vec<AuthTokenEvent>, AuthTokenError> {
+        self.must_be_current()?;
+        if self.chain_revoked {
+            return Err(AuthTokenError::ChainRevoked);
+        }
+        if !is_sha256_hex(&new_hash) {
+            return Err(AuthTokenError::InvalidHash);
+        }
+        if let Some(current) = &self.current_refresh
+            && current.id == presented_token_id
+        {
+            if !constant_time_eq(current.hash.as_bytes(), presented_hash.as_bytes()) {
+                return Err(AuthTokenError::InvalidCredential);
+            }
+            return Ok(vec![AuthTokenEvent::Refreshed(AuthTokenRefreshed {
+                previous_token_id: presented_token_id,
+                refresh_token_id: new_token_id,
+                refresh_hash: new_hash,
+                refreshed_at: now,
+            })]);
+        }
+        match self.used_refresh.get(&presented_token_id) {
+            Some(used) if constant_time_eq(used, &fingerprint(presented_hash)) => {
+                Ok(vec![AuthTokenEvent::ReuseDetected(
+                    AuthTokenReuseDetected {
+                        token_id: presented_token_id,
+                        detected_at: now,
+                    },
+                )])
+            }
+            _ => Err(AuthTokenError::InvalidCredential),
+        }
+    }
+}
+
+impl Aggregate for AuthToken {
+    type Event = AuthTokenEvent;
+    type Command = AuthTokenCommand;
+    type Error = AuthTokenError;
+    const CATEGORY: &'static str = "authtoken";
+
+    fn evolve(mut self, event: &AuthTokenEvent) -> Self {
+        match event {
+            AuthTokenEvent::Issued(e) => {
+                self.exists = true;
+                self.id = e.id;
+                self.registration_token_id = e.registration_token_id;
+                self.organization_id = e.organization_id;
+                self.client_id = e.client_id;
+                self.hash = e.hash.clone();
+                self.instance = Some(e.instance.clone());
+                self.issued_at = Some(e.issued_at);
+            }
+            AuthTokenEvent::Exchanged(e) => {
+                self.exchanged = true;
+                self.current_refresh = Some(CurrentRefresh {
+                    id: e.refresh_token_id,
+                    hash: e.refresh_hash.clone(),
+                });
+                self.last_used_at = Some(e.exchanged_at);
+            }
+            AuthTokenEvent::Refreshed(e) => {
+                if let Some(previous) = self.current_refresh.take() {
+                    self.used_refresh
+                        .insert(previous.id, fingerprint(&previous.hash));
+                }
+                self.current_refresh = Some(CurrentRefresh {
+                    id: e.refresh_token_id,
+                    hash: e.refresh_hash.clone(),
+                });
+                self.last_used_at = Some(e.refreshed_at);
+            }
+            AuthTokenEvent::ReuseDetected(_) => self.chain_revoked = true,
+            AuthTokenEvent::Deleted(_) => self.deleted = true,
+        }
+        self
+    }
+
+    /// `Refresh` presenting a used refresh token returns
+    /// `Ok([ReuseDetected])`, not an error, so that the reuse is recorded:
+    /// see [`AuthTokenEvent::reuse_detected`].
+    fn decide(
+        &self,
+        command: AuthTokenCommand,
+        now: OffsetDateTime,
+    ) -> Result<Vec<AuthTokenEvent>, AuthTokenError> {
+        match command {
+            AuthTokenCommand::Issue {
+                id,
+                registration_token_id,
+                organization_id,
+                client_id,
+                hash,
+                instance,
+            } => {
+                if self.exists {
+                    // A retried issue after an append whose outcome was unknown.
+                    let same = self.id == id
+                        && self.registration_token_id == registration_token_id
+                        && constant_time_eq(self.hash.as_bytes(), hash.as_bytes());
+                    return if same {
+                        Ok(vec![])
+                    } else {
+                        Err(AuthTokenError::AlreadyExists)
+                    };
+                }
+                if !is_sha256_hex(&hash) {
+                    return Err(AuthTokenError::InvalidHash);
+                }
+                instance
+                    .validate()
+                    .map_err(AuthTokenError::InvalidInstance)?;
+                Ok(vec![AuthTokenEvent::Issued(AuthTokenIssued {
+                    id,
+                    registration_token_id,
+                    organization_id,
+                    client_id,
+                    hash,
+                    instance,
+                    issued_at: now,
+                })])
+            }
+            AuthTokenCommand::Exchange {
+                hash,
+                refresh_token_id,
+                refresh_hash,
+            } => {
+                self.must_be_current()?;
+                if !constant_time_eq(self.hash.as_bytes(), hash.as_bytes()) {
+                    return Err(AuthTokenError::InvalidCredential);
+                }
+                if self.exchanged {
+                    return Err(AuthTokenError::AlreadyExchanged);
+                }
+                if !is_sha256_hex(&refresh_hash) {
+                    return Err(AuthTokenError::InvalidHash);
+                }
+                Ok(vec![AuthTokenEvent::Exchanged(AuthTokenExchanged {
+                    refresh_token_id,
+                    refresh_hash,
+                    exchanged_at: now,
+                })])
+            }
+            AuthTokenCommand::Refresh {
+                presented_token_id,
+                presented_hash,
+                new_token_id,
+                new_hash,
+            } => self.decide_refresh(
+                presented_token_id,
+                &presented_hash,
+                new_token_id,
+                new_hash,
+                now,
+            ),
+            AuthTokenCommand::Delete => {
+                if !self.exists {
+                    return Err(AuthTokenError::NotFound);
+                }
+                Ok(if self.deleted {
+                    vec![]
+                } else {
+                    vec![AuthTokenEvent::Deleted(AuthTokenDeleted {
+                        deleted_at: now,
+                    })]
+                })
+            }
+        }
+    }
+}
