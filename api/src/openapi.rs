@@ -3,11 +3,11 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{Page, clients, keys, organizations, registration};
+use crate::admin::{Page, audit, clients, keys, organizations, registration};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets. \
+    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets, the audit trail. \
         Every endpoint needs a bearer access token with the `idp:admin` scope; errors are RFC 9457 \
         problem documents (application/problem+json)."),
     paths(
@@ -17,6 +17,7 @@ use crate::admin::{Page, clients, keys, organizations, registration};
         clients::delete_secret, keys::list, keys::rotate,
         registration::create, registration::list, registration::show, registration::revoke,
         registration::instances, registration::delete_auth_token, crate::registration::consume,
+        audit::list, audit::export, audit::event,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -28,6 +29,7 @@ use crate::admin::{Page, clients, keys, organizations, registration};
         Page<registration::RegistrationTokenView>, Page<registration::AuthTokenView>,
         keys::KeyView, keys::KeyList, keys::RotateKey, keys::Rotated,
         Page<organizations::Organization>, Page<clients::ClientView>, Page<clients::SecretView>,
+        audit::AuditEntryView, audit::AuditLinks, audit::StoredEventView, Page<audit::AuditEntryView>,
     )),
     modifiers(&BearerAuth),
 )]

@@ -308,6 +308,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|s| json!({ "name": s.name, "version": s.version, "position": s.position }))
         .collect();
+    if !state.tokens.can_sign() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "no_signing_key", "projections": projections })),
+        )
+            .into_response();
+    }
     match state.projections.caught_up().await {
         Ok(true) => Json(json!({ "status": "ready", "projections": projections })).into_response(),
         Ok(false) => (

@@ -151,20 +151,38 @@ impl TokenService {
             .unwrap_or_else(|_| serde_json::json!({ "keys": [] }))
     }
 
-    /// Brings the key ring up to the log now (after a rotation here, so the
-    /// next token is signed with the new key).
-    pub async fn catch_up_keys(&self) -> Result<(), commands::keys::KeyError> {
+    /// Brings the key ring up to the log until `kid` is the active key of
+    /// its algorithm (after a rotation here, so that the next token is
+    /// signed with the new key).
+    pub async fn catch_up_keys(&self, kid: &str) -> Result<(), commands::keys::KeyError> {
         let mut ring = match self.keys.read() {
             Ok(r) => r.clone(),
             Err(_) => return Ok(()),
         };
-        ring.catch_up(&self.log, &self.master).await?;
+        let active = |r: &KeyRing| {
+            r.get(kid)
+                .is_some_and(|e| r.active(e.alg).is_some_and(|a| a.kid == kid))
+        };
+        ring.catch_up_until(
+            &self.log,
+            &self.master,
+            active,
+            commands::keys::READABLE_WITHIN,
+        )
+        .await?;
         if let Ok(mut current) = self.keys.write()
             && ring.position() > current.position()
         {
             *current = ring;
         }
         Ok(())
+    }
+
+    /// Whether tokens can be signed (an active ES256 key is loaded).
+    pub fn can_sign(&self) -> bool {
+        self.keys
+            .read()
+            .is_ok_and(|r| r.active(KeyAlgorithm::ES256).is_some())
     }
 
     /// The keys as the admin API shows them, newest first.

@@ -315,6 +315,30 @@ impl KeyRing {
         }
     }
 
+    /// Catches up until `ready` holds or `timeout` passes. On PostgreSQL a
+    /// commit becomes readable only once every older transaction in the
+    /// cluster has finished, so a key just activated may take a moment to
+    /// show.
+    pub async fn catch_up_until(
+        &mut self,
+        log: &Arc<dyn EventLog>,
+        master: &MasterKey,
+        ready: impl Fn(&KeyRing) -> bool,
+        timeout: std::time::Duration,
+    ) -> Result<bool, KeyError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.catch_up(log, master).await?;
+            if ready(self) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn get(&self, kid: &str) -> Option<&Entry> {
         self.keys.get(kid)
     }
@@ -441,6 +465,9 @@ pub async fn rotate(
 /// A key generated but never activated (a crash between the two commands)
 /// is activated rather than left behind; otherwise a new key is made. Run
 /// again, it changes nothing.
+/// How long a key just written may take to become readable.
+pub const READABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn ensure_active(
     bus: &CommandBus,
     log: &Arc<dyn EventLog>,
@@ -472,7 +499,17 @@ pub async fn ensure_active(
         }
     }
     if changed {
-        ring.catch_up(log, master).await?;
+        let all_active = |r: &KeyRing| KeyAlgorithm::ALL.iter().all(|a| r.active(*a).is_some());
+        if !ring
+            .catch_up_until(log, master, all_active, READABLE_WITHIN)
+            .await?
+        {
+            let missing = KeyAlgorithm::ALL
+                .into_iter()
+                .find(|a| ring.active(*a).is_none())
+                .unwrap_or(KeyAlgorithm::ES256);
+            return Err(KeyError::NoActiveKey(missing));
+        }
     }
     Ok(ring)
 }

@@ -41,6 +41,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_registration.sql"),
         postgres: include_str!("../../migrations/postgres/0003_registration.sql"),
     },
+    Migration {
+        version: 4,
+        name: "audit",
+        sqlite: include_str!("../../migrations/sqlite/0004_audit.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_audit.sql"),
+    },
 ];
 
 #[derive(Clone, Debug)]

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod clients;
 mod db;
 pub mod organizations;
@@ -23,5 +24,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(organizations::OrganizationsProjection),
         std::sync::Arc::new(clients::ClientsProjection),
         std::sync::Arc::new(registration::RegistrationProjection),
+        std::sync::Arc::new(audit::AuditProjection),
     ]
 }

@@ -74,7 +74,7 @@ pub async fn rotate(
         .map_err(|e| Problem::internal(&e))?;
     state
         .tokens
-        .catch_up_keys()
+        .catch_up_keys(&kid)
         .await
         .map_err(|e| Problem::internal(&e))?;
     Ok(Json(Rotated {

@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP, errors as RFC 9457 problems, every
 //! endpoint behind a bearer access token with the admin scope.
 
+pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod keys;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .merge(clients::router())
         .merge(keys::router())
         .merge(registration::router())
+        .merge(audit::router())
 }
 
 /// Page size bounds for every list.

@@ -1,0 +1,432 @@
+//! The audit trail: every event of the log as one entry of who did what to
+//! which stream, from where, when, and whether it was a refusal. Only the
+//! envelope is kept; event data (secret hashes, personal values) never
+//! reaches this read model, and the full event stays in the log.
+
+use async_trait::async_trait;
+use domain::ActorKind;
+use domain::registration::AUTH_TOKEN_REUSE_DETECTED_V1;
+use domain::token::CLIENT_AUTH_FAILED_V1;
+use eventlog::{Position, RecordedEvent};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::db::{Dialect, ReadDb};
+use crate::runner::{Projection, ProjectionError};
+
+/// The event types that record a refusal: their entries have the outcome
+/// `failure`, every other event's `success`.
+pub const FAILURE_EVENT_TYPES: &[&str] = &[CLIENT_AUTH_FAILED_V1, AUTH_TOKEN_REUSE_DETECTED_V1];
+
+/// Whether an audited action succeeded or recorded a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    Success,
+    Failure,
+}
+
+impl AuditOutcome {
+    /// The outcome an event of `event_type` records.
+    pub fn of(event_type: &str) -> Self {
+        if FAILURE_EVENT_TYPES.contains(&event_type) {
+            Self::Failure
+        } else {
+            Self::Success
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// The wire name of an actor kind (as `Metadata` serializes it).
+pub fn actor_kind_str(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::User => "user",
+        ActorKind::Client => "client",
+        ActorKind::System => "system",
+        ActorKind::Anonymous => "anonymous",
+    }
+}
+
+pub fn parse_actor_kind(s: &str) -> Option<ActorKind> {
+    [
+        ActorKind::User,
+        ActorKind::Client,
+        ActorKind::System,
+        ActorKind::Anonymous,
+    ]
+    .into_iter()
+    .find(|k| actor_kind_str(*k) == s)
+}
+
+pub struct AuditProjection;
+
+fn utc_text(t: OffsetDateTime) -> String {
+    t.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Unix microseconds: the column time ranges compare.
+pub fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+const INSERT: &str = "INSERT INTO audit_entries (commit_pos, prepare_pos, position, event_id, stream, category,
+         revision, action, outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject,
+         organization_id, source_ip, user_agent, correlation_id, causation_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+     ON CONFLICT (commit_pos, prepare_pos) DO NOTHING";
+
+#[async_trait]
+impl Projection for AuditProjection {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn handles(&self, _: &RecordedEvent) -> bool {
+        true
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        _dialect: Dialect,
+        e: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        // One prepared statement per event inside the runner's batch
+        // transaction: no decoding of event data, so it keeps up with the
+        // per-token journal.
+        let m = &e.metadata;
+        sqlx::query(INSERT)
+            .bind(e.position.commit as i64)
+            .bind(e.position.prepare as i64)
+            .bind(e.position.to_string())
+            .bind(e.id.to_string())
+            .bind(e.stream.clone())
+            .bind(e.category().to_owned())
+            .bind(e.revision as i64)
+            .bind(e.event_type.clone())
+            .bind(AuditOutcome::of(&e.event_type).as_str())
+            .bind(utc_text(m.occurred_at))
+            .bind(micros(m.occurred_at))
+            .bind(utc_text(e.recorded_at))
+            .bind(actor_kind_str(m.actor.kind))
+            .bind(m.actor.id.clone())
+            .bind(e.subject.clone())
+            .bind(m.organization.map(|o| o.to_string()))
+            .bind(m.source_ip.clone())
+            .bind(m.user_agent.clone())
+            .bind(m.correlation_id.to_string())
+            .bind(m.causation_id.map(|c| c.to_string()))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM audit_entries")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One audited event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub position: Position,
+    pub event_id: String,
+    /// The stream the event was appended to (the target).
+    pub stream: String,
+    pub category: String,
+    pub revision: u64,
+    /// The event type.
+    pub action: String,
+    pub outcome: AuditOutcome,
+    /// `metadata.occurred_at`, RFC 3339 UTC.
+    pub occurred_at: String,
+    pub recorded_at: String,
+    pub actor_kind: String,
+    pub actor_id: Option<String>,
+    pub subject: Option<String>,
+    pub organization_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+}
+
+/// An action filter: one event type, or every type starting with a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionFilter {
+    Exact(String),
+    Prefix(String),
+}
+
+impl ActionFilter {
+    /// `client.created.v1` is exact; `client.*` is the prefix `client.`.
+    pub fn parse(s: &str) -> Self {
+        match s.strip_suffix('*') {
+            Some(prefix) => Self::Prefix(prefix.to_owned()),
+            None => Self::Exact(s.to_owned()),
+        }
+    }
+}
+
+/// Filters of the audit trail; `None` means any. All of them must hold.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor_id: Option<String>,
+    pub actor_kind: Option<ActorKind>,
+    pub action: Option<ActionFilter>,
+    /// The stream.
+    pub target: Option<String>,
+    pub category: Option<String>,
+    pub subject: Option<String>,
+    pub organization: Option<String>,
+    pub source_ip: Option<String>,
+    pub correlation_id: Option<String>,
+    pub outcome: Option<AuditOutcome>,
+    /// Inclusive.
+    pub from_time: Option<OffsetDateTime>,
+    /// Exclusive.
+    pub to_time: Option<OffsetDateTime>,
+}
+
+/// The smallest string above every string that starts with `prefix`, if
+/// there is one (bytewise order, which is code point order in UTF-8).
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A WHERE clause built from the filters that are set, so that each query
+/// names only the columns it filters on and the planner can pick the index.
+#[derive(Default)]
+struct Where {
+    terms: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Where {
+    fn arg(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    fn eq(&mut self, column: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            let p = self.arg(Arg::Text(v.clone()));
+            self.terms.push(format!("{column} = {p}"));
+        }
+    }
+
+    fn of(filter: &AuditFilter, before: Option<Position>) -> Self {
+        let mut w = Self::default();
+        w.eq("actor_id", &filter.actor_id);
+        w.eq(
+            "actor_kind",
+            &filter.actor_kind.map(|k| actor_kind_str(k).to_owned()),
+        );
+        match &filter.action {
+            Some(ActionFilter::Exact(a)) => w.eq("action", &Some(a.clone())),
+            Some(ActionFilter::Prefix(p)) if !p.is_empty() => {
+                let lo = w.arg(Arg::Text(p.clone()));
+                w.terms.push(format!("action >= {lo}"));
+                if let Some(upper) = prefix_upper_bound(p) {
+                    let hi = w.arg(Arg::Text(upper));
+                    w.terms.push(format!("action < {hi}"));
+                }
+            }
+            _ => {}
+        }
+        w.eq("stream", &filter.target);
+        w.eq("category", &filter.category);
+        w.eq("subject", &filter.subject);
+        w.eq("organization_id", &filter.organization);
+        w.eq("source_ip", &filter.source_ip);
+        w.eq("correlation_id", &filter.correlation_id);
+        if let Some(o) = filter.outcome {
+            // A literal from a closed set, so the partial index of failures
+            // matches the query.
+            w.terms.push(format!("outcome = '{}'", o.as_str()));
+        }
+        if let Some(t) = filter.from_time {
+            let p = w.arg(Arg::Int(micros(t)));
+            w.terms.push(format!("occurred_us >= {p}"));
+        }
+        if let Some(t) = filter.to_time {
+            let p = w.arg(Arg::Int(micros(t)));
+            w.terms.push(format!("occurred_us < {p}"));
+        }
+        if let Some(at) = before {
+            let c = w.arg(Arg::Int(at.commit as i64));
+            let p = w.arg(Arg::Int(at.prepare as i64));
+            w.terms.push(format!(
+                "commit_pos <= {c} AND (commit_pos < {c} OR prepare_pos < {p})"
+            ));
+        }
+        w
+    }
+
+    fn sql(&self) -> String {
+        if self.terms.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.terms.join(" AND "))
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "commit_pos, prepare_pos, event_id, stream, category, revision, action, outcome,
+    occurred_at, recorded_at, actor_kind, actor_id, subject, organization_id, source_ip, user_agent,
+    correlation_id, causation_id";
+
+fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
+    let commit: i64 = r.try_get(0)?;
+    let prepare: i64 = r.try_get(1)?;
+    let revision: i64 = r.try_get(5)?;
+    let outcome: String = r.try_get(7)?;
+    Ok(AuditEntry {
+        position: Position::new(commit as u64, prepare as u64),
+        event_id: r.try_get(2)?,
+        stream: r.try_get(3)?,
+        category: r.try_get(4)?,
+        revision: revision as u64,
+        action: r.try_get(6)?,
+        outcome: AuditOutcome::parse(&outcome).unwrap_or(AuditOutcome::Success),
+        occurred_at: r.try_get(8)?,
+        recorded_at: r.try_get(9)?,
+        actor_kind: r.try_get(10)?,
+        actor_id: r.try_get(11)?,
+        subject: r.try_get(12)?,
+        organization_id: r.try_get(13)?,
+        source_ip: r.try_get(14)?,
+        user_agent: r.try_get(15)?,
+        correlation_id: r.try_get(16)?,
+        causation_id: r.try_get(17)?,
+    })
+}
+
+/// Entries that pass `filter`, newest first (by log position), strictly
+/// before `before`, at most `limit`.
+pub async fn query(
+    db: &ReadDb,
+    filter: &AuditFilter,
+    before: Option<Position>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, ProjectionError> {
+    let mut w = Where::of(filter, before);
+    let limit_arg = w.arg(Arg::Int(limit));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_entries {} ORDER BY commit_pos DESC, prepare_pos DESC LIMIT {limit_arg}",
+        w.sql()
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for a in w.args {
+        q = match a {
+            Arg::Text(s) => q.bind(s),
+            Arg::Int(n) => q.bind(n),
+        };
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    rows.iter().map(entry).collect()
+}
+
+/// The entry of the event at `at`.
+pub async fn get(db: &ReadDb, at: Position) -> Result<Option<AuditEntry>, ProjectionError> {
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_entries WHERE commit_pos = $1 AND prepare_pos = $2"
+    )))
+    .bind(at.commit as i64)
+    .bind(at.prepare as i64)
+    .fetch_optional(&db.pool)
+    .await?;
+    r.as_ref().map(entry).transpose()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_failures_and_everything_else_succeeds() {
+        assert_eq!(
+            AuditOutcome::of("client.authentication_failed.v1"),
+            AuditOutcome::Failure
+        );
+        assert_eq!(
+            AuditOutcome::of("auth_token.reuse_detected.v1"),
+            AuditOutcome::Failure
+        );
+        assert_eq!(AuditOutcome::of("client.created.v1"), AuditOutcome::Success);
+    }
+
+    #[test]
+    fn an_action_prefix_is_a_range() {
+        assert_eq!(
+            ActionFilter::parse("client.*"),
+            ActionFilter::Prefix("client.".into())
+        );
+        assert_eq!(
+            ActionFilter::parse("client.created.v1"),
+            ActionFilter::Exact("client.created.v1".into())
+        );
+        assert_eq!(prefix_upper_bound("client.").as_deref(), Some("client/"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(
+            prefix_upper_bound("x\u{D7FF}").as_deref(),
+            Some("x\u{E000}")
+        );
+    }
+
+    #[test]
+    fn actor_kinds_round_trip_through_their_wire_names() {
+        for k in [
+            ActorKind::User,
+            ActorKind::Client,
+            ActorKind::System,
+            ActorKind::Anonymous,
+        ] {
+            let wire = serde_json::to_value(k).unwrap();
+            assert_eq!(wire, actor_kind_str(k));
+            assert_eq!(parse_actor_kind(actor_kind_str(k)), Some(k));
+        }
+        assert_eq!(parse_actor_kind("robot"), None);
+    }
+}
