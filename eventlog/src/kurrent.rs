@@ -368,6 +368,13 @@ fn decode(raw: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, Error> {
     })
 }
 
+fn unsupported(what: &str) -> Error {
+    Error::Backend(format!(
+        "{what} the hash chain is not supported on KurrentDB: the server's own log is immutable \
+         (events cannot be changed or removed in place), so there is no chain to keep"
+    ))
+}
+
 #[async_trait]
 impl EventLog for KurrentLog {
     async fn append(
@@ -521,6 +528,17 @@ impl EventLog for KurrentLog {
         })
         .await?;
         Ok(n)
+    }
+
+    async fn seal(&self) -> Result<Option<crate::chain::Anchor>, Error> {
+        Err(unsupported("sealing"))
+    }
+
+    async fn verify(
+        &self,
+        _progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<crate::verify::VerifyReport, Error> {
+        Err(unsupported("verifying"))
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

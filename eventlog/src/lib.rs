@@ -10,9 +10,15 @@
 //!
 //! Nothing outside this crate knows which database holds the log. This crate
 //! never interprets an event's data beyond the typed codec helpers.
+//!
+//! The SQL adapters keep the log tamper-evident ([`chain`]): every stored
+//! event carries a hash link to its stream's previous event, `seal` anchors
+//! the global order, and `verify` names the first event changed, removed or
+//! inserted behind the adapter's back.
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod codec;
 mod error;
 mod open;
@@ -21,10 +27,12 @@ pub mod postgres;
 pub mod sqlite;
 mod subscription;
 mod types;
+mod verify;
 
 #[cfg(feature = "kurrentdb")]
 pub mod kurrent;
 
+pub use chain::Anchor;
 pub use codec::{decode, encode};
 pub use error::Error;
 pub use open::{LogOptions, open};
@@ -34,3 +42,4 @@ pub use types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
     validate_stream_name,
 };
+pub use verify::{Problem, ProblemKind, VerifyReport};

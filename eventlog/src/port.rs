@@ -1,8 +1,10 @@
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::chain::Anchor;
 use crate::error::Error;
 use crate::types::{AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent};
+use crate::verify::VerifyReport;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -58,6 +60,25 @@ pub trait EventLog: Send + Sync + 'static {
     /// commit, and on a notification from another process. Subscriptions wait
     /// on it instead of polling.
     fn wakeups(&self) -> watch::Receiver<u64>;
+
+    /// Extends the tamper-evidence anchors (see [`crate::chain`]) over every
+    /// event a reader can see now, in blocks of at most `seal_every` events,
+    /// first giving a chain link to any event stored before links existed.
+    /// Returns once everything readable at the call is anchored, by this call
+    /// or a concurrent one: the last anchor this call wrote, if any. The SQL
+    /// adapters also seal on their own every `seal_every` events and within
+    /// [`crate::chain::SEAL_WITHIN`] of an append, so calling this is only
+    /// needed before a check or a backup. Safe to call concurrently, from any
+    /// number of processes. (On SQLite it runs on the writer thread: appends
+    /// wait while it links a large log from before chains.)
+    async fn seal(&self) -> Result<Option<Anchor>, Error>;
+
+    /// Checks every readable event, in one snapshot, against its chain link
+    /// and the anchors, and reports the first event changed, removed or
+    /// inserted (see [`VerifyReport`]). Reads the whole log twice; calls
+    /// `progress` now and then with how many events it has checked. Never
+    /// writes.
+    async fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, Error>;
 
     /// Which adapter this is, for logs and metrics.
     fn backend(&self) -> &'static str;

@@ -12,8 +12,14 @@
 //! transaction; notifications requested while one is in flight are
 //! coalesced into the next. A listener task turns other processes'
 //! notifications into wake-ups.
+//!
+//! Tamper evidence (see [`crate::chain`]): `idp_append` links each event to
+//! its stream's previous one inside the append; a sealer task anchors the
+//! *readable* log every `seal_every` events appended here and within
+//! [`crate::chain::SEAL_WITHIN`] of an append (`tamper.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +30,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::chain::{Anchor, DEFAULT_SEAL_EVERY};
 use crate::error::Error;
 use crate::port::{Direction, EventLog};
 use crate::sqlite::escape_like;
@@ -31,6 +38,7 @@ use crate::types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
     validate_append,
 };
+use crate::verify::VerifyReport;
 
 const SCHEMA: &str = include_str!("../../migrations/eventlog/postgres.sql");
 const CHANNEL: &str = "idp_events";
@@ -42,8 +50,12 @@ const WRITERS: usize = 2;
 /// The most appends one group commit takes.
 const MAX_GROUP: usize = 64;
 
+mod tamper;
+
 pub struct PostgresLog {
     pool: PgPool,
+    /// Events per anchor.
+    seal_block: u64,
     writer: mpsc::UnboundedSender<AppendRequest>,
     wakeups: watch::Receiver<u64>,
     tasks: Vec<JoinHandle<()>>,
@@ -70,6 +82,9 @@ struct WriterShared {
     requests: Mutex<mpsc::UnboundedReceiver<AppendRequest>>,
     wake: watch::Sender<u64>,
     notify: Arc<Notify>,
+    /// Events appended here since the sealer last looked, and its bell.
+    unsealed: Arc<AtomicU64>,
+    seal_kick: Arc<Notify>,
 }
 
 impl Drop for PostgresLog {
@@ -81,9 +96,10 @@ impl Drop for PostgresLog {
 }
 
 impl PostgresLog {
-    /// Connects, creates the schema if needed, and starts the notifier and
-    /// listener tasks.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+    /// Connects, creates the schema if needed, and starts the notifier,
+    /// listener and sealer tasks. The sealer anchors every `seal_every`
+    /// events (0: no sealer, seal only when asked).
+    pub async fn connect(url: &str, max_connections: u32, seal_every: u64) -> Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
@@ -105,11 +121,15 @@ impl PostgresLog {
         let (wake, wakeups) = watch::channel(0u64);
         let notify = Arc::new(Notify::new());
         let (writer, requests) = mpsc::unbounded_channel();
+        let unsealed = Arc::new(AtomicU64::new(0));
+        let seal_kick = Arc::new(Notify::new());
         let shared = Arc::new(WriterShared {
             pool: pool.clone(),
             requests: Mutex::new(requests),
             wake,
             notify: Arc::clone(&notify),
+            unsealed: Arc::clone(&unsealed),
+            seal_kick: Arc::clone(&seal_kick),
         });
         let mut tasks = vec![
             tokio::spawn(notifier_loop(pool.clone(), notify)),
@@ -118,8 +138,21 @@ impl PostgresLog {
         for _ in 0..WRITERS {
             tasks.push(tokio::spawn(writer_loop(Arc::clone(&shared))));
         }
+        if seal_every > 0 {
+            tasks.push(tokio::spawn(tamper::sealer_loop(
+                pool.clone(),
+                unsealed,
+                seal_kick,
+                seal_every,
+            )));
+        }
         Ok(Self {
             pool,
+            seal_block: if seal_every == 0 {
+                DEFAULT_SEAL_EVERY
+            } else {
+                seal_every
+            },
             writer,
             wakeups,
             tasks,
@@ -209,11 +242,13 @@ async fn writer_loop(shared: Arc<WriterShared>) {
                 other => other.map_err(Error::from),
             }
         };
-        let mut written = false;
+        let mut written = 0u64;
         match results {
             Ok(results) => {
                 for (req, result) in group.into_iter().zip(results) {
-                    written |= result.is_ok();
+                    if result.is_ok() {
+                        written += req.events.len() as u64;
+                    }
                     let _ = req.reply.send(result);
                 }
             }
@@ -224,9 +259,11 @@ async fn writer_loop(shared: Arc<WriterShared>) {
                 }
             }
         }
-        if written {
+        if written > 0 {
             shared.wake.send_modify(|n| *n = n.wrapping_add(1));
             shared.notify.notify_one();
+            shared.unsealed.fetch_add(written, Ordering::Relaxed);
+            shared.seal_kick.notify_one();
         }
     }
 }
@@ -549,6 +586,14 @@ impl EventLog for PostgresLog {
         .fetch_one(&self.pool)
         .await?;
         Ok(n as u64)
+    }
+
+    async fn seal(&self) -> Result<Option<Anchor>, Error> {
+        tamper::seal(&self.pool, self.seal_block).await
+    }
+
+    async fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, Error> {
+        tamper::verify(&self.pool, progress).await
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

@@ -6,13 +6,19 @@
 //! refused append never touches another. Positions are rowids assigned by
 //! that writer, hence in commit order. Readers use their own connections.
 //!
+//! Tamper evidence (see [`crate::chain`]): the writer links each event to
+//! its stream's previous one as it inserts it, and seals (anchors) the log
+//! itself every `seal_every` events and within [`crate::chain::SEAL_WITHIN`]
+//! of an append, a few blocks at a time between group commits (`tamper.rs`).
+//!
 //! Durability: `synchronous=NORMAL` (the default here) keeps every
 //! acknowledged append across a crash of the process; `synchronous=full`
 //! in the URL keeps it across a power loss too.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -20,17 +26,24 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
+use crate::chain::{self, Anchor, ChainInput, DEFAULT_SEAL_EVERY, GENESIS, Link};
 use crate::error::Error;
 use crate::port::{Direction, EventLog};
 use crate::types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
     validate_append,
 };
+use crate::verify::VerifyReport;
 
 const SCHEMA: &str = include_str!("../../migrations/eventlog/sqlite.sql");
 /// The most appends one group commit takes.
 const MAX_GROUP: usize = 1024;
 const READERS_KEPT: usize = 8;
+/// The most blocks one automatic seal writes before the writer takes the
+/// next appends (a log from before chains is backfilled a slice at a time).
+const AUTO_SEAL_BLOCKS: usize = 4;
+
+mod tamper;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Synchronous {
@@ -45,16 +58,23 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<AppendResult, Error>>,
 }
 
+/// What the writer thread does.
+enum Request {
+    Append(AppendRequest),
+    Seal(oneshot::Sender<Result<Option<Anchor>, Error>>),
+}
+
 pub struct SqliteLog {
     path: PathBuf,
-    writer: mpsc::Sender<AppendRequest>,
+    writer: mpsc::Sender<Request>,
     readers: Arc<Mutex<Vec<Connection>>>,
     wakeups: watch::Receiver<u64>,
 }
 
 impl SqliteLog {
-    /// Opens (creating if needed) the log in the file at `path`.
-    pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self, Error> {
+    /// Opens (creating if needed) the log in the file at `path`. The writer
+    /// seals every `seal_every` events (0: only when asked).
+    pub fn open(path: impl AsRef<Path>, sync: Synchronous, seal_every: u64) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -72,12 +92,18 @@ impl SqliteLog {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        let has_chain = conn
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'chain'")?
+            .exists([])?;
+        if !has_chain {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN chain TEXT")?;
+        }
 
         let (wake_tx, wakeups) = watch::channel(0u64);
-        let (tx, rx) = mpsc::channel::<AppendRequest>();
+        let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("eventlog-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, wake_tx))
+            .spawn(move || writer_loop(conn, rx, wake_tx, seal_every))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             path,
@@ -123,35 +149,91 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<AppendRequest>, wake: watch::Sender<u64>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    wake: watch::Sender<u64>,
+    seal_every: u64,
+) {
+    let block = if seal_every == 0 {
+        DEFAULT_SEAL_EVERY
+    } else {
+        seal_every
+    };
     let mut group = Vec::with_capacity(64);
-    while let Ok(first) = rx.recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
+    let mut seals = Vec::new();
+    let mut unsealed = tamper::Unsealed::default();
+    loop {
+        // Wait for work, or until the unsealed events are due for a seal.
+        let mut next = match unsealed.deadline(seal_every) {
+            None => match rx.recv() {
+                Ok(r) => Some(r),
                 Err(_) => break,
+            },
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        while let Some(r) = next.take() {
+            match r {
+                Request::Append(a) => group.push(a),
+                Request::Seal(reply) => seals.push(reply),
+            }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        let outcomes = commit_group(&mut conn, &group);
-        let mut any_written = false;
-        match outcomes {
-            Ok(results) => {
-                for (req, result) in group.drain(..).zip(results) {
-                    any_written |= result.is_ok();
-                    let _ = req.reply.send(result);
+        if !group.is_empty() {
+            let outcomes = commit_group(&mut conn, &group);
+            let mut written = 0u64;
+            match outcomes {
+                Ok(results) => {
+                    for (req, result) in group.drain(..).zip(results) {
+                        if result.is_ok() {
+                            written += req.events.len() as u64;
+                        }
+                        let _ = req.reply.send(result);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event log group commit failed");
+                    for req in group.drain(..) {
+                        let _ = req.reply.send(Err(Error::Backend(e.to_string())));
+                    }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "event log group commit failed");
-                for req in group.drain(..) {
-                    let _ = req.reply.send(Err(Error::Backend(e.to_string())));
+            if written > 0 {
+                wake.send_modify(|n| *n = n.wrapping_add(1));
+                unsealed.add(written);
+            }
+        }
+        for reply in seals.drain(..) {
+            let result = tamper::seal(&mut conn, block, None).map(|(anchor, _)| anchor);
+            if result.is_ok() {
+                unsealed = tamper::Unsealed::default();
+            }
+            let _ = reply.send(result);
+        }
+        if unsealed.due(seal_every) {
+            match tamper::seal(&mut conn, block, Some(AUTO_SEAL_BLOCKS)) {
+                // Not caught up: stay due, so the next round seals on.
+                Ok((_, false)) => {}
+                Ok((_, true)) => unsealed = tamper::Unsealed::default(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sealing the event log failed; retrying later");
+                    unsealed = tamper::Unsealed::default();
                 }
             }
         }
-        if any_written {
-            wake.send_modify(|n| *n = n.wrapping_add(1));
-        }
+    }
+    // Closing: anchor what was appended since the last seal.
+    if seal_every > 0
+        && unsealed.events > 0
+        && let Err(e) = tamper::seal(&mut conn, block, None)
+    {
+        tracing::warn!(error = %e, "sealing the event log at close failed");
     }
 }
 
@@ -177,10 +259,19 @@ fn commit_group(
 }
 
 fn append_one(conn: &Connection, req: &AppendRequest, now: i64) -> Result<AppendResult, Error> {
-    let current: Option<u64> = conn
-        .prepare_cached("SELECT max(revision) FROM events WHERE stream = ?1")?
-        .query_row([&req.stream], |r| r.get::<_, Option<i64>>(0))?
-        .map(|r| r as u64);
+    let head: Option<(i64, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT revision, chain FROM events WHERE stream = ?1 ORDER BY revision DESC LIMIT 1",
+        )?
+        .query_row([&req.stream], |r| Ok((r.get(0)?, r.get(1).ok().flatten())))
+        .optional()?;
+    let current = head.as_ref().map(|(r, _)| *r as u64);
+    // The link to continue from; none while the head awaits its link from
+    // `seal` (a log from before chains), and then this append waits too.
+    let mut link: Option<Link> = match &head {
+        None => Some(GENESIS),
+        Some((_, chain)) => chain.as_deref().and_then(chain::from_hex),
+    };
 
     if let Some(done) = already_appended(conn, &req.stream, &req.events)? {
         return Ok(done);
@@ -193,8 +284,8 @@ fn append_one(conn: &Connection, req: &AppendRequest, now: i64) -> Result<Append
         });
     }
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata, recorded_at, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let category = category_of(&req.stream);
     let mut revision = current.map_or(0, |c| c + 1);
@@ -202,6 +293,22 @@ fn append_one(conn: &Connection, req: &AppendRequest, now: i64) -> Result<Append
     for e in &req.events {
         let metadata = serde_json::to_string(&e.metadata)
             .map_err(|err| Error::InvalidAppend(err.to_string()))?;
+        let data = e.data.to_string();
+        link = link.map(|prev| {
+            chain::link(
+                &prev,
+                &ChainInput {
+                    stream: &req.stream,
+                    revision,
+                    id: e.id,
+                    event_type: &e.event_type,
+                    subject: e.subject.as_deref(),
+                    data: &data,
+                    metadata: &metadata,
+                    recorded_at: now,
+                },
+            )
+        });
         let r = insert.execute(params![
             e.id.as_bytes().as_slice(),
             req.stream,
@@ -209,9 +316,10 @@ fn append_one(conn: &Connection, req: &AppendRequest, now: i64) -> Result<Append
             category,
             e.event_type,
             e.subject,
-            e.data.to_string(),
+            data,
             metadata,
-            now
+            now,
+            link.as_ref().map(chain::to_hex),
         ]);
         match r {
             Ok(_) => {}
@@ -369,8 +477,47 @@ impl EventLog for SqliteLog {
             events,
             reply,
         };
-        self.writer.send(req).map_err(|_| Error::Closed)?;
+        self.writer
+            .send(Request::Append(req))
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn seal(&self) -> Result<Option<Anchor>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Seal(reply))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, Error> {
+        // The check runs on a reader thread; its progress comes back here.
+        let (tx, mut rx) = watch::channel(0u64);
+        let check = self.with_reader(move |c| {
+            tamper::verify(c, &|n| {
+                let _ = tx.send(n);
+            })
+        });
+        tokio::pin!(check);
+        let mut told = 0;
+        let report = loop {
+            tokio::select! {
+                report = &mut check => break report,
+                changed = rx.changed() => match changed {
+                    Ok(()) => {
+                        told = *rx.borrow_and_update();
+                        progress(told);
+                    }
+                    Err(_) => break check.await,
+                },
+            }
+        };
+        let last = *rx.borrow();
+        if last != told {
+            progress(last);
+        }
+        report
     }
 
     async fn read_stream(

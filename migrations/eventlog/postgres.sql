@@ -24,6 +24,91 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, tx_id, seq) WHERE subject IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_by_category ON events (category, tx_id, seq);
 
+-- Tamper evidence (eventlog/src/chain.rs documents it; the bytes below must
+-- stay exactly those of `chain::canonical_bytes`).
+-- Hex SHA-256 link to the stream's previous event; NULL only for events
+-- stored before the column existed, until `seal` gives them one.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS chain text;
+
+-- Anchor `seq` covers the readable events after anchor seq-1 up to
+-- (tx_id, ev_seq); `events` counts the events up to there; `hash` =
+-- SHA-256(previous hash || their chain links). Written by `seal`.
+CREATE TABLE IF NOT EXISTS chain_anchors (
+    seq       bigint      PRIMARY KEY,
+    tx_id     xid8        NOT NULL,
+    ev_seq    bigint      NOT NULL,
+    events    bigint      NOT NULL,
+    hash      text        NOT NULL,
+    sealed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- What an event's link hashes. A NULL `prev` (the previous link unknown)
+-- gives NULL. `textsend` gives a text's bytes in the session's client
+-- encoding, which the adapter's connections (sqlx) always set to UTF-8: the
+-- same bytes as convert_to(t, 'UTF8') at a tenth of the cost. STABLE (not
+-- IMMUTABLE) because textsend is, and so that plpgsql can inline it.
+CREATE OR REPLACE FUNCTION idp_chain_bytes(
+    prev bytea, p_stream text, p_revision bigint, p_id uuid, p_type text, p_subject text,
+    p_data text, p_meta text, p_micros bigint)
+RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT prev
+        || int8send(octet_length(textsend(p_stream))::bigint) || textsend(p_stream)
+        || int8send(p_revision)
+        || uuid_send(p_id)
+        || int8send(octet_length(textsend(p_type))::bigint) || textsend(p_type)
+        || CASE WHEN p_subject IS NULL THEN '\x00'::bytea
+                ELSE '\x01'::bytea || int8send(octet_length(textsend(p_subject))::bigint)
+                     || textsend(p_subject) END
+        || int8send(octet_length(textsend(p_data))::bigint) || textsend(p_data)
+        || int8send(octet_length(textsend(p_meta))::bigint) || textsend(p_meta)
+        || int8send(p_micros)
+$$;
+
+-- A stored link as bytes: NULL unless it is 64 lowercase hex digits.
+CREATE OR REPLACE FUNCTION idp_chain_decode(link text)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN length(link) = 64 AND ltrim(link, '0123456789abcdef') = ''
+                THEN decode(link, 'hex') END
+$$;
+
+-- Gives links, in order, to events stored before links existed (by `seal`).
+-- An event whose predecessor has no usable link (a tampered log) stays
+-- without; returns each event's link or NULL.
+CREATE OR REPLACE FUNCTION idp_chain_backfill(p_tx xid8[], p_seq bigint[])
+RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    links text[] := '{}';
+    i int;
+    e_stream text; e_rev bigint; e_id uuid; e_type text; e_subject text; e_data text; e_meta text;
+    e_micros bigint; e_chain text;
+    prev bytea;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_tx, 1), 0) LOOP
+        SELECT e.stream, e.revision, e.event_id, e.event_type, e.subject, e.data, e.metadata,
+               (extract(epoch FROM e.recorded_at) * 1000000)::bigint, e.chain
+          INTO e_stream, e_rev, e_id, e_type, e_subject, e_data, e_meta, e_micros, e_chain
+          FROM events e WHERE e.tx_id = p_tx[i] AND e.seq = p_seq[i];
+        IF e_chain IS NULL AND e_stream IS NOT NULL THEN
+            IF e_rev = 0 THEN
+                prev := decode(repeat('00', 32), 'hex');
+            ELSE
+                SELECT idp_chain_decode(p.chain) INTO prev
+                  FROM events p WHERE p.stream = e_stream AND p.revision = e_rev - 1;
+            END IF;
+            e_chain := encode(sha256(idp_chain_bytes(prev, e_stream, e_rev, e_id, e_type, e_subject,
+                                                     e_data, e_meta, e_micros)), 'hex');
+            IF e_chain IS NOT NULL THEN
+                UPDATE events e SET chain = e_chain
+                 WHERE e.tx_id = p_tx[i] AND e.seq = p_seq[i] AND e.chain IS NULL;
+            END IF;
+        END IF;
+        links := array_append(links, e_chain);
+        prev := NULL;
+    END LOOP;
+    RETURN links;
+END;
+$$;
+
 -- The body of an append, for a caller that already holds the stream's
 -- advisory lock. Outcomes:
 --   ok          appended; revision/tx/seq of the last event
@@ -38,13 +123,20 @@ RETURNS TABLE (outcome text, revision bigint, tx text, seq bigint, dup_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
     cur bigint;
+    head_chain text;
+    link bytea;
+    chains text[] := '{}';
+    now_ts timestamptz := clock_timestamp();
+    micros bigint;
+    i int;
     first_stream text;
     first_rev bigint;
     n int := array_length(p_ids, 1);
     matching int;
     dup uuid;
 BEGIN
-    SELECT max(e.revision) INTO cur FROM events e WHERE e.stream = p_stream;
+    SELECT e.revision, e.chain INTO cur, head_chain
+      FROM events e WHERE e.stream = p_stream ORDER BY e.revision DESC LIMIT 1;
 
     SELECT e.stream, e.revision INTO first_stream, first_rev FROM events e WHERE e.event_id = p_ids[1];
     IF FOUND THEN
@@ -84,11 +176,23 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Chain links (see idp_chain_bytes). While the head awaits its link
+    -- from `seal` (a log from before chains), these events wait too.
+    micros := (extract(epoch FROM now_ts) * 1000000)::bigint;
+    link := CASE WHEN cur IS NULL THEN decode(repeat('00', 32), 'hex') ELSE idp_chain_decode(head_chain) END;
+    FOR i IN 1 .. n LOOP
+        link := sha256(idp_chain_bytes(link, p_stream, coalesce(cur, -1) + i, p_ids[i], p_types[i],
+                                       p_subjects[i], p_data[i], p_meta[i], micros));
+        chains := array_append(chains, encode(link, 'hex'));
+    END LOOP;
+
     RETURN QUERY
     WITH ins AS (
-        INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata)
-        SELECT u.id, p_stream, coalesce(cur, -1) + u.ord, p_category, u.ty, u.subj, u.d, u.m
-          FROM unnest(p_ids, p_types, p_subjects, p_data, p_meta) WITH ORDINALITY AS u(id, ty, subj, d, m, ord)
+        INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata,
+                            recorded_at, chain)
+        SELECT u.id, p_stream, coalesce(cur, -1) + u.ord, p_category, u.ty, u.subj, u.d, u.m, now_ts, u.ch
+          FROM unnest(p_ids, p_types, p_subjects, p_data, p_meta, chains)
+               WITH ORDINALITY AS u(id, ty, subj, d, m, ch, ord)
          ORDER BY u.ord
         RETURNING events.revision, events.tx_id, events.seq
     )

@@ -37,6 +37,19 @@ async fn start(log: &Arc<dyn EventLog>) -> Position {
     log.head().await.unwrap().unwrap_or(Position::START)
 }
 
+/// Waits until a reader can see `position`. On PostgreSQL an acknowledged
+/// append becomes readable only once every older transaction in the cluster
+/// has finished (a `DROP DATABASE` next door can take a second).
+async fn readable(log: &Arc<dyn EventLog>, position: Position) {
+    for _ in 0..1000 {
+        if log.head().await.unwrap() >= Some(position) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{position} never became readable");
+}
+
 /// Everything after `from` that passes `filter`, read page by page.
 async fn read_everything(
     log: &Arc<dyn EventLog>,
@@ -300,6 +313,7 @@ pub async fn read_all_with_filters_and_pages(log: Arc<dyn EventLog>) {
     let t = tag();
     let from = start(&log).await;
     let (ca, cb) = (format!("alpha{t}"), format!("beta{t}"));
+    let mut last = Position::START;
     for i in 0..30u64 {
         let (s, ty) = if i % 3 == 0 {
             (format!("{cb}-{}", i % 2), "beta.made.v1")
@@ -308,10 +322,13 @@ pub async fn read_all_with_filters_and_pages(log: Arc<dyn EventLog>) {
         } else {
             (format!("{ca}-{}", i % 2), "alpha.changed.v1")
         };
-        log.append(&s, ExpectedRevision::Any, vec![ev(ty, i)])
+        last = log
+            .append(&s, ExpectedRevision::Any, vec![ev(ty, i)])
             .await
-            .unwrap();
+            .unwrap()
+            .position;
     }
+    readable(&log, last).await;
     let both = Filter::categories([ca.clone(), cb.clone()]);
     let all = read_everything(&log, from, &both).await;
     assert_eq!(all.len(), 30);
@@ -373,15 +390,19 @@ pub async fn subscription_from_the_middle_then_live(log: Arc<dyn EventLog>) {
     let cat = format!("sub{t}");
     let filter = Filter::categories([cat.clone()]);
     let from = start(&log).await;
+    let mut last = Position::START;
     for i in 0..10u64 {
-        log.append(
-            &format!("{cat}-{}", i % 3),
-            ExpectedRevision::Any,
-            vec![ev("s.v1", i)],
-        )
-        .await
-        .unwrap();
+        last = log
+            .append(
+                &format!("{cat}-{}", i % 3),
+                ExpectedRevision::Any,
+                vec![ev("s.v1", i)],
+            )
+            .await
+            .unwrap()
+            .position;
     }
+    readable(&log, last).await;
     let history = read_everything(&log, from, &filter).await;
     let mut sub = Subscription::new(Arc::clone(&log), history[4].position, filter.clone(), 3);
 
@@ -464,6 +485,7 @@ pub async fn head_and_count(log: Arc<dyn EventLog>) {
         )
         .await
         .unwrap();
+    readable(&log, r.position).await;
     let head = log.head().await.unwrap().unwrap();
     assert!(head >= r.position);
     assert!(log.count_after(from).await.unwrap() >= 5);

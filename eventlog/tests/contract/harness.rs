@@ -5,7 +5,10 @@ use eventlog::{EventLog, LogOptions};
 
 pub struct Harness {
     pub log: Arc<dyn EventLog>,
-    _dir: Option<tempfile::TempDir>,
+    /// The log's URL without options: a way into its database that goes
+    /// around the adapter (`sqlite:PATH` or a PostgreSQL URL).
+    pub url: String,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 /// Prints one line per skipped suite straight to the terminal (past the
@@ -25,32 +28,42 @@ pub fn say_skipped(suite: &str, why: &str) {
 
 impl Harness {
     pub async fn sqlite() -> Self {
+        Self::sqlite_with("").await
+    }
+
+    /// `options`: a URL query such as `?seal_every=50`, or empty.
+    pub async fn sqlite_with(options: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("log.db").display());
-        let log = eventlog::open(&url, &LogOptions::default()).await.unwrap();
+        let log = eventlog::open(&format!("{url}{options}"), &LogOptions::default())
+            .await
+            .unwrap();
         Self {
             log,
+            url,
             _dir: Some(dir),
         }
     }
 
     pub async fn postgres(case: &str) -> Option<Self> {
+        Self::postgres_with(&format!("contract_{case}"), "").await
+    }
+
+    /// A fresh database named `database`; `options` as for `sqlite_with`.
+    pub async fn postgres_with(database: &str, options: &str) -> Option<Self> {
         let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
             say_skipped("PostgreSQL", "TEST_DATABASE_URL is not set");
             return None;
         };
-        let url = eventlog::postgres::create_scratch_database(&admin, &format!("contract_{case}"))
+        let url = eventlog::postgres::create_scratch_database(&admin, database)
             .await
             .unwrap();
-        let log = eventlog::open(
-            &url,
-            &LogOptions {
-                max_connections: 24,
-            },
-        )
-        .await
-        .unwrap();
-        Some(Self { log, _dir: None })
+        let log = open_postgres(&format!("{url}{options}")).await;
+        Some(Self {
+            log,
+            url,
+            _dir: None,
+        })
     }
 
     #[cfg(feature = "kurrentdb")]
@@ -61,6 +74,21 @@ impl Harness {
             return None;
         };
         let log = eventlog::open(&url, &LogOptions::default()).await.unwrap();
-        Some(Self { log, _dir: None })
+        Some(Self {
+            log,
+            url,
+            _dir: None,
+        })
     }
+}
+
+pub async fn open_postgres(url: &str) -> Arc<dyn EventLog> {
+    eventlog::open(
+        url,
+        &LogOptions {
+            max_connections: 24,
+        },
+    )
+    .await
+    .unwrap()
 }

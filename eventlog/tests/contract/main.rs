@@ -1,13 +1,15 @@
 //! The contract every event log adapter must honour, run against each one:
 //! SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set, KurrentDB when
 //! built with the `kurrentdb` feature and `EVENTSTORE_URL` is set. A skipped
-//! suite says so in one line on the terminal.
+//! suite says so in one line on the terminal. `tamper` checks the hash
+//! chain and anchors of the SQL adapters against edits made around them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cases;
 mod durability;
 mod harness;
+mod tamper;
 
 macro_rules! contract_suite {
     ($($case:ident),* $(,)?) => {
