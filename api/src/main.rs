@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,61 +32,34 @@ enum Command {
     Config,
     /// Measure the event log on a fresh store.
     Bench(api::bench::BenchArgs),
+    /// Create the first organization and its admin client on a log that
+    /// has none; prints their ids and the client's secret (shown once).
+    Bootstrap {
+        /// Print one JSON object instead of `key: value` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Signing keys: rotate, list.
+    Keys {
+        #[command(subcommand)]
+        what: cli::KeysCommand,
+    },
     /// Read the event log: print events as JSON lines.
     Replay {
         #[command(subcommand)]
-        what: ReplayCommand,
+        what: cli::ReplayCommand,
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum ReplayCommand {
-    /// Every event of one stream, e.g. `organization-0192…`.
-    Stream { name: String },
-    /// Every event about one subject (through the subject index).
-    Subject { id: String },
-    /// The whole log after a position.
-    All {
-        /// Start strictly after this position (as printed in `position`).
-        #[arg(long, default_value = "0")]
-        after: String,
-        /// Stop after this many events.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Only these stream categories (repeatable).
-        #[arg(long = "category")]
-        categories: Vec<String>,
-        /// Only event types starting with these prefixes (repeatable).
-        #[arg(long = "type-prefix")]
-        type_prefixes: Vec<String>,
-    },
-}
-
-async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, String> {
-    let selection = match what {
-        ReplayCommand::Stream { name } => replay::Selection::Stream(name),
-        ReplayCommand::Subject { id } => replay::Selection::Subject(id),
-        ReplayCommand::All {
-            after,
-            limit,
-            categories,
-            type_prefixes,
-        } => replay::Selection::All {
-            after: after.parse().map_err(|e: eventlog::Error| e.to_string())?,
-            filter: eventlog::Filter {
-                categories,
-                type_prefixes,
-            },
-            limit,
-        },
-    };
-    let log = eventlog::open(&config.eventstore_url(), &eventlog::LogOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
-    replay::dump(&log, selection, &mut out)
-        .await
-        .map_err(|e| e.to_string())
+/// Exit 0 on success; on failure, the message on stderr and exit 1.
+fn finish(command: &str, result: Result<(), cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idp {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -132,7 +107,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Command::Replay { what } => match replay(&config, what).await {
+            Command::Bootstrap { json } => finish("bootstrap", cli::bootstrap(&config, json).await),
+            Command::Keys { what } => finish("keys", cli::keys(&config, what).await),
+            Command::Replay { what } => match cli::replay(&config, what).await {
                 Ok(n) => {
                     eprintln!("{n} events");
                     ExitCode::SUCCESS

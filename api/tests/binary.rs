@@ -131,3 +131,163 @@ fn config_subcommand_masks_secrets() {
     );
     assert!(text.contains("<redacted>"));
 }
+
+/// `idp` with a clean environment and its data in `data_dir`.
+fn idp(data_dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_idp"));
+    c.current_dir(data_dir.parent().unwrap())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IDP_DATA_DIR", data_dir);
+    c
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn bootstrap_prints_the_credentials_once_and_refuses_a_second_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = idp(&data).args(["bootstrap", "--json"]).output().unwrap();
+    let text = stdout_of(&out);
+    assert_eq!(text.lines().count(), 1, "one JSON object: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for field in ["organization_id", "client_id"] {
+        let id = v[field].as_str().unwrap_or_else(|| panic!("{field}: {v}"));
+        assert_eq!(id.len(), 36, "{field} is a UUID: {id}");
+    }
+    let secret = v["client_secret"].as_str().unwrap();
+    assert_eq!(secret.len(), 43, "32 random bytes, base64url");
+
+    let again = idp(&data).arg("bootstrap").output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("bootstrap already ran"), "{err}");
+    assert!(again.stdout.is_empty());
+    assert!(!err.contains(secret));
+}
+
+/// `idp keys list` as (kid, alg, status) triples.
+fn key_list(data: &std::path::Path) -> Vec<(String, String, String)> {
+    let out = idp(data).args(["keys", "list"]).output().unwrap();
+    stdout_of(&out)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "kid alg status: {l}");
+            (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn keys_rotate_adds_an_active_key_and_retires_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = stdout_of(&idp(&data).args(["keys", "rotate"]).output().unwrap());
+    let before = key_list(&data);
+    let es256 = |keys: &[(String, String, String)]| {
+        keys.iter()
+            .filter(|(_, alg, _)| alg == "ES256")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    let out = idp(&data).args(["keys", "rotate"]).output().unwrap();
+    let kid = stdout_of(&out).trim().to_owned();
+    assert_eq!(kid.len(), 36, "a kid: {kid}");
+    let after = key_list(&data);
+
+    assert_eq!(es256(&after).len(), es256(&before).len() + 1);
+    let active: Vec<_> = es256(&after)
+        .into_iter()
+        .filter(|(_, _, status)| status == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{after:?}");
+    assert_eq!(active[0].0, kid, "the new key signs");
+    assert!(
+        after
+            .iter()
+            .any(|(k, _, status)| *k == first.trim() && status == "retired"),
+        "the previous key retires: {after:?}"
+    );
+    assert!(
+        data.join("master.key").exists(),
+        "keys are sealed under the master key of the data directory"
+    );
+}
+
+#[test]
+fn first_serve_writes_private_bootstrap_credentials_and_never_logs_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut child = idp(&data)
+        .env("IDP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("IDP_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while get(port, "/healthz").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server comes up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let file = data.join("bootstrap.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let secret = creds["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 43);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server stops after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .collect();
+    let path = file.display().to_string();
+    assert!(
+        lines.iter().any(|l| l.contains(&path)),
+        "a log line says where the credentials are: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains(&secret)),
+        "the secret never appears in a log line"
+    );
+
+    // The log now holds an organization: the subcommand refuses and points
+    // at the file.
+    let again = idp(&data).arg("bootstrap").output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("bootstrap already ran") && err.contains(&path),
+        "{err}"
+    );
+}

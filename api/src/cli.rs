@@ -1,0 +1,180 @@
+//! The operator subcommands other than `serve`: `bootstrap`, `keys` and
+//! `replay`. Each opens the stores exactly as the server does
+//! ([`api::server::open_stores`]), so it acts on the log the server would.
+//! Results go to stdout, failures to stderr; neither ever carries the master
+//! key, and only `bootstrap` prints a secret (the one it just created).
+
+use std::path::PathBuf;
+
+use api::Config;
+use api::bootstrap::BootstrapError;
+use api::server::{StartError, Stores, open_stores};
+use clap::{Subcommand, ValueEnum};
+use domain::Metadata;
+use domain::signing_key::KeyAlgorithm;
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Why an operator subcommand failed (each exits 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(
+        "bootstrap already ran: the event log already holds an organization{}",
+        .credentials.as_ref().map(|p| format!(
+            "; the credentials written by the server's first start are in {}",
+            p.display()
+        )).unwrap_or_default()
+    )]
+    AlreadyBootstrapped { credentials: Option<PathBuf> },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+/// What `idp bootstrap` prints: the one time the secret is shown.
+#[derive(Serialize)]
+struct Credentials {
+    organization_id: Uuid,
+    client_id: Uuid,
+    client_secret: String,
+}
+
+/// Creates the first organization and its admin client on a log that has
+/// none, and prints their ids and the client's secret on stdout.
+pub async fn bootstrap(config: &Config, json: bool) -> Result<(), CliError> {
+    let Stores { log, bus, .. } = open_stores(config).await?;
+    let creds = match api::bootstrap::bootstrap(&log, &bus, config).await {
+        Ok(c) => c,
+        Err(BootstrapError::AlreadyBootstrapped) => {
+            let file = config.data_dir.join("bootstrap.json");
+            return Err(CliError::AlreadyBootstrapped {
+                credentials: file.exists().then_some(file),
+            });
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let out = Credentials {
+        organization_id: creds.organization_id,
+        client_id: creds.client_id,
+        client_secret: creds.client_secret,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&out).map_err(failed)?);
+    } else {
+        println!("organization_id: {}", out.organization_id);
+        println!("client_id: {}", out.client_id);
+        println!("client_secret: {}", out.client_secret);
+    }
+    Ok(())
+}
+
+/// `idp keys …`
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a new signing key of an algorithm active and retire the others
+    /// of that algorithm; prints the new kid.
+    Rotate {
+        #[arg(long, value_enum, ignore_case = true, default_value = "ES256")]
+        alg: Alg,
+    },
+    /// Print every signing key: kid, algorithm, status (one per line).
+    List,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Alg {
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+impl From<Alg> for KeyAlgorithm {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::Es256 => KeyAlgorithm::ES256,
+            Alg::Rs256 => KeyAlgorithm::RS256,
+        }
+    }
+}
+
+pub async fn keys(config: &Config, what: KeysCommand) -> Result<(), CliError> {
+    let (master, _) = api::master_key::load_or_create(config).map_err(StartError::from)?;
+    let Stores { log, bus, .. } = open_stores(config).await?;
+    match what {
+        KeysCommand::Rotate { alg } => {
+            let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
+            let kid = commands::keys::rotate(&bus, &master, alg.into(), &meta)
+                .await
+                .map_err(failed)?;
+            println!("{kid}");
+        }
+        KeysCommand::List => {
+            let ring = commands::keys::load_ring(&log, &master)
+                .await
+                .map_err(failed)?;
+            for e in ring.entries() {
+                println!("{} {} {}", e.kid, e.alg, e.status);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `idp replay …`
+#[derive(Subcommand, Debug)]
+pub enum ReplayCommand {
+    /// Every event of one stream, e.g. `organization-0192…`.
+    Stream { name: String },
+    /// Every event about one subject (through the subject index).
+    Subject { id: String },
+    /// The whole log after a position.
+    All {
+        /// Start strictly after this position (as printed in `position`).
+        #[arg(long, default_value = "0")]
+        after: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Only these stream categories (repeatable).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Only event types starting with these prefixes (repeatable).
+        #[arg(long = "type-prefix")]
+        type_prefixes: Vec<String>,
+    },
+}
+
+/// Prints the selected events as JSON lines; returns how many.
+pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliError> {
+    let selection = match what {
+        ReplayCommand::Stream { name } => replay::Selection::Stream(name),
+        ReplayCommand::Subject { id } => replay::Selection::Subject(id),
+        ReplayCommand::All {
+            after,
+            limit,
+            categories,
+            type_prefixes,
+        } => replay::Selection::All {
+            after: after.parse().map_err(failed)?,
+            filter: eventlog::Filter {
+                categories,
+                type_prefixes,
+            },
+            limit,
+        },
+    };
+    let log = eventlog::open(&config.eventstore_url(), &eventlog::LogOptions::default())
+        .await
+        .map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    replay::dump(&log, selection, &mut out)
+        .await
+        .map_err(failed)
+}
