@@ -31,6 +31,8 @@ pub enum CliError {
     AlreadyBootstrapped { credentials: Option<PathBuf> },
     #[error("{0}")]
     Failed(String),
+    #[error("the event log was tampered with: {0}")]
+    Tampered(eventlog::Problem),
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -130,6 +132,15 @@ pub async fn keys(config: &Config, what: KeysCommand) -> Result<(), CliError> {
 /// `idp replay …`
 #[derive(Subcommand, Debug)]
 pub enum ReplayCommand {
+    /// Check the log's tamper evidence: every event against its hash-chain
+    /// link, every anchor against the events it covers. Prints a report;
+    /// exits 1 when an event was changed, removed or inserted.
+    Verify {
+        /// Anchor everything readable first, so the newest events are covered
+        /// too (the server does so itself every 1000 events or 10 seconds).
+        #[arg(long)]
+        seal: bool,
+    },
     /// Every event of one stream, e.g. `organization-0192…`.
     Stream { name: String },
     /// Every event about one subject (through the subject index).
@@ -154,6 +165,7 @@ pub enum ReplayCommand {
 /// Prints the selected events as JSON lines; returns how many.
 pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliError> {
     let selection = match what {
+        ReplayCommand::Verify { seal } => return verify(config, seal).await,
         ReplayCommand::Stream { name } => replay::Selection::Stream(name),
         ReplayCommand::Subject { id } => replay::Selection::Subject(id),
         ReplayCommand::All {
@@ -177,4 +189,21 @@ pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliErro
     replay::dump(&log, selection, &mut out)
         .await
         .map_err(failed)
+}
+
+/// `idp replay verify`: the report on stdout; returns how many events were
+/// checked, or the first problem as the error (exit 1).
+async fn verify(config: &Config, seal: bool) -> Result<u64, CliError> {
+    let log = eventlog::open(&config.eventstore_url(), &eventlog::LogOptions::default())
+        .await
+        .map_err(failed)?;
+    if seal {
+        log.seal().await.map_err(failed)?;
+    }
+    let mut out = std::io::stdout().lock();
+    let report = replay::verify(&log, &mut out).await.map_err(failed)?;
+    match report.first_problem {
+        None => Ok(report.events_checked),
+        Some(problem) => Err(CliError::Tampered(problem)),
+    }
 }
