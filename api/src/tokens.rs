@@ -61,6 +61,9 @@ impl<A> Default for AggregateCache<A> {
     }
 }
 
+/// Verified tokens remembered at most.
+const VERIFIED_ENTRIES: usize = 50_000;
+
 /// Entries kept at most; past that the cache starts over.
 const CACHE_ENTRIES: usize = 100_000;
 
@@ -119,6 +122,8 @@ pub struct TokenService {
     keys: RwLock<KeyRing>,
     pub clients: ClientCache,
     pub auth_tokens: AggregateCache<AuthToken>,
+    /// Tokens whose signature was verified, with their claims.
+    verified: RwLock<HashMap<String, AccessTokenClaims>>,
     /// jti -> expiry (unix seconds) of revoked, not yet expired tokens.
     revoked: RwLock<HashMap<String, i64>>,
 }
@@ -140,6 +145,7 @@ impl TokenService {
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
+            verified: RwLock::new(HashMap::new()),
             revoked: RwLock::new(HashMap::new()),
         }
     }
@@ -212,11 +218,7 @@ impl TokenService {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<ValidToken, TokenInvalid> {
-        let claims = {
-            let ring = self.keys.read().map_err(|_| TokenInvalid::Unverifiable)?;
-            verify_access_token(&ring, token, &self.issuer, now.unix_timestamp())
-                .map_err(|_| TokenInvalid::Unverifiable)?
-        };
+        let claims = self.verified(token, now)?;
         if self
             .revoked
             .read()
@@ -247,6 +249,42 @@ impl TokenService {
             client_id,
             claims,
         })
+    }
+
+    /// The claims of a token whose signature, issuer and expiry check out.
+    /// A signature is verified once; the claims are then remembered until
+    /// the token expires (revocation and the client's state are checked on
+    /// every call by the caller, never cached here).
+    fn verified(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessTokenClaims, TokenInvalid> {
+        let now_s = now.unix_timestamp();
+        if let Some(c) = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned())
+            && c.exp > now_s
+        {
+            return Ok(c);
+        }
+        let claims = {
+            let ring = self.keys.read().map_err(|_| TokenInvalid::Unverifiable)?;
+            verify_access_token(&ring, token, &self.issuer, now_s)
+                .map_err(|_| TokenInvalid::Unverifiable)?
+        };
+        if let Ok(mut m) = self.verified.write() {
+            if m.len() >= VERIFIED_ENTRIES {
+                m.retain(|_, c| c.exp > now_s);
+                if m.len() >= VERIFIED_ENTRIES {
+                    m.clear();
+                }
+            }
+            m.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
     }
 
     /// Signs an access token and records the issue in the log before
