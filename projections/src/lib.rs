@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod clients;
 mod db;
+mod fields;
 pub mod organizations;
 pub mod registration;
 mod runner;

@@ -5,9 +5,9 @@ use domain::organization::{CREATED_V1, OrganizationEvent, RENAMED_V1};
 use eventlog::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use time::format_description::well_known::Rfc3339;
 
 use crate::db::{Dialect, ReadDb};
+use crate::fields::{id_of, text};
 use crate::runner::{Projection, ProjectionError};
 
 pub struct OrganizationsProjection;
@@ -19,14 +19,6 @@ pub struct OrganizationRow {
     pub created_at: String,
     pub updated_at: String,
     pub revision: i64,
-}
-
-fn id_of(e: &RecordedEvent) -> &str {
-    e.stream.split_once('-').map_or("", |(_, id)| id)
-}
-
-fn time_text(e: &RecordedEvent) -> String {
-    e.metadata.occurred_at.format(&Rfc3339).unwrap_or_default()
 }
 
 #[async_trait]
@@ -50,7 +42,7 @@ impl Projection for OrganizationsProjection {
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let event: OrganizationEvent = eventlog::decode(e)?;
-        let at = time_text(e);
+        let at = text(e.metadata.occurred_at);
         match event {
             OrganizationEvent::Created(c) => {
                 sqlx::query(

@@ -7,20 +7,12 @@ use eventlog::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::db::{Dialect, ReadDb};
+use crate::fields::{id_of, text};
 use crate::runner::{Projection, ProjectionError};
 
 pub struct RegistrationProjection;
-
-fn text(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-fn id_of(e: &RecordedEvent) -> &str {
-    e.stream.split_once('-').map_or("", |(_, id)| id)
-}
 
 #[async_trait]
 impl Projection for RegistrationProjection {

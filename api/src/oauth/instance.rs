@@ -89,6 +89,29 @@ async fn answer(
     Ok(resp)
 }
 
+/// The instance's credential must belong to the calling application: checked
+/// before an exchange or refresh spends it.
+async fn owned_by(
+    state: &AppState,
+    auth_token_id: Uuid,
+    auth: &AuthenticatedClient,
+    what: &str,
+) -> Result<(), OAuthError> {
+    let owner = state
+        .tokens
+        .auth_tokens
+        .get(&state.bus, auth_token_id)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?
+        .ok_or_else(|| OAuthError::invalid_grant(format!("unknown {what}")))?;
+    if owner.client_id != auth.client_id {
+        return Err(OAuthError::invalid_grant(format!(
+            "the {what} was issued to another application"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn token_exchange(
     state: &AppState,
     ctx: &RequestContext,
@@ -124,18 +147,7 @@ pub async fn token_exchange(
     // the exchange spends it.
     let (auth_token_id, _) = registration::parse_auth_token(subject)
         .ok_or_else(|| OAuthError::invalid_grant("the auth token is malformed"))?;
-    let owner = state
-        .tokens
-        .auth_tokens
-        .get(&state.bus, auth_token_id)
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?
-        .ok_or_else(|| OAuthError::invalid_grant("unknown auth token"))?;
-    if owner.client_id != auth.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the auth token was issued for another application",
-        ));
-    }
+    owned_by(state, auth_token_id, &auth, "auth token").await?;
     let meta = ctx.metadata(
         TokenService::actor_for(auth.client_id),
         Some(auth.client.organization_id),
@@ -168,18 +180,7 @@ pub async fn refresh(
     let scope = granted_scope(form.get("scope"), &auth.client.settings.scopes)?;
     let (auth_token_id, _, _) = registration::parse_refresh_token(presented)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
-    let owner = state
-        .tokens
-        .auth_tokens
-        .get(&state.bus, auth_token_id)
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?
-        .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
-    if owner.client_id != auth.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was issued to another application",
-        ));
-    }
+    owned_by(state, auth_token_id, &auth, "refresh token").await?;
     let meta = ctx.metadata(
         TokenService::actor_for(auth.client_id),
         Some(auth.client.organization_id),
