@@ -291,3 +291,144 @@ fn first_serve_writes_private_bootstrap_credentials_and_never_logs_the_secret() 
         "{err}"
     );
 }
+
+/// A server process on its own data directory, killed (SIGTERM) on drop.
+struct Node {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(database_url: &str, master_key: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_idp"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IDP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("IDP_DATA_DIR", dir.path().join("data"))
+        .env("IDP_DATABASE_URL", database_url)
+        .env("IDP_MASTER_KEY", master_key)
+        .env("IDP_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "node on {port} becomes ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Node {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// Two `idp serve` processes sharing one PostgreSQL database: 200 instances
+/// (100 at each node) consume a registration token of count 50; exactly 50
+/// get an auth token.
+#[test]
+fn two_serve_processes_sharing_postgres_honour_a_registration_count() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: two idp serve processes on PostgreSQL: TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let db = eventlog::postgres::create_scratch_database(&admin_url, "binary_two_nodes")
+            .await
+            .unwrap();
+        let key = "5a".repeat(32);
+        let first = node(&db, &key);
+        let second = node(&db, &key);
+        let boot: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(first._dir.path().join("data/bootstrap.json")).unwrap(),
+        )
+        .unwrap();
+        let base1 = format!("http://127.0.0.1:{}", first.port);
+        let base2 = format!("http://127.0.0.1:{}", second.port);
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{base1}/oauth/token"))
+            .basic_auth(
+                boot["client_id"].as_str().unwrap(),
+                Some(boot["client_secret"].as_str().unwrap()),
+            )
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bearer = token["access_token"].as_str().unwrap().to_owned();
+        let app: serde_json::Value = http
+            .post(format!("{base1}/admin/clients"))
+            .bearer_auth(&bearer)
+            .json(&serde_json::json!({
+                "organization_id": boot["organization_id"], "client_type": "public", "name": "app",
+                "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+                "token_endpoint_auth_method": "none"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rt_body: serde_json::Value = http
+            .post(format!("{base1}/admin/registration-tokens"))
+            .bearer_auth(&bearer)
+            .json(&serde_json::json!({
+                "client_id": app["client_id"], "count": 50, "expires_at": "2099-01-01T00:00:00Z"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let regtoken = rt_body["token"].as_str().unwrap().to_owned();
+        let calls = (0..200).map(|i| {
+            let http = http.clone();
+            let url = format!(
+                "{}/registration/consume",
+                if i % 2 == 0 { &base1 } else { &base2 }
+            );
+            let regtoken = regtoken.clone();
+            async move {
+                http.post(url)
+                    .bearer_auth(regtoken)
+                    .json(&serde_json::json!({"instance_id": format!("i{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        let ok = statuses.iter().filter(|s| **s == 201).count();
+        let refused = statuses.iter().filter(|s| **s == 403).count();
+        assert_eq!((ok, refused), (50, 150), "{statuses:?}");
+        drop(second);
+        drop(first);
+    });
+}
