@@ -8,6 +8,7 @@ use domain::Metadata;
 use domain::client::{
     Client, ClientCommand, ClientError, ClientSettings, ClientType, SecretPolicy,
 };
+use domain::organization::Organization;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -34,6 +35,15 @@ pub async fn create(
     settings: ClientSettings,
     metadata: &Metadata,
 ) -> Result<Outcome> {
+    // Every client belongs to an organization that exists: checked against
+    // the organization's stream, not a read model.
+    let (_, revision) = bus
+        .load::<Organization>(&organization_id.to_string())
+        .await
+        .map_err(CommandError::Log)?;
+    if revision.is_none() {
+        return Err(CommandError::Domain(ClientError::UnknownOrganization));
+    }
     let command = ClientCommand::Create {
         client_id,
         organization_id,

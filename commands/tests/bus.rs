@@ -16,6 +16,15 @@ fn meta() -> Metadata {
     Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
 }
 
+/// A fresh organization: every client belongs to one that exists.
+async fn new_org(bus: &CommandBus) -> Uuid {
+    let id = Uuid::now_v7();
+    organization::create(bus, id, "Tenant", &meta())
+        .await
+        .unwrap();
+    id
+}
+
 async fn sqlite() -> (Arc<dyn EventLog>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("log.db").display());
@@ -171,16 +180,10 @@ mod clients {
 
     async fn confidential_client(bus: &CommandBus) -> Uuid {
         let id = Uuid::now_v7();
-        client::create(
-            bus,
-            id,
-            Uuid::now_v7(),
-            ClientType::Confidential,
-            settings(),
-            &meta(),
-        )
-        .await
-        .unwrap();
+        let org = new_org(bus).await;
+        client::create(bus, id, org, ClientType::Confidential, settings(), &meta())
+            .await
+            .unwrap();
         id
     }
 
@@ -273,21 +276,14 @@ mod clients {
     /// Ten creations of one client id spread over `buses`: one wins.
     async fn one_winner(buses: &[Arc<CommandBus>]) {
         let id = Uuid::now_v7();
+        let org = new_org(&buses[0]).await;
         let mut tasks = Vec::new();
         for i in 0..10 {
             let bus = Arc::clone(&buses[i % buses.len()]);
             tasks.push(tokio::spawn(async move {
                 let mut s = settings();
                 s.name = format!("Contender {i}");
-                client::create(
-                    &bus,
-                    id,
-                    Uuid::now_v7(),
-                    ClientType::Confidential,
-                    s,
-                    &meta(),
-                )
-                .await
+                client::create(&bus, id, org, ClientType::Confidential, s, &meta()).await
             }));
         }
         let (mut won, mut lost) = (0, 0);
@@ -409,7 +405,8 @@ mod clients {
         s.grant_types = vec![GrantType::AuthorizationCode];
         s.redirect_uris = vec!["http://127.0.0.1:8765/cb".into()];
         s.auth_method = AuthMethod::None;
-        client::create(&bus, public, Uuid::now_v7(), ClientType::Public, s, &meta())
+        let org = new_org(&bus).await;
+        client::create(&bus, public, org, ClientType::Public, s, &meta())
             .await
             .unwrap();
         assert!(matches!(
@@ -450,7 +447,7 @@ mod registration {
 
     /// An application of a fresh organization: (organization_id, client_id).
     async fn application(bus: &CommandBus) -> (Uuid, Uuid) {
-        let (organization_id, client_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let (organization_id, client_id) = (super::new_org(bus).await, Uuid::now_v7());
         let settings = ClientSettings {
             name: "Desk app".into(),
             description: String::new(),

@@ -316,6 +316,8 @@ impl DomainEvent for ClientEvent {
 pub enum ClientError {
     #[error("the client already exists (client ids are never reused, even after deletion)")]
     AlreadyExists,
+    #[error("organization_id names no organization")]
+    UnknownOrganization,
     #[error("the client does not exist")]
     NotFound,
     #[error("the client has been deleted")]

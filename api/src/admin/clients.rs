@@ -9,7 +9,6 @@ use commands::CommandError;
 use domain::client::{
     AuthMethod, ClientError, ClientSettings, ClientType, GrantType, SecretPolicy,
 };
-use domain::organization::Organization;
 use projections::clients::{self, ClientFilter, ClientRow, SecretRow};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -233,14 +232,6 @@ pub async fn create(
         }
         None => Uuid::now_v7(),
     };
-    let (org, revision) = state
-        .bus
-        .load::<Organization>(&body.organization_id.to_string())
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    if revision.is_none() || org.id.is_none() {
-        return Err(Problem::validation("organization_id names no organization"));
-    }
     let settings = ClientSettings {
         name: body.name,
         description: body.description,
