@@ -115,6 +115,11 @@ run() {
         -z "${duration}s" -c "$concurrency" -m POST \
         -H "${4:-$auth}" -T "${5:-application/x-www-form-urlencoded}" -d "$3" \
         "$base$2" >"$work/$1.json"
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "bench-http: the server exited during the $1 run; its last log lines:" >&2
+        tail -5 "$work/server.log" >&2
+        exit 1
+    fi
 }
 # report NAME: one line from an oha JSON report.
 report() {
