@@ -151,15 +151,22 @@ pub struct RegistrationTokenRow {
 
 const RT_COLUMNS: &str = "id, organization_id, client_id, description, count, used, expires_at, created_at, created_by, revoked_at, last_used_at";
 
-fn rt_row(r: &sqlx::any::AnyRow, now: &str) -> Result<RegistrationTokenRow, ProjectionError> {
+fn rt_row(
+    r: &sqlx::any::AnyRow,
+    now: OffsetDateTime,
+) -> Result<RegistrationTokenRow, ProjectionError> {
     let count: i64 = r.try_get(4)?;
     let used: i64 = r.try_get(5)?;
     let expires_at: String = r.try_get(6)?;
     let revoked_at: Option<String> = r.try_get(9)?;
-    // RFC 3339 UTC texts of one format compare as times.
+    // Compared as times: RFC 3339 texts with different numbers of fraction
+    // digits do not sort as their instants do.
+    let expired =
+        OffsetDateTime::parse(&expires_at, &time::format_description::well_known::Rfc3339)
+            .map_or(true, |t| t <= now);
     let status = if revoked_at.is_some() {
         "revoked"
-    } else if expires_at.as_str() <= now {
+    } else if expired {
         "expired"
     } else if used >= count {
         "exhausted"
@@ -190,8 +197,8 @@ pub async fn get(db: &ReadDb, id: &str) -> Result<Option<RegistrationTokenRow>, 
     .bind(id)
     .fetch_optional(&db.pool)
     .await?;
-    let now = text(OffsetDateTime::now_utc());
-    r.as_ref().map(|r| rt_row(r, &now)).transpose()
+    let now = OffsetDateTime::now_utc();
+    r.as_ref().map(|r| rt_row(r, now)).transpose()
 }
 
 /// Registration tokens of an organization (or all), by id, after `after`.
@@ -213,8 +220,8 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
-    let now = text(OffsetDateTime::now_utc());
-    rows.iter().map(|r| rt_row(r, &now)).collect()
+    let now = OffsetDateTime::now_utc();
+    rows.iter().map(|r| rt_row(r, now)).collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
