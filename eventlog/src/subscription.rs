@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::port::EventLog;
@@ -13,9 +12,6 @@ use crate::types::{Filter, Position, RecordedEvent};
 /// the log anyway (a safety net for lost notifications, not the live path).
 const IDLE_RECHECK: Duration = Duration::from_millis(200);
 
-/// A page of the log being read in the background.
-type PageRead = JoinHandle<Result<Vec<RecordedEvent>, Error>>;
-
 /// A catch-up subscription to the whole log: history from a position, then
 /// live events, with no gap and no duplicate at the switch.
 ///
@@ -23,23 +19,20 @@ type PageRead = JoinHandle<Result<Vec<RecordedEvent>, Error>>;
 /// delivered position; when a read comes back empty, wait for the log's
 /// wake-up counter. The counter is looked at before each read, so a commit
 /// that lands between the read and the wait is never missed.
+///
+/// A filtered subscription also remembers how far the log has been scanned,
+/// not only the last event it matched: otherwise every read would scan again
+/// all the unmatched events written since that match (the per-token journal
+/// between two client changes, say), and grow slower as the log grows.
 pub struct Subscription {
     log: Arc<dyn EventLog>,
     filter: Filter,
     after: Position,
+    /// Where the next read starts: at or after the last buffered event.
+    scanned: Position,
     batch: usize,
     buffer: VecDeque<RecordedEvent>,
     wakeups: watch::Receiver<u64>,
-    /// While catching up, the next page is read while the last is consumed.
-    prefetch: Option<(Position, PageRead)>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some((_, task)) = self.prefetch.take() {
-            task.abort();
-        }
-    }
 }
 
 impl Subscription {
@@ -49,10 +42,10 @@ impl Subscription {
             log,
             filter,
             after,
+            scanned: after,
             batch: batch.max(1),
             buffer: VecDeque::new(),
             wakeups,
-            prefetch: None,
         }
     }
 
@@ -100,11 +93,25 @@ impl Subscription {
     async fn fill(&mut self) -> Result<(), Error> {
         loop {
             self.wakeups.borrow_and_update();
-            let read_from = self.buffer.back().map_or(self.after, |e| e.position);
+            // The head before the read: a page that is not full holds every
+            // matching event up to it, so the next read may start there.
+            let head = if self.filter.is_all() {
+                None
+            } else {
+                self.log.head().await?
+            };
             let page = self
                 .log
-                .read_all(read_from, &self.filter, self.batch)
+                .read_all(self.scanned, &self.filter, self.batch)
                 .await?;
+            if let Some(last) = page.last() {
+                self.scanned = last.position;
+            }
+            if page.len() < self.batch
+                && let Some(head) = head
+            {
+                self.scanned = self.scanned.max(head);
+            }
             if !page.is_empty() {
                 self.buffer.extend(page);
                 return Ok(());

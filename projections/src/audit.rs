@@ -88,11 +88,57 @@ pub fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-const INSERT: &str = "INSERT INTO audit_entries (commit_pos, prepare_pos, position, event_id, stream, category,
-         revision, action, outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject,
-         organization_id, source_ip, user_agent, correlation_id, causation_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-     ON CONFLICT (commit_pos, prepare_pos) DO NOTHING";
+const ENTRY_COLUMNS: &str = "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
+     outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject, organization_id,
+     source_ip, user_agent, correlation_id, causation_id";
+/// Values per entry (the columns above).
+const PER_ROW: usize = 20;
+/// Entries per INSERT: 1,000 parameters, well inside both databases' limits.
+const ROWS_PER_INSERT: usize = 50;
+
+/// `INSERT ... VALUES (...), (...)` for `rows` entries.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..PER_ROW {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * PER_ROW + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (commit_pos, prepare_pos) DO NOTHING");
+    sql
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds the [`ENTRY_COLUMNS`] of one event's entry. Only the envelope is read.
+fn bind_entry<'q>(q: AnyQuery<'q>, e: &RecordedEvent) -> AnyQuery<'q> {
+    let m = &e.metadata;
+    q.bind(e.position.commit as i64)
+        .bind(e.position.prepare as i64)
+        .bind(e.position.to_string())
+        .bind(e.id.to_string())
+        .bind(e.stream.clone())
+        .bind(e.category().to_owned())
+        .bind(e.revision as i64)
+        .bind(e.event_type.clone())
+        .bind(AuditOutcome::of(&e.event_type).as_str())
+        .bind(utc_text(m.occurred_at))
+        .bind(micros(m.occurred_at))
+        .bind(utc_text(e.recorded_at))
+        .bind(actor_kind_str(m.actor.kind))
+        .bind(m.actor.id.clone())
+        .bind(e.subject.clone())
+        .bind(m.organization.map(|o| o.to_string()))
+        .bind(m.source_ip.clone())
+        .bind(m.user_agent.clone())
+        .bind(m.correlation_id.to_string())
+        .bind(m.causation_id.map(|c| c.to_string()))
+}
 
 #[async_trait]
 impl Projection for AuditProjection {
@@ -111,36 +157,29 @@ impl Projection for AuditProjection {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        dialect: Dialect,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        // One prepared statement per event inside the runner's batch
-        // transaction: no decoding of event data, so it keeps up with the
-        // per-token journal.
-        let m = &e.metadata;
-        sqlx::query(INSERT)
-            .bind(e.position.commit as i64)
-            .bind(e.position.prepare as i64)
-            .bind(e.position.to_string())
-            .bind(e.id.to_string())
-            .bind(e.stream.clone())
-            .bind(e.category().to_owned())
-            .bind(e.revision as i64)
-            .bind(e.event_type.clone())
-            .bind(AuditOutcome::of(&e.event_type).as_str())
-            .bind(utc_text(m.occurred_at))
-            .bind(micros(m.occurred_at))
-            .bind(utc_text(e.recorded_at))
-            .bind(actor_kind_str(m.actor.kind))
-            .bind(m.actor.id.clone())
-            .bind(e.subject.clone())
-            .bind(m.organization.map(|o| o.to_string()))
-            .bind(m.source_ip.clone())
-            .bind(m.user_agent.clone())
-            .bind(m.correlation_id.to_string())
-            .bind(m.causation_id.map(|c| c.to_string()))
-            .execute(conn)
-            .await?;
+        self.apply_batch(conn, dialect, &[e]).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        _dialect: Dialect,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // Many entries per statement inside the runner's batch transaction,
+        // and no decoding of event data: this keeps up with the per-token
+        // journal.
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = bind_entry(q, e);
+            }
+            q.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 

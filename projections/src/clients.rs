@@ -1,6 +1,8 @@
 //! The clients and client-secret read models. Secret hashes never reach
 //! them: listings show id, description, created, expires and last used.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use domain::client::ClientEvent;
 use domain::token::{ISSUED_V1, TokenEvent};
@@ -34,20 +36,14 @@ impl Projection for ClientsProjection {
         _dialect: Dialect,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        let at = text(e.metadata.occurred_at);
-        let rev = e.revision as i64;
         if e.event_type == ISSUED_V1 {
-            if let TokenEvent::Issued(t) = eventlog::decode::<TokenEvent>(e)?
-                && let Some(secret) = t.secret_id
-            {
-                sqlx::query("UPDATE client_secrets SET last_used_at = $1 WHERE id = $2")
-                    .bind(text(t.issued_at))
-                    .bind(secret.to_string())
-                    .execute(conn)
-                    .await?;
+            if let Some((secret, at)) = secret_use(e)? {
+                record_secret_use(conn, &secret, &at).await?;
             }
             return Ok(());
         }
+        let at = text(e.metadata.occurred_at);
+        let rev = e.revision as i64;
         let id = id_of(e).to_owned();
         let event: ClientEvent = eventlog::decode(e)?;
         let settings_json = |s: &domain::client::ClientSettings| {
@@ -128,6 +124,34 @@ impl Projection for ClientsProjection {
         Ok(())
     }
 
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // A busy secret is used by many grants per batch: only its last use
+        // is written, just before the next client event (which may delete
+        // the secret) or at the end of the batch.
+        let mut uses: HashMap<String, String> = HashMap::new();
+        for e in events {
+            if e.event_type == ISSUED_V1 {
+                if let Some((secret, at)) = secret_use(e)? {
+                    uses.insert(secret, at);
+                }
+                continue;
+            }
+            for (secret, at) in uses.drain() {
+                record_secret_use(conn, &secret, &at).await?;
+            }
+            self.apply(conn, dialect, e).await?;
+        }
+        for (secret, at) in uses {
+            record_secret_use(conn, &secret, &at).await?;
+        }
+        Ok(())
+    }
+
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         sqlx::query("DELETE FROM client_secrets")
             .execute(&mut *conn)
@@ -135,6 +159,27 @@ impl Projection for ClientsProjection {
         sqlx::query("DELETE FROM clients").execute(conn).await?;
         Ok(())
     }
+}
+
+/// The secret a `token.issued` event authenticated with, and when.
+fn secret_use(e: &RecordedEvent) -> Result<Option<(String, String)>, ProjectionError> {
+    Ok(match eventlog::decode::<TokenEvent>(e)? {
+        TokenEvent::Issued(t) => t.secret_id.map(|s| (s.to_string(), text(t.issued_at))),
+        _ => None,
+    })
+}
+
+async fn record_secret_use(
+    conn: &mut AnyConnection,
+    secret: &str,
+    at: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE client_secrets SET last_used_at = $1 WHERE id = $2")
+        .bind(at.to_owned())
+        .bind(secret.to_owned())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

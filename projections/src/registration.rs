@@ -1,6 +1,8 @@
 //! Registration tokens and the instances (auth tokens) that consumed them:
 //! count, used, remaining, status, and who used what from where.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use domain::registration::{AuthTokenEvent, RegistrationTokenEvent};
 use eventlog::RecordedEvent;
@@ -55,14 +57,7 @@ impl Projection for RegistrationProjection {
                     .await?;
                 }
                 RegistrationTokenEvent::Consumed(c) => {
-                    sqlx::query(
-                        "UPDATE registration_tokens SET used = $1, last_used_at = $2 WHERE id = $3",
-                    )
-                    .bind(c.used_after as i64)
-                    .bind(text(c.consumed_at))
-                    .bind(id)
-                    .execute(conn)
-                    .await?;
+                    record_use(conn, &id, c.used_after as i64, &text(c.consumed_at)).await?;
                 }
                 RegistrationTokenEvent::Revoked(r) => {
                     sqlx::query("UPDATE registration_tokens SET revoked_at = $1 WHERE id = $2")
@@ -121,6 +116,34 @@ impl Projection for RegistrationProjection {
         Ok(())
     }
 
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // A hot registration token is consumed many times per batch: only
+        // its last count is written, before its next other event or at the
+        // end of the batch.
+        let mut used: HashMap<String, (i64, String)> = HashMap::new();
+        for e in events {
+            if e.category() == "regtoken" {
+                if let RegistrationTokenEvent::Consumed(c) = eventlog::decode(e)? {
+                    used.insert(id_of(e).to_owned(), (c.used_after as i64, text(c.consumed_at)));
+                    continue;
+                }
+                for (id, (n, at)) in used.drain() {
+                    record_use(conn, &id, n, &at).await?;
+                }
+            }
+            self.apply(conn, dialect, e).await?;
+        }
+        for (id, (n, at)) in used {
+            record_use(conn, &id, n, &at).await?;
+        }
+        Ok(())
+    }
+
     async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         sqlx::query("DELETE FROM auth_tokens")
             .execute(&mut *conn)
@@ -130,6 +153,21 @@ impl Projection for RegistrationProjection {
             .await?;
         Ok(())
     }
+}
+
+async fn record_use(
+    conn: &mut AnyConnection,
+    id: &str,
+    used: i64,
+    at: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE registration_tokens SET used = $1, last_used_at = $2 WHERE id = $3")
+        .bind(used)
+        .bind(at.to_owned())
+        .bind(id.to_owned())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -532,6 +532,63 @@ pub async fn concurrent_exact_appends_have_one_winner_per_revision(log: Arc<dyn 
     assert_eq!(all.len(), 40);
 }
 
+/// A filtered subscription moves past the events it does not want while
+/// writers keep interleaving wanted and unwanted ones: it must still see
+/// every wanted event once, in order.
+pub async fn a_filtered_subscription_misses_nothing_among_unmatched_events(
+    log: Arc<dyn EventLog>,
+) {
+    const WRITERS: u64 = 8;
+    const PER_WRITER: u64 = 1_500;
+    let t = tag();
+    let wanted = format!("want{t}");
+    let other = format!("noise{t}");
+    let filter = Filter::categories([wanted.clone()]);
+    let from = start(&log).await;
+    let expected = WRITERS * PER_WRITER.div_ceil(10);
+
+    let subscriber = {
+        let mut sub = Subscription::new(Arc::clone(&log), from, filter.clone(), 7);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while (seen.len() as u64) < expected {
+                let batch = tokio::time::timeout(Duration::from_secs(60), sub.next_batch())
+                    .await
+                    .expect("the subscriber keeps receiving")
+                    .unwrap();
+                seen.extend(batch);
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let log = Arc::clone(&log);
+            let (wanted, other) = (wanted.clone(), other.clone());
+            tokio::spawn(async move {
+                for n in 0..PER_WRITER {
+                    let cat = if n % 10 == 0 { &wanted } else { &other };
+                    log.append(
+                        &format!("{cat}-{w}"),
+                        ExpectedRevision::Any,
+                        vec![ev("mix.v1", w * 1_000_000 + n)],
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seen = subscriber.await.unwrap();
+    let later = read_everything(&log, from, &filter).await;
+    assert_eq!(later.len() as u64, expected);
+    let ids = |v: &[RecordedEvent]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(&seen), ids(&later), "exactly the wanted events, in order");
+}
+
 pub async fn concurrent_writers_and_a_subscriber_agree_on_one_order(log: Arc<dyn EventLog>) {
     const WRITERS: u64 = 16;
     const EVENTS: u64 = 20_000;

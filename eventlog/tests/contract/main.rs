@@ -60,6 +60,7 @@ contract_suite!(
     head_and_count,
     concurrent_exact_appends_have_one_winner_per_revision,
     concurrent_writers_and_a_subscriber_agree_on_one_order,
+    a_filtered_subscription_misses_nothing_among_unmatched_events,
 );
 
 #[cfg(not(feature = "kurrentdb"))]
