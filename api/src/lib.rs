@@ -17,6 +17,7 @@ pub mod extract;
 pub mod master_key;
 pub mod oauth;
 pub mod openapi;
+pub mod privacy;
 pub mod problem;
 pub mod registration;
 pub mod server;

@@ -3,11 +3,11 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{Page, audit, clients, keys, organizations, registration};
+use crate::admin::{Page, audit, clients, keys, organizations, privacy, registration};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets, the audit trail. \
+    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests. \
         Every endpoint needs a bearer access token with the `idp:admin` scope; errors are RFC 9457 \
         problem documents (application/problem+json)."),
     paths(
@@ -18,6 +18,7 @@ use crate::admin::{Page, audit, clients, keys, organizations, registration};
         registration::create, registration::list, registration::show, registration::revoke,
         registration::instances, registration::delete_auth_token, crate::registration::consume,
         audit::list, audit::export, audit::event,
+        privacy::find, privacy::export, privacy::correct, privacy::erase,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -30,6 +31,9 @@ use crate::admin::{Page, audit, clients, keys, organizations, registration};
         keys::KeyView, keys::KeyList, keys::RotateKey, keys::Rotated,
         Page<organizations::Organization>, Page<clients::ClientView>, Page<clients::SecretView>,
         audit::AuditEntryView, audit::AuditLinks, audit::StoredEventView, Page<audit::AuditEntryView>,
+        privacy::FoundSubject, privacy::Correction, privacy::Corrected,
+        crate::privacy::SubjectExport, crate::privacy::SubjectData, crate::privacy::InstanceRecord,
+        crate::privacy::ExportedEvent, crate::privacy::ErasureRecord, crate::privacy::Erasure,
     )),
     modifiers(&BearerAuth),
 )]

@@ -88,6 +88,7 @@ pub async fn consume(
         device_name: body.device_name,
         user_name: Pii::new(body.user_name),
         app_version: body.app_version,
+        subject: None,
     };
     // The instance is anonymous until it holds its auth token; the
     // registration token it used is in the event.

@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use commands::crypto::PersonIds;
 use commands::{CommandBus, SystemClock};
 use eventlog::{EventLog, LogOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, redact_url};
 use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
 use crate::oauth::client_auth::Lockout;
+use crate::privacy::{PiiLog, SubjectKeys};
 use crate::telemetry;
 use crate::tokens::TokenService;
 use domain::Metadata;
@@ -64,19 +66,27 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub tokens: Arc<TokenService>,
     pub lockout: Arc<Lockout>,
+    pub subject_keys: Arc<SubjectKeys>,
 }
 
 /// The event log, the read-model database and the command loop over the
 /// log, opened as the configuration names them.
 pub struct Stores {
+    /// The log as everything reads and writes it: personal values
+    /// encrypted per subject on the way in, opened on the way out.
     pub log: Arc<dyn EventLog>,
     pub read_db: ReadDb,
     pub bus: Arc<CommandBus>,
+    pub master_key: MasterKey,
+    /// Where the master key came from (for the start-up log line).
+    pub master_key_from: String,
+    pub subject_keys: Arc<SubjectKeys>,
 }
 
 /// Opens the stores as `Server::start` does; the operator subcommands use
 /// it too, so they act on exactly the log and database the server would.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    let (master_key, master_key_from) = load_or_create(config)?;
     let log_url = config.eventstore_url();
     let db_url = config.database_url();
     let log = eventlog::open(
@@ -96,8 +106,20 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
             url: redact_url(&db_url),
             source,
         })?;
-    let bus = Arc::new(CommandBus::new(Arc::clone(&log), Arc::new(SystemClock)));
-    Ok(Stores { log, read_db, bus })
+    let subject_keys = Arc::new(SubjectKeys::new(read_db.clone(), master_key.clone()));
+    let log: Arc<dyn EventLog> = Arc::new(PiiLog::new(log, Arc::clone(&subject_keys)));
+    let bus = Arc::new(
+        CommandBus::new(Arc::clone(&log), Arc::new(SystemClock))
+            .with_person_ids(PersonIds::derive(&master_key)),
+    );
+    Ok(Stores {
+        log,
+        read_db,
+        bus,
+        master_key,
+        master_key_from,
+        subject_keys,
+    })
 }
 
 /// A running server.
@@ -131,8 +153,14 @@ impl Server {
         if config.issuer.is_none() {
             config.issuer = Some(format!("http://{addr}"));
         }
-        let (master_key, key_from) = load_or_create(&config)?;
-        let Stores { log, read_db, bus } = open_stores(&config).await?;
+        let Stores {
+            log,
+            read_db,
+            bus,
+            master_key,
+            master_key_from: key_from,
+            subject_keys,
+        } = open_stores(&config).await?;
         let log_url = config.eventstore_url();
         let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
@@ -186,6 +214,7 @@ impl Server {
             metrics,
             tokens,
             lockout: Arc::new(Lockout::default()),
+            subject_keys,
         };
         tracing::info!(
             %addr,

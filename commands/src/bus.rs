@@ -96,6 +96,7 @@ pub struct CommandBus {
     locks: StreamLocks,
     cache: StateCache,
     max_attempts: usize,
+    persons: Option<Arc<crate::crypto::PersonIds>>,
 }
 
 impl CommandBus {
@@ -106,7 +107,19 @@ impl CommandBus {
             locks: StreamLocks::new(STRIPES),
             cache: StateCache::default(),
             max_attempts: 32,
+            persons: None,
         }
+    }
+
+    /// Names people by keyed pseudonyms (see [`crate::crypto::PersonIds`]);
+    /// without it, events name no subject.
+    pub fn with_person_ids(mut self, ids: crate::crypto::PersonIds) -> Self {
+        self.persons = Some(Arc::new(ids));
+        self
+    }
+
+    pub fn person_ids(&self) -> Option<&crate::crypto::PersonIds> {
+        self.persons.as_deref()
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {

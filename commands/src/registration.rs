@@ -341,6 +341,13 @@ pub async fn consume(
         return Err(invalid());
     }
 
+    let mut instance = instance;
+    instance.subject = bus.person_ids().and_then(|ids| {
+        ids.subject(
+            token.organization_id,
+            instance.user_name.value().map_or("", String::as_str),
+        )
+    });
     let auth_token_id = Uuid::now_v7();
     let consume = RegistrationTokenCommand::Consume {
         auth_token_id,
@@ -499,6 +506,25 @@ pub async fn refresh(
             refresh_token_value: refresh_token_value(auth_token_id, new_token_id, &new_secret),
         },
     })
+}
+
+/// Records corrected instance values on one auth token (rectification).
+pub async fn correct_instance(
+    bus: &CommandBus,
+    auth_token_id: Uuid,
+    user_name: Option<String>,
+    device_name: Option<String>,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError<AuthTokenError>> {
+    bus.execute::<AuthToken>(
+        &auth_token_id.to_string(),
+        AuthTokenCommand::CorrectInstance {
+            user_name,
+            device_name,
+        },
+        metadata,
+    )
+    .await
 }
 
 /// Deletes an instance's auth token: its refresh tokens stop working.

@@ -442,6 +442,7 @@ mod registration {
             device_name: format!("Desk {n}"),
             user_name: Pii::new(format!("User {n}")),
             app_version: "1.0.0".into(),
+            subject: None,
         }
     }
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::decider::{Aggregate, DecodeError, DomainEvent};
+use crate::pii::Pii;
 use crate::registration::{InstanceInfo, constant_time_eq, decode_as, is_sha256_hex};
 
 pub const AUTH_TOKEN_ISSUED_V1: &str = "auth_token.issued.v1";
@@ -19,6 +20,7 @@ pub const AUTH_TOKEN_EXCHANGED_V1: &str = "auth_token.exchanged.v1";
 pub const AUTH_TOKEN_REFRESHED_V1: &str = "auth_token.refreshed.v1";
 pub const AUTH_TOKEN_REUSE_DETECTED_V1: &str = "auth_token.reuse_detected.v1";
 pub const AUTH_TOKEN_DELETED_V1: &str = "auth_token.deleted.v1";
+pub const AUTH_TOKEN_INSTANCE_CORRECTED_V1: &str = "auth_token.instance_corrected.v1";
 
 // --- auth token: commands, events, errors --------------------------------------
 
@@ -51,6 +53,12 @@ pub enum AuthTokenCommand {
         new_hash: String,
     },
     Delete,
+    /// Records corrected instance values (a data subject's right to
+    /// rectification); a field left `None` keeps its value.
+    CorrectInstance {
+        user_name: Option<String>,
+        device_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +106,21 @@ pub struct AuthTokenDeleted {
     pub deleted_at: OffsetDateTime,
 }
 
+/// Corrected instance values. Only the corrected fields are present; the
+/// subject stays the instance's (the pseudonym names the person, not the
+/// spelling of their name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenInstanceCorrected {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<Pii<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub corrected_at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthTokenEvent {
     Issued(AuthTokenIssued),
@@ -105,6 +128,7 @@ pub enum AuthTokenEvent {
     Refreshed(AuthTokenRefreshed),
     ReuseDetected(AuthTokenReuseDetected),
     Deleted(AuthTokenDeleted),
+    InstanceCorrected(AuthTokenInstanceCorrected),
 }
 
 impl AuthTokenEvent {
@@ -125,6 +149,7 @@ impl DomainEvent for AuthTokenEvent {
             Self::Refreshed(_) => AUTH_TOKEN_REFRESHED_V1,
             Self::ReuseDetected(_) => AUTH_TOKEN_REUSE_DETECTED_V1,
             Self::Deleted(_) => AUTH_TOKEN_DELETED_V1,
+            Self::InstanceCorrected(_) => AUTH_TOKEN_INSTANCE_CORRECTED_V1,
         }
     }
 
@@ -135,6 +160,7 @@ impl DomainEvent for AuthTokenEvent {
             Self::Refreshed(e) => serde_json::to_value(e),
             Self::ReuseDetected(e) => serde_json::to_value(e),
             Self::Deleted(e) => serde_json::to_value(e),
+            Self::InstanceCorrected(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -146,7 +172,18 @@ impl DomainEvent for AuthTokenEvent {
             AUTH_TOKEN_REFRESHED_V1 => decode_as(event_type, data).map(Self::Refreshed),
             AUTH_TOKEN_REUSE_DETECTED_V1 => decode_as(event_type, data).map(Self::ReuseDetected),
             AUTH_TOKEN_DELETED_V1 => decode_as(event_type, data).map(Self::Deleted),
+            AUTH_TOKEN_INSTANCE_CORRECTED_V1 => {
+                decode_as(event_type, data).map(Self::InstanceCorrected)
+            }
             other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+
+    fn subject(&self) -> Option<String> {
+        match self {
+            Self::Issued(e) => e.instance.subject.clone(),
+            Self::InstanceCorrected(e) => e.subject.clone(),
+            _ => None,
         }
     }
 }
@@ -355,6 +392,16 @@ impl Aggregate for AuthToken {
             }
             AuthTokenEvent::ReuseDetected(_) => self.chain_revoked = true,
             AuthTokenEvent::Deleted(_) => self.deleted = true,
+            AuthTokenEvent::InstanceCorrected(e) => {
+                if let Some(instance) = &mut self.instance {
+                    if let Some(user_name) = &e.user_name {
+                        instance.user_name = user_name.clone();
+                    }
+                    if let Some(device_name) = &e.device_name {
+                        instance.device_name = device_name.clone();
+                    }
+                }
+            }
         }
         self
     }
@@ -447,6 +494,37 @@ impl Aggregate for AuthToken {
                         deleted_at: now,
                     })]
                 })
+            }
+            AuthTokenCommand::CorrectInstance {
+                user_name,
+                device_name,
+            } => {
+                let Some(current) = self.instance.as_ref().filter(|_| self.exists) else {
+                    return Err(AuthTokenError::NotFound);
+                };
+                let user_name = user_name.filter(|u| current.user_name.value() != Some(u));
+                let device_name = device_name.filter(|d| *d != current.device_name);
+                if user_name.is_none() && device_name.is_none() {
+                    return Ok(vec![]);
+                }
+                let mut corrected = current.clone();
+                if let Some(u) = &user_name {
+                    corrected.user_name = Pii::new(u.clone());
+                }
+                if let Some(d) = &device_name {
+                    corrected.device_name = d.clone();
+                }
+                corrected
+                    .validate()
+                    .map_err(AuthTokenError::InvalidInstance)?;
+                Ok(vec![AuthTokenEvent::InstanceCorrected(
+                    AuthTokenInstanceCorrected {
+                        user_name: user_name.map(Pii::new),
+                        device_name,
+                        subject: current.subject.clone(),
+                        corrected_at: now,
+                    },
+                )])
             }
         }
     }

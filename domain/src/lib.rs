@@ -14,6 +14,7 @@ pub mod decider;
 pub mod metadata;
 pub mod organization;
 pub mod pii;
+pub mod privacy;
 pub mod registration;
 pub mod signing_key;
 pub mod token;

@@ -56,6 +56,12 @@ pub struct InstanceInfo {
     /// At most 200 characters; may be empty.
     #[serde(default)]
     pub app_version: String,
+    /// The person the user name names (`person:…`, a keyed pseudonym set by
+    /// the command side): the subject of the events that carry this
+    /// instance, and the key their personal values are encrypted under.
+    /// None when the user name is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl InstanceInfo {
@@ -197,6 +203,13 @@ impl DomainEvent for RegistrationTokenEvent {
             REGTOKEN_CONSUMED_V1 => decode_as(event_type, data).map(Self::Consumed),
             REGTOKEN_REVOKED_V1 => decode_as(event_type, data).map(Self::Revoked),
             other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+
+    fn subject(&self) -> Option<String> {
+        match self {
+            Self::Consumed(c) => c.instance.subject.clone(),
+            _ => None,
         }
     }
 }

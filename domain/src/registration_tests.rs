@@ -22,6 +22,7 @@ fn instance(n: u32) -> InstanceInfo {
         device_name: "Front desk PC".into(),
         user_name: Pii::new("Ada Lovelace".into()),
         app_version: "2.4.1".into(),
+        subject: Some("person:0123".into()),
     }
 }
 
@@ -505,6 +506,52 @@ mod auth_token {
         command: AuthTokenCommand,
     ) -> Result<Vec<AuthTokenEvent>, AuthTokenError> {
         given_when::<AuthToken>(given, command, NOW)
+    }
+
+    fn correct(user_name: Option<&str>, device_name: Option<&str>) -> AuthTokenCommand {
+        AuthTokenCommand::CorrectInstance {
+            user_name: user_name.map(str::to_owned),
+            device_name: device_name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_correction_records_only_what_changed_under_the_same_subject() {
+        let events = when(
+            &[issued()],
+            correct(Some("Ada King"), Some("Front desk PC")),
+        )
+        .unwrap();
+        let [AuthTokenEvent::InstanceCorrected(c)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(c.user_name, Some(Pii::new("Ada King".to_owned())));
+        assert_eq!(c.device_name, None, "the device name did not change");
+        assert_eq!(c.subject, instance(1).subject);
+        assert_eq!(events[0].subject(), instance(1).subject);
+        let state = AuthToken::fold(&[issued(), events[0].clone()]);
+        let now = state.instance.unwrap();
+        assert_eq!(now.user_name.value().map(String::as_str), Some("Ada King"));
+        assert_eq!(now.instance_id, instance(1).instance_id);
+        let back = AuthTokenEvent::decode(events[0].event_type(), &events[0].to_data()).unwrap();
+        assert_eq!(back, events[0]);
+    }
+
+    #[test]
+    fn a_correction_that_changes_nothing_records_nothing_and_bad_values_are_refused() {
+        let name = instance(1).user_name.value().cloned();
+        assert_eq!(
+            when(&[issued()], correct(name.as_deref(), None)),
+            Ok(vec![])
+        );
+        assert_eq!(
+            when(&[], correct(Some("x"), None)),
+            Err(AuthTokenError::NotFound)
+        );
+        assert!(matches!(
+            when(&[issued()], correct(Some(&"é".repeat(201)), None)),
+            Err(AuthTokenError::InvalidInstance(_))
+        ));
     }
 
     #[test]

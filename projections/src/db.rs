@@ -47,6 +47,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_audit.sql"),
         postgres: include_str!("../../migrations/postgres/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        name: "privacy",
+        sqlite: include_str!("../../migrations/sqlite/0005_privacy.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_privacy.sql"),
+    },
 ];
 
 #[derive(Clone, Debug)]
@@ -90,8 +96,11 @@ impl ReadDb {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
+                        // secure_delete: an erased person's values are
+                        // overwritten on disk, not left in free pages.
                         conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; \
+                             PRAGMA secure_delete=ON;",
                         )
                         .await?;
                     }
@@ -103,6 +112,16 @@ impl ReadDb {
         let db = Self { pool, dialect };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Moves SQLite's write-ahead log into the database file and truncates
+    /// it, so that overwritten values are gone from the WAL too (after a
+    /// data subject's erasure). A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), ProjectionError> {
+        if self.dialect == Dialect::Sqlite {
+            self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), ProjectionError> {

@@ -23,11 +23,13 @@ impl Projection for RegistrationProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: instances name their subject; erasure and correction.
+        2
     }
 
     fn handles(&self, e: &RecordedEvent) -> bool {
         matches!(e.category(), "regtoken" | "authtoken")
+            || e.event_type == domain::privacy::SUBJECT_ERASED_V1
     }
 
     async fn apply(
@@ -36,6 +38,16 @@ impl Projection for RegistrationProjection {
         _dialect: Dialect,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        if e.event_type == domain::privacy::SUBJECT_ERASED_V1 {
+            // The person's values leave the read model; the rows stay.
+            if let Some(subject) = &e.subject {
+                sqlx::query("UPDATE auth_tokens SET user_name = NULL WHERE subject = $1")
+                    .bind(subject.clone())
+                    .execute(conn)
+                    .await?;
+            }
+            return Ok(());
+        }
         let id = id_of(e).to_owned();
         if e.category() == "regtoken" {
             match eventlog::decode::<RegistrationTokenEvent>(e)? {
@@ -73,8 +85,8 @@ impl Projection for RegistrationProjection {
             AuthTokenEvent::Issued(i) => {
                 sqlx::query(
                     "INSERT INTO auth_tokens (id, registration_token_id, client_id, organization_id, instance_id,
-                         device_name, user_name, app_version, created_at, source_ip, user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+                         device_name, user_name, app_version, created_at, source_ip, user_agent, subject)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(i.id.to_string())
                 .bind(i.registration_token_id.to_string())
@@ -87,8 +99,26 @@ impl Projection for RegistrationProjection {
                 .bind(text(i.issued_at))
                 .bind(e.metadata.source_ip.clone())
                 .bind(e.metadata.user_agent.clone())
+                .bind(i.instance.subject)
                 .execute(conn)
                 .await?;
+                return Ok(());
+            }
+            AuthTokenEvent::InstanceCorrected(c) => {
+                if let Some(user_name) = c.user_name {
+                    sqlx::query("UPDATE auth_tokens SET user_name = $1 WHERE id = $2")
+                        .bind(user_name.value().cloned())
+                        .bind(id.clone())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if let Some(device_name) = c.device_name {
+                    sqlx::query("UPDATE auth_tokens SET device_name = $1 WHERE id = $2")
+                        .bind(device_name)
+                        .bind(id)
+                        .execute(conn)
+                        .await?;
+                }
                 return Ok(());
             }
             AuthTokenEvent::Exchanged(x) => (
@@ -129,7 +159,10 @@ impl Projection for RegistrationProjection {
         for e in events {
             if e.category() == "regtoken" {
                 if let RegistrationTokenEvent::Consumed(c) = eventlog::decode(e)? {
-                    used.insert(id_of(e).to_owned(), (c.used_after as i64, text(c.consumed_at)));
+                    used.insert(
+                        id_of(e).to_owned(),
+                        (c.used_after as i64, text(c.consumed_at)),
+                    );
                     continue;
                 }
                 for (id, (n, at)) in used.drain() {

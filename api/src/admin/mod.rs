@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clients;
 pub mod keys;
 pub mod organizations;
+pub mod privacy;
 pub mod registration;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .merge(keys::router())
         .merge(registration::router())
         .merge(audit::router())
+        .merge(privacy::router())
 }
 
 /// Page size bounds for every list.

@@ -8,4 +8,5 @@ mod audit;
 mod harness;
 mod health;
 mod oauth;
+mod privacy;
 mod registration;

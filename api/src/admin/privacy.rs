@@ -1,0 +1,193 @@
+//! `/admin/subjects`: data subject requests. Find a person's subject id,
+//! export everything held about them, correct their values, erase them.
+//! Every request is recorded as an event (the audit trail shows who asked).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use commands::Outcome;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{AdminCaller, settle};
+use crate::context::RequestContext;
+use crate::extract::Body;
+use crate::privacy::{self, Erasure, PrivacyError, SubjectExport};
+use crate::problem::Problem;
+use crate::server::AppState;
+
+type PathRejection = axum::extract::rejection::PathRejection;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/subjects", get(find))
+        .route("/admin/subjects/{subject}", get(export).delete(erase))
+        .route("/admin/subjects/{subject}/correction", post(correct))
+}
+
+fn problem(e: PrivacyError) -> Problem {
+    match e {
+        PrivacyError::InvalidSubject => Problem::bad_request(e.to_string()),
+        PrivacyError::Correction { .. } => Problem::validation(e.to_string()),
+        other => Problem::internal(&other),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct FindQuery {
+    pub organization_id: Uuid,
+    /// The user name an instance gave when it registered.
+    pub user_name: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FoundSubject {
+    pub subject: String,
+    /// How many events name this subject.
+    pub events: usize,
+}
+
+/// The subject id of the person a user name names within an organization
+/// (a keyed pseudonym: the name itself is never stored in the clear in the
+/// log). Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/subjects", params(FindQuery),
+    responses((status = 200, body = FoundSubject), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "privacy")]
+pub async fn find(
+    State(state): State<AppState>,
+    _caller: AdminCaller,
+    query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FoundSubject>, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let subject = state
+        .bus
+        .person_ids()
+        .and_then(|ids| ids.subject(q.organization_id, &q.user_name))
+        .ok_or_else(|| Problem::bad_request("user_name must not be blank"))?;
+    let events = state
+        .log
+        .read_subject(&subject)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .len();
+    if events == 0 {
+        return Err(Problem::not_found("subject"));
+    }
+    Ok(Json(FoundSubject { subject, events }))
+}
+
+/// Everything held about one subject, replayed from their events (format:
+/// docs/SUBJECT_EXPORT.md). The export is itself recorded. Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/subjects/{subject}",
+    responses((status = 200, body = SubjectExport), (status = 404)),
+    security(("bearer" = ["idp:admin"])), tag = "privacy")]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(subject) = path?;
+    let doc = privacy::export(&state.log, &subject)
+        .await
+        .map_err(problem)?;
+    if doc.events.is_empty() {
+        return Err(Problem::not_found("subject"));
+    }
+    let meta = ctx.metadata(caller.actor(), None);
+    privacy::record_export(&state.log, &doc, &meta)
+        .await
+        .map_err(problem)?;
+    let mut resp = Json(doc).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    pub user_name: Option<String>,
+    pub device_name: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Corrected {
+    /// The auth tokens whose instance values changed.
+    pub auth_token_ids: Vec<String>,
+}
+
+/// Record corrected values for every instance of the subject. Needs
+/// `idp:admin`.
+#[utoipa::path(post, path = "/admin/subjects/{subject}/correction", request_body = Correction,
+    responses((status = 200, body = Corrected), (status = 404), (status = 422)),
+    security(("bearer" = ["idp:admin"])), tag = "privacy")]
+pub async fn correct(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<String>, PathRejection>,
+    Body(body): Body<Correction>,
+) -> Result<Json<Corrected>, Problem> {
+    let Path(subject) = path?;
+    if body.user_name.is_none() && body.device_name.is_none() {
+        return Err(Problem::validation(
+            "name at least one of user_name and device_name",
+        ));
+    }
+    let meta = ctx.metadata(caller.actor(), None);
+    let (changed, last) = privacy::correct(
+        &state.bus,
+        &subject,
+        body.user_name,
+        body.device_name,
+        &meta,
+    )
+    .await
+    .map_err(problem)?;
+    if let Some(out) = &last {
+        settle(&state, out).await?;
+    }
+    Ok(Json(Corrected {
+        auth_token_ids: changed.iter().map(Uuid::to_string).collect(),
+    }))
+}
+
+/// Erase a subject: their key is deleted, so every personal value of theirs
+/// reads as erased from now on; the read models drop them; the erasure is
+/// recorded. Needs `idp:admin`.
+#[utoipa::path(delete, path = "/admin/subjects/{subject}",
+    responses((status = 200, body = Erasure)),
+    security(("bearer" = ["idp:admin"])), tag = "privacy")]
+pub async fn erase(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Erasure>, Problem> {
+    let Path(subject) = path?;
+    let meta = ctx.metadata(caller.actor(), None);
+    let done = privacy::erase(&state.log, &state.subject_keys, &subject, &meta)
+        .await
+        .map_err(problem)?;
+    // Once the read models have applied the erasure, push SQLite's
+    // write-ahead log into the files so the old values are gone from it.
+    settle(
+        &state,
+        &Outcome {
+            stream: String::new(),
+            revision: None,
+            position: Some(done.position),
+            events: 1,
+        },
+    )
+    .await?;
+    state
+        .read_db
+        .checkpoint()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(done))
+}

@@ -1,0 +1,124 @@
+//! Per-subject data keys: 256-bit random keys, one per subject, sealed under
+//! the master key (the subject as associated data) in the read database's
+//! `subject_keys` table, never in the log. Deleting a subject's row is the
+//! erasure: every value encrypted under the key becomes unreadable.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use commands::crypto::{self, MasterKey};
+use projections::ReadDb;
+use sqlx::Row;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A subject's data key.
+pub type DataKey = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("subject key table: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the key of subject {0} does not open with this master key")]
+    Unsealable(String),
+}
+
+pub struct SubjectKeys {
+    db: ReadDb,
+    master: MasterKey,
+    /// Keys already opened. An erasure evicts its subject here; other nodes
+    /// evict when the erasure event passes through their log.
+    cache: RwLock<HashMap<String, DataKey>>,
+}
+
+impl SubjectKeys {
+    pub fn new(db: ReadDb, master: MasterKey) -> Self {
+        Self {
+            db,
+            master,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, subject: &str) -> Option<DataKey> {
+        self.cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(subject)
+            .copied()
+    }
+
+    fn remember(&self, subject: &str, key: DataKey) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject.to_owned(), key);
+    }
+
+    pub fn evict(&self, subject: &str) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(subject);
+    }
+
+    async fn load(&self, subject: &str) -> Result<Option<DataKey>, VaultError> {
+        let row = sqlx::query("SELECT sealed_key FROM subject_keys WHERE subject = $1")
+            .bind(subject.to_owned())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = row.try_get(0)?;
+        let opened = crypto::open(&self.master, subject.as_bytes(), &sealed)
+            .map_err(|_| VaultError::Unsealable(subject.to_owned()))?;
+        let key: DataKey = opened
+            .try_into()
+            .map_err(|_| VaultError::Unsealable(subject.to_owned()))?;
+        self.remember(subject, key);
+        Ok(Some(key))
+    }
+
+    /// The subject's key, if it still exists.
+    pub async fn key(&self, subject: &str) -> Result<Option<DataKey>, VaultError> {
+        match self.cached(subject) {
+            Some(key) => Ok(Some(key)),
+            None => self.load(subject).await,
+        }
+    }
+
+    /// The subject's key, created on first use. Two writers creating the same
+    /// subject's key at once both end up with the one stored first.
+    pub async fn key_or_create(&self, subject: &str) -> Result<DataKey, VaultError> {
+        if let Some(key) = self.key(subject).await? {
+            return Ok(key);
+        }
+        let fresh: DataKey = rand::random();
+        let sealed = crypto::seal(&self.master, subject.as_bytes(), &fresh);
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (subject) DO NOTHING",
+        )
+        .bind(subject.to_owned())
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
+        self.load(subject)
+            .await?
+            .ok_or_else(|| VaultError::Unsealable(subject.to_owned()))
+    }
+
+    /// Deletes the subject's key (crypto-shredding); true if there was one.
+    pub async fn erase(&self, subject: &str) -> Result<bool, VaultError> {
+        self.evict(subject);
+        let done = sqlx::query("DELETE FROM subject_keys WHERE subject = $1")
+            .bind(subject.to_owned())
+            .execute(&self.db.pool)
+            .await?;
+        self.evict(subject);
+        Ok(done.rows_affected() > 0)
+    }
+}
