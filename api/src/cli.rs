@@ -143,6 +143,31 @@ pub enum ReplayCommand {
     },
     /// Every event of one stream, e.g. `organization-0192…`.
     Stream { name: String },
+    /// A data subject's export (docs/SUBJECT_EXPORT.md): their current data
+    /// and every event about them, personal values opened. Recorded as an
+    /// export in the log.
+    Export {
+        subject: String,
+        /// Write it to this file (created with mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Record corrected values for every instance of a data subject.
+    Correct {
+        subject: String,
+        #[arg(long)]
+        user_name: Option<String>,
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Erase a data subject: delete their key, so their personal values
+    /// read as erased everywhere; the erasure is recorded. Irreversible.
+    Erase {
+        subject: String,
+        /// Confirms the erasure.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Every event about one subject (through the subject index).
     Subject { id: String },
     /// The whole log after a position.
@@ -166,6 +191,13 @@ pub enum ReplayCommand {
 pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliError> {
     let selection = match what {
         ReplayCommand::Verify { seal } => return verify(config, seal).await,
+        ReplayCommand::Export { subject, out } => return export(config, &subject, out).await,
+        ReplayCommand::Correct {
+            subject,
+            user_name,
+            device_name,
+        } => return correct(config, &subject, user_name, device_name).await,
+        ReplayCommand::Erase { subject, yes } => return erase(config, &subject, yes).await,
         ReplayCommand::Stream { name } => replay::Selection::Stream(name),
         ReplayCommand::Subject { id } => replay::Selection::Subject(id),
         ReplayCommand::All {
@@ -189,6 +221,73 @@ pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliErro
     replay::dump(&log, selection, &mut out)
         .await
         .map_err(failed)
+}
+
+fn operator() -> Metadata {
+    Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
+}
+
+/// `idp replay export SUBJECT`: the document on stdout or in a private
+/// file; returns how many events it holds.
+async fn export(
+    config: &Config,
+    subject: &str,
+    out: Option<std::path::PathBuf>,
+) -> Result<u64, CliError> {
+    let Stores { log, .. } = open_stores(config).await?;
+    let doc = api::privacy::export(&log, subject).await.map_err(failed)?;
+    let text = serde_json::to_string_pretty(&doc).map_err(failed)?;
+    match &out {
+        Some(path) => api::master_key::write_private(path, &text).map_err(failed)?,
+        None => println!("{text}"),
+    }
+    api::privacy::record_export(&log, &doc, &operator())
+        .await
+        .map_err(failed)?;
+    Ok(doc.events.len() as u64)
+}
+
+/// `idp replay correct SUBJECT`: returns how many instances changed.
+async fn correct(
+    config: &Config,
+    subject: &str,
+    user_name: Option<String>,
+    device_name: Option<String>,
+) -> Result<u64, CliError> {
+    if user_name.is_none() && device_name.is_none() {
+        return Err(failed("name --user-name and/or --device-name"));
+    }
+    let Stores { bus, .. } = open_stores(config).await?;
+    let (changed, _) = api::privacy::correct(&bus, subject, user_name, device_name, &operator())
+        .await
+        .map_err(failed)?;
+    for id in &changed {
+        println!("{id}");
+    }
+    Ok(changed.len() as u64)
+}
+
+/// `idp replay erase SUBJECT --yes`: prints what was done; returns 1.
+async fn erase(config: &Config, subject: &str, yes: bool) -> Result<u64, CliError> {
+    if !yes {
+        return Err(failed(
+            "erasure cannot be undone: repeat with --yes to erase this subject",
+        ));
+    }
+    let Stores {
+        log,
+        read_db,
+        subject_keys,
+        ..
+    } = open_stores(config).await?;
+    let done = api::privacy::erase(&log, &subject_keys, subject, &operator())
+        .await
+        .map_err(failed)?;
+    // The server's projections drop the person's values when they apply the
+    // erasure (at once if one is running, else at its next start).
+    read_db.checkpoint().await.map_err(failed)?;
+    println!("{}", serde_json::to_string(&done).map_err(failed)?);
+    Ok(1)
 }
 
 /// `idp replay verify`: the report on stdout; returns how many events were
