@@ -227,28 +227,139 @@ LANGUAGE plpgsql AS $$
 DECLARE
     h bigint;
     i int;
+    j int;
+    k int;
     off int := 0;
     lo int;
     hi int;
     r record;
+    -- The streams of the batch, and their heads as the batch goes.
+    heads text[];
+    head_rev bigint[];
+    head_chain text[];
+    cur bigint;
+    link bytea;
+    now_ts timestamptz := clock_timestamp();
+    micros bigint;
+    -- The rows to insert, in order, and the append each ends.
+    ins_ids uuid[] := '{}';
+    ins_streams text[] := '{}';
+    ins_revs bigint[] := '{}';
+    ins_cats text[] := '{}';
+    ins_types text[] := '{}';
+    ins_subjects text[] := '{}';
+    ins_data text[] := '{}';
+    ins_meta text[] := '{}';
+    ins_chains text[] := '{}';
+    n int := 0;
+    ends int[];
+    results text[];
+    result_revs bigint[];
+    seqs bigint[];
+    txt text;
 BEGIN
     FOR h IN SELECT DISTINCT hashtextextended(s, 7) FROM unnest(a_streams) AS s ORDER BY 1 LOOP
         PERFORM pg_advisory_xact_lock(h);
     END LOOP;
+    -- A retry or a duplicate id: decide each append on its own, as idp_append would.
+    IF EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(e_ids)) THEN
+        FOR i IN 1 .. array_length(a_streams, 1) LOOP
+            lo := off + 1;
+            hi := off + a_counts[i];
+            FOR r IN SELECT * FROM idp_append_locked(a_streams[i], a_categories[i], a_kinds[i], a_expected[i],
+                    e_ids[lo:hi], e_types[lo:hi], e_subjects[lo:hi], e_data[lo:hi], e_meta[lo:hi]) LOOP
+                idx := i;
+                outcome := r.outcome;
+                revision := r.revision;
+                tx := r.tx;
+                seq := r.seq;
+                dup_id := r.dup_id;
+                RETURN NEXT;
+            END LOOP;
+            off := hi;
+        END LOOP;
+        RETURN;
+    END IF;
+
+    -- The common case, set-based: every head in one query, every link
+    -- computed here, every row in one INSERT.
+    SELECT array_agg(s.stream), array_agg(hd.revision), array_agg(hd.chain)
+      INTO heads, head_rev, head_chain
+      FROM (SELECT DISTINCT unnest(a_streams) AS stream) s
+      LEFT JOIN LATERAL (SELECT e.revision, e.chain FROM events e WHERE e.stream = s.stream
+                          ORDER BY e.revision DESC LIMIT 1) hd ON true;
+    micros := (extract(epoch FROM now_ts) * 1000000)::bigint;
+    ends := array_fill(0, ARRAY[array_length(a_streams, 1)]);
+    results := array_fill(NULL::text, ARRAY[array_length(a_streams, 1)]);
+    result_revs := array_fill(NULL::bigint, ARRAY[array_length(a_streams, 1)]);
     FOR i IN 1 .. array_length(a_streams, 1) LOOP
         lo := off + 1;
         hi := off + a_counts[i];
-        FOR r IN SELECT * FROM idp_append_locked(a_streams[i], a_categories[i], a_kinds[i], a_expected[i],
-                e_ids[lo:hi], e_types[lo:hi], e_subjects[lo:hi], e_data[lo:hi], e_meta[lo:hi]) LOOP
-            idx := i;
-            outcome := r.outcome;
-            revision := r.revision;
-            tx := r.tx;
-            seq := r.seq;
-            dup_id := r.dup_id;
-            RETURN NEXT;
-        END LOOP;
         off := hi;
+        j := array_position(heads, a_streams[i]);
+        cur := head_rev[j];
+        IF NOT (a_kinds[i] = 0
+                OR (a_kinds[i] = 1 AND cur IS NULL)
+                OR (a_kinds[i] = 2 AND cur IS NOT NULL)
+                OR (a_kinds[i] = 3 AND cur IS NOT NULL AND cur = a_expected[i])) THEN
+            results[i] := 'conflict';
+            result_revs[i] := coalesce(cur, -1);
+            CONTINUE;
+        END IF;
+        -- Chain links (see idp_chain_bytes); a head still awaiting its link
+        -- from `seal` leaves these without one too.
+        link := CASE WHEN cur IS NULL THEN decode(repeat('00', 32), 'hex')
+                     ELSE idp_chain_decode(head_chain[j]) END;
+        FOR k IN lo .. hi LOOP
+            cur := coalesce(cur, -1) + 1;
+            link := sha256(idp_chain_bytes(link, a_streams[i], cur, e_ids[k], e_types[k],
+                                           e_subjects[k], e_data[k], e_meta[k], micros));
+            -- Element assignment extends the arrays in place (appending
+            -- with || would copy them every time).
+            n := n + 1;
+            ins_ids[n] := e_ids[k];
+            ins_streams[n] := a_streams[i];
+            ins_revs[n] := cur;
+            ins_cats[n] := a_categories[i];
+            ins_types[n] := e_types[k];
+            ins_subjects[n] := e_subjects[k];
+            ins_data[n] := e_data[k];
+            ins_meta[n] := e_meta[k];
+            ins_chains[n] := encode(link, 'hex');
+        END LOOP;
+        head_rev[j] := cur;
+        head_chain[j] := encode(link, 'hex');
+        results[i] := 'ok';
+        result_revs[i] := cur;
+        ends[i] := n;
+    END LOOP;
+
+    IF n > 0 THEN
+        WITH ins AS (
+            INSERT INTO events (event_id, stream, revision, category, event_type, subject, data, metadata,
+                                recorded_at, chain)
+            SELECT u.id, u.st, u.rev, u.cat, u.ty, u.subj, u.d, u.m, now_ts, u.ch
+              FROM unnest(ins_ids, ins_streams, ins_revs, ins_cats, ins_types, ins_subjects, ins_data,
+                          ins_meta, ins_chains) WITH ORDINALITY AS u(id, st, rev, cat, ty, subj, d, m, ch, ord)
+             ORDER BY u.ord
+            RETURNING events.seq, events.tx_id
+        )
+        SELECT array_agg(ins.seq ORDER BY ins.seq), min(ins.tx_id::text) INTO seqs, txt FROM ins;
+    END IF;
+
+    FOR i IN 1 .. array_length(a_streams, 1) LOOP
+        idx := i;
+        outcome := results[i];
+        revision := result_revs[i];
+        dup_id := NULL;
+        IF results[i] = 'ok' THEN
+            tx := txt;
+            seq := seqs[ends[i]];
+        ELSE
+            tx := NULL;
+            seq := NULL;
+        END IF;
+        RETURN NEXT;
     END LOOP;
 END;
 $$;

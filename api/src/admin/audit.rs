@@ -358,6 +358,16 @@ fn csv_record<S: AsRef<str>>(out: &mut String, fields: &[S]) {
             out.push(',');
         }
         let f = f.as_ref();
+        // A field a spreadsheet would run as a formula (a user agent is the
+        // caller's to choose) is prefixed with an apostrophe (OWASP's CSV
+        // injection advice); no field the platform writes starts that way.
+        let neutralized;
+        let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            neutralized = format!("'{f}");
+            neutralized.as_str()
+        } else {
+            f
+        };
         if f.contains([',', '"', '\r', '\n']) {
             out.push('"');
             out.push_str(&f.replace('"', "\"\""));
@@ -622,6 +632,19 @@ mod tests {
         assert_eq!(
             out,
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",,\"cr\r\"\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_fields_a_spreadsheet_would_run_are_neutralized() {
+        let mut out = String::new();
+        csv_record(
+            &mut out,
+            &["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "curl/8.0"],
+        );
+        assert_eq!(
+            out,
+            "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@SUM(A1),curl/8.0\r\n"
         );
     }
 
