@@ -85,9 +85,10 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
                 api::telemetry::init_logging(&config);
+                let signals = api::server::ShutdownSignals::install();
                 match Server::start(config).await {
                     Ok(server) => {
-                        server.run_until_signal().await;
+                        server.run_until(signals).await;
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
