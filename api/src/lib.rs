@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod privacy;
 pub mod problem;
+pub mod query_bench;
 pub mod registration;
 pub mod server;
 pub mod telemetry;
