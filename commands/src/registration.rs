@@ -424,6 +424,7 @@ async fn issue_auth_token(
 }
 
 /// An instance exchanges its auth token, once, for its first refresh token.
+/// A second exchange is refused and revokes every token of the instance.
 pub async fn exchange(
     bus: &CommandBus,
     auth_token_value: &str,
@@ -443,6 +444,15 @@ pub async fn exchange(
     let outcome = bus
         .execute::<AuthToken>(&auth_token_id.to_string(), command, metadata)
         .await?;
+    if reuse_recorded(bus, &outcome).await? {
+        tracing::warn!(
+            %auth_token_id,
+            "an exchanged auth token was presented again: its tokens are revoked"
+        );
+        return Err(RegistrationFailure::AuthToken(
+            AuthTokenError::AlreadyExchanged,
+        ));
+    }
     Ok((
         outcome,
         AuthTokenGrant {

@@ -460,7 +460,20 @@ impl Aggregate for AuthToken {
                     return Err(AuthTokenError::InvalidCredential);
                 }
                 if self.exchanged {
-                    return Err(AuthTokenError::AlreadyExchanged);
+                    // A second exchange means the auth token leaked: like a
+                    // replayed authorization code (RFC 6749 section 4.1.2),
+                    // every token issued from it is revoked, and the
+                    // revocation is recorded (`Ok`, as for refresh reuse).
+                    return if self.chain_revoked {
+                        Err(AuthTokenError::AlreadyExchanged)
+                    } else {
+                        Ok(vec![AuthTokenEvent::ReuseDetected(
+                            AuthTokenReuseDetected {
+                                token_id: self.id,
+                                detected_at: now,
+                            },
+                        )])
+                    };
                 }
                 if !is_sha256_hex(&refresh_hash) {
                     return Err(AuthTokenError::InvalidHash);

@@ -619,9 +619,19 @@ mod auth_token {
             })
         );
         assert_eq!(state.last_used_at, Some(NOW));
+        // A second exchange revokes everything issued from the auth token.
+        let replay = when(&[issued(), exchanged()], exchange(secret())).unwrap();
+        assert!(AuthTokenEvent::reuse_detected(&replay));
+        assert_eq!(replay, vec![reuse(10)]);
+        let after = AuthToken::fold(&[issued(), exchanged(), reuse(10)]);
+        assert!(after.chain_revoked && !after.is_usable());
         assert_eq!(
-            when(&[issued(), exchanged()], exchange(secret())),
+            when(&[issued(), exchanged(), reuse(10)], exchange(secret())),
             Err(AuthTokenError::AlreadyExchanged)
+        );
+        assert_eq!(
+            when(&[issued(), exchanged(), reuse(10)], refresh(20, h(20))),
+            Err(AuthTokenError::ChainRevoked)
         );
         // A wrong secret learns nothing about the exchange.
         assert_eq!(

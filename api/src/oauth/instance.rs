@@ -4,6 +4,7 @@
 
 use axum::response::{IntoResponse, Response};
 use commands::registration::{self, RefreshOutcome, RegistrationFailure};
+use domain::auth_token::AuthTokenError;
 use domain::client::{Client, GrantType};
 use serde_json::json;
 use uuid::Uuid;
@@ -154,7 +155,16 @@ pub async fn token_exchange(
     );
     let (_, grant) = registration::exchange(&state.bus, subject, &meta)
         .await
-        .map_err(grant_error)?;
+        .map_err(|e| {
+            if matches!(
+                e,
+                RegistrationFailure::AuthToken(AuthTokenError::AlreadyExchanged)
+            ) {
+                // The replay revoked the chain: its access tokens die now.
+                state.tokens.auth_tokens.invalidate(auth_token_id);
+            }
+            grant_error(e)
+        })?;
     answer(
         state,
         ctx,

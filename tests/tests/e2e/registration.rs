@@ -108,6 +108,51 @@ async fn active(s: &TestServer, admin: &Admin, token: &str) -> bool {
     r.json::<Value>().await.unwrap()["active"] == true
 }
 
+/// A second exchange of one auth token means it leaked: refused, and every
+/// token issued from it stops working (as for a replayed authorization code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_exchange_revokes_the_instance() {
+    let s = TestServer::start(Store::Sqlite, "reg_replayed_exchange")
+        .await
+        .unwrap();
+    let admin = s.admin().await;
+    let (app_id, _, rt) = app_and_token(&s, &admin, 1, time::Duration::days(1)).await;
+    let (_, issued) = consume(&s, &rt, "kiosk-1").await;
+    let auth_token = issued["auth_token"].as_str().unwrap();
+    let (st, grant) = exchange(&s, &app_id, auth_token).await;
+    assert_eq!(st, 200, "{grant}");
+    let access = grant["access_token"].as_str().unwrap();
+    let first_refresh = grant["refresh_token"].as_str().unwrap();
+    assert!(active(&s, &admin, access).await);
+
+    for attempt in ["replay", "again"] {
+        let (st, again) = exchange(&s, &app_id, auth_token).await;
+        assert_eq!(
+            (st, again["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{attempt}: a second exchange is refused"
+        );
+    }
+    assert_eq!(
+        refresh(&s, &app_id, first_refresh).await.unwrap_err(),
+        BasicErrorResponseType::InvalidGrant
+    );
+    assert!(!active(&s, &admin, access).await, "its access token died");
+    let (_, _, page) = s
+        .call(
+            Method::GET,
+            "/admin/audit?action=auth_token.reuse_detected.v1",
+            &admin.token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "recorded once: {page}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_lifecycle_of_an_instance() {
     let s = TestServer::start(Store::Sqlite, "reg_lifecycle")
@@ -134,12 +179,6 @@ async fn the_whole_lifecycle_of_an_instance() {
     let access = grant["access_token"].as_str().unwrap().to_owned();
     let first_refresh = grant["refresh_token"].as_str().unwrap().to_owned();
     assert!(active(&s, &admin, &access).await);
-    let (st, again) = exchange(&s, &app_id, &auth_token).await;
-    assert_eq!(
-        (st, again["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "a second exchange is refused"
-    );
 
     // Refresh rotates: each refresh token works once.
     let (access2, second_refresh) = refresh(&s, &app_id, &first_refresh).await.unwrap();
