@@ -13,7 +13,8 @@ use sqlx::{AnyConnection, Row};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::ReadDb;
+use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
 /// The event types that record a refusal: their entries have the outcome
@@ -88,7 +89,8 @@ pub fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-const ENTRY_COLUMNS: &str = "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
+const ENTRY_COLUMNS: &str =
+    "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
      outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject, organization_id,
      source_ip, user_agent, correlation_id, causation_id";
 /// Values per entry (the columns above).
@@ -97,8 +99,8 @@ const PER_ROW: usize = 20;
 const ROWS_PER_INSERT: usize = 50;
 
 /// `INSERT ... VALUES (...), (...)` for `rows` entries.
-fn insert_sql(rows: usize) -> String {
-    let mut sql = format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ");
+fn insert_sql(table: &str, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({ENTRY_COLUMNS}) VALUES ");
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..PER_ROW {
@@ -150,6 +152,10 @@ impl Projection for AuditProjection {
         1
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_entries"]
+    }
+
     fn handles(&self, _: &RecordedEvent) -> bool {
         true
     }
@@ -157,36 +163,30 @@ impl Projection for AuditProjection {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        dialect: Dialect,
+        tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, dialect, &[e]).await
+        self.apply_batch(conn, tables, &[e]).await
     }
 
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        tables: Tables,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // Many entries per statement inside the runner's batch transaction,
         // and no decoding of event data: this keeps up with the per-token
         // journal.
+        let table = tables.name("audit_entries");
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(chunk.len());
+            let sql = insert_sql(&table, chunk.len());
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 q = bind_entry(q, e);
             }
             q.execute(&mut *conn).await?;
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM audit_entries")
-            .execute(conn)
-            .await?;
         Ok(())
     }
 }
