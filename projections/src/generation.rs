@@ -243,31 +243,54 @@ async fn create_next_table(
             .await?;
         }
         Dialect::Sqlite => {
-            let rows = sqlx::query(
-                "SELECT type, sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL
-                  ORDER BY type = 'table' DESC",
+            // Only the table and its key: the other indexes are built once
+            // the rows are in ([`index_next`]), a sort instead of a million
+            // random inserts into each index.
+            let sql: Option<String> = sqlx::query_scalar(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
             )
             .bind(t.to_owned())
-            .fetch_all(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-            if rows.is_empty() {
-                return Err(ProjectionError::Db(format!("no table {t} to copy")));
-            }
-            let mut ddl = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let kind: String = r.try_get(0)?;
-                let sql: String = r.try_get(1)?;
-                ddl.push(match kind.as_str() {
-                    "table" => next_table_ddl(&sql, t)?,
-                    "index" => next_index_ddl(&sql, t)?,
-                    _ => continue,
-                });
-            }
-            for sql in ddl {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut *conn)
+            let sql = sql.ok_or_else(|| ProjectionError::Db(format!("no table {t} to copy")))?;
+            sqlx::query(sqlx::AssertSqlSafe(next_table_ddl(&sql, t)?))
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives `p`'s next generation on SQLite the indexes of its live tables
+/// that it lacks, each in its own transaction (so appends to a log in the
+/// same file wait for one index at a time). On PostgreSQL the next tables
+/// got their indexes when they were created.
+pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), ProjectionError> {
+    if db.dialect != Dialect::Sqlite {
+        return Ok(());
+    }
+    for t in p.tables() {
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
+        )
+        .bind((*t).to_owned())
+        .fetch_all(&db.pool)
+        .await?;
+        for sql in live {
+            let (name, ddl) = next_index_ddl(&sql, t)?;
+            let mut tx = db.begin_write().await?;
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
+            )
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if exists == 0 {
+                sqlx::query(sqlx::AssertSqlSafe(ddl))
+                    .execute(&mut *tx)
                     .await?;
             }
+            tx.commit().await?;
         }
     }
     Ok(())
@@ -327,10 +350,10 @@ fn next_table_ddl(sql: &str, t: &str) -> Result<String, ProjectionError> {
     Ok(format!("{head}\"{t}{NEXT}\"{tail}"))
 }
 
-/// `CREATE INDEX i ON t (…)` as an index of `t__next`. Index names are
-/// global and SQLite cannot rename them, so the generations alternate
-/// between `i` and `i__next`.
-fn next_index_ddl(sql: &str, t: &str) -> Result<String, ProjectionError> {
+/// `CREATE INDEX i ON t (…)` as an index of `t__next`, and its name. Index
+/// names are global and SQLite cannot rename them, so the generations
+/// alternate between `i` and `i__next`.
+fn next_index_ddl(sql: &str, t: &str) -> Result<(String, String), ProjectionError> {
     let mut at = after_keyword(sql, "INDEX", 0).ok_or_else(|| malformed(sql))?;
     if let Some(exists) = after_keyword(sql, "EXISTS", at)
         && sql[at..exists].to_ascii_uppercase().contains("IF NOT")
@@ -348,7 +371,7 @@ fn next_index_ddl(sql: &str, t: &str) -> Result<String, ProjectionError> {
     if table != t {
         return Err(malformed(&sql));
     }
-    Ok(format!("{head}\"{t}{NEXT}\"{tail}"))
+    Ok((index, format!("{head}\"{t}{NEXT}\"{tail}")))
 }
 
 /// What [`switch`] did.
@@ -444,14 +467,15 @@ mod tests {
             "CREATE TABLE \"organizations__next\"(id TEXT)"
         );
         let i = "CREATE INDEX audit_by_actor ON audit_entries (actor_id, commit_pos DESC)\n    WHERE actor_id IS NOT NULL";
-        let next = next_index_ddl(i, "audit_entries").unwrap();
+        let (name, next) = next_index_ddl(i, "audit_entries").unwrap();
+        assert_eq!(name, "audit_by_actor__next");
         assert_eq!(
             next,
             "CREATE INDEX \"audit_by_actor__next\" ON \"audit_entries__next\" (actor_id, commit_pos DESC)\n    WHERE actor_id IS NOT NULL"
         );
         let again = "CREATE INDEX \"audit_by_actor__next\" ON \"audit_entries\" (actor_id)";
         assert_eq!(
-            next_index_ddl(again, "audit_entries").unwrap(),
+            next_index_ddl(again, "audit_entries").unwrap().1,
             "CREATE INDEX \"audit_by_actor\" ON \"audit_entries__next\" (actor_id)"
         );
         assert!(next_table_ddl(t, "clients").is_err());

@@ -68,6 +68,9 @@ pub async fn rebuild(
     let batch = batch.max(1);
     let mut slots = Vec::with_capacity(projections.len());
     for p in projections {
+        if slots.iter().any(|s: &Slot| s.p.name() == p.name()) {
+            continue;
+        }
         let at = generation::prepare_next(db, p.as_ref()).await?;
         slots.push(Slot {
             p: Arc::clone(p),
@@ -121,6 +124,7 @@ pub async fn rebuild(
         if short {
             // Caught up with the head as of that read.
             for s in slots.iter_mut().filter(|s| !s.done) {
+                generation::index_next(db, s.p.as_ref()).await?;
                 if generation::switch(db, s.p.as_ref()).await? == Switched::Done {
                     s.done = true;
                 }
