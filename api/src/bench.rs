@@ -1,5 +1,8 @@
 //! `idp bench`: measurements of the event log on a fresh store, printed as
-//! Markdown rows for docs/PERFORMANCE.md.
+//! Markdown rows for docs/PERFORMANCE.md; `idp bench seed` writes a
+//! realistic log into the configured store (see [`seed`]).
+
+pub mod seed;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +18,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Option<BenchCommand>,
     /// PostgreSQL server URL (a scratch database `idp_bench` is created on
     /// it); without it the benchmark uses a fresh SQLite file.
     #[arg(long)]
@@ -35,6 +41,16 @@ pub struct BenchArgs {
     /// SQLite `synchronous=full` instead of `normal`.
     #[arg(long)]
     pub sync_full: bool,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Write a realistic log (organizations, clients, grants, instances,
+    /// failures) into the configured store, for benchmarks that read it.
+    Seed(seed::SeedArgs),
+    /// Time one subject's export and one page of the audit trail by actor
+    /// on the configured store (seed it and build the projections first).
+    Queries(crate::query_bench::QueryBenchArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +79,16 @@ fn renamed(n: u64) -> OrganizationEvent {
     })
 }
 
-pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+pub async fn run(args: BenchArgs, config: &crate::Config) -> Result<(), BenchError> {
+    match args.what {
+        Some(BenchCommand::Seed(seed)) => return seed::run(config, seed).await,
+        Some(BenchCommand::Queries(q)) => {
+            return crate::query_bench::run(config, q)
+                .await
+                .map_err(BenchError::Setup);
+        }
+        None => {}
+    }
     let _tmp;
     let (url, label) = match &args.postgres {
         Some(admin) => (

@@ -141,6 +141,20 @@ pub enum ReplayCommand {
         #[arg(long)]
         seal: bool,
     },
+    /// Rebuild projections from the log beside their live tables, then switch
+    /// them in (a running server keeps serving the old rows until then and
+    /// continues from the rebuilt checkpoint). Resumes where an interrupted
+    /// rebuild stopped. Prints one summary line: events, seconds, events/s.
+    Rebuild {
+        /// The projections to rebuild (see `--all`).
+        names: Vec<String>,
+        /// Every projection.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Events per transaction.
+        #[arg(long, default_value_t = projections::REBUILD_BATCH)]
+        batch: usize,
+    },
     /// Every event of one stream, e.g. `organization-0192…`.
     Stream { name: String },
     /// A data subject's export (docs/SUBJECT_EXPORT.md): their current data
@@ -198,6 +212,9 @@ pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliErro
             device_name,
         } => return correct(config, &subject, user_name, device_name).await,
         ReplayCommand::Erase { subject, yes } => return erase(config, &subject, yes).await,
+        ReplayCommand::Rebuild { names, all, batch } => {
+            return rebuild(config, &names, all, batch).await;
+        }
         ReplayCommand::Stream { name } => replay::Selection::Stream(name),
         ReplayCommand::Subject { id } => replay::Selection::Subject(id),
         ReplayCommand::All {
@@ -288,6 +305,65 @@ async fn erase(config: &Config, subject: &str, yes: bool) -> Result<u64, CliErro
     read_db.checkpoint().await.map_err(failed)?;
     println!("{}", serde_json::to_string(&done).map_err(failed)?);
     Ok(1)
+}
+
+/// `idp replay rebuild`: a progress bar on stderr (when it is a terminal),
+/// the summary on stdout; returns how many events were read.
+async fn rebuild(
+    config: &Config,
+    names: &[String],
+    all: bool,
+    batch: usize,
+) -> Result<u64, CliError> {
+    let known = projections::all();
+    let selected = if all {
+        known
+    } else if names.is_empty() {
+        return Err(CliError::Failed(
+            "name the projections to rebuild, or pass --all".into(),
+        ));
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                known
+                    .iter()
+                    .find(|p| p.name() == n)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let list: Vec<&str> = known.iter().map(|p| p.name()).collect();
+                        CliError::Failed(format!(
+                            "no projection named {n:?}; there are: {}",
+                            list.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let Stores { log, read_db, .. } = open_stores(config).await?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
+        )
+        .map_err(failed)?,
+    );
+    let progress = |p: &projections::Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.read);
+    };
+    let summary = projections::rebuild(&log, &read_db, &selected, batch, &progress)
+        .await
+        .map_err(failed)?;
+    bar.finish_and_clear();
+    let names: Vec<&str> = selected.iter().map(|p| p.name()).collect();
+    println!(
+        "rebuilt {}: {} events in {:.2} s, {:.0} events/s",
+        names.join(", "),
+        summary.events,
+        summary.seconds,
+        summary.events as f64 / summary.seconds.max(1e-9)
+    );
+    Ok(summary.events)
 }
 
 /// `idp replay verify`: the report on stdout; returns how many events were

@@ -30,7 +30,8 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets masked, as TOML-like JSON.
     Config,
-    /// Measure the event log on a fresh store.
+    /// Measure the event log on a fresh store; `bench seed` writes a
+    /// realistic log into the configured one.
     Bench(api::bench::BenchArgs),
     /// Create the first organization and its admin client on a log that
     /// has none; prints their ids and the client's secret (shown once).
@@ -44,7 +45,8 @@ enum Command {
         #[command(subcommand)]
         what: cli::KeysCommand,
     },
-    /// Read the event log: print events as JSON lines.
+    /// Read the event log (events as JSON lines), verify it, rebuild
+    /// projections from it.
     Replay {
         #[command(subcommand)]
         what: cli::ReplayCommand,
@@ -120,7 +122,7 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Command::Bench(args) => match api::bench::run(args).await {
+            Command::Bench(args) => match api::bench::run(args, &config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("idp bench: {e}");

@@ -10,8 +10,9 @@ use eventlog::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::ReadDb;
 use crate::fields::{id_of, text};
+use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
 pub struct ClientsProjection;
@@ -26,6 +27,10 @@ impl Projection for ClientsProjection {
         1
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["clients", "client_secrets"]
+    }
+
     fn handles(&self, e: &RecordedEvent) -> bool {
         e.category() == "client" || e.event_type == ISSUED_V1
     }
@@ -33,12 +38,12 @@ impl Projection for ClientsProjection {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         if e.event_type == ISSUED_V1 {
             if let Some((secret, at)) = secret_use(e)? {
-                record_secret_use(conn, &secret, &at).await?;
+                record_secret_use(conn, tables, &secret, &at).await?;
             }
             return Ok(());
         }
@@ -51,12 +56,13 @@ impl Projection for ClientsProjection {
         };
         match event {
             ClientEvent::Created(c) => {
-                sqlx::query(
-                    "INSERT INTO clients (id, organization_id, client_type, name, description, settings,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {} (id, organization_id, client_type, name, description, settings,
                          enabled, deleted, created_at, updated_at, revision)
                      VALUES ($1, $2, $3, $4, $5, $6, 1, 0, $7, $7, $8)
                      ON CONFLICT (id) DO NOTHING",
-                )
+                    tables.name("clients")
+                )))
                 .bind(c.client_id.to_string())
                 .bind(c.organization_id.to_string())
                 .bind(c.client_type.as_str())
@@ -69,10 +75,11 @@ impl Projection for ClientsProjection {
                 .await?;
             }
             ClientEvent::Updated(u) => {
-                sqlx::query(
-                    "UPDATE clients SET name = $1, description = $2, settings = $3, updated_at = $4, revision = $5
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {} SET name = $1, description = $2, settings = $3, updated_at = $4, revision = $5
                      WHERE id = $6",
-                )
+                    tables.name("clients")
+                )))
                 .bind(u.settings.name.clone())
                 .bind(u.settings.description.clone())
                 .bind(settings_json(&u.settings))
@@ -88,12 +95,11 @@ impl Projection for ClientsProjection {
                     ClientEvent::Disabled(_) => ("enabled", 0),
                     _ => ("deleted", 1),
                 };
-                let sql = if column == "enabled" {
-                    "UPDATE clients SET enabled = $1, updated_at = $2, revision = $3 WHERE id = $4"
-                } else {
-                    "UPDATE clients SET deleted = $1, updated_at = $2, revision = $3 WHERE id = $4"
-                };
-                sqlx::query(sql)
+                let sql = format!(
+                    "UPDATE {} SET {column} = $1, updated_at = $2, revision = $3 WHERE id = $4",
+                    tables.name("clients")
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(value as i64)
                     .bind(at)
                     .bind(rev)
@@ -102,10 +108,11 @@ impl Projection for ClientsProjection {
                     .await?;
             }
             ClientEvent::SecretCreated(s) => {
-                sqlx::query(
-                    "INSERT INTO client_secrets (id, client_id, description, created_at, expires_at, last_used_at, deleted)
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {} (id, client_id, description, created_at, expires_at, last_used_at, deleted)
                      VALUES ($1, $2, $3, $4, $5, NULL, 0) ON CONFLICT (id) DO NOTHING",
-                )
+                    tables.name("client_secrets")
+                )))
                 .bind(s.secret_id.to_string())
                 .bind(id)
                 .bind(s.description)
@@ -115,10 +122,13 @@ impl Projection for ClientsProjection {
                 .await?;
             }
             ClientEvent::SecretDeleted(s) => {
-                sqlx::query("UPDATE client_secrets SET deleted = 1 WHERE id = $1")
-                    .bind(s.secret_id.to_string())
-                    .execute(conn)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {} SET deleted = 1 WHERE id = $1",
+                    tables.name("client_secrets")
+                )))
+                .bind(s.secret_id.to_string())
+                .execute(conn)
+                .await?;
             }
         }
         Ok(())
@@ -127,7 +137,7 @@ impl Projection for ClientsProjection {
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        dialect: Dialect,
+        tables: Tables,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // A busy secret is used by many grants per batch: only its last use
@@ -142,21 +152,13 @@ impl Projection for ClientsProjection {
                 continue;
             }
             for (secret, at) in uses.drain() {
-                record_secret_use(conn, &secret, &at).await?;
+                record_secret_use(conn, tables, &secret, &at).await?;
             }
-            self.apply(conn, dialect, e).await?;
+            self.apply(conn, tables, e).await?;
         }
         for (secret, at) in uses {
-            record_secret_use(conn, &secret, &at).await?;
+            record_secret_use(conn, tables, &secret, &at).await?;
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM client_secrets")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM clients").execute(conn).await?;
         Ok(())
     }
 }
@@ -171,14 +173,18 @@ fn secret_use(e: &RecordedEvent) -> Result<Option<(String, String)>, ProjectionE
 
 async fn record_secret_use(
     conn: &mut AnyConnection,
+    tables: Tables,
     secret: &str,
     at: &str,
 ) -> Result<(), ProjectionError> {
-    sqlx::query("UPDATE client_secrets SET last_used_at = $1 WHERE id = $2")
-        .bind(at.to_owned())
-        .bind(secret.to_owned())
-        .execute(conn)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET last_used_at = $1 WHERE id = $2",
+        tables.name("client_secrets")
+    )))
+    .bind(at.to_owned())
+    .bind(secret.to_owned())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -124,6 +124,18 @@ impl ReadDb {
         Ok(())
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`), so a transaction that reads before
+    /// it writes never fails to upgrade when another writer got there first.
+    pub async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     async fn migrate(&self) -> Result<(), ProjectionError> {
         let mut conn = self.pool.acquire().await?;
         if self.dialect == Dialect::Postgres {

@@ -3,6 +3,8 @@
 //!
 //! A projection's checkpoint is committed in the same transaction as its
 //! read-model rows, so a crash never applies an event twice or skips one.
+//! A rebuild fills a next generation of a projection's tables beside the
+//! live one and switches them in one transaction (`generation`, `rebuild`).
 //! This crate never calls the write side (`commands`) and never writes to
 //! the event log.
 
@@ -12,11 +14,15 @@ pub mod audit;
 pub mod clients;
 mod db;
 mod fields;
+mod generation;
 pub mod organizations;
+pub mod rebuild;
 pub mod registration;
 mod runner;
 
 pub use db::{Dialect, ReadDb};
+pub use generation::Tables;
+pub use rebuild::{Progress, REBUILD_BATCH, RebuildSummary, rebuild};
 pub use runner::{Projection, ProjectionError, ProjectionStatus, Runner, RunnerHandle};
 
 /// The projections this platform runs, in the order they are started.

@@ -6,8 +6,9 @@ use eventlog::RecordedEvent;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::ReadDb;
 use crate::fields::{id_of, text};
+use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
 pub struct OrganizationsProjection;
@@ -31,6 +32,10 @@ impl Projection for OrganizationsProjection {
         1
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["organizations"]
+    }
+
     fn handles(&self, e: &RecordedEvent) -> bool {
         e.event_type == CREATED_V1 || e.event_type == RENAMED_V1
     }
@@ -38,19 +43,20 @@ impl Projection for OrganizationsProjection {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let event: OrganizationEvent = eventlog::decode(e)?;
         let at = text(e.metadata.occurred_at);
         match event {
             OrganizationEvent::Created(c) => {
-                sqlx::query(
-                    "INSERT INTO organizations (id, name, created_at, updated_at, revision)
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {} (id, name, created_at, updated_at, revision)
                      VALUES ($1, $2, $3, $3, $4)
                      ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at,
                          revision = excluded.revision",
-                )
+                    tables.name("organizations")
+                )))
                 .bind(c.id.to_string())
                 .bind(c.name)
                 .bind(at)
@@ -59,9 +65,10 @@ impl Projection for OrganizationsProjection {
                 .await?;
             }
             OrganizationEvent::Renamed(r) => {
-                sqlx::query(
-                    "UPDATE organizations SET name = $1, updated_at = $2, revision = $3 WHERE id = $4",
-                )
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {} SET name = $1, updated_at = $2, revision = $3 WHERE id = $4",
+                    tables.name("organizations")
+                )))
                 .bind(r.name)
                 .bind(at)
                 .bind(e.revision as i64)
@@ -70,13 +77,6 @@ impl Projection for OrganizationsProjection {
                 .await?;
             }
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM organizations")
-            .execute(conn)
-            .await?;
         Ok(())
     }
 }

@@ -10,8 +10,9 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::ReadDb;
 use crate::fields::{id_of, text};
+use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
 pub struct RegistrationProjection;
@@ -27,6 +28,10 @@ impl Projection for RegistrationProjection {
         2
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["registration_tokens", "auth_tokens"]
+    }
+
     fn handles(&self, e: &RecordedEvent) -> bool {
         matches!(e.category(), "regtoken" | "authtoken")
             || e.event_type == domain::privacy::SUBJECT_ERASED_V1
@@ -35,16 +40,19 @@ impl Projection for RegistrationProjection {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         if e.event_type == domain::privacy::SUBJECT_ERASED_V1 {
             // The person's values leave the read model; the rows stay.
             if let Some(subject) = &e.subject {
-                sqlx::query("UPDATE auth_tokens SET user_name = NULL WHERE subject = $1")
-                    .bind(subject.clone())
-                    .execute(conn)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {} SET user_name = NULL WHERE subject = $1",
+                    tables.name("auth_tokens")
+                )))
+                .bind(subject.clone())
+                .execute(conn)
+                .await?;
             }
             return Ok(());
         }
@@ -52,11 +60,12 @@ impl Projection for RegistrationProjection {
         if e.category() == "regtoken" {
             match eventlog::decode::<RegistrationTokenEvent>(e)? {
                 RegistrationTokenEvent::Created(c) => {
-                    sqlx::query(
-                        "INSERT INTO registration_tokens (id, organization_id, client_id, description, count, used,
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO {} (id, organization_id, client_id, description, count, used,
                              expires_at, created_at, created_by, revoked_at, last_used_at)
                          VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, NULL, NULL) ON CONFLICT (id) DO NOTHING",
-                    )
+                        tables.name("registration_tokens")
+                    )))
                     .bind(c.id.to_string())
                     .bind(c.organization_id.to_string())
                     .bind(c.client_id.to_string())
@@ -69,25 +78,30 @@ impl Projection for RegistrationProjection {
                     .await?;
                 }
                 RegistrationTokenEvent::Consumed(c) => {
-                    record_use(conn, &id, c.used_after as i64, &text(c.consumed_at)).await?;
+                    record_use(conn, tables, &id, c.used_after as i64, &text(c.consumed_at))
+                        .await?;
                 }
                 RegistrationTokenEvent::Revoked(r) => {
-                    sqlx::query("UPDATE registration_tokens SET revoked_at = $1 WHERE id = $2")
-                        .bind(text(r.revoked_at))
-                        .bind(id)
-                        .execute(conn)
-                        .await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {} SET revoked_at = $1 WHERE id = $2",
+                        tables.name("registration_tokens")
+                    )))
+                    .bind(text(r.revoked_at))
+                    .bind(id)
+                    .execute(conn)
+                    .await?;
                 }
             }
             return Ok(());
         }
-        let (sql, at) = match eventlog::decode::<AuthTokenEvent>(e)? {
+        let (set, at) = match eventlog::decode::<AuthTokenEvent>(e)? {
             AuthTokenEvent::Issued(i) => {
-                sqlx::query(
-                    "INSERT INTO auth_tokens (id, registration_token_id, client_id, organization_id, instance_id,
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {} (id, registration_token_id, client_id, organization_id, instance_id,
                          device_name, user_name, app_version, created_at, source_ip, user_agent, subject)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
-                )
+                    tables.name("auth_tokens")
+                )))
                 .bind(i.id.to_string())
                 .bind(i.registration_token_id.to_string())
                 .bind(i.client_id.to_string())
@@ -105,51 +119,49 @@ impl Projection for RegistrationProjection {
                 return Ok(());
             }
             AuthTokenEvent::InstanceCorrected(c) => {
+                let auth_tokens = tables.name("auth_tokens");
                 if let Some(user_name) = c.user_name {
-                    sqlx::query("UPDATE auth_tokens SET user_name = $1 WHERE id = $2")
-                        .bind(user_name.value().cloned())
-                        .bind(id.clone())
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {auth_tokens} SET user_name = $1 WHERE id = $2"
+                    )))
+                    .bind(user_name.value().cloned())
+                    .bind(id.clone())
+                    .execute(&mut *conn)
+                    .await?;
                 }
                 if let Some(device_name) = c.device_name {
-                    sqlx::query("UPDATE auth_tokens SET device_name = $1 WHERE id = $2")
-                        .bind(device_name)
-                        .bind(id)
-                        .execute(conn)
-                        .await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {auth_tokens} SET device_name = $1 WHERE id = $2"
+                    )))
+                    .bind(device_name)
+                    .bind(id)
+                    .execute(conn)
+                    .await?;
                 }
                 return Ok(());
             }
-            AuthTokenEvent::Exchanged(x) => (
-                "UPDATE auth_tokens SET exchanged_at = $1, last_used_at = $1 WHERE id = $2",
-                x.exchanged_at,
-            ),
-            AuthTokenEvent::Refreshed(r) => (
-                "UPDATE auth_tokens SET last_used_at = $1 WHERE id = $2",
-                r.refreshed_at,
-            ),
-            AuthTokenEvent::ReuseDetected(r) => (
-                "UPDATE auth_tokens SET chain_revoked_at = $1 WHERE id = $2",
-                r.detected_at,
-            ),
-            AuthTokenEvent::Deleted(d) => (
-                "UPDATE auth_tokens SET deleted_at = $1 WHERE id = $2",
-                d.deleted_at,
-            ),
+            AuthTokenEvent::Exchanged(x) => {
+                ("exchanged_at = $1, last_used_at = $1", x.exchanged_at)
+            }
+            AuthTokenEvent::Refreshed(r) => ("last_used_at = $1", r.refreshed_at),
+            AuthTokenEvent::ReuseDetected(r) => ("chain_revoked_at = $1", r.detected_at),
+            AuthTokenEvent::Deleted(d) => ("deleted_at = $1", d.deleted_at),
         };
-        sqlx::query(sql)
-            .bind(text(at))
-            .bind(id)
-            .execute(conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET {set} WHERE id = $2",
+            tables.name("auth_tokens")
+        )))
+        .bind(text(at))
+        .bind(id)
+        .execute(conn)
+        .await?;
         Ok(())
     }
 
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        dialect: Dialect,
+        tables: Tables,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // A hot registration token is consumed many times per batch: only
@@ -166,40 +178,34 @@ impl Projection for RegistrationProjection {
                     continue;
                 }
                 for (id, (n, at)) in used.drain() {
-                    record_use(conn, &id, n, &at).await?;
+                    record_use(conn, tables, &id, n, &at).await?;
                 }
             }
-            self.apply(conn, dialect, e).await?;
+            self.apply(conn, tables, e).await?;
         }
         for (id, (n, at)) in used {
-            record_use(conn, &id, n, &at).await?;
+            record_use(conn, tables, &id, n, &at).await?;
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM auth_tokens")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM registration_tokens")
-            .execute(conn)
-            .await?;
         Ok(())
     }
 }
 
 async fn record_use(
     conn: &mut AnyConnection,
+    tables: Tables,
     id: &str,
     used: i64,
     at: &str,
 ) -> Result<(), ProjectionError> {
-    sqlx::query("UPDATE registration_tokens SET used = $1, last_used_at = $2 WHERE id = $3")
-        .bind(used)
-        .bind(at.to_owned())
-        .bind(id.to_owned())
-        .execute(conn)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET used = $1, last_used_at = $2 WHERE id = $3",
+        tables.name("registration_tokens")
+    )))
+    .bind(used)
+    .bind(at.to_owned())
+    .bind(id.to_owned())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

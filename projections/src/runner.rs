@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use eventlog::{EventLog, Filter, Position, RecordedEvent, Subscription};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::ReadDb;
+use crate::generation::{Tables, advance, put_checkpoint, read_checkpoint};
+use crate::rebuild::{REBUILD_BATCH, rebuild};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -40,15 +42,21 @@ impl From<sqlx::Error> for ProjectionError {
 pub trait Projection: Send + Sync + 'static {
     /// A stable name: the checkpoint's key.
     fn name(&self) -> &'static str;
-    /// Raising it rebuilds the read model from the start of the log.
+    /// Raising it rebuilds the read model from the start of the log, beside
+    /// the old one (see [`crate::rebuild`]).
     fn version(&self) -> u32;
+    /// Every table this projection writes (and nothing else does): a
+    /// rebuild creates their next generation from their DDL and switches
+    /// them together.
+    fn tables(&self) -> &'static [&'static str];
     /// Whether `apply` wants this event (the others still move the checkpoint).
     fn handles(&self, event: &RecordedEvent) -> bool;
-    /// Applies one event inside the runner's transaction.
+    /// Applies one event inside the runner's transaction, to the generation
+    /// of its tables that `tables` names.
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        dialect: Dialect,
+        tables: Tables,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
     /// Applies the events of one batch that it `handles`, in log order,
@@ -58,16 +66,14 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        dialect: Dialect,
+        tables: Tables,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         for e in events {
-            self.apply(conn, dialect, e).await?;
+            self.apply(conn, tables, e).await?;
         }
         Ok(())
     }
-    /// Deletes every row this projection wrote, before a rebuild.
-    async fn reset(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,19 +126,26 @@ impl Runner {
         self
     }
 
-    /// Loads each checkpoint (resetting projections whose version changed)
-    /// and starts one task per projection.
+    /// Loads each checkpoint and starts one task per projection. A
+    /// projection whose version changed is first rebuilt beside its old
+    /// tables, which queries keep reading (frozen: nothing feeds them) until
+    /// the rebuilt ones are switched in; until then it reports the start of
+    /// the log as its position, so the server is not ready and a
+    /// read-your-writes wait waits for the switch.
     pub async fn start(self) -> Result<RunnerHandle, ProjectionError> {
         let (shutdown, stop_rx) = watch::channel(false);
         let mut running = Vec::new();
         for p in self.projections {
-            let from = prepare_checkpoint(&self.db, p.as_ref()).await?;
-            let (tx, rx) = watch::channel(from);
+            let start = prepare_checkpoint(&self.db, p.as_ref()).await?;
+            let (tx, rx) = watch::channel(match start {
+                Start::Live(at) => at,
+                Start::Rebuild => Position::START,
+            });
             let task = tokio::spawn(run_projection(
                 Arc::clone(&self.log),
                 self.db.clone(),
                 Arc::clone(&p),
-                from,
+                start,
                 self.batch,
                 tx,
                 stop_rx.clone(),
@@ -152,92 +165,137 @@ impl Runner {
     }
 }
 
-/// Where a projection resumes: its checkpoint, or the start of the log after
-/// a reset when it has none or its version changed.
-async fn prepare_checkpoint(db: &ReadDb, p: &dyn Projection) -> Result<Position, ProjectionError> {
-    let row = sqlx::query(
-        "SELECT version, commit_pos, prepare_pos FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(p.name())
-    .fetch_optional(&db.pool)
-    .await?;
-    if let Some(row) = &row {
-        let version: i64 = row.try_get(0)?;
-        if version == i64::from(p.version()) {
-            let commit: i64 = row.try_get(1)?;
-            let prepare: i64 = row.try_get(2)?;
-            return Ok(Position::new(commit as u64, prepare as u64));
+/// How a projection's task begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// Follow the log from this checkpoint.
+    Live(Position),
+    /// Rebuild beside the live tables first (the version changed).
+    Rebuild,
+}
+
+/// Where a projection resumes: its checkpoint; the start of the log over
+/// empty tables when it has none; a rebuild when its version changed.
+async fn prepare_checkpoint(db: &ReadDb, p: &dyn Projection) -> Result<Start, ProjectionError> {
+    let mut conn = db.pool.acquire().await?;
+    if let Some(cp) = read_checkpoint(&mut conn, p.name()).await? {
+        if cp.version == p.version() {
+            return Ok(Start::Live(cp.at));
         }
         tracing::warn!(
             projection = p.name(),
-            from = version,
+            from = cp.version,
             to = p.version(),
-            "projection version changed: rebuilding from the start of the log"
+            "projection version changed: rebuilding beside the old tables, which are served until the switch"
         );
+        return Ok(Start::Rebuild);
     }
-    let mut tx = db.pool.begin().await?;
-    p.reset(&mut tx).await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
-    save_checkpoint(&mut tx, p, Position::START, 0).await?;
+    drop(conn);
+    let mut tx = db.begin_write().await?;
+    if read_checkpoint(&mut tx, p.name()).await?.is_none() {
+        for t in p.tables() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        put_checkpoint(&mut tx, p.name(), p.version(), Position::START).await?;
+    }
     tx.commit().await?;
-    Ok(Position::START)
+    Ok(Start::Live(Position::START))
 }
 
-async fn save_checkpoint(
-    conn: &mut AnyConnection,
-    p: &dyn Projection,
-    at: Position,
-    applied: u64,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, version, commit_pos, prepare_pos, events_applied, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (name) DO UPDATE SET version = excluded.version, commit_pos = excluded.commit_pos,
-             prepare_pos = excluded.prepare_pos,
-             events_applied = projection_checkpoints.events_applied + excluded.events_applied,
-             updated_at = excluded.updated_at",
-    )
-    .bind(p.name())
-    .bind(i64::from(p.version()))
-    .bind(at.commit as i64)
-    .bind(at.prepare as i64)
-    .bind(applied as i64)
-    .bind(now_text())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
+/// Applies one batch to the live tables and moves the checkpoint from
+/// `from`, in one transaction. `None` (nothing written) when the checkpoint
+/// is no longer at `from`: another process moved it or switched in a
+/// rebuilt generation.
 async fn apply_batch(
     db: &ReadDb,
     p: &dyn Projection,
+    from: Position,
     batch: &[RecordedEvent],
-) -> Result<Position, ProjectionError> {
-    let mut tx = db.pool.begin().await?;
+) -> Result<Option<Position>, ProjectionError> {
+    let Some(last) = batch.last().map(|e| e.position) else {
+        return Ok(Some(from));
+    };
     let handled: Vec<&RecordedEvent> = batch.iter().filter(|e| p.handles(e)).collect();
-    if !handled.is_empty() {
-        p.apply_batch(&mut tx, db.dialect, &handled).await?;
+    let mut tx = db.begin_write().await?;
+    if !advance(
+        &mut tx,
+        p.name(),
+        p.version(),
+        from,
+        last,
+        handled.len() as u64,
+    )
+    .await?
+    {
+        tx.rollback().await?;
+        return Ok(None);
     }
-    let last = batch.last().map_or(Position::START, |e| e.position);
-    save_checkpoint(&mut tx, p, last, handled.len() as u64).await?;
+    if !handled.is_empty() {
+        p.apply_batch(&mut tx, Tables::live(db.dialect), &handled)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(last)
+    Ok(Some(last))
+}
+
+/// Rebuilds `p` beside its live tables until it is switched in (retrying
+/// after a failure), then returns its live checkpoint; `None` when told to
+/// stop first.
+async fn rebuild_first(
+    log: &Arc<dyn EventLog>,
+    db: &ReadDb,
+    p: &Arc<dyn Projection>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Position> {
+    loop {
+        let result = tokio::select! {
+            _ = stop.changed() => return None,
+            r = rebuild(log, db, std::slice::from_ref(p), REBUILD_BATCH, &|_| {}) => r,
+        };
+        let checkpoint = match result {
+            Ok(_) => match db.pool.acquire().await {
+                Ok(mut conn) => read_checkpoint(&mut conn, p.name()).await,
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        match checkpoint {
+            Ok(Some(cp)) if cp.version == p.version() => return Some(cp.at),
+            Ok(_) => tracing::error!(
+                projection = p.name(),
+                "rebuilt projection was replaced by another version; rebuilding again"
+            ),
+            Err(e) => {
+                tracing::error!(projection = p.name(), error = %e, "projection rebuild failed; resuming it")
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 async fn run_projection(
     log: Arc<dyn EventLog>,
     db: ReadDb,
     p: Arc<dyn Projection>,
-    from: Position,
+    start: Start,
     batch_size: usize,
     position: watch::Sender<Position>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = p.name();
-    let mut committed = from;
+    let mut committed = match start {
+        Start::Live(at) => at,
+        Start::Rebuild => match rebuild_first(&log, &db, &p, &mut stop).await {
+            Some(at) => at,
+            None => return,
+        },
+    };
+    position.send_replace(committed);
     let mut sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
     let mut last_count = Instant::now() - Duration::from_secs(60);
     loop {
@@ -247,13 +305,50 @@ async fn run_projection(
         };
         let result = match batch {
             Ok(batch) if batch.is_empty() => continue,
-            Ok(batch) => apply_batch(&db, p.as_ref(), &batch)
+            Ok(batch) => apply_batch(&db, p.as_ref(), committed, &batch)
                 .await
                 .map(|at| (at, batch)),
             Err(e) => Err(e.into()),
         };
         match result {
-            Ok((at, batch)) => {
+            Ok((None, _)) => {
+                // The checkpoint moved under this runner: continue from it.
+                match reload(&db, p.as_ref()).await {
+                    Ok(Some(at)) => {
+                        tracing::info!(projection = name, from = %committed, to = %at, "checkpoint moved by another process (a switched-in rebuild or another node); continuing from it");
+                        committed = at;
+                        position.send_replace(at);
+                        sub = Subscription::new(
+                            Arc::clone(&log),
+                            committed,
+                            Filter::all(),
+                            batch_size,
+                        );
+                    }
+                    Ok(None) => {
+                        tracing::error!(
+                            projection = name,
+                            version = p.version(),
+                            "the read model now belongs to another version of this projection; this process stops feeding it"
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(projection = name, error = %e, "cannot reload the checkpoint; retrying");
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        sub = Subscription::new(
+                            Arc::clone(&log),
+                            committed,
+                            Filter::all(),
+                            batch_size,
+                        );
+                    }
+                }
+            }
+            Ok((Some(at), batch)) => {
                 committed = at;
                 position.send_replace(at);
                 metrics::counter!("idp_projection_events_total", "projection" => name)
@@ -288,6 +383,15 @@ async fn run_projection(
             }
         }
     }
+}
+
+/// The live checkpoint of `p`, if it was written by this version.
+async fn reload(db: &ReadDb, p: &dyn Projection) -> Result<Option<Position>, ProjectionError> {
+    let mut conn = db.pool.acquire().await?;
+    Ok(read_checkpoint(&mut conn, p.name())
+        .await?
+        .filter(|cp| cp.version == p.version())
+        .map(|cp| cp.at))
 }
 
 impl RunnerHandle {

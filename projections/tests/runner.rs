@@ -1,5 +1,6 @@
 //! The projection runner against real databases: exactly-once application
-//! across crashes at random points, read-your-writes, version rebuilds.
+//! across crashes at random points, read-your-writes, rebuilds beside the
+//! live tables (under writes, interrupted, on a version change).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +12,7 @@ use commands::{CommandBus, SystemClock, organization};
 use domain::Metadata;
 use eventlog::{EventLog, LogOptions, RecordedEvent};
 use projections::organizations::{self, OrganizationsProjection};
-use projections::{Dialect, Projection, ProjectionError, ReadDb, Runner};
+use projections::{Projection, ProjectionError, ReadDb, Runner, Tables};
 use rand::Rng;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
@@ -249,25 +250,36 @@ impl Projection for Bumped {
     fn version(&self) -> u32 {
         self.0
     }
+    fn tables(&self) -> &'static [&'static str] {
+        OrganizationsProjection.tables()
+    }
     fn handles(&self, e: &RecordedEvent) -> bool {
         OrganizationsProjection.handles(e)
     }
     async fn apply(
         &self,
         c: &mut AnyConnection,
-        d: Dialect,
+        t: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        OrganizationsProjection.apply(c, d, e).await
-    }
-    async fn reset(&self, c: &mut AnyConnection) -> Result<(), ProjectionError> {
-        OrganizationsProjection.reset(c).await
+        OrganizationsProjection.apply(c, t, e).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_projection_version_rebuilds_from_the_start() {
-    let env = sqlite_env().await;
+async fn a_new_projection_version_rebuilds_beside_on_sqlite() {
+    version_change(sqlite_env().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_projection_version_rebuilds_beside_on_postgres() {
+    let Some(env) = postgres_env("rebuild_version").await else {
+        return;
+    };
+    version_change(env).await;
+}
+
+async fn version_change(env: Env) {
     let db = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
     let bus = CommandBus::new(Arc::clone(&env.log), Arc::new(SystemClock));
     for i in 0..10 {
@@ -309,4 +321,421 @@ async fn a_new_projection_version_rebuilds_from_the_start() {
         applied, 10,
         "the rebuilt checkpoint counts only the rebuild"
     );
+    assert_eq!(leftovers(&db).await, Vec::<String>::new());
+}
+
+/// Appends a marker event and waits until readers can see it: on
+/// PostgreSQL a commit becomes readable once every older transaction in the
+/// cluster has finished, and other tests share the cluster.
+async fn settle(log: &Arc<dyn EventLog>) -> eventlog::Position {
+    let marker = eventlog::NewEvent::new("noise.happened.v1", serde_json::json!({}), meta());
+    let at = log
+        .append(
+            "noise-marker",
+            eventlog::ExpectedRevision::Any,
+            vec![marker],
+        )
+        .await
+        .unwrap()
+        .position;
+    let started = std::time::Instant::now();
+    while log.head().await.unwrap() < Some(at) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the marker becomes readable"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    at
+}
+
+/// Names of next or old generations and next checkpoints left behind.
+async fn leftovers(db: &ReadDb) -> Vec<String> {
+    let tables = match db.dialect {
+        projections::Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        projections::Dialect::Postgres => {
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+              WHERE table_schema = current_schema()"
+        }
+    };
+    let mut names: Vec<String> = sqlx::query_scalar(tables)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    names.retain(|n| n.ends_with("__next") || n.ends_with("__old"));
+    let next: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM projection_checkpoints WHERE name LIKE '%#next'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    names.extend(next);
+    names
+}
+
+/// Every row of every projection's tables, as text, in key order.
+async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut out = Vec::new();
+    for p in projections::all() {
+        for t in p.tables() {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT * FROM {t} ORDER BY 1, 2"
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            let rows = rows
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| {
+                            if let Ok(v) = r.try_get::<Option<String>, _>(i) {
+                                format!("{v:?}")
+                            } else if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
+                                format!("{v:?}")
+                            } else {
+                                format!("{:?}", r.try_get::<Option<i32>, _>(i).unwrap())
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push(((*t).to_owned(), rows));
+        }
+    }
+    out
+}
+
+/// One round of what a busy platform writes: an organization, a client with
+/// a secret, token grants with that secret, a registration token consumed by
+/// three instances, a refresh, a failed client authentication.
+async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
+    use domain::client::{ClientCreated, ClientEvent, ClientSecretCreated, ClientSettings};
+    use domain::organization::{OrganizationCreated, OrganizationEvent};
+    use domain::registration::{
+        AuthTokenEvent, AuthTokenIssued, AuthTokenRefreshed, InstanceInfo,
+        RegistrationTokenConsumed, RegistrationTokenCreated, RegistrationTokenEvent,
+    };
+    use domain::token::{ClientAuthFailed, TokenEvent, TokenIssued};
+    use eventlog::{ExpectedRevision, encode};
+    let now = OffsetDateTime::now_utc();
+    let (org, client, secret, rt) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let append = |stream: String, events: Vec<eventlog::NewEvent>| {
+        let log = Arc::clone(log);
+        async move {
+            log.append(&stream, ExpectedRevision::Any, events)
+                .await
+                .unwrap();
+        }
+    };
+    append(
+        format!("organization-{org}"),
+        vec![encode(
+            &OrganizationEvent::Created(OrganizationCreated {
+                id: org,
+                name: format!("Org {round}"),
+                created_at: now,
+            }),
+            &meta(),
+        )],
+    )
+    .await;
+    append(
+        format!("client-{client}"),
+        vec![
+            encode(
+                &ClientEvent::Created(ClientCreated {
+                    client_id: client,
+                    organization_id: org,
+                    client_type: domain::client::ClientType::Confidential,
+                    settings: ClientSettings {
+                        name: format!("app {round}"),
+                        access_token_lifetime_secs: 300,
+                        ..Default::default()
+                    },
+                    created_at: now,
+                }),
+                &meta(),
+            ),
+            encode(
+                &ClientEvent::SecretCreated(ClientSecretCreated {
+                    secret_id: secret,
+                    description: "ci".into(),
+                    hash: "00".repeat(32),
+                    created_at: now,
+                    expires_at: None,
+                }),
+                &meta(),
+            ),
+        ],
+    )
+    .await;
+    let grants = (0..20)
+        .map(|i| {
+            encode(
+                &TokenEvent::Issued(TokenIssued {
+                    jti: Uuid::now_v7(),
+                    client_id: client,
+                    organization_id: org,
+                    grant_type: "client_credentials".into(),
+                    scope: String::new(),
+                    audience: "api".into(),
+                    secret_id: Some(secret),
+                    auth_token_id: None,
+                    auth_method: "client_secret_basic".into(),
+                    issued_at: now + time::Duration::milliseconds(i),
+                    expires_at: now + time::Duration::minutes(5),
+                }),
+                &meta(),
+            )
+        })
+        .collect();
+    append(format!("tokens-bench-{}", round % 4), grants).await;
+    append(
+        format!("regtoken-{rt}"),
+        vec![encode(
+            &RegistrationTokenEvent::Created(RegistrationTokenCreated {
+                id: rt,
+                organization_id: org,
+                client_id: client,
+                description: "fleet".into(),
+                count: 10,
+                expires_at: now + time::Duration::days(1),
+                hash: "11".repeat(32),
+                created_at: now,
+                created_by: "admin".into(),
+            }),
+            &meta(),
+        )],
+    )
+    .await;
+    for n in 1..=3u64 {
+        let at = Uuid::now_v7();
+        let instance = InstanceInfo {
+            instance_id: format!("i-{round}-{n}"),
+            device_name: "laptop".into(),
+            user_name: domain::Pii::new(format!("user {n}")),
+            app_version: "1.0".into(),
+            subject: Some(format!("person:{n}")),
+        };
+        append(
+            format!("regtoken-{rt}"),
+            vec![encode(
+                &RegistrationTokenEvent::Consumed(RegistrationTokenConsumed {
+                    auth_token_id: at,
+                    instance: instance.clone(),
+                    consumed_at: now,
+                    used_after: n,
+                }),
+                &meta(),
+            )],
+        )
+        .await;
+        let mut events = vec![encode(
+            &AuthTokenEvent::Issued(AuthTokenIssued {
+                id: at,
+                registration_token_id: rt,
+                organization_id: org,
+                client_id: client,
+                hash: "22".repeat(32),
+                instance,
+                issued_at: now,
+            }),
+            &meta(),
+        )];
+        if n == 1 {
+            events.push(encode(
+                &AuthTokenEvent::Refreshed(AuthTokenRefreshed {
+                    previous_token_id: Uuid::now_v7(),
+                    refresh_token_id: Uuid::now_v7(),
+                    refresh_hash: "33".repeat(32),
+                    refreshed_at: now + time::Duration::seconds(1),
+                }),
+                &meta(),
+            ));
+        }
+        append(format!("authtoken-{at}"), events).await;
+    }
+    append(
+        "authfailures-bench".into(),
+        vec![encode(
+            &TokenEvent::ClientAuthFailed(ClientAuthFailed {
+                client_id: client.to_string(),
+                auth_method: "client_secret_basic".into(),
+                reason: "wrong secret".into(),
+            }),
+            &meta(),
+        )],
+    )
+    .await;
+}
+
+async fn rebuild_under_writes(env: Env) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    seed(&env.log).await;
+    for r in 0..30 {
+        write_mix(&env.log, r).await;
+    }
+    let live = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
+    // A server's runner keeps feeding the live tables throughout.
+    let handle = Runner::new(Arc::clone(&env.log), live.clone(), projections::all())
+        .with_batch(50)
+        .start()
+        .await
+        .unwrap();
+    let head = env.log.head().await.unwrap().unwrap();
+    assert!(handle.wait_for(head, Duration::from_secs(60)).await);
+
+    let rebuilding = Arc::new(AtomicBool::new(true));
+    let during = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (log, rebuilding, during) = (
+            Arc::clone(&env.log),
+            Arc::clone(&rebuilding),
+            Arc::clone(&during),
+        );
+        tokio::spawn(async move {
+            let mut round = 1000;
+            while rebuilding.load(Ordering::SeqCst) {
+                write_mix(&log, round).await;
+                during.fetch_add(1, Ordering::SeqCst);
+                round += 1;
+            }
+            // And after the switch.
+            for r in 0..20 {
+                write_mix(&log, round + r).await;
+            }
+        })
+    };
+    let summary = projections::rebuild(&env.log, &live, &projections::all(), 97, &|_| {})
+        .await
+        .unwrap();
+    rebuilding.store(false, Ordering::SeqCst);
+    writer.await.unwrap();
+    let end = settle(&env.log).await;
+    assert!(
+        during.load(Ordering::SeqCst) > 0,
+        "writes arrived while rebuilding"
+    );
+    assert_eq!(summary.switched_at.len(), 4);
+
+    assert!(
+        handle.wait_for(end, Duration::from_secs(60)).await,
+        "the live runner continues from the rebuilt checkpoint"
+    );
+    handle.stop().await;
+    assert_eq!(leftovers(&live).await, Vec::<String>::new());
+
+    let single = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
+    run_to_head(&env.log, &single, 500).await;
+    let (rebuilt, reference) = (snapshot(&live).await, snapshot(&single).await);
+    for ((t, a), (_, b)) in rebuilt.iter().zip(&reference) {
+        assert!(!b.is_empty(), "{t} has rows");
+        assert_eq!(a.len(), b.len(), "{t}: row count");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x, y, "{t}: rebuilt under writes equals a single pass");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_under_writes_misses_no_event_on_sqlite() {
+    rebuild_under_writes(sqlite_env().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_under_writes_misses_no_event_on_postgres() {
+    let Some(env) = postgres_env("rebuild_under_writes").await else {
+        return;
+    };
+    rebuild_under_writes(env).await;
+}
+
+async fn interrupted_rebuild(env: Env) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    seed(&env.log).await;
+    for r in 0..60 {
+        write_mix(&env.log, r).await;
+    }
+    settle(&env.log).await;
+    let url = env.read_urls[0].clone();
+    let db = ReadDb::connect(&url, 4).await.unwrap();
+    run_to_head(&env.log, &db, 500).await;
+    let total = env
+        .log
+        .count_after(eventlog::Position::START)
+        .await
+        .unwrap();
+
+    let seen = Arc::new(AtomicU64::new(0));
+    let task = {
+        let (log, db, seen) = (Arc::clone(&env.log), db.clone(), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let progress = move |p: &projections::Progress| seen.store(p.read, Ordering::SeqCst);
+            projections::rebuild(&log, &db, &projections::all(), 50, &progress).await
+        })
+    };
+    let started = std::time::Instant::now();
+    while seen.load(Ordering::SeqCst) < total / 3 {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    assert!(task.await.is_err(), "aborted mid-way");
+    db.pool.close().await;
+
+    let db = ReadDb::connect(&url, 4).await.unwrap();
+    let next: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, commit_pos FROM projection_checkpoints WHERE name LIKE '%#next' ORDER BY name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(next.len(), 4, "{next:?}");
+    let resume: Vec<eventlog::Position> = sqlx::query(
+        "SELECT commit_pos, prepare_pos FROM projection_checkpoints WHERE name LIKE '%#next'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| eventlog::Position::new(r.get::<i64, _>(0) as u64, r.get::<i64, _>(1) as u64))
+    .collect();
+    let from = resume.into_iter().min().unwrap();
+    assert!(
+        from > eventlog::Position::START,
+        "the next generation kept its progress"
+    );
+    let remaining = env.log.count_after(from).await.unwrap();
+
+    let summary = projections::rebuild(&env.log, &db, &projections::all(), 50, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.events, remaining,
+        "it continued from its checkpoint"
+    );
+    assert!(summary.events < total, "it did not start over");
+    assert_eq!(leftovers(&db).await, Vec::<String>::new());
+
+    let single = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
+    run_to_head(&env.log, &single, 500).await;
+    assert_eq!(snapshot(&db).await, snapshot(&single).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_rebuild_resumes_on_sqlite() {
+    interrupted_rebuild(sqlite_env().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_rebuild_resumes_on_postgres() {
+    let Some(env) = postgres_env("rebuild_resume").await else {
+        return;
+    };
+    interrupted_rebuild(env).await;
 }

@@ -692,7 +692,7 @@ mod tests {
                 recorded_at: OffsetDateTime::now_utc(),
             };
             model::AuditProjection
-                .apply(&mut conn, db.dialect, &event)
+                .apply(&mut conn, projections::Tables::live(db.dialect), &event)
                 .await
                 .unwrap();
         }

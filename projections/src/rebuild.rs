@@ -1,0 +1,229 @@
+//! Rebuilding projections beside the live ones: one pass over the log fills
+//! the next generation of every selected projection (see `generation`),
+//! each batch and the next generations' checkpoints in one transaction, and
+//! each projection is switched in once it has caught up with the head. An
+//! interrupted rebuild resumes from the next generation's checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventlog::{EventLog, Filter, Position, RecordedEvent};
+use tokio::task::JoinHandle;
+
+use crate::db::ReadDb;
+use crate::generation::{self, Switched, Tables, next_key, read_checkpoint};
+use crate::runner::{Projection, ProjectionError};
+
+/// Events per transaction when rebuilding: large batches amortise the
+/// commit and the checkpoint writes.
+pub const REBUILD_BATCH: usize = 5_000;
+
+/// Where a rebuild is: events read so far, and how many there are to read
+/// (grows while writes arrive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub read: u64,
+    pub total: u64,
+    pub at: Position,
+}
+
+/// What a finished rebuild did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RebuildSummary {
+    /// Events read from the log (each applied to every projection that
+    /// had not yet applied it).
+    pub events: u64,
+    pub seconds: f64,
+    /// Where each projection was switched in (or found switched by another
+    /// process).
+    pub switched_at: Vec<(&'static str, Position)>,
+}
+
+struct Slot {
+    p: Arc<dyn Projection>,
+    /// The next generation's checkpoint.
+    at: Position,
+    done: bool,
+}
+
+fn read_page(log: &Arc<dyn EventLog>, after: Position, batch: usize) -> ReadAhead {
+    let log = Arc::clone(log);
+    tokio::spawn(async move { log.read_all(after, &Filter::all(), batch).await })
+}
+
+type ReadAhead = JoinHandle<Result<Vec<RecordedEvent>, eventlog::Error>>;
+
+/// Rebuilds `projections` beside their live tables and switches each in
+/// when it has caught up with the log; the live tables keep serving (and
+/// a live runner keeps feeding them) until then. Calls `progress` after
+/// each batch.
+pub async fn rebuild(
+    log: &Arc<dyn EventLog>,
+    db: &ReadDb,
+    projections: &[Arc<dyn Projection>],
+    batch: usize,
+    progress: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<RebuildSummary, ProjectionError> {
+    let started = Instant::now();
+    let batch = batch.max(1);
+    let mut slots = Vec::with_capacity(projections.len());
+    for p in projections {
+        if slots.iter().any(|s: &Slot| s.p.name() == p.name()) {
+            continue;
+        }
+        let at = generation::prepare_next(db, p.as_ref()).await?;
+        slots.push(Slot {
+            p: Arc::clone(p),
+            at,
+            done: false,
+        });
+    }
+    let mut after = lowest(&slots);
+    let mut read = 0u64;
+    let mut total = log.count_after(after).await?;
+    let mut counted = Instant::now();
+    progress(&Progress {
+        read,
+        total,
+        at: after,
+    });
+    // The next page is read while the current one is applied.
+    let mut pending = Some(read_page(log, after, batch));
+    while slots.iter().any(|s| !s.done) {
+        let page = match pending.take() {
+            Some(p) => p.await.map_err(|e| ProjectionError::Db(e.to_string()))??,
+            None => Vec::new(),
+        };
+        let short = page.len() < batch;
+        if let Some(last) = page.last().map(|e| e.position) {
+            pending = Some(read_page(log, last, batch));
+            if !apply_next(db, &mut slots, &page, last).await? {
+                // Another process moved a next generation: start again
+                // from the checkpoints as they are now.
+                if let Some(p) = pending.take() {
+                    p.abort();
+                }
+                reload(db, &mut slots).await?;
+                after = lowest(&slots);
+                pending = Some(read_page(log, after, batch));
+                continue;
+            }
+            after = last;
+            read += page.len() as u64;
+            if counted.elapsed() > Duration::from_secs(2) {
+                counted = Instant::now();
+                total = read + log.count_after(after).await?;
+            }
+            total = total.max(read);
+            progress(&Progress {
+                read,
+                total,
+                at: after,
+            });
+        }
+        if short {
+            // Caught up with the head as of that read.
+            for s in slots.iter_mut().filter(|s| !s.done) {
+                generation::index_next(db, s.p.as_ref()).await?;
+                if generation::switch(db, s.p.as_ref()).await? == Switched::Done {
+                    s.done = true;
+                }
+            }
+            if page.is_empty() && slots.iter().any(|s| !s.done) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if pending.is_none() {
+            pending = Some(read_page(log, after, batch));
+        }
+    }
+    if let Some(p) = pending.take() {
+        p.abort();
+    }
+    let total = total.max(read);
+    progress(&Progress {
+        read,
+        total,
+        at: after,
+    });
+    Ok(RebuildSummary {
+        events: read,
+        seconds: started.elapsed().as_secs_f64(),
+        switched_at: slots.iter().map(|s| (s.p.name(), s.at)).collect(),
+    })
+}
+
+fn lowest(slots: &[Slot]) -> Position {
+    slots
+        .iter()
+        .filter(|s| !s.done)
+        .map(|s| s.at)
+        .min()
+        .unwrap_or(Position::START)
+}
+
+/// Applies one page to every next generation that has not seen it, in one
+/// transaction; false (nothing written) if a checkpoint was moved by
+/// someone else.
+async fn apply_next(
+    db: &ReadDb,
+    slots: &mut [Slot],
+    page: &[RecordedEvent],
+    last: Position,
+) -> Result<bool, ProjectionError> {
+    let tables = Tables::next(db.dialect);
+    let mut tx = db.begin_write().await?;
+    for s in slots.iter().filter(|s| !s.done && s.at < last) {
+        let handled: Vec<&RecordedEvent> = page
+            .iter()
+            .filter(|e| e.position > s.at && s.p.handles(e))
+            .collect();
+        let key = next_key(s.p.name());
+        if !generation::advance(
+            &mut tx,
+            &key,
+            s.p.version(),
+            s.at,
+            last,
+            handled.len() as u64,
+        )
+        .await?
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if !handled.is_empty() {
+            s.p.apply_batch(&mut tx, tables, &handled).await?;
+        }
+    }
+    tx.commit().await?;
+    for s in slots.iter_mut().filter(|s| !s.done && s.at < last) {
+        s.at = last;
+    }
+    Ok(true)
+}
+
+/// Reads the next generations' checkpoints again; a projection whose next
+/// generation is gone because another process switched it in is done.
+async fn reload(db: &ReadDb, slots: &mut [Slot]) -> Result<(), ProjectionError> {
+    let mut conn = db.pool.acquire().await?;
+    for s in slots.iter_mut().filter(|s| !s.done) {
+        let version = s.p.version();
+        match read_checkpoint(&mut conn, &next_key(s.p.name())).await? {
+            Some(cp) if cp.version == version => s.at = cp.at,
+            _ => match read_checkpoint(&mut conn, s.p.name()).await? {
+                Some(live) if live.version == version => {
+                    s.at = live.at;
+                    s.done = true;
+                }
+                _ => {
+                    return Err(ProjectionError::Db(format!(
+                        "the next generation of {} was removed by another process",
+                        s.p.name()
+                    )));
+                }
+            },
+        }
+    }
+    Ok(())
+}
