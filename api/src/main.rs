@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use api::{Config, Server};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: decoding events allocates many
+/// small JSON values, which glibc's allocator spends much of a replay on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "idp",

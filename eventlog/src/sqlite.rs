@@ -146,8 +146,14 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Readers map the file instead of a pread per page: replays and
+    // rebuilds read the whole log. (Address space only; SQLite caps it.)
+    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
     Ok(conn)
 }
+
+/// How much of the log file a reader maps.
+const READER_MMAP_BYTES: i64 = 1 << 34;
 
 fn writer_loop(
     mut conn: Connection,
