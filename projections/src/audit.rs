@@ -88,7 +88,8 @@ pub fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
-const ENTRY_COLUMNS: &str = "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
+const ENTRY_COLUMNS: &str =
+    "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
      outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject, organization_id,
      source_ip, user_agent, correlation_id, causation_id";
 /// Values per entry (the columns above).

@@ -129,7 +129,10 @@ impl Projection for RegistrationProjection {
         for e in events {
             if e.category() == "regtoken" {
                 if let RegistrationTokenEvent::Consumed(c) = eventlog::decode(e)? {
-                    used.insert(id_of(e).to_owned(), (c.used_after as i64, text(c.consumed_at)));
+                    used.insert(
+                        id_of(e).to_owned(),
+                        (c.used_after as i64, text(c.consumed_at)),
+                    );
                     continue;
                 }
                 for (id, (n, at)) in used.drain() {

@@ -535,9 +535,7 @@ pub async fn concurrent_exact_appends_have_one_winner_per_revision(log: Arc<dyn 
 /// A filtered subscription moves past the events it does not want while
 /// writers keep interleaving wanted and unwanted ones: it must still see
 /// every wanted event once, in order.
-pub async fn a_filtered_subscription_misses_nothing_among_unmatched_events(
-    log: Arc<dyn EventLog>,
-) {
+pub async fn a_filtered_subscription_misses_nothing_among_unmatched_events(log: Arc<dyn EventLog>) {
     const WRITERS: u64 = 8;
     const PER_WRITER: u64 = 1_500;
     let t = tag();
@@ -586,7 +584,11 @@ pub async fn a_filtered_subscription_misses_nothing_among_unmatched_events(
     let later = read_everything(&log, from, &filter).await;
     assert_eq!(later.len() as u64, expected);
     let ids = |v: &[RecordedEvent]| v.iter().map(|e| e.id).collect::<Vec<_>>();
-    assert_eq!(ids(&seen), ids(&later), "exactly the wanted events, in order");
+    assert_eq!(
+        ids(&seen),
+        ids(&later),
+        "exactly the wanted events, in order"
+    );
 }
 
 pub async fn concurrent_writers_and_a_subscriber_agree_on_one_order(log: Arc<dyn EventLog>) {
