@@ -1,5 +1,6 @@
 //! `idp bench`: measurements of the event log on a fresh store, printed as
-//! Markdown rows for docs/PERFORMANCE.md.
+//! Markdown rows for docs/PERFORMANCE.md; `idp bench exchange` drives the
+//! token exchange of a running server over HTTP (`bench/exchange.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,6 +14,36 @@ use domain::{Aggregate, Metadata};
 use eventlog::{EventLog, ExpectedRevision, Filter, LogOptions, Position, Subscription};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+mod exchange;
+
+pub use exchange::ExchangeArgs;
+
+/// `idp bench [what]`: the event log benchmark unless a subcommand names
+/// another.
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+    #[command(flatten)]
+    pub log: BenchArgs,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchWhat {
+    /// Token exchanges over HTTP against a running server: consumes auth
+    /// tokens from a registration token, then trades each once.
+    Exchange(ExchangeArgs),
+}
+
+/// Runs the benchmark `command` names.
+pub async fn run_command(command: BenchCommand) -> Result<(), BenchError> {
+    match command.what {
+        Some(BenchWhat::Exchange(args)) => exchange::run(args).await,
+        None => run(command.log).await,
+    }
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {

@@ -30,8 +30,9 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets masked, as TOML-like JSON.
     Config,
-    /// Measure the event log on a fresh store.
-    Bench(api::bench::BenchArgs),
+    /// Measure the event log on a fresh store (or, with `exchange`, the
+    /// token exchange of a running server).
+    Bench(api::bench::BenchCommand),
     /// Create the first organization and its admin client on a log that
     /// has none; prints their ids and the client's secret (shown once).
     Bootstrap {
@@ -119,7 +120,7 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Command::Bench(args) => match api::bench::run(args).await {
+            Command::Bench(command) => match api::bench::run_command(command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("idp bench: {e}");
