@@ -98,7 +98,11 @@ const PER_ROW: usize = 20;
 const ROWS_PER_INSERT: usize = 50;
 
 /// `INSERT ... VALUES (...), (...)` for `rows` entries.
-fn insert_sql(rows: usize) -> String {
+///
+/// SQLite gets anonymous `?` parameters: it keeps numbered ones (`$n`) in a
+/// list that it scans to parse each of them and that sqlx scans again to bind
+/// each of them, quadratic in the 1,000 parameters of a full statement.
+fn insert_sql(rows: usize, dialect: Dialect) -> String {
     let mut sql = format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ");
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -106,7 +110,10 @@ fn insert_sql(rows: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", r * PER_ROW + c + 1));
+            match dialect {
+                Dialect::Sqlite => sql.push('?'),
+                Dialect::Postgres => sql.push_str(&format!("${}", r * PER_ROW + c + 1)),
+            }
         }
         sql.push(')');
     }
@@ -167,14 +174,14 @@ impl Projection for AuditProjection {
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        _dialect: Dialect,
+        dialect: Dialect,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // Many entries per statement inside the runner's batch transaction,
         // and no decoding of event data: this keeps up with the per-token
         // journal.
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(chunk.len());
+            let sql = insert_sql(chunk.len(), dialect);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 q = bind_entry(q, e);
