@@ -11,7 +11,8 @@ use crate::locks::StreamLocks;
 
 const PAGE: usize = 1000;
 const STRIPES: usize = 4096;
-/// How many aggregates' states the bus keeps between commands.
+/// How many aggregates' states the bus keeps between commands (at most; in
+/// two generations of half as many each).
 const CACHED_STREAMS: usize = 10_000;
 
 /// The folded state of an aggregate after its last known event.
@@ -25,41 +26,70 @@ struct Cached {
 /// folded from its first event on every command. Correct across processes:
 /// an append is still `Exact(revision)`, and a conflict catches the cached
 /// state up from the log.
+///
+/// Two generations: states are put into the current one, and a state found
+/// only in the previous one moves back into the current one. When the
+/// current one is full it becomes the previous one and the oldest states are
+/// dropped. A stream in use stays cached however many new streams pass
+/// through (every consumption creates one), where evicting an arbitrary entry
+/// would now and then drop the hot one and fold its whole history again.
 #[derive(Default)]
 pub(crate) struct StateCache {
-    map: Mutex<HashMap<String, Cached>>,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<String, Cached>,
+    previous: HashMap<String, Cached>,
+}
+
+impl Generations {
+    fn insert(&mut self, stream: String, cached: Cached) {
+        if self.current.len() >= CACHED_STREAMS / 2 && !self.current.contains_key(&stream) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.previous.remove(&stream);
+        self.current.insert(stream, cached);
+    }
 }
 
 impl StateCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // Every critical section leaves both maps whole.
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn get<A: Aggregate + Clone>(&self, stream: &str) -> Option<(A, Option<u64>)> {
-        let map = self.map.lock().ok()?;
-        let c = map.get(stream)?;
-        let state = c.state.downcast_ref::<A>()?.clone();
-        Some((state, c.revision))
+        let mut g = self.lock();
+        let cached = match g.current.get(stream) {
+            Some(c) => c.clone(),
+            None => {
+                let c = g.previous.remove(stream)?;
+                g.insert(stream.to_owned(), c.clone());
+                c
+            }
+        };
+        let state = cached.state.downcast_ref::<A>()?.clone();
+        Some((state, cached.revision))
     }
 
     pub(crate) fn put<A: Aggregate + Clone>(&self, stream: &str, state: A, revision: Option<u64>) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= CACHED_STREAMS
-                && !map.contains_key(stream)
-                && let Some(victim) = map.keys().next().cloned()
-            {
-                map.remove(&victim);
-            }
-            map.insert(
-                stream.to_owned(),
-                Cached {
-                    state: Arc::new(state),
-                    revision,
-                },
-            );
-        }
+        self.lock().insert(
+            stream.to_owned(),
+            Cached {
+                state: Arc::new(state),
+                revision,
+            },
+        );
     }
 
     pub(crate) fn forget(&self, stream: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(stream);
-        }
+        let mut g = self.lock();
+        g.current.remove(stream);
+        g.previous.remove(stream);
     }
 }
 
@@ -370,5 +400,33 @@ impl Core {
             .inspect_err(|_| {
                 self.cache.forget(stream);
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::organization::Organization;
+
+    #[test]
+    fn a_stream_in_use_stays_cached_while_many_new_ones_pass() {
+        let cache = StateCache::default();
+        cache.put("organization-hot", Organization::default(), Some(7));
+        cache.put("organization-cold", Organization::default(), Some(1));
+        for i in 0..5 * CACHED_STREAMS {
+            cache.put(&format!("organization-{i}"), Organization::default(), None);
+            if i % 100 == 0 {
+                assert!(cache.get::<Organization>("organization-hot").is_some());
+            }
+        }
+        assert_eq!(
+            cache
+                .get::<Organization>("organization-hot")
+                .map(|(_, r)| r),
+            Some(Some(7))
+        );
+        assert!(cache.get::<Organization>("organization-cold").is_none());
+        let g = cache.lock();
+        assert!(g.current.len() + g.previous.len() <= CACHED_STREAMS);
     }
 }
