@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# HTTP benchmark of the client credentials grant and of introspection (issue #3), and of
-# consuming one hot registration token (issue #4).
+# HTTP benchmark of the client credentials grant and of introspection (issue #3), of
+# consuming one hot registration token and of exchanging auth tokens (issue #4).
 #
 #   scripts/bench-http.sh                       # SQLite in a fresh temp dir
 #   scripts/bench-http.sh --postgres URL        # a scratch database idp_http_bench on URL's server
 #   scripts/bench-http.sh --duration 20 --concurrency 64
+#   scripts/bench-http.sh --only consume,exchange   # some runs: token, introspect, consume, exchange
+#   scripts/bench-http.sh --exchange-tokens 40000   # auth tokens consumed for the exchange run
+#   scripts/bench-http.sh --binary PATH         # that idp binary instead of a release build
 #
 # Builds idp in release, starts it on a fresh data dir, creates an organization and a
 # confidential client_secret_basic client through the admin API, then drives
 #   (a) POST /oauth/token      grant_type=client_credentials, HTTP Basic
 #   (b) POST /oauth/introspect one grant's token, HTTP Basic
-# with oha (cargo install oha --locked) over loopback, and prints requests/s, success
-# rate, p50 and p99 per run. Afterwards it checks that the log holds at least one
-# token.issued event per 200 response of run (a). Needs curl and python3 (and psql for
+#   (c) POST /registration/consume one registration token of count 1,000,000
+# with oha (cargo install oha --locked) over loopback, then
+#   (d) `idp bench exchange`: consumes auth tokens (distinct instances), then trades each
+#       once at /oauth/token (RFC 8693 token exchange), its own load loop since every
+#       request needs a fresh auth token
+# and prints requests/s, success rate, p50 and p99 per run. Afterwards it checks the log:
+# at least one token.issued event per 200 response of run (a), exactly one
+# registration_token.consumed event per 201 of (c) and (d), one auth_token.exchanged per
+# successful exchange. Needs curl and python3 (and psql for
 # --postgres). The scratch PostgreSQL database is left in place for inspection; the next
 # run drops it.
 set -euo pipefail
@@ -20,12 +29,18 @@ set -euo pipefail
 duration=20
 concurrency=64
 postgres=""
+only=""
+binary=""
+exchange_tokens=30000
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --postgres) postgres="$2"; shift 2 ;;
         --duration) duration="$2"; shift 2 ;;
         --concurrency) concurrency="$2"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --only) only="$2"; shift 2 ;;
+        --exchange-tokens) exchange_tokens="$2"; shift 2 ;;
+        --binary) binary="$(realpath "$2")"; shift 2 ;;
+        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-http: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -36,8 +51,14 @@ done
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-cargo build --release --quiet -p api --bin idp
-idp="$root/target/release/idp"
+if [[ -n "$binary" ]]; then
+    idp="$binary"
+else
+    cargo build --release --quiet -p api --bin idp
+    idp="$root/target/release/idp"
+fi
+# wanted NAME: whether run NAME is one of --only's (all runs without it).
+wanted() { [[ -z "$only" || ",$only," == *",$1,"* ]]; }
 
 work="$(mktemp -d -t idp-http-bench.XXXXXX)"
 server_pid=""
@@ -137,10 +158,14 @@ ok_count() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["st
 
 setup_lines="$(wc -l <"$work/server.log")"
 echo "idp HTTP benchmark: $label, ${duration}s per run, concurrency $concurrency, $(nproc) cores (oha included)"
-run token /oauth/token grant_type=client_credentials
-report token
-run introspect /oauth/introspect "token=$token"
-report introspect
+if wanted token; then
+    run token /oauth/token grant_type=client_credentials
+    report token
+fi
+if wanted introspect; then
+    run introspect /oauth/introspect "token=$token"
+    report introspect
+fi
 
 # Issue #4: one hot registration token (count 1,000,000) consumed by 64 instances at once.
 app="$(admin -d "{\"organization_id\":\"$org\",\"client_type\":\"public\",\"name\":\"bench app\",
@@ -150,27 +175,64 @@ app="$(admin -d "{\"organization_id\":\"$org\",\"client_type\":\"public\",\"name
 expires="$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))')"
 regtoken="$(admin -d "{\"client_id\":\"$app\",\"description\":\"bench\",\"count\":1000000,\"expires_at\":\"$expires\"}" \
     "$base/admin/registration-tokens" | json token)"
-run consume /registration/consume '{"instance_id":"bench-instance","device_name":"bench","app_version":"1.0"}' \
-    "Authorization: Bearer $regtoken" application/json
-report consume
+if wanted consume; then
+    run consume /registration/consume '{"instance_id":"bench-instance","device_name":"bench","app_version":"1.0"}' \
+        "Authorization: Bearer $regtoken" application/json
+    report consume
+fi
+
+if wanted exchange; then
+    BENCH_REGISTRATION_TOKEN="$regtoken" "$idp" bench exchange --url "$base" --client-id "$app" \
+        --tokens "$exchange_tokens" --concurrency "$concurrency" --duration "$duration" \
+        --label "$label" | tee "$work/exchange.txt"
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "bench-http: the server exited during the exchange run; its last log lines:" >&2
+        tail -5 "$work/server.log" >&2
+        exit 1
+    fi
+fi
 
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=""
 
-grants_ok="$(ok_count "$work/token.json")"
-issued="$("$idp" replay all --category tokens --type-prefix token.issued 2>/dev/null | wc -l)"
-echo "token.issued events in the log: $issued; 200 responses to grants: $grants_ok"
-if (( issued < grants_ok )); then
-    echo "bench-http: FAIL: fewer token.issued events than granted tokens" >&2
-    exit 1
+if wanted token; then
+    grants_ok="$(ok_count "$work/token.json")"
+    issued="$("$idp" replay all --category tokens --type-prefix token.issued 2>/dev/null | wc -l)"
+    echo "token.issued events in the log: $issued; 200 responses to grants: $grants_ok"
+    if (( issued < grants_ok )); then
+        echo "bench-http: FAIL: fewer token.issued events than granted tokens" >&2
+        exit 1
+    fi
 fi
-consumed_ok="$(ok_count "$work/consume.json" 201)"
-consumed="$("$idp" replay all --category regtoken --type-prefix registration_token.consumed 2>/dev/null | wc -l)"
-echo "registration_token.consumed events in the log: $consumed; 201 responses to consumers: $consumed_ok"
-if (( consumed < consumed_ok )); then
-    echo "bench-http: FAIL: fewer consumptions in the log than auth tokens handed out" >&2
-    exit 1
+# bench_count PHASE STATUS: how many responses with STATUS `idp bench exchange` saw.
+bench_count() {
+    python3 - "$work/exchange.txt" "$1" "$2" <<'EOF'
+import json, sys
+for line in open(sys.argv[1]):
+    if line.split()[1:2] == [sys.argv[2]]:
+        print(json.loads(line.split("status ", 1)[1]).get(sys.argv[3], 0))
+EOF
+}
+if wanted consume || wanted exchange; then
+    consumed_ok=0
+    if wanted consume; then consumed_ok="$(ok_count "$work/consume.json" 201)"; fi
+    if wanted exchange; then consumed_ok=$((consumed_ok + $(bench_count 'consume*' 201))); fi
+    consumed="$("$idp" replay all --category regtoken --type-prefix registration_token.consumed 2>/dev/null | wc -l)"
+    echo "registration_token.consumed events in the log: $consumed; 201 responses to consumers: $consumed_ok"
+    if (( consumed != consumed_ok )); then
+        echo "bench-http: FAIL: the consumptions in the log are not the auth tokens handed out" >&2
+        exit 1
+    fi
+fi
+if wanted exchange; then
+    exchanged_ok="$(bench_count exchange 200)"
+    exchanged="$("$idp" replay all --category authtoken --type-prefix auth_token.exchanged 2>/dev/null | wc -l)"
+    echo "auth_token.exchanged events in the log: $exchanged; 200 responses to exchanges: $exchanged_ok"
+    if (( exchanged != exchanged_ok )); then
+        echo "bench-http: FAIL: the exchanges in the log are not the grants answered" >&2
+        exit 1
+    fi
 fi
 # Errors logged during the runs (not while /readyz still answered 503 at start).
 errors="$(tail -n +"$((setup_lines + 1))" "$work/server.log" | grep -c '"level":"ERROR"' || true)"

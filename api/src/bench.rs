@@ -1,6 +1,8 @@
 //! `idp bench`: measurements of the event log on a fresh store, printed as
 //! Markdown rows for docs/PERFORMANCE.md; `idp bench seed` writes a
-//! realistic log into the configured store (see [`seed`]).
+//! realistic log into the configured store (see [`seed`]); `idp bench
+//! exchange` drives the token exchange of a running server over HTTP
+//! (`bench/exchange.rs`); `idp bench queries` times reads on a seeded log.
 
 pub mod seed;
 
@@ -16,6 +18,10 @@ use domain::{Aggregate, Metadata};
 use eventlog::{EventLog, ExpectedRevision, Filter, LogOptions, Position, Subscription};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+mod exchange;
+
+pub use exchange::ExchangeArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -51,6 +57,9 @@ pub enum BenchCommand {
     /// Time one subject's export and one page of the audit trail by actor
     /// on the configured store (seed it and build the projections first).
     Queries(crate::query_bench::QueryBenchArgs),
+    /// Token exchanges over HTTP against a running server: consumes auth
+    /// tokens from a registration token, then trades each once.
+    Exchange(ExchangeArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +96,7 @@ pub async fn run(args: BenchArgs, config: &crate::Config) -> Result<(), BenchErr
                 .await
                 .map_err(BenchError::Setup);
         }
+        Some(BenchCommand::Exchange(x)) => return exchange::run(x).await,
         None => {}
     }
     let _tmp;

@@ -36,7 +36,8 @@ enum Command {
     /// Print the effective configuration, secrets masked, as TOML-like JSON.
     Config,
     /// Measure the event log on a fresh store; `bench seed` writes a
-    /// realistic log into the configured one.
+    /// realistic log into the configured one, `bench queries` times reads
+    /// on it, `bench exchange` drives a running server's token exchange.
     Bench(api::bench::BenchArgs),
     /// Create the first organization and its admin client on a log that
     /// has none; prints their ids and the client's secret (shown once).

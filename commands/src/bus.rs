@@ -5,12 +5,14 @@ use std::sync::{Arc, Mutex};
 use domain::{Aggregate, Metadata};
 use eventlog::{Direction, EventLog, ExpectedRevision, Position};
 
+use crate::batch::{self, Queues};
 use crate::clock::Clock;
 use crate::locks::StreamLocks;
 
 const PAGE: usize = 1000;
 const STRIPES: usize = 4096;
-/// How many aggregates' states the bus keeps between commands.
+/// How many aggregates' states the bus keeps between commands (at most; in
+/// two generations of half as many each).
 const CACHED_STREAMS: usize = 10_000;
 
 /// The folded state of an aggregate after its last known event.
@@ -24,41 +26,70 @@ struct Cached {
 /// folded from its first event on every command. Correct across processes:
 /// an append is still `Exact(revision)`, and a conflict catches the cached
 /// state up from the log.
+///
+/// Two generations: states are put into the current one, and a state found
+/// only in the previous one moves back into the current one. When the
+/// current one is full it becomes the previous one and the oldest states are
+/// dropped. A stream in use stays cached however many new streams pass
+/// through (every consumption creates one), where evicting an arbitrary entry
+/// would now and then drop the hot one and fold its whole history again.
 #[derive(Default)]
-struct StateCache {
-    map: Mutex<HashMap<String, Cached>>,
+pub(crate) struct StateCache {
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<String, Cached>,
+    previous: HashMap<String, Cached>,
+}
+
+impl Generations {
+    fn insert(&mut self, stream: String, cached: Cached) {
+        if self.current.len() >= CACHED_STREAMS / 2 && !self.current.contains_key(&stream) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.previous.remove(&stream);
+        self.current.insert(stream, cached);
+    }
 }
 
 impl StateCache {
-    fn get<A: Aggregate + Clone>(&self, stream: &str) -> Option<(A, Option<u64>)> {
-        let map = self.map.lock().ok()?;
-        let c = map.get(stream)?;
-        let state = c.state.downcast_ref::<A>()?.clone();
-        Some((state, c.revision))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // Every critical section leaves both maps whole.
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn put<A: Aggregate + Clone>(&self, stream: &str, state: A, revision: Option<u64>) {
-        if let Ok(mut map) = self.map.lock() {
-            if map.len() >= CACHED_STREAMS
-                && !map.contains_key(stream)
-                && let Some(victim) = map.keys().next().cloned()
-            {
-                map.remove(&victim);
+    pub(crate) fn get<A: Aggregate + Clone>(&self, stream: &str) -> Option<(A, Option<u64>)> {
+        let mut g = self.lock();
+        let cached = match g.current.get(stream) {
+            Some(c) => c.clone(),
+            None => {
+                let c = g.previous.remove(stream)?;
+                g.insert(stream.to_owned(), c.clone());
+                c
             }
-            map.insert(
-                stream.to_owned(),
-                Cached {
-                    state: Arc::new(state),
-                    revision,
-                },
-            );
-        }
+        };
+        let state = cached.state.downcast_ref::<A>()?.clone();
+        Some((state, cached.revision))
     }
 
-    fn forget(&self, stream: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(stream);
-        }
+    pub(crate) fn put<A: Aggregate + Clone>(&self, stream: &str, state: A, revision: Option<u64>) {
+        self.lock().insert(
+            stream.to_owned(),
+            Cached {
+                state: Arc::new(state),
+                revision,
+            },
+        );
+    }
+
+    pub(crate) fn forget(&self, stream: &str) {
+        let mut g = self.lock();
+        g.current.remove(stream);
+        g.previous.remove(stream);
     }
 }
 
@@ -90,23 +121,38 @@ pub enum CommandError<E: std::error::Error + 'static> {
 /// Loads a stream, folds it, decides, and appends with `Exact(revision)`;
 /// on a revision conflict (another process wrote) it reloads and decides
 /// again, a bounded number of times.
+///
+/// Two paths share the per-stream serialization and the state cache:
+/// [`CommandBus::execute`] runs one command at a time, and
+/// [`CommandBus::execute_batched`] queues commands of a hot stream and
+/// decides every command that queued while the previous append was in
+/// flight together, in one append (see `batch.rs`).
 pub struct CommandBus {
-    log: Arc<dyn EventLog>,
-    clock: Arc<dyn Clock>,
-    locks: StreamLocks,
-    cache: StateCache,
-    max_attempts: usize,
+    core: Arc<Core>,
     persons: Option<Arc<crate::crypto::PersonIds>>,
+}
+
+/// What both paths share; the batch worker holds it beyond the caller.
+pub(crate) struct Core {
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) locks: StreamLocks,
+    pub(crate) cache: StateCache,
+    pub(crate) queues: Queues,
+    pub(crate) max_attempts: usize,
 }
 
 impl CommandBus {
     pub fn new(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            log,
-            clock,
-            locks: StreamLocks::new(STRIPES),
-            cache: StateCache::default(),
-            max_attempts: 32,
+            core: Arc::new(Core {
+                log,
+                clock,
+                locks: StreamLocks::new(STRIPES),
+                cache: StateCache::default(),
+                queues: Queues::default(),
+                max_attempts: 32,
+            }),
             persons: None,
         }
     }
@@ -123,11 +169,11 @@ impl CommandBus {
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
-        &self.log
+        &self.core.log
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+        &self.core.clock
     }
 
     pub fn stream_name<A: Aggregate>(id: &str) -> String {
@@ -138,13 +184,111 @@ impl CommandBus {
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, Option<u64>), eventlog::Error> {
         let stream = Self::stream_name::<A>(id);
         let mut state = A::default();
-        let revision = self.catch_up(&stream, &mut state, None).await?;
+        let revision = self.core.catch_up(&stream, &mut state, None).await?;
         Ok((state, revision))
     }
 
+    /// The state of aggregate `id` as this bus last saw it, if it is cached.
+    /// It may be behind the log: use it only for facts that never change
+    /// once the stream exists (a token's hash, its owner).
+    pub fn cached<A: Aggregate + Clone>(&self, id: &str) -> Option<A> {
+        self.core
+            .cache
+            .get::<A>(&Self::stream_name::<A>(id))
+            .map(|(state, _)| state)
+    }
+
+    /// Executes `command` against aggregate `id`.
+    pub async fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Outcome, CommandError<A::Error>>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone,
+    {
+        let stream = Self::stream_name::<A>(id);
+        let _serialized = self.core.locks.lock(&stream).await;
+        let (state, revision, fresh) = match self.core.cache.get::<A>(&stream) {
+            Some((state, revision)) => (state, revision, false),
+            None => {
+                let mut state = A::default();
+                let revision = self
+                    .core
+                    .catch_up(&stream, &mut state, None)
+                    .await
+                    .map_err(CommandError::Log)?;
+                (state, revision, true)
+            }
+        };
+        self.core
+            .decide_and_append::<A>(&stream, state, revision, fresh, command, metadata)
+            .await
+    }
+
+    /// Executes `command` against aggregate `id`, a stream the caller has
+    /// just named with a fresh id (`Uuid::now_v7`): it is decided against
+    /// the empty state and appended with `NoStream`, without reading the
+    /// stream first. If the stream exists after all (a retry of an append
+    /// that landed), the command is decided again on what is there.
+    pub async fn execute_new<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Outcome, CommandError<A::Error>>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone,
+    {
+        let stream = Self::stream_name::<A>(id);
+        let _serialized = self.core.locks.lock(&stream).await;
+        let (state, revision) = self
+            .core
+            .cache
+            .get::<A>(&stream)
+            .unwrap_or_else(|| (A::default(), None));
+        // "Fresh": a refusal of the empty state is final only if the stream
+        // is still empty, which the append would tell; refusing a brand-new
+        // stream's first command reads the log to be sure.
+        self.core
+            .decide_and_append::<A>(&stream, state, revision, false, command, metadata)
+            .await
+    }
+
+    /// Executes `command` against aggregate `id` together with the commands
+    /// other callers queue for the same stream meanwhile: while one append
+    /// to the stream is in flight, the commands that arrive wait, and the
+    /// next append carries all of them. Each is decided in arrival order
+    /// against the state the previous ones left, each refusal is answered
+    /// to its own caller, and the accepted ones' events (each with its own
+    /// metadata) land in one `Exact` append, so a count enforced by the
+    /// aggregate stays exact. The outcome's position is the batch's last
+    /// event, committed atomically with this command's events.
+    ///
+    /// The batch runs on a task of its own: a caller that goes away does
+    /// not abandon the commands queued behind it.
+    pub async fn execute_batched<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Outcome, CommandError<A::Error>>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone + 'static,
+    {
+        let stream = Self::stream_name::<A>(id);
+        batch::submit::<A>(&self.core, stream, command, metadata.clone()).await
+    }
+}
+
+impl Core {
     /// Folds the events of `stream` after `revision` into `state`; returns
     /// the revision reached.
-    async fn catch_up<A: Aggregate>(
+    pub(crate) async fn catch_up<A: Aggregate>(
         &self,
         stream: &str,
         state: &mut A,
@@ -168,10 +312,14 @@ impl CommandBus {
         }
     }
 
-    /// Executes `command` against aggregate `id`.
-    pub async fn execute<A>(
+    /// The loop of [`CommandBus::execute`] once the stream's lock is held
+    /// and a starting state is known (`fresh`: read from the log just now).
+    async fn decide_and_append<A>(
         &self,
-        id: &str,
+        stream: &str,
+        mut state: A,
+        mut revision: Option<u64>,
+        mut fresh: bool,
         command: A::Command,
         metadata: &Metadata,
     ) -> Result<Outcome, CommandError<A::Error>>
@@ -179,19 +327,6 @@ impl CommandBus {
         A: Aggregate + Clone,
         A::Command: Clone,
     {
-        let stream = Self::stream_name::<A>(id);
-        let _serialized = self.locks.lock(&stream).await;
-        let (mut state, mut revision, mut fresh) = match self.cache.get::<A>(&stream) {
-            Some((state, revision)) => (state, revision, false),
-            None => {
-                let mut state = A::default();
-                let revision = self
-                    .catch_up(&stream, &mut state, None)
-                    .await
-                    .map_err(CommandError::Log)?;
-                (state, revision, true)
-            }
-        };
         for attempt in 0..self.max_attempts {
             let now = self.clock.now();
             let events = match state.decide(command.clone(), now) {
@@ -201,11 +336,11 @@ impl CommandBus {
                 Err(e) if !fresh => {
                     let before = revision;
                     revision = self
-                        .catch_up(&stream, &mut state, revision)
+                        .catch_up(stream, &mut state, revision)
                         .await
                         .map_err(CommandError::Log)?;
                     fresh = true;
-                    self.cache.put(&stream, state.clone(), revision);
+                    self.cache.put(stream, state.clone(), revision);
                     if revision == before {
                         return Err(CommandError::Domain(e));
                     }
@@ -215,7 +350,7 @@ impl CommandBus {
             };
             if events.is_empty() {
                 return Ok(Outcome {
-                    stream,
+                    stream: stream.to_owned(),
                     revision,
                     position: None,
                     events: 0,
@@ -225,45 +360,86 @@ impl CommandBus {
             meta.occurred_at = now;
             let new_events: Vec<_> = events.iter().map(|e| eventlog::encode(e, &meta)).collect();
             let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
-            match self.log.append(&stream, expected, new_events).await {
+            match self.log.append(stream, expected, new_events).await {
                 Ok(r) => {
                     metrics::counter!("idp_commands_total", "category" => A::CATEGORY).increment(1);
                     let state = events.iter().fold(state, A::evolve);
                     self.cache
-                        .put(&stream, state, Some(r.next_expected_revision));
+                        .put(stream, state, Some(r.next_expected_revision));
                     return Ok(Outcome {
-                        stream,
+                        stream: stream.to_owned(),
                         revision: Some(r.next_expected_revision),
                         position: Some(r.position),
                         events: events.len(),
                     });
                 }
                 Err(eventlog::Error::WrongExpectedRevision { .. }) => {
-                    metrics::counter!("idp_command_conflicts_total", "category" => A::CATEGORY)
-                        .increment(1);
-                    // Another process wrote; a short random pause keeps two
-                    // busy writers from colliding in lockstep.
-                    let pause = rand::random_range(0..=(attempt as u64 + 1) * 200);
-                    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
-                    revision = match self.catch_up(&stream, &mut state, revision).await {
+                    revision = match self
+                        .after_conflict(stream, &mut state, revision, attempt)
+                        .await
+                    {
                         Ok(r) => r,
-                        Err(e) => {
-                            self.cache.forget(&stream);
-                            return Err(CommandError::Log(e));
-                        }
+                        Err(e) => return Err(CommandError::Log(e)),
                     };
                     fresh = true;
-                    continue;
                 }
                 Err(e) => {
-                    self.cache.forget(&stream);
+                    self.cache.forget(stream);
                     return Err(CommandError::Log(e));
                 }
             }
         }
-        self.cache.forget(&stream);
+        self.cache.forget(stream);
         Err(CommandError::Contention {
             attempts: self.max_attempts,
         })
+    }
+
+    /// Another process wrote to `stream`: a short random pause keeps two
+    /// busy writers from colliding in lockstep, then `state` catches up.
+    /// On a failed read the cached state is dropped.
+    pub(crate) async fn after_conflict<A: Aggregate>(
+        &self,
+        stream: &str,
+        state: &mut A,
+        revision: Option<u64>,
+        attempt: usize,
+    ) -> Result<Option<u64>, eventlog::Error> {
+        metrics::counter!("idp_command_conflicts_total", "category" => A::CATEGORY).increment(1);
+        let pause = rand::random_range(0..=(attempt as u64 + 1) * 200);
+        tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+        self.catch_up(stream, state, revision)
+            .await
+            .inspect_err(|_| {
+                self.cache.forget(stream);
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::organization::Organization;
+
+    #[test]
+    fn a_stream_in_use_stays_cached_while_many_new_ones_pass() {
+        let cache = StateCache::default();
+        cache.put("organization-hot", Organization::default(), Some(7));
+        cache.put("organization-cold", Organization::default(), Some(1));
+        for i in 0..5 * CACHED_STREAMS {
+            cache.put(&format!("organization-{i}"), Organization::default(), None);
+            if i % 100 == 0 {
+                assert!(cache.get::<Organization>("organization-hot").is_some());
+            }
+        }
+        assert_eq!(
+            cache
+                .get::<Organization>("organization-hot")
+                .map(|(_, r)| r),
+            Some(Some(7))
+        );
+        assert!(cache.get::<Organization>("organization-cold").is_none());
+        let g = cache.lock();
+        assert!(g.current.len() + g.previous.len() <= CACHED_STREAMS);
     }
 }

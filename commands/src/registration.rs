@@ -313,8 +313,9 @@ pub async fn revoke(
 /// An instance consumes a registration token and gets its own auth token.
 ///
 /// Two appends: the consumption on `regtoken-{id}` (which enforces the
-/// count, expiry and revocation), then the auth token on
-/// `authtoken-{auth_token_id}`. The consumption is the source of truth for
+/// count, expiry and revocation; batched with the consumptions other
+/// instances make meanwhile, see [`CommandBus::execute_batched`]), then the
+/// auth token on the new stream `authtoken-{auth_token_id}`. The consumption is the source of truth for
 /// the count. The second append is retried on transient errors (issuing is
 /// idempotent); if it still fails, or the process dies between the two, the
 /// consumption stays recorded with an auth token that was never delivered:
@@ -332,11 +333,9 @@ pub async fn consume(
     let invalid = || RegistrationFailure::RegistrationToken(RegistrationTokenError::NotFound);
     let (registration_token_id, secret) = parse_registration_token(value).ok_or_else(invalid)?;
     let stream_id = registration_token_id.to_string();
-    let stream = CommandBus::stream_name::<RegistrationToken>(&stream_id);
-    let token = match first_event(bus, &stream).await? {
-        Some(RegistrationTokenEvent::Created(created)) => created,
-        _ => return Err(invalid()),
-    };
+    let token = registration_token_facts(bus, &stream_id)
+        .await?
+        .ok_or_else(invalid)?;
     if !crypto::secret_matches(&secret, &token.hash) {
         return Err(invalid());
     }
@@ -353,7 +352,7 @@ pub async fn consume(
         auth_token_id,
         instance: instance.clone(),
     };
-    bus.execute::<RegistrationToken>(&stream_id, consume, metadata)
+    bus.execute_batched::<RegistrationToken>(&stream_id, consume, metadata)
         .await?;
 
     let auth_secret = crypto::new_secret();
@@ -410,7 +409,7 @@ async fn issue_auth_token(
     let mut attempt = 0;
     loop {
         match bus
-            .execute::<AuthToken>(&id, command.clone(), metadata)
+            .execute_new::<AuthToken>(&id, command.clone(), metadata)
             .await
         {
             Err(e) if is_transient(&e) && attempt + 1 < FOLLOW_UP_ATTEMPTS => {
@@ -566,6 +565,41 @@ async fn first_event<E: DomainEvent>(
         .map(eventlog::decode)
         .transpose()
         .map_err(RegistrationFailure::Log)
+}
+
+/// What a consumption needs to know of a registration token besides the
+/// decision: its hash, application and organization. They never change once
+/// the token exists, so the state the bus has cached serves as well as the
+/// stream's first event.
+struct RegistrationTokenFacts {
+    hash: String,
+    organization_id: Uuid,
+    client_id: Uuid,
+}
+
+async fn registration_token_facts(
+    bus: &CommandBus,
+    id: &str,
+) -> Result<Option<RegistrationTokenFacts>, RegistrationFailure> {
+    if let Some(token) = bus
+        .cached::<RegistrationToken>(id)
+        .filter(|token| token.exists)
+    {
+        return Ok(Some(RegistrationTokenFacts {
+            hash: token.hash,
+            organization_id: token.organization_id,
+            client_id: token.client_id,
+        }));
+    }
+    let stream = CommandBus::stream_name::<RegistrationToken>(id);
+    Ok(match first_event(bus, &stream).await? {
+        Some(RegistrationTokenEvent::Created(created)) => Some(RegistrationTokenFacts {
+            hash: created.hash,
+            organization_id: created.organization_id,
+            client_id: created.client_id,
+        }),
+        _ => None,
+    })
 }
 
 /// The auth token's immutable facts, read before a command so that a failed

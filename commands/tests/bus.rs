@@ -151,6 +151,155 @@ async fn a_refused_command_appends_nothing_and_a_no_op_has_no_position() {
     assert_eq!((state.name.as_str(), rev), ("Acme", Some(0)));
 }
 
+// --- batched commands -----------------------------------------------------------
+
+/// A log whose appends take a few milliseconds, so that commands pile up
+/// behind each one; it counts the appends.
+struct SlowLog {
+    inner: Arc<dyn EventLog>,
+    appends: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventLog for SlowLog {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: eventlog::ExpectedRevision,
+        events: Vec<eventlog::NewEvent>,
+    ) -> Result<eventlog::AppendResult, eventlog::Error> {
+        self.appends
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        direction: Direction,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<eventlog::RecordedEvent>, eventlog::Error> {
+        self.inner.read_stream(stream, direction, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        after: eventlog::Position,
+        filter: &eventlog::Filter,
+        limit: usize,
+    ) -> Result<Vec<eventlog::RecordedEvent>, eventlog::Error> {
+        self.inner.read_all(after, filter, limit).await
+    }
+    async fn read_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<eventlog::RecordedEvent>, eventlog::Error> {
+        self.inner.read_subject(subject).await
+    }
+    async fn head(&self) -> Result<Option<eventlog::Position>, eventlog::Error> {
+        self.inner.head().await
+    }
+    async fn count_after(&self, after: eventlog::Position) -> Result<u64, eventlog::Error> {
+        self.inner.count_after(after).await
+    }
+    fn wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.wakeups()
+    }
+    async fn seal(&self) -> Result<Option<eventlog::Anchor>, eventlog::Error> {
+        self.inner.seal().await
+    }
+    async fn verify(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<eventlog::VerifyReport, eventlog::Error> {
+        self.inner.verify(progress).await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+/// Batched renames, some of them invalid, with plain renames in between:
+/// each is decided in its turn, each refusal reaches only its own caller,
+/// every accepted one lands at the revision its outcome names, and the
+/// batched ones share appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_commands_are_decided_one_by_one_and_appended_together() {
+    use domain::organization::{Organization, OrganizationCommand};
+    let (inner, _dir) = sqlite().await;
+    let log = Arc::new(SlowLog {
+        inner,
+        appends: Default::default(),
+    });
+    let bus = Arc::new(CommandBus::new(log.clone(), Arc::new(SystemClock)));
+    let id = Uuid::now_v7();
+    organization::create(&bus, id, "Start", &meta())
+        .await
+        .unwrap();
+    let appends_before = log.appends.load(std::sync::atomic::Ordering::SeqCst);
+
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let bus = Arc::clone(&bus);
+        tasks.push(tokio::spawn(async move {
+            // Every tenth name is blank, which the aggregate refuses; every
+            // fifteenth command takes the plain path.
+            let name = if i % 10 == 0 {
+                "  ".to_owned()
+            } else {
+                format!("Name {i}")
+            };
+            let command = OrganizationCommand::Rename { name: name.clone() };
+            let out = if i % 15 == 0 {
+                bus.execute::<Organization>(&id.to_string(), command, &meta())
+                    .await
+            } else {
+                bus.execute_batched::<Organization>(&id.to_string(), command, &meta())
+                    .await
+            };
+            (name, out)
+        }));
+    }
+    let mut landed = std::collections::BTreeMap::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (name, Ok(out)) => {
+                assert_eq!(out.events, 1, "{name}");
+                assert!(out.position.is_some());
+                assert!(landed.insert(out.revision.unwrap(), name).is_none());
+            }
+            (name, Err(CommandError::Domain(OrganizationError::InvalidName))) => {
+                assert_eq!(name.trim(), "");
+            }
+            (name, Err(other)) => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(landed.len(), 108);
+    assert_eq!(
+        landed.keys().copied().collect::<Vec<_>>(),
+        (1..=108).collect::<Vec<u64>>()
+    );
+    let stream = CommandBus::stream_name::<Organization>(&id.to_string());
+    let stored = bus
+        .log()
+        .read_stream(&stream, Direction::Forwards, Some(1), 1000)
+        .await
+        .unwrap();
+    for e in &stored {
+        assert_eq!(e.data["name"], landed[&e.revision].as_str());
+    }
+    let appends = log.appends.load(std::sync::atomic::Ordering::SeqCst) - appends_before;
+    assert!(appends < 60, "108 renames took {appends} appends");
+    let (state, revision) = bus.load::<Organization>(&id.to_string()).await.unwrap();
+    assert_eq!(
+        (state.name.as_str(), revision),
+        (
+            stored.last().unwrap().data["name"].as_str().unwrap(),
+            Some(108)
+        )
+    );
+}
+
 // --- the OAuth client aggregate ------------------------------------------------
 
 mod clients {

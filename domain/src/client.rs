@@ -268,7 +268,8 @@ fn decode_as<T: serde::de::DeserializeOwned>(
     event_type: &str,
     data: &Value,
 ) -> Result<T, DecodeError> {
-    serde_json::from_value(data.clone()).map_err(|e| DecodeError::malformed(event_type, e))
+    // Deserialized from the borrowed value: no copy of the whole tree first.
+    T::deserialize(data).map_err(|e| DecodeError::malformed(event_type, e))
 }
 
 impl DomainEvent for ClientEvent {

@@ -1,7 +1,7 @@
 use crate::types::ExpectedRevision;
 
 /// What the event log can refuse or fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The stream is not at the expected revision; `actual` is where it is
     /// (`None`: the stream does not exist).
