@@ -57,10 +57,10 @@ impl DomainEvent for OrganizationEvent {
     fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
         let malformed = |e| DecodeError::malformed(event_type, e);
         match event_type {
-            CREATED_V1 => serde_json::from_value(data.clone())
+            CREATED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Created)
                 .map_err(malformed),
-            RENAMED_V1 => serde_json::from_value(data.clone())
+            RENAMED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Renamed)
                 .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),

@@ -117,13 +117,13 @@ impl DomainEvent for SigningKeyEvent {
     fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
         let malformed = |e| DecodeError::malformed(event_type, e);
         match event_type {
-            GENERATED_V1 => serde_json::from_value(data.clone())
+            GENERATED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Generated)
                 .map_err(malformed),
-            ACTIVATED_V1 => serde_json::from_value(data.clone())
+            ACTIVATED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Activated)
                 .map_err(malformed),
-            RETIRED_V1 => serde_json::from_value(data.clone())
+            RETIRED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Retired)
                 .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),

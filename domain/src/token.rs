@@ -98,16 +98,16 @@ impl DomainEvent for TokenEvent {
     fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
         let malformed = |e| DecodeError::malformed(event_type, e);
         match event_type {
-            ISSUED_V1 => serde_json::from_value(data.clone())
+            ISSUED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Issued)
                 .map_err(malformed),
-            REVOKED_V1 => serde_json::from_value(data.clone())
+            REVOKED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Revoked)
                 .map_err(malformed),
-            CLIENT_AUTH_FAILED_V1 => serde_json::from_value(data.clone())
+            CLIENT_AUTH_FAILED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::ClientAuthFailed)
                 .map_err(malformed),
-            ASSERTION_USED_V1 => serde_json::from_value(data.clone())
+            ASSERTION_USED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::AssertionUsed)
                 .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
