@@ -261,6 +261,11 @@ async fn create_next_table(
     Ok(())
 }
 
+/// Connection settings while an index of a next generation is built.
+const INDEX_BUILD_PRAGMAS: &str = "PRAGMA threads = 2";
+/// SQLite's default, restored on the pooled connection afterwards.
+const DEFAULT_PRAGMAS: &str = "PRAGMA threads = 0";
+
 /// Gives `p`'s next generation on SQLite the indexes of its live tables
 /// that it lacks, each in its own transaction (so appends to a log in the
 /// same file wait for one index at a time). On PostgreSQL the next tables
@@ -286,9 +291,15 @@ pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), Pr
             .fetch_one(&mut *tx)
             .await?;
             if exists == 0 {
-                sqlx::query(sqlx::AssertSqlSafe(ddl))
+                // A large sort: let SQLite's sorter use a helper thread
+                // (about a fifth faster on a million audit entries; a
+                // bigger cache made it slower).
+                sqlx::query(INDEX_BUILD_PRAGMAS).execute(&mut *tx).await?;
+                let built = sqlx::query(sqlx::AssertSqlSafe(ddl))
                     .execute(&mut *tx)
-                    .await?;
+                    .await;
+                sqlx::query(DEFAULT_PRAGMAS).execute(&mut *tx).await?;
+                built?;
             }
             tx.commit().await?;
         }
