@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use projections::audit::{self, AuditFilter};
-use sqlx::Row;
 
 use crate::config::Config;
 use crate::server::{Stores, open_stores};
@@ -43,17 +42,6 @@ fn summary(label: &str, mut times: Vec<Duration>, note: &str) {
     );
 }
 
-/// The first column of the first row `sql` returns, if any.
-async fn first_text(db: &projections::ReadDb, sql: &'static str) -> Result<Option<String>, String> {
-    sqlx::query(sql)
-        .fetch_optional(&db.pool)
-        .await
-        .map_err(failed)?
-        .map(|r| r.try_get::<String, _>(0))
-        .transpose()
-        .map_err(failed)
-}
-
 pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     let Stores { log, read_db, .. } = open_stores(config).await.map_err(failed)?;
     let head = log.head().await.map_err(failed)?;
@@ -66,23 +54,17 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     };
     let subject = match args.subject {
         Some(s) => s,
-        None => first_text(
-            &read_db,
-            "SELECT subject FROM audit_entries WHERE subject IS NOT NULL
-             ORDER BY commit_pos DESC, prepare_pos DESC LIMIT 1",
-        )
-        .await?
-        .ok_or("no subject in the audit trail: seed the log and build the projections first")?,
+        None => audit::newest_subject(&read_db)
+            .await
+            .map_err(failed)?
+            .ok_or("no subject in the audit trail: seed the log and build the projections first")?,
     };
     let actor = match args.actor {
         Some(a) => a,
-        None => first_text(
-            &read_db,
-            "SELECT actor_id FROM audit_entries WHERE actor_id IS NOT NULL
-             GROUP BY actor_id ORDER BY count(*) DESC LIMIT 1",
-        )
-        .await?
-        .ok_or("no actor in the audit trail")?,
+        None => audit::busiest_actor(&read_db)
+            .await
+            .map_err(failed)?
+            .ok_or("no actor in the audit trail")?,
     };
     let n = args.iterations.max(1);
     println!(

@@ -388,6 +388,28 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
 
 /// Entries that pass `filter`, newest first (by log position), strictly
 /// before `before`, at most `limit`.
+/// The subject of the newest entry that names one (for benchmarks).
+pub async fn newest_subject(db: &ReadDb) -> Result<Option<String>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT subject FROM audit_entries WHERE subject IS NOT NULL
+         ORDER BY commit_pos DESC, prepare_pos DESC LIMIT 1",
+    )
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// The actor with the most entries (for benchmarks).
+pub async fn busiest_actor(db: &ReadDb) -> Result<Option<String>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT actor_id FROM audit_entries WHERE actor_id IS NOT NULL
+         GROUP BY actor_id ORDER BY count(*) DESC LIMIT 1",
+    )
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
 pub async fn query(
     db: &ReadDb,
     filter: &AuditFilter,

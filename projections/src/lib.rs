@@ -19,6 +19,7 @@ pub mod organizations;
 pub mod rebuild;
 pub mod registration;
 mod runner;
+pub mod subject_keys;
 
 pub use db::{Dialect, ReadDb};
 pub use generation::Tables;

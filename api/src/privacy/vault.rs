@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use commands::crypto::{self, MasterKey};
-use projections::ReadDb;
-use sqlx::Row;
+use projections::{ProjectionError, ReadDb, subject_keys};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -18,7 +17,7 @@ pub type DataKey = [u8; 32];
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("subject key table: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] ProjectionError),
     #[error("the key of subject {0} does not open with this master key")]
     Unsealable(String),
 }
@@ -63,12 +62,9 @@ impl SubjectKeys {
     }
 
     async fn load(&self, subject: &str) -> Result<Option<DataKey>, VaultError> {
-        let row = sqlx::query("SELECT sealed_key FROM subject_keys WHERE subject = $1")
-            .bind(subject.to_owned())
-            .fetch_optional(&self.db.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let sealed: String = row.try_get(0)?;
+        let Some(sealed) = subject_keys::sealed(&self.db, subject).await? else {
+            return Ok(None);
+        };
         let opened = crypto::open(&self.master, subject.as_bytes(), &sealed)
             .map_err(|_| VaultError::Unsealable(subject.to_owned()))?;
         let key: DataKey = opened
@@ -97,15 +93,7 @@ impl SubjectKeys {
         let now = OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (subject) DO NOTHING",
-        )
-        .bind(subject.to_owned())
-        .bind(sealed)
-        .bind(now)
-        .execute(&self.db.pool)
-        .await?;
+        subject_keys::insert(&self.db, subject, &sealed, &now).await?;
         self.load(subject)
             .await?
             .ok_or_else(|| VaultError::Unsealable(subject.to_owned()))
@@ -114,11 +102,8 @@ impl SubjectKeys {
     /// Deletes the subject's key (crypto-shredding); true if there was one.
     pub async fn erase(&self, subject: &str) -> Result<bool, VaultError> {
         self.evict(subject);
-        let done = sqlx::query("DELETE FROM subject_keys WHERE subject = $1")
-            .bind(subject.to_owned())
-            .execute(&self.db.pool)
-            .await?;
+        let deleted = subject_keys::delete(&self.db, subject).await?;
         self.evict(subject);
-        Ok(done.rows_affected() > 0)
+        Ok(deleted)
     }
 }
