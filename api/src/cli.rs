@@ -252,15 +252,14 @@ async fn export(
     out: Option<std::path::PathBuf>,
 ) -> Result<u64, CliError> {
     let Stores { log, .. } = open_stores(config).await?;
-    let doc = api::privacy::export(&log, subject).await.map_err(failed)?;
+    let doc = api::privacy::hand_out(&log, subject, &operator())
+        .await
+        .map_err(failed)?;
     let text = serde_json::to_string_pretty(&doc).map_err(failed)?;
     match &out {
         Some(path) => api::master_key::write_private(path, &text).map_err(failed)?,
         None => println!("{text}"),
     }
-    api::privacy::record_export(&log, &doc, &operator())
-        .await
-        .map_err(failed)?;
     Ok(doc.events.len() as u64)
 }
 
@@ -271,9 +270,6 @@ async fn correct(
     user_name: Option<String>,
     device_name: Option<String>,
 ) -> Result<u64, CliError> {
-    if user_name.is_none() && device_name.is_none() {
-        return Err(failed("name --user-name and/or --device-name"));
-    }
     let Stores { bus, .. } = open_stores(config).await?;
     let (changed, _) = api::privacy::correct(&bus, subject, user_name, device_name, &operator())
         .await

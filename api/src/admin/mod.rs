@@ -82,11 +82,18 @@ impl<T> Page<T> {
 /// Waits until the read models hold a command's events, so the response
 /// (and the caller's next request) reads its own write.
 pub async fn settle(state: &AppState, outcome: &Outcome) -> Result<(), Problem> {
-    if let Some(at) = outcome.position
-        && !state
-            .projections
-            .wait_for(at, Duration::from_secs(10))
-            .await
+    match outcome.position {
+        Some(at) => settle_at(state, at).await,
+        None => Ok(()),
+    }
+}
+
+/// Waits until the read models hold the log up to `at`.
+pub async fn settle_at(state: &AppState, at: eventlog::Position) -> Result<(), Problem> {
+    if !state
+        .projections
+        .wait_for(at, Duration::from_secs(10))
+        .await
     {
         return Err(Problem::unavailable(
             "the change is recorded but the read models are behind; retry the read shortly",

@@ -7,11 +7,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use commands::Outcome;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AdminCaller, settle};
+use super::{AdminCaller, settle_at};
 use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::privacy::{self, Erasure, PrivacyError, SubjectExport};
@@ -30,7 +29,10 @@ pub fn router() -> Router<AppState> {
 fn problem(e: PrivacyError) -> Problem {
     match e {
         PrivacyError::InvalidSubject => Problem::bad_request(e.to_string()),
-        PrivacyError::Correction { .. } => Problem::validation(e.to_string()),
+        PrivacyError::UnknownSubject => Problem::not_found("subject"),
+        PrivacyError::NothingToCorrect | PrivacyError::Correction { .. } => {
+            Problem::validation(e.to_string())
+        }
         other => Problem::internal(&other),
     }
 }
@@ -90,14 +92,8 @@ pub async fn export(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(subject) = path?;
-    let doc = privacy::export(&state.log, &subject)
-        .await
-        .map_err(problem)?;
-    if doc.events.is_empty() {
-        return Err(Problem::not_found("subject"));
-    }
     let meta = ctx.metadata(caller.actor(), None);
-    privacy::record_export(&state.log, &doc, &meta)
+    let doc = privacy::hand_out(&state.log, &subject, &meta)
         .await
         .map_err(problem)?;
     let mut resp = Json(doc).into_response();
@@ -132,11 +128,6 @@ pub async fn correct(
     Body(body): Body<Correction>,
 ) -> Result<Json<Corrected>, Problem> {
     let Path(subject) = path?;
-    if body.user_name.is_none() && body.device_name.is_none() {
-        return Err(Problem::validation(
-            "name at least one of user_name and device_name",
-        ));
-    }
     let meta = ctx.metadata(caller.actor(), None);
     let (changed, last) = privacy::correct(
         &state.bus,
@@ -147,8 +138,8 @@ pub async fn correct(
     )
     .await
     .map_err(problem)?;
-    if let Some(out) = &last {
-        settle(&state, out).await?;
+    if let Some(at) = last.and_then(|out| out.position) {
+        settle_at(&state, at).await?;
     }
     Ok(Json(Corrected {
         auth_token_ids: changed.iter().map(Uuid::to_string).collect(),
@@ -174,16 +165,7 @@ pub async fn erase(
         .map_err(problem)?;
     // Once the read models have applied the erasure, push SQLite's
     // write-ahead log into the files so the old values are gone from it.
-    settle(
-        &state,
-        &Outcome {
-            stream: String::new(),
-            revision: None,
-            position: Some(done.position),
-            events: 1,
-        },
-    )
-    .await?;
+    settle_at(&state, done.position).await?;
     state
         .read_db
         .checkpoint()

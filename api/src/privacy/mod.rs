@@ -33,6 +33,10 @@ pub const EXPORT_SCHEMA: &str = "idp.subject-export.v1";
 pub enum PrivacyError {
     #[error("subject ids are 1 to 200 visible ASCII characters")]
     InvalidSubject,
+    #[error("no event names this subject")]
+    UnknownSubject,
+    #[error("name at least one value to correct (user_name, device_name)")]
+    NothingToCorrect,
     #[error(transparent)]
     Log(#[from] eventlog::Error),
     #[error("subject keys: {0}")]
@@ -211,19 +215,24 @@ pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExp
     })
 }
 
-/// Records that an export was handed out (who asked is in `metadata`).
-pub async fn record_export(
+/// The export of a known subject, recorded as handed out to whoever
+/// `metadata` names (an access request is itself audited).
+pub async fn hand_out(
     log: &Arc<dyn EventLog>,
-    export: &SubjectExport,
+    subject: &str,
     metadata: &Metadata,
-) -> Result<Position, PrivacyError> {
+) -> Result<SubjectExport, PrivacyError> {
+    let doc = export(log, subject).await?;
+    if doc.events.is_empty() {
+        return Err(PrivacyError::UnknownSubject);
+    }
     let event = PrivacyEvent::Exported(SubjectExported {
-        subject: export.subject.clone(),
-        events: export.events.len() as u64,
+        subject: doc.subject.clone(),
+        events: doc.events.len() as u64,
         exported_at: OffsetDateTime::now_utc(),
     });
-    let out = journal::record(log, &privacy_stream(&export.subject), &event, metadata).await?;
-    Ok(out.position)
+    journal::record(log, &privacy_stream(&doc.subject), &event, metadata).await?;
+    Ok(doc)
 }
 
 /// Records corrected values on every instance of the subject; returns the
@@ -236,6 +245,9 @@ pub async fn correct(
     metadata: &Metadata,
 ) -> Result<(Vec<Uuid>, Option<Outcome>), PrivacyError> {
     check_subject(subject)?;
+    if user_name.is_none() && device_name.is_none() {
+        return Err(PrivacyError::NothingToCorrect);
+    }
     let events = bus.log().read_subject(subject).await?;
     let mut changed = Vec::new();
     let mut last = None;

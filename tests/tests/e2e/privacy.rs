@@ -70,6 +70,19 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
+/// `GET /admin/subjects/{subject}`: status and document.
+async fn export(s: &TestServer, admin: &Admin, subject: &str) -> (u16, Value) {
+    let (st, _, doc) = s
+        .call(
+            Method::GET,
+            &format!("/admin/subjects/{subject}"),
+            &admin.token,
+            None,
+        )
+        .await;
+    (st, doc)
+}
+
 async fn stored_events_mentioning(s: &TestServer, text: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events WHERE data LIKE $1 OR metadata LIKE $1")
         .bind(format!("%{text}%"))
@@ -145,14 +158,7 @@ async fn data_subject_requests(store: Store) {
     assert_eq!(st, 404);
 
     // Export: current data and the whole history, exchange included.
-    let (st, _, doc) = s
-        .call(
-            Method::GET,
-            &format!("/admin/subjects/{subject}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, doc) = export(&s, &admin, &subject).await;
     assert_eq!(st, 200, "{doc}");
     assert_eq!(doc["schema"], "idp.subject-export.v1");
     assert_eq!(doc["subject"], subject.as_str());
@@ -181,7 +187,19 @@ async fn data_subject_requests(store: Store) {
     }
     assert!(!doc.to_string().contains(&alan), "only this subject");
 
-    // Correction: recorded as events, applied everywhere.
+    assert_eq!(export(&s, &admin, "person:unknown").await.0, 404);
+
+    // Correction: recorded as events, applied everywhere; nothing to correct
+    // is refused.
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("/admin/subjects/{subject}/correction"),
+            &admin.token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 422);
     let (st, _, c) = s
         .call(
             Method::POST,
@@ -192,14 +210,7 @@ async fn data_subject_requests(store: Store) {
         .await;
     assert_eq!(st, 200, "{c}");
     assert_eq!(c["auth_token_ids"].as_array().unwrap().len(), 2);
-    let (_, _, doc) = s
-        .call(
-            Method::GET,
-            &format!("/admin/subjects/{subject}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (_, doc) = export(&s, &admin, &subject).await;
     assert!(
         doc["current"]["instances"]
             .as_array()
@@ -221,14 +232,7 @@ async fn data_subject_requests(store: Store) {
     assert_eq!(st, 200, "{erased}");
     assert_eq!(erased["key_deleted"], true);
 
-    let (st, _, doc) = s
-        .call(
-            Method::GET,
-            &format!("/admin/subjects/{subject}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, doc) = export(&s, &admin, &subject).await;
     assert_eq!(st, 200);
     assert_eq!(doc["erasure"]["actor_id"], admin.client_id.as_str());
     assert!(
