@@ -358,7 +358,13 @@ impl TokenService {
             expires_at,
         });
         let now = OffsetDateTime::now_utc();
-        journal::record(&self.log, &revocation_stream(now), &event, meta).await?;
+        journal::record(
+            &self.log,
+            &domain::token::revocation_stream(now),
+            &event,
+            meta,
+        )
+        .await?;
         if let Ok(mut r) = self.revoked.write() {
             r.insert(token.jti.clone(), token.claims.exp);
         }
@@ -470,18 +476,6 @@ fn stream_id(e: &RecordedEvent) -> Option<Uuid> {
     e.stream
         .split_once('-')
         .and_then(|(_, id)| Uuid::parse_str(id).ok())
-}
-
-/// Where revocations go: their own day-bucketed category, small enough to
-/// load whole at start.
-pub fn revocation_stream(at: OffsetDateTime) -> String {
-    let d = at.date();
-    format!(
-        "revocations-{:04}{:02}{:02}",
-        d.year(),
-        u8::from(d.month()),
-        d.day()
-    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -130,6 +130,20 @@ pub fn auth_failure_stream(at: OffsetDateTime) -> String {
     format!("authfailures-{}", day(at))
 }
 
+/// Where revocations go: their own day-bucketed category, small enough to
+/// load whole at start.
+pub fn revocation_stream(at: OffsetDateTime) -> String {
+    format!("revocations-{}", day(at))
+}
+
+/// The categories of the day-bucketed journal streams. Their events are
+/// most of the log and only ever appended there (as `JOURNAL_EVENT_TYPES`);
+/// read models may index them more sparingly than aggregate events.
+pub const JOURNAL_CATEGORIES: &[&str] = &["tokens", "revocations", "authfailures"];
+
+/// The event types appended to journal streams, and to no other stream.
+pub const JOURNAL_EVENT_TYPES: &[&str] = &[ISSUED_V1, REVOKED_V1, CLIENT_AUTH_FAILED_V1];
+
 fn day(at: OffsetDateTime) -> String {
     let d = at.date();
     format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
@@ -146,6 +160,20 @@ mod tests {
         assert!(s.starts_with("tokens-20261118-"), "{s}");
         assert!(s.ends_with("-3"));
         assert_eq!(auth_failure_stream(at), "authfailures-20261118");
+    }
+
+    #[test]
+    fn journal_streams_are_in_journal_categories() {
+        let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        for s in [
+            token_stream(Uuid::from_u128(5), at),
+            auth_failure_stream(at),
+            revocation_stream(at),
+        ] {
+            let category = s.split_once('-').map_or(s.as_str(), |(c, _)| c);
+            assert!(JOURNAL_CATEGORIES.contains(&category), "{s}");
+        }
+        assert!(!JOURNAL_EVENT_TYPES.contains(&ASSERTION_USED_V1));
     }
 
     #[test]

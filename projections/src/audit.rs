@@ -3,10 +3,13 @@
 //! envelope is kept; event data (secret hashes, personal values) never
 //! reaches this read model, and the full event stays in the log.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use domain::ActorKind;
 use domain::registration::AUTH_TOKEN_REUSE_DETECTED_V1;
-use domain::token::CLIENT_AUTH_FAILED_V1;
+use domain::token::{CLIENT_AUTH_FAILED_V1, JOURNAL_CATEGORIES, JOURNAL_EVENT_TYPES};
+use eventlog::category_of;
 use eventlog::{Position, RecordedEvent};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
@@ -89,35 +92,82 @@ pub fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
+/// RFC 3339 UTC of unix microseconds, as entries show their times.
+fn micros_text(us: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .map(utc_text)
+        .unwrap_or_default()
+}
+
+/// The minute of `audit_minutes` that unix microseconds fall in.
+fn minute_of(us: i64) -> i64 {
+    us.div_euclid(60_000_000)
+}
+
+/// Whether entries of streams in `category` are journal entries (indexed
+/// only by actor, organization and correlation: see the migration).
+fn journal_category(category: &str) -> bool {
+    JOURNAL_CATEGORIES.contains(&category)
+}
+
 const ENTRY_COLUMNS: &str =
-    "commit_pos, prepare_pos, position, event_id, stream, category, revision, action,
-     outcome, occurred_at, occurred_us, recorded_at, actor_kind, actor_id, subject, organization_id,
+    "commit_pos, prepare_pos, event_id, stream, category, revision, action, journal,
+     outcome, occurred_us, recorded_us, actor_kind, actor_id, subject, organization_id,
      source_ip, user_agent, correlation_id, causation_id";
 /// Values per entry (the columns above).
-const PER_ROW: usize = 20;
-/// Entries per INSERT: 1,000 parameters, well inside both databases' limits.
-const ROWS_PER_INSERT: usize = 50;
+const PER_ROW: usize = 19;
+
+/// Entries per INSERT: fewer statements (each a hop to SQLite's worker
+/// thread) for SQLite, whose limit is 32,766 parameters; PostgreSQL's
+/// planner prefers shorter statements.
+fn rows_per_insert(dialect: Dialect) -> usize {
+    match dialect {
+        Dialect::Sqlite => 500,
+        Dialect::Postgres => 50,
+    }
+}
 
 /// `INSERT ... VALUES (...), (...)` for `rows` entries. SQLite gets
 /// anonymous `?` parameters: for numbered ones it looks up each
 /// parameter's name in a list as long as the statement's parameters, which
-/// made binding 1,000 of them cost more than the insert itself.
+/// made binding many of them cost more than the insert itself.
 fn insert_sql(table: &str, dialect: Dialect, rows: usize) -> String {
     let mut sql = format!("INSERT INTO {table} ({ENTRY_COLUMNS}) VALUES ");
+    values_sql(&mut sql, dialect, rows, PER_ROW);
+    sql.push_str(" ON CONFLICT (commit_pos, prepare_pos) DO NOTHING");
+    sql
+}
+
+/// Appends `(…), (…)`: `rows` tuples of `per_row` parameters.
+fn values_sql(sql: &mut String, dialect: Dialect, rows: usize, per_row: usize) {
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..PER_ROW {
+        for c in 0..per_row {
             if c > 0 {
                 sql.push_str(", ");
             }
             match dialect {
                 Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => sql.push_str(&format!("${}", r * PER_ROW + c + 1)),
+                Dialect::Postgres => sql.push_str(&format!("${}", r * per_row + c + 1)),
             }
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (commit_pos, prepare_pos) DO NOTHING");
+}
+
+/// Widens each minute's range of positions by this batch's entries.
+fn minutes_sql(table: &str, dialect: Dialect, rows: usize) -> String {
+    let (least, greatest) = match dialect {
+        Dialect::Sqlite => ("min", "max"),
+        Dialect::Postgres => ("LEAST", "GREATEST"),
+    };
+    let mut sql = format!("INSERT INTO {table} (minute, first_commit, last_commit) VALUES ");
+    values_sql(&mut sql, dialect, rows, 3);
+    sql.push_str(&format!(
+        " ON CONFLICT (minute) DO UPDATE SET
+            first_commit = {least}({table}.first_commit, excluded.first_commit),
+            last_commit = {greatest}({table}.last_commit, excluded.last_commit)"
+    ));
     sql
 }
 
@@ -126,18 +176,18 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 /// Binds the [`ENTRY_COLUMNS`] of one event's entry. Only the envelope is read.
 fn bind_entry<'q>(q: AnyQuery<'q>, e: &RecordedEvent) -> AnyQuery<'q> {
     let m = &e.metadata;
+    let category = e.category();
     q.bind(e.position.commit as i64)
         .bind(e.position.prepare as i64)
-        .bind(e.position.to_string())
         .bind(e.id.to_string())
         .bind(e.stream.clone())
-        .bind(e.category().to_owned())
+        .bind(category.to_owned())
         .bind(e.revision as i64)
         .bind(e.event_type.clone())
+        .bind(i64::from(journal_category(category)))
         .bind(AuditOutcome::of(&e.event_type).as_str())
-        .bind(utc_text(m.occurred_at))
         .bind(micros(m.occurred_at))
-        .bind(utc_text(e.recorded_at))
+        .bind(micros(e.recorded_at))
         .bind(actor_kind_str(m.actor.kind))
         .bind(m.actor.id.clone())
         .bind(e.subject.clone())
@@ -155,11 +205,11 @@ impl Projection for AuditProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["audit_entries"]
+        &["audit_entries", "audit_minutes"]
     }
 
     fn handles(&self, _: &RecordedEvent) -> bool {
@@ -185,11 +235,28 @@ impl Projection for AuditProjection {
         // and no decoding of event data: this keeps up with the per-token
         // journal.
         let table = tables.name("audit_entries");
-        for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut minutes: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for chunk in events.chunks(rows_per_insert(tables.dialect)) {
             let sql = insert_sql(&table, tables.dialect, chunk.len());
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
                 q = bind_entry(q, e);
+                let at = e.position.commit as i64;
+                let span = minutes
+                    .entry(minute_of(micros(e.metadata.occurred_at)))
+                    .or_insert((at, at));
+                span.0 = span.0.min(at);
+                span.1 = span.1.max(at);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let table = tables.name("audit_minutes");
+        let minutes: Vec<_> = minutes.into_iter().collect();
+        for chunk in minutes.chunks(rows_per_insert(tables.dialect)) {
+            let sql = minutes_sql(&table, tables.dialect, chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (minute, (first, last)) in chunk {
+                q = q.bind(*minute).bind(*first).bind(*last);
             }
             q.execute(&mut *conn).await?;
         }
@@ -283,6 +350,9 @@ enum Arg {
 struct Where {
     terms: Vec<String>,
     args: Vec<Arg>,
+    /// Whether the filters only match entries of aggregate streams, so that
+    /// the partial indexes over them (`WHERE journal = 0`) apply.
+    aggregates_only: bool,
 }
 
 impl Where {
@@ -306,8 +376,14 @@ impl Where {
             &filter.actor_kind.map(|k| actor_kind_str(k).to_owned()),
         );
         match &filter.action {
-            Some(ActionFilter::Exact(a)) => w.eq("action", &Some(a.clone())),
+            Some(ActionFilter::Exact(a)) => {
+                w.aggregates_only |= !JOURNAL_EVENT_TYPES.contains(&a.as_str());
+                w.eq("action", &Some(a.clone()));
+            }
             Some(ActionFilter::Prefix(p)) if !p.is_empty() => {
+                w.aggregates_only |= !JOURNAL_EVENT_TYPES
+                    .iter()
+                    .any(|t| t.starts_with(p.as_str()));
                 let lo = w.arg(Arg::Text(p.clone()));
                 w.terms.push(format!("action >= {lo}"));
                 if let Some(upper) = prefix_upper_bound(p) {
@@ -317,7 +393,13 @@ impl Where {
             }
             _ => {}
         }
+        if let Some(stream) = &filter.target {
+            w.aggregates_only |= !journal_category(category_of(stream));
+        }
         w.eq("stream", &filter.target);
+        if let Some(category) = &filter.category {
+            w.aggregates_only |= !journal_category(category);
+        }
         w.eq("category", &filter.category);
         w.eq("subject", &filter.subject);
         w.eq("organization_id", &filter.organization);
@@ -328,14 +410,12 @@ impl Where {
             // matches the query.
             w.terms.push(format!("outcome = '{}'", o.as_str()));
         }
-        if let Some(t) = filter.from_time {
-            let p = w.arg(Arg::Int(micros(t)));
-            w.terms.push(format!("occurred_us >= {p}"));
+        if w.aggregates_only {
+            // Implied by the filters above, but the planner only uses a
+            // partial index whose condition the query states.
+            w.terms.push("journal = 0".to_owned());
         }
-        if let Some(t) = filter.to_time {
-            let p = w.arg(Arg::Int(micros(t)));
-            w.terms.push(format!("occurred_us < {p}"));
-        }
+        w.time_range(filter.from_time.map(micros), filter.to_time.map(micros));
         if let Some(at) = before {
             let c = w.arg(Arg::Int(at.commit as i64));
             let p = w.arg(Arg::Int(at.prepare as i64));
@@ -344,6 +424,41 @@ impl Where {
             ));
         }
         w
+    }
+
+    /// `from` inclusive, `to` exclusive (unix microseconds). The entries of
+    /// the minutes the range touches lie between the lowest and highest
+    /// positions `audit_minutes` holds for them, so the range is first a
+    /// range of positions (walked newest first by whichever index the other
+    /// filters pick), then checked exactly against each entry's time.
+    fn time_range(&mut self, from: Option<i64>, to: Option<i64>) {
+        if from.is_none() && to.is_none() {
+            return;
+        }
+        let mut minutes = Vec::new();
+        if let Some(from) = from {
+            let m = self.arg(Arg::Int(minute_of(from)));
+            minutes.push(format!("minute >= {m}"));
+        }
+        if let Some(to) = to {
+            let m = self.arg(Arg::Int(minute_of(to.saturating_sub(1))));
+            minutes.push(format!("minute <= {m}"));
+        }
+        let minutes = minutes.join(" AND ");
+        self.terms.push(format!(
+            "commit_pos >= (SELECT min(first_commit) FROM audit_minutes WHERE {minutes})"
+        ));
+        self.terms.push(format!(
+            "commit_pos <= (SELECT max(last_commit) FROM audit_minutes WHERE {minutes})"
+        ));
+        if let Some(from) = from {
+            let p = self.arg(Arg::Int(from));
+            self.terms.push(format!("occurred_us >= {p}"));
+        }
+        if let Some(to) = to {
+            let p = self.arg(Arg::Int(to));
+            self.terms.push(format!("occurred_us < {p}"));
+        }
     }
 
     fn sql(&self) -> String {
@@ -357,7 +472,7 @@ impl Where {
 
 const COLUMNS: &str =
     "commit_pos, prepare_pos, event_id, stream, category, revision, action, outcome,
-    occurred_at, recorded_at, actor_kind, actor_id, subject, organization_id, source_ip, user_agent,
+    occurred_us, recorded_us, actor_kind, actor_id, subject, organization_id, source_ip, user_agent,
     correlation_id, causation_id";
 
 fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
@@ -365,6 +480,8 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
     let prepare: i64 = r.try_get(1)?;
     let revision: i64 = r.try_get(5)?;
     let outcome: String = r.try_get(7)?;
+    let occurred: i64 = r.try_get(8)?;
+    let recorded: i64 = r.try_get(9)?;
     Ok(AuditEntry {
         position: Position::new(commit as u64, prepare as u64),
         event_id: r.try_get(2)?,
@@ -373,8 +490,8 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
         revision: revision as u64,
         action: r.try_get(6)?,
         outcome: AuditOutcome::parse(&outcome).unwrap_or(AuditOutcome::Success),
-        occurred_at: r.try_get(8)?,
-        recorded_at: r.try_get(9)?,
+        occurred_at: micros_text(occurred),
+        recorded_at: micros_text(recorded),
         actor_kind: r.try_get(10)?,
         actor_id: r.try_get(11)?,
         subject: r.try_get(12)?,

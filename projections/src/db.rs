@@ -53,6 +53,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_privacy.sql"),
         postgres: include_str!("../../migrations/postgres/0005_privacy.sql"),
     },
+    Migration {
+        version: 6,
+        name: "audit_compact",
+        sqlite: include_str!("../../migrations/sqlite/0006_audit_compact.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_audit_compact.sql"),
+    },
 ];
 
 #[derive(Clone, Debug)]

@@ -287,7 +287,7 @@ pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), Pr
             let exists: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
             )
-            .bind(name)
+            .bind(name.clone())
             .fetch_one(&mut *tx)
             .await?;
             if exists == 0 {
@@ -295,11 +295,17 @@ pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), Pr
                 // (about a fifth faster on a million audit entries; a
                 // bigger cache made it slower).
                 sqlx::query(INDEX_BUILD_PRAGMAS).execute(&mut *tx).await?;
+                let started = std::time::Instant::now();
                 let built = sqlx::query(sqlx::AssertSqlSafe(ddl))
                     .execute(&mut *tx)
                     .await;
                 sqlx::query(DEFAULT_PRAGMAS).execute(&mut *tx).await?;
                 built?;
+                tracing::info!(
+                    index = %name,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "built an index of a rebuilt table"
+                );
             }
             tx.commit().await?;
         }
