@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::db::{Dialect, ReadDb};
+use crate::fields::values_sql;
 use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
@@ -136,23 +137,6 @@ fn insert_sql(table: &str, dialect: Dialect, rows: usize) -> String {
     values_sql(&mut sql, dialect, rows, PER_ROW);
     sql.push_str(" ON CONFLICT (commit_pos, prepare_pos) DO NOTHING");
     sql
-}
-
-/// Appends `(…), (…)`: `rows` tuples of `per_row` parameters.
-fn values_sql(sql: &mut String, dialect: Dialect, rows: usize, per_row: usize) {
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..per_row {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            match dialect {
-                Dialect::Sqlite => sql.push('?'),
-                Dialect::Postgres => sql.push_str(&format!("${}", r * per_row + c + 1)),
-            }
-        }
-        sql.push(')');
-    }
 }
 
 /// Widens each minute's range of positions by this batch's entries.

@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use crate::db::ReadDb;
-use crate::fields::{id_of, text};
+use crate::fields::{id_of, text, values_sql};
 use crate::generation::Tables;
 use crate::runner::{Projection, ProjectionError};
 
@@ -166,8 +166,10 @@ impl Projection for RegistrationProjection {
     ) -> Result<(), ProjectionError> {
         // A hot registration token is consumed many times per batch: only
         // its last count is written, before its next other event or at the
-        // end of the batch.
+        // end of the batch. Instances issued in the batch are written once,
+        // as their later events in the batch left them, many per statement.
         let mut used: HashMap<String, (i64, String)> = HashMap::new();
+        let mut instances = Instances::default();
         for e in events {
             if e.category() == "regtoken" {
                 if let RegistrationTokenEvent::Consumed(c) = eventlog::decode(e)? {
@@ -180,11 +182,145 @@ impl Projection for RegistrationProjection {
                 for (id, (n, at)) in used.drain() {
                     record_use(conn, tables, &id, n, &at).await?;
                 }
+            } else if e.category() == "authtoken" {
+                if instances.absorb(e)? {
+                    continue;
+                }
+                // About an instance written before this batch: its row.
+            } else {
+                // An erasure: the rows it may name are written first.
+                instances.flush(conn, tables).await?;
             }
             self.apply(conn, tables, e).await?;
         }
         for (id, (n, at)) in used {
             record_use(conn, tables, &id, n, &at).await?;
+        }
+        instances.flush(conn, tables).await
+    }
+}
+
+/// Instances issued within one batch, with what their later events in the
+/// batch changed, not yet written.
+#[derive(Default)]
+struct Instances {
+    rows: Vec<InstanceRow>,
+    by_id: HashMap<String, usize>,
+}
+
+/// An `auth_tokens` row: the columns of [`INSTANCE_COLUMNS`].
+struct InstanceRow {
+    id: String,
+    registration_token_id: String,
+    client_id: String,
+    organization_id: String,
+    instance_id: String,
+    device_name: String,
+    user_name: Option<String>,
+    app_version: String,
+    created_at: String,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    subject: Option<String>,
+    exchanged_at: Option<String>,
+    last_used_at: Option<String>,
+    chain_revoked_at: Option<String>,
+    deleted_at: Option<String>,
+}
+
+const INSTANCE_COLUMNS: &str = "id, registration_token_id, client_id, organization_id, instance_id,
+    device_name, user_name, app_version, created_at, source_ip, user_agent, subject,
+    exchanged_at, last_used_at, chain_revoked_at, deleted_at";
+const INSTANCE_VALUES: usize = 16;
+/// Rows per INSERT: 800 parameters.
+const INSTANCES_PER_INSERT: usize = 50;
+
+impl Instances {
+    /// Takes an auth-token event into the batch if it issues an instance or
+    /// changes one issued in this batch; false if it must be applied to a
+    /// row already written.
+    fn absorb(&mut self, e: &RecordedEvent) -> Result<bool, ProjectionError> {
+        let event = eventlog::decode::<AuthTokenEvent>(e)?;
+        if let AuthTokenEvent::Issued(i) = event {
+            let id = i.id.to_string();
+            self.by_id.insert(id.clone(), self.rows.len());
+            self.rows.push(InstanceRow {
+                id,
+                registration_token_id: i.registration_token_id.to_string(),
+                client_id: i.client_id.to_string(),
+                organization_id: i.organization_id.to_string(),
+                instance_id: i.instance.instance_id,
+                device_name: i.instance.device_name,
+                user_name: i.instance.user_name.value().cloned(),
+                app_version: i.instance.app_version,
+                created_at: text(i.issued_at),
+                source_ip: e.metadata.source_ip.clone(),
+                user_agent: e.metadata.user_agent.clone(),
+                subject: i.instance.subject,
+                exchanged_at: None,
+                last_used_at: None,
+                chain_revoked_at: None,
+                deleted_at: None,
+            });
+            return Ok(true);
+        }
+        let Some(row) = self.by_id.get(id_of(e)).map(|&k| &mut self.rows[k]) else {
+            return Ok(false);
+        };
+        match event {
+            AuthTokenEvent::Issued(_) => {}
+            AuthTokenEvent::Exchanged(x) => {
+                row.exchanged_at = Some(text(x.exchanged_at));
+                row.last_used_at = Some(text(x.exchanged_at));
+            }
+            AuthTokenEvent::Refreshed(r) => row.last_used_at = Some(text(r.refreshed_at)),
+            AuthTokenEvent::ReuseDetected(r) => row.chain_revoked_at = Some(text(r.detected_at)),
+            AuthTokenEvent::Deleted(d) => row.deleted_at = Some(text(d.deleted_at)),
+            AuthTokenEvent::InstanceCorrected(c) => {
+                if let Some(user_name) = c.user_name {
+                    row.user_name = user_name.value().cloned();
+                }
+                if let Some(device_name) = c.device_name {
+                    row.device_name = device_name;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn flush(
+        &mut self,
+        conn: &mut AnyConnection,
+        tables: Tables,
+    ) -> Result<(), ProjectionError> {
+        self.by_id.clear();
+        let rows = std::mem::take(&mut self.rows);
+        let table = tables.name("auth_tokens");
+        for chunk in rows.chunks(INSTANCES_PER_INSERT) {
+            let mut sql = format!("INSERT INTO {table} ({INSTANCE_COLUMNS}) VALUES ");
+            values_sql(&mut sql, tables.dialect, chunk.len(), INSTANCE_VALUES);
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.id.clone())
+                    .bind(r.registration_token_id.clone())
+                    .bind(r.client_id.clone())
+                    .bind(r.organization_id.clone())
+                    .bind(r.instance_id.clone())
+                    .bind(r.device_name.clone())
+                    .bind(r.user_name.clone())
+                    .bind(r.app_version.clone())
+                    .bind(r.created_at.clone())
+                    .bind(r.source_ip.clone())
+                    .bind(r.user_agent.clone())
+                    .bind(r.subject.clone())
+                    .bind(r.exchanged_at.clone())
+                    .bind(r.last_used_at.clone())
+                    .bind(r.chain_revoked_at.clone())
+                    .bind(r.deleted_at.clone());
+            }
+            q.execute(&mut *conn).await?;
         }
         Ok(())
     }

@@ -407,10 +407,16 @@ async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
 
 /// One round of what a busy platform writes: an organization, a client with
 /// a secret, token grants with that secret, a registration token consumed by
-/// three instances, a refresh, a failed client authentication.
+/// three instances, their later lives (a refresh; an exchange and a
+/// correction; a detected reuse and a deletion), a failed client
+/// authentication, and every fifth round the erasure of the first person.
 async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
+    use domain::auth_token::{
+        AuthTokenDeleted, AuthTokenExchanged, AuthTokenInstanceCorrected, AuthTokenReuseDetected,
+    };
     use domain::client::{ClientCreated, ClientEvent, ClientSecretCreated, ClientSettings};
     use domain::organization::{OrganizationCreated, OrganizationEvent};
+    use domain::privacy::{PrivacyEvent, SubjectErased};
     use domain::registration::{
         AuthTokenEvent, AuthTokenIssued, AuthTokenRefreshed, InstanceInfo,
         RegistrationTokenConsumed, RegistrationTokenCreated, RegistrationTokenEvent,
@@ -547,18 +553,50 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
             }),
             &meta(),
         )];
-        if n == 1 {
-            events.push(encode(
-                &AuthTokenEvent::Refreshed(AuthTokenRefreshed {
-                    previous_token_id: Uuid::now_v7(),
+        let later: Vec<AuthTokenEvent> = match n {
+            1 => vec![AuthTokenEvent::Refreshed(AuthTokenRefreshed {
+                previous_token_id: Uuid::now_v7(),
+                refresh_token_id: Uuid::now_v7(),
+                refresh_hash: "33".repeat(32),
+                refreshed_at: now + time::Duration::seconds(1),
+            })],
+            2 => vec![
+                AuthTokenEvent::Exchanged(AuthTokenExchanged {
                     refresh_token_id: Uuid::now_v7(),
-                    refresh_hash: "33".repeat(32),
-                    refreshed_at: now + time::Duration::seconds(1),
+                    refresh_hash: "44".repeat(32),
+                    exchanged_at: now + time::Duration::seconds(2),
                 }),
-                &meta(),
-            ));
-        }
+                AuthTokenEvent::InstanceCorrected(AuthTokenInstanceCorrected {
+                    user_name: Some(domain::Pii::new(format!("user {n} corrected"))),
+                    device_name: Some("desk".into()),
+                    subject: None,
+                    corrected_at: now + time::Duration::seconds(3),
+                }),
+            ],
+            _ => vec![
+                AuthTokenEvent::ReuseDetected(AuthTokenReuseDetected {
+                    token_id: Uuid::now_v7(),
+                    detected_at: now + time::Duration::seconds(4),
+                }),
+                AuthTokenEvent::Deleted(AuthTokenDeleted {
+                    deleted_at: now + time::Duration::seconds(5),
+                }),
+            ],
+        };
+        events.extend(later.iter().map(|e| encode(e, &meta())));
         append(format!("authtoken-{at}"), events).await;
+    }
+    if round.is_multiple_of(5) {
+        let subject = "person:1".to_owned();
+        let mut erased = encode(
+            &PrivacyEvent::Erased(SubjectErased {
+                subject: subject.clone(),
+                erased_at: now,
+            }),
+            &meta(),
+        );
+        erased.subject = Some(subject.clone());
+        append(domain::privacy::privacy_stream(&subject), vec![erased]).await;
     }
     append(
         "authfailures-bench".into(),
@@ -572,6 +610,44 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
         )],
     )
     .await;
+}
+
+/// Applying events in batches (many rows per statement, later events folded
+/// into rows written once) leaves the same read models as applying them one
+/// at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_and_single_events_leave_the_same_read_models() {
+    let env = sqlite_env().await;
+    for r in 0..12 {
+        write_mix(&env.log, r).await;
+    }
+    let one = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
+    run_to_head(&env.log, &one, 1).await;
+    let many = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
+    run_to_head(&env.log, &many, 500).await;
+    let (a, b) = (snapshot(&many).await, snapshot(&one).await);
+    for ((t, a), (_, b)) in a.iter().zip(&b) {
+        assert!(!b.is_empty(), "{t} has rows");
+        assert_eq!(a, b, "{t}");
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(user_name, '-') || '/' || device_name FROM auth_tokens ORDER BY instance_id",
+    )
+    .fetch_all(&many.pool)
+    .await
+    .unwrap();
+    assert!(
+        names.contains(&"user 2 corrected/desk".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"-/laptop".to_owned()),
+        "an erased name: {names:?}"
+    );
+    assert!(
+        names.contains(&"user 1/laptop".to_owned()),
+        "named after the erasure: {names:?}"
+    );
 }
 
 async fn rebuild_under_writes(env: Env) {
