@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use domain::client::ClientEvent;
-use domain::token::{ISSUED_V1, TokenEvent};
+use domain::token::ISSUED_V1;
 use eventlog::RecordedEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
+use time::OffsetDateTime;
 
 use crate::db::ReadDb;
 use crate::fields::{id_of, text};
@@ -163,12 +164,24 @@ impl Projection for ClientsProjection {
     }
 }
 
-/// The secret a `token.issued` event authenticated with, and when.
+/// The secret a `token.issued` event authenticated with, and when. Only
+/// those two fields are read: this runs for every token the log holds.
 fn secret_use(e: &RecordedEvent) -> Result<Option<(String, String)>, ProjectionError> {
-    Ok(match eventlog::decode::<TokenEvent>(e)? {
-        TokenEvent::Issued(t) => t.secret_id.map(|s| (s.to_string(), text(t.issued_at))),
-        _ => None,
-    })
+    #[derive(Deserialize)]
+    struct SecretUse {
+        #[serde(default)]
+        secret_id: Option<uuid::Uuid>,
+        #[serde(with = "time::serde::rfc3339")]
+        issued_at: OffsetDateTime,
+    }
+    let used = SecretUse::deserialize(&e.data).map_err(|err| ProjectionError::Apply {
+        projection: "clients",
+        event: format!("{} at {}", e.event_type, e.position),
+        reason: err.to_string(),
+    })?;
+    Ok(used
+        .secret_id
+        .map(|s| (s.to_string(), text(used.issued_at))))
 }
 
 async fn record_secret_use(
