@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use eventlog::Position;
 use sqlx::{AnyConnection, Row};
 
-use crate::db::{Dialect, ReadDb};
+use crate::db::{BulkWriter, Dialect, ReadDb};
 use crate::runner::{Projection, ProjectionError, now_text};
 
 const NEXT: &str = "__next";
@@ -179,15 +179,16 @@ async fn lock_generations(
     Ok(())
 }
 
-async fn drop_old(db: &ReadDb, p: &dyn Projection) -> Result<(), ProjectionError> {
+async fn drop_old(writer: &mut BulkWriter, p: &dyn Projection) -> Result<(), ProjectionError> {
     for t in p.tables() {
-        let mut tx = db.begin_write().await?;
+        let mut tx = writer.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {t}{OLD}"
         )))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        writer.committed();
     }
     Ok(())
 }
@@ -197,10 +198,11 @@ async fn drop_old(db: &ReadDb, p: &dyn Projection) -> Result<(), ProjectionError
 /// otherwise the start of the log over freshly created empty tables.
 pub(crate) async fn prepare_next(
     db: &ReadDb,
+    writer: &mut BulkWriter,
     p: &dyn Projection,
 ) -> Result<Position, ProjectionError> {
-    drop_old(db, p).await?;
-    let mut tx = db.begin_write().await?;
+    drop_old(writer, p).await?;
+    let mut tx = writer.begin().await?;
     lock_generations(&mut tx, db.dialect).await?;
     let key = next_key(p.name());
     if let Some(cp) = read_checkpoint(&mut tx, &key).await?
@@ -212,6 +214,7 @@ pub(crate) async fn prepare_next(
         }
         if complete {
             tx.commit().await?;
+            writer.committed();
             return Ok(cp.at);
         }
     }
@@ -225,6 +228,7 @@ pub(crate) async fn prepare_next(
     }
     put_checkpoint(&mut tx, &key, p.version(), Position::START).await?;
     tx.commit().await?;
+    writer.committed();
     Ok(Position::START)
 }
 
@@ -270,7 +274,11 @@ const DEFAULT_PRAGMAS: &str = "PRAGMA threads = 0";
 /// that it lacks, each in its own transaction (so appends to a log in the
 /// same file wait for one index at a time). On PostgreSQL the next tables
 /// got their indexes when they were created.
-pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), ProjectionError> {
+pub(crate) async fn index_next(
+    db: &ReadDb,
+    writer: &mut BulkWriter,
+    p: &dyn Projection,
+) -> Result<(), ProjectionError> {
     if db.dialect != Dialect::Sqlite {
         return Ok(());
     }
@@ -283,7 +291,7 @@ pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), Pr
         .await?;
         for sql in live {
             let (name, ddl) = next_index_ddl(&sql, t)?;
-            let mut tx = db.begin_write().await?;
+            let mut tx = writer.begin().await?;
             let exists: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
             )
@@ -308,6 +316,7 @@ pub(crate) async fn index_next(db: &ReadDb, p: &dyn Projection) -> Result<(), Pr
                 );
             }
             tx.commit().await?;
+            writer.committed();
         }
     }
     Ok(())
@@ -403,9 +412,13 @@ pub(crate) enum Switched {
 
 /// Makes `p`'s next generation the live one, in one transaction: renames
 /// the tables and moves the checkpoint. Then drops the old generation.
-pub(crate) async fn switch(db: &ReadDb, p: &dyn Projection) -> Result<Switched, ProjectionError> {
+pub(crate) async fn switch(
+    db: &ReadDb,
+    writer: &mut BulkWriter,
+    p: &dyn Projection,
+) -> Result<Switched, ProjectionError> {
     let key = next_key(p.name());
-    let mut tx = db.begin_write().await?;
+    let mut tx = writer.begin().await?;
     lock_generations(&mut tx, db.dialect).await?;
     // Lock both checkpoint rows before any table: a live runner takes its
     // checkpoint row first too, so the two never wait on each other in
@@ -455,7 +468,8 @@ pub(crate) async fn switch(db: &ReadDb, p: &dyn Projection) -> Result<Switched, 
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    drop_old(db, p).await?;
+    writer.committed();
+    drop_old(writer, p).await?;
     tracing::info!(
         projection = p.name(),
         version = p.version(),

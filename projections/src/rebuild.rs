@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eventlog::{EventLog, Filter, Position, RecordedEvent};
 use tokio::task::JoinHandle;
 
-use crate::db::ReadDb;
+use crate::db::{BulkWriter, ReadDb};
 use crate::generation::{self, Switched, Tables, next_key, read_checkpoint};
 use crate::runner::{Projection, ProjectionError};
 
@@ -66,12 +66,13 @@ pub async fn rebuild(
 ) -> Result<RebuildSummary, ProjectionError> {
     let started = Instant::now();
     let batch = batch.max(1);
+    let mut writer = BulkWriter::open(db).await?;
     let mut slots = Vec::with_capacity(projections.len());
     for p in projections {
         if slots.iter().any(|s: &Slot| s.p.name() == p.name()) {
             continue;
         }
-        let at = generation::prepare_next(db, p.as_ref()).await?;
+        let at = generation::prepare_next(db, &mut writer, p.as_ref()).await?;
         slots.push(Slot {
             p: Arc::clone(p),
             at,
@@ -97,7 +98,7 @@ pub async fn rebuild(
         let short = page.len() < batch;
         if let Some(last) = page.last().map(|e| e.position) {
             pending = Some(read_page(log, last, batch));
-            if !apply_next(db, &mut slots, &page, last).await? {
+            if !apply_next(db, &mut writer, &mut slots, &page, last).await? {
                 // Another process moved a next generation: start again
                 // from the checkpoints as they are now.
                 if let Some(p) = pending.take() {
@@ -124,8 +125,8 @@ pub async fn rebuild(
         if short {
             // Caught up with the head as of that read.
             for s in slots.iter_mut().filter(|s| !s.done) {
-                generation::index_next(db, s.p.as_ref()).await?;
-                if generation::switch(db, s.p.as_ref()).await? == Switched::Done {
+                generation::index_next(db, &mut writer, s.p.as_ref()).await?;
+                if generation::switch(db, &mut writer, s.p.as_ref()).await? == Switched::Done {
                     s.done = true;
                 }
             }
@@ -140,6 +141,7 @@ pub async fn rebuild(
     if let Some(p) = pending.take() {
         p.abort();
     }
+    writer.finish().await?;
     let total = total.max(read);
     progress(&Progress {
         read,
@@ -167,12 +169,13 @@ fn lowest(slots: &[Slot]) -> Position {
 /// someone else.
 async fn apply_next(
     db: &ReadDb,
+    writer: &mut BulkWriter,
     slots: &mut [Slot],
     page: &[RecordedEvent],
     last: Position,
 ) -> Result<bool, ProjectionError> {
     let tables = Tables::next(db.dialect);
-    let mut tx = db.begin_write().await?;
+    let mut tx = writer.begin().await?;
     for s in slots.iter().filter(|s| !s.done && s.at < last) {
         let handled: Vec<&RecordedEvent> = page
             .iter()
@@ -197,6 +200,7 @@ async fn apply_next(
         }
     }
     tx.commit().await?;
+    writer.committed();
     for s in slots.iter_mut().filter(|s| !s.done && s.at < last) {
         s.at = last;
     }
