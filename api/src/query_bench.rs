@@ -1,11 +1,11 @@
 //! `idp bench queries`: latency of the reads privacy officers and admins
 //! make on a large log: one subject's export (replayed through the subject
-//! index) and one page of the audit trail by actor. Run it on a data
+//! index) and pages of the audit trail by each kind of filter. Run it on a data
 //! directory filled by `idp bench seed` whose projections are built.
 
 use std::time::{Duration, Instant};
 
-use projections::audit::{self, AuditFilter};
+use projections::audit::{self, ActionFilter, AuditFilter};
 
 use crate::config::Config;
 use crate::server::{Stores, open_stores};
@@ -92,26 +92,99 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
         &format!("{held} events about the subject"),
     );
 
-    let filter = AuditFilter {
-        actor_id: Some(actor.clone()),
-        ..AuditFilter::default()
-    };
-    let mut times = Vec::with_capacity(n);
-    let mut rows = 0;
-    for i in 0..=n {
-        let t = Instant::now();
-        let page = audit::query(&read_db, &filter, None, 50)
-            .await
-            .map_err(failed)?;
-        if i > 0 {
-            times.push(t.elapsed());
+    // Audit pages, newest 50, for each kind of filter: one served by a
+    // full index, by a partial index over aggregate entries, by walking
+    // dense journal entries, by the per-minute bounds of a time range.
+    let newest = audit::query(&read_db, &AuditFilter::default(), None, 1)
+        .await
+        .map_err(failed)?;
+    let newest = newest.first().ok_or("the audit trail is empty")?;
+    // The hour around the time of the entry in the middle of the trail.
+    let half = newest.position.commit / 2;
+    let middle = audit::query(
+        &read_db,
+        &AuditFilter::default(),
+        Some(eventlog::Position::new(half, half)),
+        1,
+    )
+    .await
+    .map_err(failed)?;
+    let middle = middle.first().ok_or("the audit trail is empty")?;
+    let hour_from = time::OffsetDateTime::parse(
+        &middle.occurred_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(failed)?
+        - time::Duration::minutes(30);
+    let hour_to = hour_from + time::Duration::hours(1);
+    let filters = [
+        (
+            "audit by actor, newest 50",
+            AuditFilter {
+                actor_id: Some(actor.clone()),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by correlation id",
+            AuditFilter {
+                correlation_id: Some(newest.correlation_id.clone()),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by aggregate action (client.created.v1)",
+            AuditFilter {
+                action: Some(ActionFilter::Exact("client.created.v1".into())),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by journal action (token.issued.v1)",
+            AuditFilter {
+                action: Some(ActionFilter::Exact(domain::token::ISSUED_V1.into())),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit failures",
+            AuditFilter {
+                outcome: Some(audit::AuditOutcome::Failure),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit in an hour mid-log",
+            AuditFilter {
+                from_time: Some(hour_from),
+                to_time: Some(hour_to),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by actor in that hour",
+            AuditFilter {
+                actor_id: Some(actor.clone()),
+                from_time: Some(hour_from),
+                to_time: Some(hour_to),
+                ..AuditFilter::default()
+            },
+        ),
+    ];
+    for (label, filter) in filters {
+        let mut times = Vec::with_capacity(n);
+        let mut rows = 0;
+        for i in 0..=n {
+            let t = Instant::now();
+            let page = audit::query(&read_db, &filter, None, 50)
+                .await
+                .map_err(failed)?;
+            if i > 0 {
+                times.push(t.elapsed());
+            }
+            rows = page.len();
         }
-        rows = page.len();
+        summary(label, times, &format!("{rows} entries"));
     }
-    summary(
-        "audit by actor, newest 50",
-        times,
-        &format!("{rows} entries"),
-    );
     Ok(())
 }
