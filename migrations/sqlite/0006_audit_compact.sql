@@ -9,12 +9,14 @@
 -- the positions of the entries that occurred in each minute, instead of an
 -- index over every entry's time.
 --
--- The old table is dropped and the projection starts again from the start
--- of the log: its rows are rebuilt by the runner.
+-- The old table is dropped. The projection's version is now 2, so a node
+-- that starts on a database whose `audit` checkpoint is of version 1
+-- rebuilds the trail beside the (now empty) live table, as for any version
+-- change; an unfinished next generation of the old form is dropped.
 DROP TABLE IF EXISTS audit_entries__next;
 DROP TABLE IF EXISTS audit_entries__old;
 DROP TABLE audit_entries;
-DELETE FROM projection_checkpoints WHERE name IN ('audit', 'audit#next');
+DELETE FROM projection_checkpoints WHERE name = 'audit#next';
 
 CREATE TABLE audit_entries (
     commit_pos      INTEGER NOT NULL,
