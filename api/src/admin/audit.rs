@@ -260,9 +260,19 @@ fn cursor(s: &str) -> Result<Position, Problem> {
 }
 
 /// The audit trail, newest first, filtered, a page at a time. Needs `idp:admin`.
+/// Waits until the trail holds every event the log had committed when the
+/// request arrived: an admin who just saw something happen finds it.
+async fn as_of_now(state: &AppState) -> Result<(), Problem> {
+    match state.log.head().await.map_err(|e| Problem::internal(&e))? {
+        Some(head) => super::settle_at(state, head).await,
+        None => Ok(()),
+    }
+}
+
 #[utoipa::path(get, path = "/admin/audit", params(AuditFilterQuery, PageQuery),
     responses((status = 200, body = Page<AuditEntryView>),
-        (status = 400, description = "an unknown filter, a bad value or time")),
+        (status = 400, description = "an unknown filter, a bad value or time"),
+        (status = 503, description = "the trail has not caught up with the log within 10 s")),
     security(("bearer" = ["idp:admin"])), tag = "audit")]
 pub async fn list(
     State(state): State<AppState>,
@@ -285,6 +295,7 @@ pub async fn list(
     .limit()?;
     let before = params.take("cursor").as_deref().map(cursor).transpose()?;
     let filter = params.filter()?;
+    as_of_now(&state).await?;
     let rows = model::query(&state.read_db, &filter, before, limit + 1)
         .await
         .map_err(|e| Problem::internal(&e))?;
@@ -473,7 +484,8 @@ impl Export {
 /// or CSV, read from the read model a page at a time. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/audit/export", params(ExportQuery, AuditFilterQuery),
     responses((status = 200, description = "application/x-ndjson or text/csv", body = String),
-        (status = 400, description = "an unknown filter or format, a bad value or time")),
+        (status = 400, description = "an unknown filter or format, a bad value or time"),
+        (status = 503, description = "the trail has not caught up with the log within 10 s")),
     security(("bearer" = ["idp:admin"])), tag = "audit")]
 pub async fn export(
     State(state): State<AppState>,
@@ -488,6 +500,7 @@ pub async fn export(
         Some(_) => return Err(Problem::bad_request("format must be `jsonl` or `csv`")),
     };
     let filter = params.filter()?;
+    as_of_now(&state).await?;
     // The first page is read before answering, so that a failing read model
     // is a problem document rather than a cut-off download.
     let first = model::query(&state.read_db, &filter, None, EXPORT_PAGE)
