@@ -339,13 +339,25 @@ async fn rebuild(
     let Stores { log, read_db, .. } = open_stores(config).await?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} events, {per_sec}, ETA {eta}",
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} events, {per_sec}, ETA {eta} {msg}",
         )
         .map_err(failed)?,
     );
     let progress = |p: &projections::Progress| {
         bar.set_length(p.total);
         bar.set_position(p.read);
+        match &p.step {
+            projections::Step::Applying => bar.set_message(""),
+            projections::Step::Indexing {
+                projection,
+                index,
+                built,
+                of,
+            } => bar.set_message(format!(
+                "{projection}: building index {index} ({} of {of})",
+                built + 1
+            )),
+        }
     };
     let summary = projections::rebuild(&log, &read_db, &selected, batch, &progress)
         .await

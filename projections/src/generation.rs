@@ -274,50 +274,69 @@ const DEFAULT_PRAGMAS: &str = "PRAGMA threads = 0";
 /// that it lacks, each in its own transaction (so appends to a log in the
 /// same file wait for one index at a time). On PostgreSQL the next tables
 /// got their indexes when they were created.
+///
+/// Calls `building(index, built, of)` before each build, `of` counting the
+/// indexes still missing.
 pub(crate) async fn index_next(
     db: &ReadDb,
     writer: &mut BulkWriter,
     p: &dyn Projection,
+    building: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(), ProjectionError> {
     if db.dialect != Dialect::Sqlite {
         return Ok(());
     }
+    let mut missing = Vec::new();
     for t in p.tables() {
-        let live: Vec<String> = sqlx::query_scalar(
+        let sqls: Vec<String> = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
         )
         .bind((*t).to_owned())
         .fetch_all(&db.pool)
         .await?;
-        for sql in live {
+        for sql in sqls {
             let (name, ddl) = next_index_ddl(&sql, t)?;
-            let mut tx = writer.begin().await?;
             let exists: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
             )
             .bind(name.clone())
-            .fetch_one(&mut *tx)
+            .fetch_one(&db.pool)
             .await?;
             if exists == 0 {
-                // A large sort: let SQLite's sorter use a helper thread
-                // (about a fifth faster on a million audit entries; a
-                // bigger cache made it slower).
-                sqlx::query(INDEX_BUILD_PRAGMAS).execute(&mut *tx).await?;
-                let started = std::time::Instant::now();
-                let built = sqlx::query(sqlx::AssertSqlSafe(ddl))
-                    .execute(&mut *tx)
-                    .await;
-                sqlx::query(DEFAULT_PRAGMAS).execute(&mut *tx).await?;
-                built?;
-                tracing::info!(
-                    index = %name,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "built an index of a rebuilt table"
-                );
+                missing.push((name, ddl));
             }
-            tx.commit().await?;
-            writer.committed();
         }
+    }
+    let of = missing.len();
+    for (built, (name, ddl)) in missing.into_iter().enumerate() {
+        building(&name, built, of);
+        let mut tx = writer.begin().await?;
+        // Again under the write lock: another rebuild may have built it.
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
+        )
+        .bind(name.clone())
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 {
+            // A large sort: let SQLite's sorter use a helper thread (about
+            // a fifth faster on a million audit entries; a bigger cache
+            // made it slower).
+            sqlx::query(INDEX_BUILD_PRAGMAS).execute(&mut *tx).await?;
+            let started = std::time::Instant::now();
+            let result = sqlx::query(sqlx::AssertSqlSafe(ddl))
+                .execute(&mut *tx)
+                .await;
+            sqlx::query(DEFAULT_PRAGMAS).execute(&mut *tx).await?;
+            result?;
+            tracing::info!(
+                index = %name,
+                seconds = started.elapsed().as_secs_f64(),
+                "built an index of a rebuilt table"
+            );
+        }
+        tx.commit().await?;
+        writer.committed();
     }
     Ok(())
 }

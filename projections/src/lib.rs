@@ -23,7 +23,7 @@ pub mod subject_keys;
 
 pub use db::{Dialect, ReadDb};
 pub use generation::Tables;
-pub use rebuild::{Progress, REBUILD_BATCH, RebuildSummary, rebuild};
+pub use rebuild::{Progress, REBUILD_BATCH, RebuildSummary, Step, rebuild};
 pub use runner::{Projection, ProjectionError, ProjectionStatus, Runner, RunnerHandle};
 
 /// The projections this platform runs, in the order they are started.

@@ -19,12 +19,28 @@ use crate::runner::{Projection, ProjectionError};
 pub const REBUILD_BATCH: usize = 5_000;
 
 /// Where a rebuild is: events read so far, and how many there are to read
-/// (grows while writes arrive).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (grows while writes arrive), and what it is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
     pub read: u64,
     pub total: u64,
     pub at: Position,
+    pub step: Step,
+}
+
+/// What a rebuild is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading the log into the next generations.
+    Applying,
+    /// Building `index` of a next generation on SQLite, after its rows:
+    /// `built` of `of` are done.
+    Indexing {
+        projection: &'static str,
+        index: String,
+        built: usize,
+        of: usize,
+    },
 }
 
 /// What a finished rebuild did.
@@ -87,6 +103,7 @@ pub async fn rebuild(
         read,
         total,
         at: after,
+        step: Step::Applying,
     });
     // The next page is read while the current one is applied.
     let mut pending = Some(read_page(log, after, batch));
@@ -120,12 +137,27 @@ pub async fn rebuild(
                 read,
                 total,
                 at: after,
+                step: Step::Applying,
             });
         }
         if short {
             // Caught up with the head as of that read.
             for s in slots.iter_mut().filter(|s| !s.done) {
-                generation::index_next(db, &mut writer, s.p.as_ref()).await?;
+                let name = s.p.name();
+                let building = |index: &str, built: usize, of: usize| {
+                    progress(&Progress {
+                        read,
+                        total: total.max(read),
+                        at: after,
+                        step: Step::Indexing {
+                            projection: name,
+                            index: index.to_owned(),
+                            built,
+                            of,
+                        },
+                    });
+                };
+                generation::index_next(db, &mut writer, s.p.as_ref(), &building).await?;
                 if generation::switch(db, &mut writer, s.p.as_ref()).await? == Switched::Done {
                     s.done = true;
                 }
@@ -147,6 +179,7 @@ pub async fn rebuild(
         read,
         total,
         at: after,
+        step: Step::Applying,
     });
     Ok(RebuildSummary {
         events: read,

@@ -687,9 +687,39 @@ async fn rebuild_under_writes(env: Env) {
             }
         })
     };
-    let summary = projections::rebuild(&env.log, &live, &projections::all(), 97, &|_| {})
+    let steps = std::sync::Mutex::new(Vec::new());
+    let record = |p: &projections::Progress| {
+        if let projections::Step::Indexing {
+            projection,
+            index,
+            built,
+            of,
+        } = &p.step
+        {
+            steps
+                .lock()
+                .unwrap()
+                .push((*projection, index.clone(), *built, *of));
+        }
+    };
+    let summary = projections::rebuild(&env.log, &live, &projections::all(), 97, &record)
         .await
         .unwrap();
+    let steps = steps.into_inner().unwrap();
+    if live.dialect == projections::Dialect::Sqlite {
+        // The operator sees each index build of the audit trail, in order.
+        let audit: Vec<_> = steps.iter().filter(|s| s.0 == "audit").collect();
+        assert_eq!(audit.len(), 8, "{steps:?}");
+        for (k, (_, index, built, of)) in audit.iter().enumerate() {
+            assert_eq!((*built, *of), (k, 8), "{index}");
+            assert!(
+                index.starts_with("audit_") && index.ends_with("__next"),
+                "{index}"
+            );
+        }
+    } else {
+        assert!(steps.is_empty(), "PostgreSQL copies indexes with the table");
+    }
     rebuilding.store(false, Ordering::SeqCst);
     writer.await.unwrap();
     let end = settle(&env.log).await;
