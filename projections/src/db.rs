@@ -178,6 +178,9 @@ impl ReadDb {
                 Dialect::Postgres => m.postgres,
             };
             let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+            if !applied.is_empty() {
+                discard_next_generations(&mut tx, self.dialect).await?;
+            }
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO read_model_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
@@ -196,6 +199,36 @@ impl ReadDb {
         }
         Ok(())
     }
+}
+
+/// Drops every next generation (tables `*__next` and checkpoints
+/// `*#next`): an interrupted rebuild's tables were created from the DDL
+/// before a migration, so the rebuild starts again over the new one
+/// instead of switching in tables of the old form.
+pub(crate) async fn discard_next_generations(
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+) -> Result<(), ProjectionError> {
+    let list = match dialect {
+        Dialect::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_next' ESCAPE '\\'"
+        }
+        Dialect::Postgres => {
+            "SELECT tablename::text FROM pg_tables
+              WHERE schemaname = current_schema() AND tablename LIKE '%\\_\\_next' ESCAPE '\\'"
+        }
+    };
+    let tables: Vec<String> = sqlx::query_scalar(list).fetch_all(&mut *conn).await?;
+    for t in tables {
+        tracing::warn!(table = %t, "a read-model migration discards an unfinished rebuild");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{t}\"")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name LIKE '%#next'")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The connection a rebuild writes its large transactions on. On SQLite
@@ -281,5 +314,78 @@ impl Drop for BulkWriter {
         if let Some(h) = self.helper.take() {
             h.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn discards_only_next_generations(db: ReadDb) {
+        let mut conn = db.pool.acquire().await.unwrap();
+        conn.execute(
+            "CREATE TABLE organizations__next (id TEXT PRIMARY KEY);
+             CREATE TABLE audit_entries__next (commit_pos BIGINT);
+             CREATE TABLE nextish (id TEXT);
+             INSERT INTO projection_checkpoints (name, version, commit_pos, prepare_pos, events_applied, updated_at)
+             VALUES ('organizations#next', 1, 5, 5, 5, 'now'), ('organizations', 1, 9, 9, 9, 'now')",
+        )
+        .await
+        .unwrap();
+        discard_next_generations(&mut conn, db.dialect)
+            .await
+            .unwrap();
+        let table = |name: &'static str| {
+            let sql = match db.dialect {
+                Dialect::Sqlite => {
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+                }
+                Dialect::Postgres => {
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1"
+                }
+            };
+            let pool = db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(name)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(table("organizations__next").await, 0);
+        assert_eq!(table("audit_entries__next").await, 0);
+        assert_eq!(table("nextish").await, 1, "other tables stay");
+        assert_eq!(table("organizations").await, 1);
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM projection_checkpoints ORDER BY name")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(left, vec!["organizations".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_migration_discards_unfinished_rebuilds_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("read.db").display());
+        discards_only_next_generations(ReadDb::connect(&url, 2).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn a_migration_discards_unfinished_rebuilds_on_postgres() {
+        let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: read-model migrations on PostgreSQL: TEST_DATABASE_URL is not set"
+            );
+            return;
+        };
+        let url = eventlog::postgres::create_scratch_database(&admin, "discard_next")
+            .await
+            .unwrap();
+        discards_only_next_generations(ReadDb::connect(&url, 2).await.unwrap()).await;
     }
 }
