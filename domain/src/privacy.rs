@@ -1,4 +1,5 @@
-//! Data subject requests as facts: a subject's data was exported or erased.
+//! Data subject requests as facts: a subject was looked up by name, their
+//! data was exported or erased.
 //! They belong to no aggregate: each is recorded in the subject's own
 //! `privacy-…` stream, with the subject set, so that the subject index (and
 //! so every later export) shows them, and the audit trail holds who asked
@@ -13,6 +14,7 @@ use crate::registration::decode_as;
 
 pub const SUBJECT_EXPORTED_V1: &str = "privacy.subject_exported.v1";
 pub const SUBJECT_ERASED_V1: &str = "privacy.subject_erased.v1";
+pub const SUBJECT_FOUND_V1: &str = "privacy.subject_found.v1";
 
 /// The longest subject id accepted from a caller.
 pub const MAX_SUBJECT_LEN: usize = 200;
@@ -26,6 +28,16 @@ pub struct SubjectExported {
     pub exported_at: OffsetDateTime,
 }
 
+/// Someone looked the subject up by a user name within an organization and
+/// found them (the name itself is not recorded: it is what was asked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectFound {
+    pub subject: String,
+    pub organization_id: uuid::Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub found_at: OffsetDateTime,
+}
+
 /// The subject's key was deleted: their personal values read as erased from
 /// now on, everywhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +49,7 @@ pub struct SubjectErased {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrivacyEvent {
+    Found(SubjectFound),
     Exported(SubjectExported),
     Erased(SubjectErased),
 }
@@ -44,6 +57,7 @@ pub enum PrivacyEvent {
 impl DomainEvent for PrivacyEvent {
     fn event_type(&self) -> &'static str {
         match self {
+            Self::Found(_) => SUBJECT_FOUND_V1,
             Self::Exported(_) => SUBJECT_EXPORTED_V1,
             Self::Erased(_) => SUBJECT_ERASED_V1,
         }
@@ -51,6 +65,7 @@ impl DomainEvent for PrivacyEvent {
 
     fn to_data(&self) -> Value {
         match self {
+            Self::Found(e) => serde_json::to_value(e),
             Self::Exported(e) => serde_json::to_value(e),
             Self::Erased(e) => serde_json::to_value(e),
         }
@@ -59,6 +74,7 @@ impl DomainEvent for PrivacyEvent {
 
     fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
         match event_type {
+            SUBJECT_FOUND_V1 => decode_as(event_type, data).map(Self::Found),
             SUBJECT_EXPORTED_V1 => decode_as(event_type, data).map(Self::Exported),
             SUBJECT_ERASED_V1 => decode_as(event_type, data).map(Self::Erased),
             other => Err(DecodeError::UnknownType(other.to_owned())),
@@ -67,6 +83,7 @@ impl DomainEvent for PrivacyEvent {
 
     fn subject(&self) -> Option<String> {
         Some(match self {
+            Self::Found(e) => e.subject.clone(),
             Self::Exported(e) => e.subject.clone(),
             Self::Erased(e) => e.subject.clone(),
         })
@@ -129,5 +146,14 @@ mod tests {
         assert_eq!(e.subject().as_deref(), Some("person:1"));
         let back = PrivacyEvent::decode(e.event_type(), &e.to_data()).unwrap();
         assert_eq!(back, e);
+        let found = PrivacyEvent::Found(SubjectFound {
+            subject: "person:2".into(),
+            organization_id: uuid::Uuid::nil(),
+            found_at: OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(found.event_type(), "privacy.subject_found.v1");
+        assert_eq!(found.subject().as_deref(), Some("person:2"));
+        let back = PrivacyEvent::decode(found.event_type(), &found.to_data()).unwrap();
+        assert_eq!(back, found);
     }
 }

@@ -53,13 +53,15 @@ pub struct FoundSubject {
 
 /// The subject id of the person a user name names within an organization
 /// (a keyed pseudonym: the name itself is never stored in the clear in the
-/// log). Needs `idp:admin`.
+/// log). A lookup that finds someone is recorded as
+/// `privacy.subject_found.v1`, without the name. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/subjects", params(FindQuery),
     responses((status = 200, body = FoundSubject), (status = 404)),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn find(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
+    ctx: RequestContext,
     query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FoundSubject>, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
@@ -68,15 +70,10 @@ pub async fn find(
         .person_ids()
         .and_then(|ids| ids.subject(q.organization_id, &q.user_name))
         .ok_or_else(|| Problem::bad_request("user_name must not be blank"))?;
-    let events = state
-        .log
-        .read_subject(&subject)
+    let meta = ctx.metadata(caller.actor(), Some(q.organization_id));
+    let events = privacy::found(&state.log, &subject, q.organization_id, &meta)
         .await
-        .map_err(|e| Problem::internal(&e))?
-        .len();
-    if events == 0 {
-        return Err(Problem::not_found("subject"));
-    }
+        .map_err(problem)?;
     Ok(Json(FoundSubject { subject, events }))
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use commands::{CommandBus, Outcome, journal, registration};
 use domain::auth_token::{AUTH_TOKEN_ISSUED_V1, AuthToken, AuthTokenEvent};
 use domain::privacy::{
-    PrivacyEvent, SUBJECT_ERASED_V1, SubjectErased, SubjectExported, privacy_stream,
+    PrivacyEvent, SUBJECT_ERASED_V1, SubjectErased, SubjectExported, SubjectFound, privacy_stream,
 };
 use domain::{Aggregate, Metadata};
 use eventlog::{Direction, EventLog, Position, RecordedEvent};
@@ -217,6 +217,28 @@ pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExp
 
 /// The export of a known subject, recorded as handed out to whoever
 /// `metadata` names (an access request is itself audited).
+/// How many events name `subject`, a person looked up by name within
+/// `organization_id`; the lookup is recorded (`privacy.subject_found.v1`,
+/// without the name) when it finds someone.
+pub async fn found(
+    log: &Arc<dyn EventLog>,
+    subject: &str,
+    organization_id: Uuid,
+    metadata: &Metadata,
+) -> Result<usize, PrivacyError> {
+    let events = log.read_subject(subject).await?.len();
+    if events == 0 {
+        return Err(PrivacyError::UnknownSubject);
+    }
+    let event = PrivacyEvent::Found(SubjectFound {
+        subject: subject.to_owned(),
+        organization_id,
+        found_at: OffsetDateTime::now_utc(),
+    });
+    journal::record(log, &privacy_stream(subject), &event, metadata).await?;
+    Ok(events)
+}
+
 pub async fn hand_out(
     log: &Arc<dyn EventLog>,
     subject: &str,

@@ -156,6 +156,22 @@ async fn data_subject_requests(store: Store) {
         )
         .await;
     assert_eq!(st, 404);
+    // The lookup that found her is in the trail (without the name); the one
+    // that found nobody left nothing.
+    let (_, _, trail) = s
+        .call(
+            Method::GET,
+            "/admin/audit?action=privacy.subject_found.v1",
+            &admin.token,
+            None,
+        )
+        .await;
+    let lookups = trail["items"].as_array().unwrap();
+    assert_eq!(lookups.len(), 1, "{trail}");
+    assert_eq!(lookups[0]["subject"], subject.as_str());
+    assert_eq!(lookups[0]["actor_id"], admin.client_id.as_str());
+    assert_eq!(lookups[0]["organization"], admin.organization_id.as_str());
+    assert!(!trail.to_string().contains(&grace));
 
     // Export: current data and the whole history, exchange included.
     let (st, doc) = export(&s, &admin, &subject).await;
@@ -182,6 +198,7 @@ async fn data_subject_requests(store: Store) {
         "registration_token.consumed.v1",
         "auth_token.issued.v1",
         "auth_token.exchanged.v1",
+        "privacy.subject_found.v1",
     ] {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
