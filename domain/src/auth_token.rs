@@ -113,7 +113,11 @@ pub struct AuthTokenDeleted {
 pub struct AuthTokenInstanceCorrected {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<Pii<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::pii::marked_string::option"
+    )]
     pub device_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,

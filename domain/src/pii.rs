@@ -87,6 +87,55 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Pii<T> {
     }
 }
 
+/// Serde for a personal `String` the domain keeps plain (an empty string
+/// when erased): stored as `{"$pii": …}` like a [`Pii`], read from any
+/// stored form, or from a bare string stored before the field was marked
+/// personal. Use as `#[serde(with = "crate::pii::marked_string")]`.
+pub mod marked_string {
+    use super::{Pii, Value};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        Pii::new(value).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(plain) => Ok(plain),
+            stored => Pii::<String>::deserialize(stored)
+                .map(|p| p.value().cloned().unwrap_or_default())
+                .map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// The same for an optional value (`None` is left out when stored).
+    pub mod option {
+        use super::super::Value;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            value: &Option<String>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(v) => super::serialize(v, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<String>, D::Error> {
+            match Option::<Value>::deserialize(deserializer)? {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => super::deserialize(v)
+                    .map(Some)
+                    .map_err(serde::de::Error::custom),
+            }
+        }
+    }
+}
+
 /// Whether a JSON value is a stored personal value in any of its forms.
 pub fn is_pii_object(value: &Value) -> bool {
     match value {
@@ -128,6 +177,49 @@ mod tests {
     fn debug_never_shows_the_value() {
         let p = Pii::new("secret-name".to_owned());
         assert!(!format!("{p:?}").contains("secret-name"));
+    }
+
+    #[test]
+    fn a_marked_string_is_stored_as_personal_and_reads_older_plain_values() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Device {
+            #[serde(default, with = "marked_string")]
+            name: String,
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                with = "marked_string::option"
+            )]
+            renamed: Option<String>,
+        }
+        let d = Device {
+            name: "Grace's phone".into(),
+            renamed: Some("Grace's tablet".into()),
+        };
+        let stored = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            stored,
+            json!({"name": {"$pii": "Grace's phone"}, "renamed": {"$pii": "Grace's tablet"}})
+        );
+        assert!(is_pii_object(&stored["name"]) && is_pii_object(&stored["renamed"]));
+        assert_eq!(serde_json::from_value::<Device>(stored).unwrap(), d);
+        let older: Device = serde_json::from_value(json!({"name": "kiosk"})).unwrap();
+        assert_eq!(
+            (older.name.as_str(), older.renamed.as_deref()),
+            ("kiosk", None)
+        );
+        assert_eq!(
+            serde_json::to_value(&older).unwrap(),
+            json!({"name": {"$pii": "kiosk"}})
+        );
+        let erased: Device = serde_json::from_value(
+            json!({"name": {"$pii_erased": true}, "renamed": {"$pii_enc": "x", "kid": "s"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (erased.name.as_str(), erased.renamed.as_deref()),
+            ("", Some(""))
+        );
     }
 
     #[test]

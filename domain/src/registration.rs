@@ -43,13 +43,16 @@ pub const REGTOKEN_REVOKED_V1: &str = "registration_token.revoked.v1";
 // --- shared values -----------------------------------------------------------
 
 /// What an installation says about itself when it consumes a registration
-/// token. The user name names a person: it is personal data.
+/// token. The user name names a person, and the device name often does:
+/// both are personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {
     /// The installation's own identifier: 1 to 200 characters, not blank.
     pub instance_id: String,
-    /// At most 200 characters; may be empty.
-    #[serde(default)]
+    /// At most 200 characters; may be empty. Personal (a device is often
+    /// named after its owner): stored as a personal value, empty once
+    /// erased.
+    #[serde(default, with = "crate::pii::marked_string")]
     pub device_name: String,
     /// At most 200 characters; may be empty.
     pub user_name: Pii<String>,

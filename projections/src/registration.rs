@@ -25,7 +25,8 @@ impl Projection for RegistrationProjection {
 
     fn version(&self) -> u32 {
         // 2: instances name their subject; erasure and correction.
-        2
+        // 3: an erasure also clears the device names.
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -47,7 +48,7 @@ impl Projection for RegistrationProjection {
             // The person's values leave the read model; the rows stay.
             if let Some(subject) = &e.subject {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {} SET user_name = NULL WHERE subject = $1",
+                    "UPDATE {} SET user_name = NULL, device_name = '' WHERE subject = $1",
                     tables.name("auth_tokens")
                 )))
                 .bind(subject.clone())

@@ -39,15 +39,24 @@ async fn registration_token(s: &TestServer, admin: &Admin) -> (String, String) {
 }
 
 async fn consume(s: &TestServer, token: &str, instance: &str, user_name: &str) -> Value {
+    let device_name = device_of(user_name, instance);
     let r = http()
         .post(s.url("/registration/consume"))
         .bearer_auth(token)
-        .json(&json!({"instance_id": instance, "device_name": "tablet", "user_name": user_name}))
+        .json(&json!({"instance_id": instance, "device_name": device_name, "user_name": user_name}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     r.json().await.unwrap()
+}
+
+/// What a person calls a device: after themselves, as people often do
+/// ("Grace's g-laptop 1f2e…", the tag being the user name's last word).
+fn device_of(user_name: &str, instance: &str) -> String {
+    let first = user_name.split(' ').next().unwrap_or_default();
+    let tag = user_name.rsplit(' ').next().unwrap_or_default();
+    format!("{first}'s {instance} {tag}")
 }
 
 /// Every file under `dir`, read whole.
@@ -122,9 +131,13 @@ async fn data_subject_requests(store: Store) {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // The log holds the names only encrypted.
+    // The log holds the names, and the device names, only encrypted.
     assert_eq!(stored_events_mentioning(&s, &grace).await, 0);
     assert_eq!(stored_events_mentioning(&s, &alan).await, 0);
+    assert_eq!(
+        stored_events_mentioning(&s, &device_of(&grace, "g-laptop")).await,
+        0
+    );
     assert!(stored_events_mentioning(&s, "$pii_enc").await >= 6);
 
     // Found by name within the organization.
@@ -323,8 +336,15 @@ async fn data_subject_requests(store: Store) {
             files.iter().any(|(_, bytes)| contains(bytes, &alan)),
             "the search finds a person who was not erased"
         );
+        assert!(
+            files
+                .iter()
+                .any(|(_, bytes)| contains(bytes, &device_of(&alan, "a-laptop"))),
+            "and their device"
+        );
+        let devices = [device_of(&grace, "g-laptop"), device_of(&grace, "g-phone")];
         for (path, bytes) in &files {
-            for name in [&grace, &corrected] {
+            for name in [&grace, &corrected].into_iter().chain(&devices) {
                 assert!(!contains(bytes, name), "{name:?} found in {path}");
             }
         }
