@@ -1,10 +1,13 @@
 //! The read-model database: SQLite or PostgreSQL through sqlx's `Any`
 //! driver, with the schema migrations of `migrations/{sqlite,postgres}`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
+use tokio::sync::Notify;
 
 use crate::runner::ProjectionError;
 
@@ -244,8 +247,8 @@ pub(crate) struct BulkWriter {
 }
 
 struct Checkpointer {
-    nudge: std::sync::Arc<tokio::sync::Notify>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    nudge: Arc<Notify>,
+    stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -256,11 +259,11 @@ impl BulkWriter {
             // Never back in the pool with checkpoints turned off.
             conn.close_on_drop();
             conn.execute("PRAGMA wal_autocheckpoint=0").await?;
-            let nudge = std::sync::Arc::new(tokio::sync::Notify::new());
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let nudge = Arc::new(Notify::new());
+            let stop = Arc::new(AtomicBool::new(false));
             let (pool, n, s) = (db.pool.clone(), nudge.clone(), stop.clone());
             let task = tokio::spawn(async move {
-                while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                while !s.load(Ordering::SeqCst) {
                     n.notified().await;
                     if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
                         tracing::warn!(error = %e, "checkpoint during a rebuild failed");
@@ -300,7 +303,7 @@ impl BulkWriter {
     /// Stops the helper and checkpoints what it has not copied yet.
     pub(crate) async fn finish(mut self) -> Result<(), ProjectionError> {
         if let Some(h) = self.helper.take() {
-            h.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            h.stop.store(true, Ordering::SeqCst);
             h.nudge.notify_one();
             let _ = h.task.await;
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
