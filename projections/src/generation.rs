@@ -296,13 +296,7 @@ pub(crate) async fn index_next(
         .await?;
         for sql in sqls {
             let (name, ddl) = next_index_ddl(&sql, t)?;
-            let exists: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
-            )
-            .bind(name.clone())
-            .fetch_one(&db.pool)
-            .await?;
-            if exists == 0 {
+            if !index_exists(&db.pool, &name).await? {
                 missing.push((name, ddl));
             }
         }
@@ -312,13 +306,7 @@ pub(crate) async fn index_next(
         building(&name, built, of);
         let mut tx = writer.begin().await?;
         // Again under the write lock: another rebuild may have built it.
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
-        )
-        .bind(name.clone())
-        .fetch_one(&mut *tx)
-        .await?;
-        if exists == 0 {
+        if !index_exists(&mut *tx, &name).await? {
             // A large sort: let SQLite's sorter use a helper thread (about
             // a fifth faster on a million audit entries; a bigger cache
             // made it slower).
@@ -339,6 +327,18 @@ pub(crate) async fn index_next(
         writer.committed();
     }
     Ok(())
+}
+
+async fn index_exists<'e>(
+    on: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    name: &str,
+) -> Result<bool, ProjectionError> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = $1")
+            .bind(name.to_owned())
+            .fetch_one(on)
+            .await?;
+    Ok(n > 0)
 }
 
 /// Splits `sql` after the identifier that starts at or after `from`
