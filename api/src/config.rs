@@ -27,9 +27,11 @@ pub struct Config {
     pub issuer: Option<String>,
     /// `IDP_DATA_DIR`: where the embedded database and the master key live.
     pub data_dir: PathBuf,
-    /// `IDP_DATABASE_URL`: the read models; default `sqlite:{data_dir}/idp.db`.
+    /// `IDP_DATABASE_URL`: the read models; default `sqlite:{data_dir}/read.db`
+    /// (see [`Config::database_url`]).
     pub database_url: Option<String>,
-    /// `IDP_EVENTSTORE_URL`: the event log; default the read-model database.
+    /// `IDP_EVENTSTORE_URL`: the event log; default `IDP_DATABASE_URL` when that
+    /// is set, else `sqlite:{data_dir}/idp.db`.
     pub eventstore_url: Option<String>,
     /// `IDP_MASTER_KEY`: 64 hex characters; default a key generated into
     /// `{data_dir}/master.key` (mode 0600) on first start.
@@ -116,16 +118,32 @@ impl Config {
             .to_owned()
     }
 
+    /// The read models. The embedded default keeps them in a file of their
+    /// own beside the log's, so that projection writes never hold the log's
+    /// write lock (token grants waited on them). A data directory from
+    /// before keeps its read models in the log's file: `open_stores`
+    /// decides, once, with [`Config::legacy_read_models`].
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("idp.db").display()))
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join("read.db")))
     }
 
     pub fn eventstore_url(&self) -> String {
         self.eventstore_url
             .clone()
-            .unwrap_or_else(|| self.database_url())
+            .or_else(|| self.database_url.clone())
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join("idp.db")))
+    }
+
+    /// Whether the read models may be those of an older data directory,
+    /// in the log's own file: both places are the embedded defaults, the
+    /// log's file exists and the read models' does not.
+    pub fn legacy_read_models(&self) -> bool {
+        self.database_url.is_none()
+            && self.eventstore_url.is_none()
+            && self.data_dir.join("idp.db").exists()
+            && !self.data_dir.join("read.db").exists()
     }
 
     /// The configuration as it may be shown: secrets masked.
@@ -154,6 +172,10 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment's test jail returns its own large error
 mod tests {
@@ -164,8 +186,13 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.issuer(), "http://127.0.0.1:8080");
-        assert_eq!(c.database_url(), "sqlite:./data/idp.db");
-        assert_eq!(c.eventstore_url(), c.database_url());
+        assert_eq!(c.eventstore_url(), "sqlite:./data/idp.db");
+        assert_eq!(c.database_url(), "sqlite:./data/read.db");
+        let pg = Config {
+            database_url: Some("postgres://db/idp".into()),
+            ..Config::default()
+        };
+        assert_eq!(pg.eventstore_url(), "postgres://db/idp", "one database");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Stores {
     /// Where the master key came from (for the start-up log line).
     pub master_key_from: String,
     pub subject_keys: Arc<SubjectKeys>,
+    /// Where the read models are (see [`Config::database_url`]).
+    pub read_db_url: String,
 }
 
 /// Opens the stores as `Server::start` does; the operator subcommands use
@@ -88,7 +90,11 @@ pub struct Stores {
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let (master_key, master_key_from) = load_or_create(config)?;
     let log_url = config.eventstore_url();
-    let db_url = config.database_url();
+    let mut db_url = config.database_url();
+    if config.legacy_read_models() && holds_read_models(&log_url).await {
+        tracing::info!("the read models stay in the log's file, as this data directory had them");
+        db_url = log_url.clone();
+    }
     let log = eventlog::open(
         &log_url,
         &LogOptions {
@@ -119,7 +125,28 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         master_key,
         master_key_from,
         subject_keys,
+        read_db_url: db_url,
     })
+}
+
+/// Whether the SQLite file at `url` holds read models (a data directory
+/// from before they had a file of their own). Read-only; false when it
+/// cannot tell.
+async fn holds_read_models(url: &str) -> bool {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
+        return false;
+    };
+    let Ok(mut conn) = options.read_only(true).connect().await else {
+        return false;
+    };
+    let found: Result<i64, _> = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'read_model_migrations'",
+    )
+    .fetch_one(&mut conn)
+    .await;
+    found.is_ok_and(|n| n > 0)
 }
 
 /// A running server.
@@ -160,9 +187,9 @@ impl Server {
             master_key,
             master_key_from: key_from,
             subject_keys,
+            read_db_url: db_url,
         } = open_stores(&config).await?;
         let log_url = config.eventstore_url();
-        let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
             .start()
             .await
@@ -398,4 +425,58 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_data_directory_keeps_the_read_models_beside_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let stores = open_stores(&config).await.unwrap();
+        assert!(
+            stores.read_db_url.ends_with("read.db"),
+            "{}",
+            stores.read_db_url
+        );
+        drop(stores);
+        assert!(dir.path().join("idp.db").exists() && dir.path().join("read.db").exists());
+        // And again, now that both files exist.
+        let stores = open_stores(&config).await.unwrap();
+        assert!(stores.read_db_url.ends_with("read.db"));
+    }
+
+    #[tokio::test]
+    async fn an_older_data_directory_keeps_its_read_models_in_the_log_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        // As an older build left it: log and read models in one file.
+        let one = config.eventstore_url();
+        drop(eventlog::open(&one, &LogOptions::default()).await.unwrap());
+        drop(ReadDb::connect(&one, 1).await.unwrap());
+        let stores = open_stores(&config).await.unwrap();
+        assert_eq!(stores.read_db_url, one);
+        assert!(!dir.path().join("read.db").exists());
+        // A log file without read models (a first start cut short) does not
+        // count.
+        let fresh = tempfile::tempdir().unwrap();
+        let config = config_in(fresh.path());
+        drop(
+            eventlog::open(&config.eventstore_url(), &LogOptions::default())
+                .await
+                .unwrap(),
+        );
+        let stores = open_stores(&config).await.unwrap();
+        assert!(stores.read_db_url.ends_with("read.db"));
+    }
 }

@@ -92,10 +92,16 @@ async fn export(s: &TestServer, admin: &Admin, subject: &str) -> (u16, Value) {
     (st, doc)
 }
 
+/// Stored events whose data or metadata contain `text`, read straight from
+/// the log's database.
 async fn stored_events_mentioning(s: &TestServer, text: &str) -> i64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = s.server().state.config.eventstore_url();
+    let mut log_db = sqlx::AnyConnection::connect(&url).await.unwrap();
     sqlx::query_scalar("SELECT count(*) FROM events WHERE data LIKE $1 OR metadata LIKE $1")
         .bind(format!("%{text}%"))
-        .fetch_one(&s.server().state.read_db.pool)
+        .fetch_one(&mut log_db)
         .await
         .unwrap()
 }
