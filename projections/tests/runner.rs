@@ -30,7 +30,8 @@ async fn sqlite_env() -> Env {
     let log = eventlog::open(&log_url, &LogOptions::default())
         .await
         .unwrap();
-    // The first read model shares the log's file (the default set-up).
+    // The first read model shares the log's file (as data directories
+    // from before read.db do), the second has its own (the default now).
     let read_urls = vec![
         log_url.clone(),
         format!("sqlite:{}", dir.path().join("read-b.db").display()),
