@@ -134,9 +134,32 @@ impl Runner {
     /// read-your-writes wait waits for the switch.
     pub async fn start(self) -> Result<RunnerHandle, ProjectionError> {
         let (shutdown, stop_rx) = watch::channel(false);
+        let log_has_events = self.log.head().await?.is_some();
+        let mut starts = Vec::with_capacity(self.projections.len());
+        for p in &self.projections {
+            starts.push(prepare_checkpoint(&self.db, p.as_ref(), log_has_events).await?);
+        }
+        // Every projection to rebuild is rebuilt in one pass over the log.
+        let group: Vec<Arc<dyn Projection>> = self
+            .projections
+            .iter()
+            .zip(&starts)
+            .filter(|(_, s)| **s == Start::Rebuild)
+            .map(|(p, _)| Arc::clone(p))
+            .collect();
+        let rebuilt = (!group.is_empty()).then(|| {
+            let (done, rebuilt) = watch::channel(false);
+            tokio::spawn(rebuild_together(
+                Arc::clone(&self.log),
+                self.db.clone(),
+                group,
+                stop_rx.clone(),
+                done,
+            ));
+            rebuilt
+        });
         let mut running = Vec::new();
-        for p in self.projections {
-            let start = prepare_checkpoint(&self.db, p.as_ref()).await?;
+        for (p, start) in self.projections.into_iter().zip(starts) {
             let (tx, rx) = watch::channel(match start {
                 Start::Live(at) => at,
                 Start::Rebuild => Position::START,
@@ -146,6 +169,7 @@ impl Runner {
                 self.db.clone(),
                 Arc::clone(&p),
                 start,
+                rebuilt.clone(),
                 self.batch,
                 tx,
                 stop_rx.clone(),
@@ -174,11 +198,25 @@ enum Start {
     Rebuild,
 }
 
-/// Where a projection resumes: its checkpoint; the start of the log over
-/// empty tables when it has none; a rebuild when its version changed.
-async fn prepare_checkpoint(db: &ReadDb, p: &dyn Projection) -> Result<Start, ProjectionError> {
+/// Where a projection resumes: its checkpoint; a rebuild when its version
+/// changed, or when it has none and the log has events (a new read
+/// database: a rebuild writes in bulk and builds indexes after the rows);
+/// the start of the log over empty tables otherwise.
+async fn prepare_checkpoint(
+    db: &ReadDb,
+    p: &dyn Projection,
+    log_has_events: bool,
+) -> Result<Start, ProjectionError> {
     let mut conn = db.pool.acquire().await?;
-    if let Some(cp) = read_checkpoint(&mut conn, p.name()).await? {
+    let checkpoint = read_checkpoint(&mut conn, p.name()).await?;
+    if checkpoint.is_none() && log_has_events {
+        tracing::info!(
+            projection = p.name(),
+            "no checkpoint over a log with events: building the read model as a rebuild does"
+        );
+        return Ok(Start::Rebuild);
+    }
+    if let Some(cp) = checkpoint {
         if cp.version == p.version() {
             return Ok(Start::Live(cp.at));
         }
@@ -278,11 +316,43 @@ async fn rebuild_first(
     }
 }
 
+/// Rebuilds `group` in one pass, retrying after a failure, and says so on
+/// `done` once every one of them is switched in.
+async fn rebuild_together(
+    log: Arc<dyn EventLog>,
+    db: ReadDb,
+    group: Vec<Arc<dyn Projection>>,
+    mut stop: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+) {
+    loop {
+        let result = tokio::select! {
+            _ = stop.changed() => return,
+            r = rebuild(&log, &db, &group, REBUILD_BATCH, &|_| {}) => r,
+        };
+        match result {
+            Ok(_) => {
+                done.send_replace(true);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "building read models at start failed; resuming")
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_projection(
     log: Arc<dyn EventLog>,
     db: ReadDb,
     p: Arc<dyn Projection>,
     start: Start,
+    rebuilt: Option<watch::Receiver<bool>>,
     batch_size: usize,
     position: watch::Sender<Position>,
     mut stop: watch::Receiver<bool>,
@@ -290,10 +360,27 @@ async fn run_projection(
     let name = p.name();
     let mut committed = match start {
         Start::Live(at) => at,
-        Start::Rebuild => match rebuild_first(&log, &db, &p, &mut stop).await {
-            Some(at) => at,
-            None => return,
-        },
+        Start::Rebuild => {
+            if let Some(mut rebuilt) = rebuilt {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = rebuilt.wait_for(|done| *done) => if r.is_err() { return },
+                }
+            }
+            // Switched in by the group, unless another version took it over
+            // meanwhile: then on its own, as before.
+            let live = match db.pool.acquire().await {
+                Ok(mut conn) => read_checkpoint(&mut conn, name).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match live.filter(|cp| cp.version == p.version()) {
+                Some(cp) => cp.at,
+                None => match rebuild_first(&log, &db, &p, &mut stop).await {
+                    Some(at) => at,
+                    None => return,
+                },
+            }
+        }
     };
     position.send_replace(committed);
     let mut sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
