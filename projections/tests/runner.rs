@@ -436,6 +436,18 @@ async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
     out
 }
 
+/// Every read-model table of `a` and `b` holds rows, the same ones.
+async fn assert_same_read_models(a: &ReadDb, b: &ReadDb, what: &str) {
+    let (a, b) = (snapshot(a).await, snapshot(b).await);
+    for ((t, a), (_, b)) in a.iter().zip(&b) {
+        assert!(!b.is_empty(), "{t} has rows");
+        assert_eq!(a.len(), b.len(), "{t}: row count ({what})");
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x, y, "{t}: {what}");
+        }
+    }
+}
+
 /// One round of what a busy platform writes: an organization, a client with
 /// a secret, token grants with that secret, a registration token consumed by
 /// three instances, their later lives (a refresh; an exchange and a
@@ -659,11 +671,7 @@ async fn batches_and_single_events_leave_the_same_read_models() {
     run_to_head(&env.log, &one, 1).await;
     let many = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
     run_to_head(&env.log, &many, 500).await;
-    let (a, b) = (snapshot(&many).await, snapshot(&one).await);
-    for ((t, a), (_, b)) in a.iter().zip(&b) {
-        assert!(!b.is_empty(), "{t} has rows");
-        assert_eq!(a, b, "{t}");
-    }
+    assert_same_read_models(&many, &one, "batches of 500 and of one").await;
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT coalesce(user_name, '-') || '/' || device_name FROM auth_tokens ORDER BY instance_id",
     )
@@ -720,11 +728,12 @@ async fn a_new_read_database_is_built_as_a_rebuild_then_follows_the_log() {
     handle.stop().await;
     let followed = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
     run_to_head(&env.log, &followed, 50).await;
-    let (a, b) = (snapshot(&fresh).await, snapshot(&followed).await);
-    for ((t, a), (_, b)) in a.iter().zip(&b) {
-        assert!(!b.is_empty(), "{t} has rows");
-        assert_eq!(a, b, "{t}");
-    }
+    assert_same_read_models(
+        &fresh,
+        &followed,
+        "built at start and followed from the first event",
+    )
+    .await;
 }
 
 async fn rebuild_under_writes(env: Env) {
@@ -813,14 +822,7 @@ async fn rebuild_under_writes(env: Env) {
 
     let single = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
     run_to_head(&env.log, &single, 500).await;
-    let (rebuilt, reference) = (snapshot(&live).await, snapshot(&single).await);
-    for ((t, a), (_, b)) in rebuilt.iter().zip(&reference) {
-        assert!(!b.is_empty(), "{t} has rows");
-        assert_eq!(a.len(), b.len(), "{t}: row count");
-        for (x, y) in a.iter().zip(b) {
-            assert_eq!(x, y, "{t}: rebuilt under writes equals a single pass");
-        }
-    }
+    assert_same_read_models(&live, &single, "rebuilt under writes and a single pass").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
