@@ -91,7 +91,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let (master_key, master_key_from) = load_or_create(config)?;
     let log_url = config.eventstore_url();
     let mut db_url = config.database_url();
-    if config.legacy_read_models() && holds_read_models(&log_url).await {
+    if config.legacy_read_models() && ReadDb::holds_read_models(&log_url).await {
         tracing::info!("the read models stay in the log's file, as this data directory had them");
         db_url = log_url.clone();
     }
@@ -127,26 +127,6 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         subject_keys,
         read_db_url: db_url,
     })
-}
-
-/// Whether the SQLite file at `url` holds read models (a data directory
-/// from before they had a file of their own). Read-only; false when it
-/// cannot tell.
-async fn holds_read_models(url: &str) -> bool {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
-        return false;
-    };
-    let Ok(mut conn) = options.read_only(true).connect().await else {
-        return false;
-    };
-    let found: Result<i64, _> = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'read_model_migrations'",
-    )
-    .fetch_one(&mut conn)
-    .await;
-    found.is_ok_and(|n| n > 0)
 }
 
 /// A running server.

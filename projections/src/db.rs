@@ -126,6 +126,26 @@ impl ReadDb {
         Ok(db)
     }
 
+    /// Whether the SQLite database at `url` already holds read models (it
+    /// has this module's migrations table). Read-only; false when it cannot
+    /// tell.
+    pub async fn holds_read_models(url: &str) -> bool {
+        use sqlx::ConnectOptions;
+        use std::str::FromStr;
+        let Ok(options) = sqlx::sqlite::SqliteConnectOptions::from_str(url) else {
+            return false;
+        };
+        let Ok(mut conn) = options.read_only(true).connect().await else {
+            return false;
+        };
+        let found: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'read_model_migrations'",
+        )
+        .fetch_one(&mut conn)
+        .await;
+        found.is_ok_and(|n| n > 0)
+    }
+
     /// Moves SQLite's write-ahead log into the database file and truncates
     /// it, so that overwritten values are gone from the WAL too (after a
     /// data subject's erasure). A no-op on PostgreSQL.
