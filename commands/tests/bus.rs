@@ -286,7 +286,10 @@ async fn batched_commands_are_decided_one_by_one_and_appended_together() {
         .await
         .unwrap();
     for e in &stored {
-        assert_eq!(e.data["name"], landed[&e.revision].as_str());
+        assert_eq!(
+            e.data.value().unwrap()["name"],
+            landed[&e.revision].as_str()
+        );
     }
     let appends = log.appends.load(std::sync::atomic::Ordering::SeqCst) - appends_before;
     assert!(appends < 60, "108 renames took {appends} appends");
@@ -294,7 +297,9 @@ async fn batched_commands_are_decided_one_by_one_and_appended_together() {
     assert_eq!(
         (state.name.as_str(), revision),
         (
-            stored.last().unwrap().data["name"].as_str().unwrap(),
+            stored.last().unwrap().data.value().unwrap()["name"]
+                .as_str()
+                .unwrap(),
             Some(108)
         )
     );
@@ -353,7 +358,7 @@ mod clients {
             .unwrap()
             .into_iter()
             .filter(|e| e.event_type == "client.secret_created.v1")
-            .map(|e| e.data)
+            .map(|e| e.data.into_value().unwrap())
             .collect()
     }
 
@@ -698,7 +703,7 @@ mod registration {
         let mut ordinals: Vec<u64> = events
             .iter()
             .filter(|e| e.event_type == "registration_token.consumed.v1")
-            .map(|e| e.data["used_after"].as_u64().unwrap())
+            .map(|e| e.data.value().unwrap()["used_after"].as_u64().unwrap())
             .collect();
         ordinals.sort_unstable();
         assert_eq!(ordinals, (1..=count).collect::<Vec<_>>());
@@ -719,7 +724,7 @@ mod registration {
             assert!(
                 events
                     .iter()
-                    .any(|e| e.data["auth_token_id"] == auth.id.to_string())
+                    .any(|e| e.data.value().unwrap()["auth_token_id"] == auth.id.to_string())
             );
         }
     }

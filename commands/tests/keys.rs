@@ -180,9 +180,10 @@ async fn the_log_holds_private_keys_only_sealed() {
         .collect();
     assert_eq!(generated.len(), 3);
     for e in generated {
-        let kid = e.data["kid"].as_str().unwrap();
-        let alg: KeyAlgorithm = serde_json::from_value(e.data["alg"].clone()).unwrap();
-        let sealed = e.data["sealed_private_key"].as_str().unwrap();
+        let data = e.data.value().unwrap();
+        let kid = data["kid"].as_str().unwrap();
+        let alg: KeyAlgorithm = serde_json::from_value(data["alg"].clone()).unwrap();
+        let sealed = data["sealed_private_key"].as_str().unwrap();
 
         let der = crypto::open(&master(), kid.as_bytes(), sealed).unwrap();
         let forms = leak_forms(alg, &der);
@@ -209,7 +210,7 @@ async fn the_log_holds_private_keys_only_sealed() {
                 Err(CryptoError::Unauthentic)
             );
         }
-        let jwk = e.data["public_jwk"].as_object().unwrap();
+        let jwk = data["public_jwk"].as_object().unwrap();
         for private in ["d", "p", "q", "dp", "dq", "qi"] {
             assert!(!jwk.contains_key(private));
         }

@@ -18,10 +18,12 @@ pub fn encode<E: DomainEvent>(event: &E, metadata: &Metadata) -> NewEvent {
 
 /// Reads a stored event as a domain event, upcasting older versions.
 pub fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, Error> {
-    E::decode(&recorded.event_type, &recorded.data).map_err(|e| {
+    let corrupt = |e: &dyn std::fmt::Display| {
         Error::Corrupt(format!(
             "{}@{} ({}): {e}",
             recorded.stream, recorded.revision, recorded.position
         ))
-    })
+    };
+    let data = recorded.data.value().map_err(|e| corrupt(&e))?;
+    E::decode(&recorded.event_type, &data).map_err(|e| corrupt(&e))
 }

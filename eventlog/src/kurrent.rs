@@ -40,7 +40,6 @@ use kurrentdb::{
     SubscriptionFilter,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -354,14 +353,14 @@ fn decode(raw: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, Error> {
     };
     let envelope: Envelope =
         serde_json::from_slice(&raw.custom_metadata).map_err(|_| corrupt("bad metadata"))?;
-    let data: Value = serde_json::from_slice(&raw.data).map_err(|_| corrupt("bad data"))?;
+    let data = String::from_utf8(raw.data.to_vec()).map_err(|_| corrupt("bad data"))?;
     Ok(RecordedEvent {
         id: raw.id,
         stream: stream.to_owned(),
         revision: raw.revision,
         position,
         event_type: raw.event_type.clone(),
-        data,
+        data: crate::EventData::from_text(data),
         metadata: envelope.metadata,
         subject: envelope.subject,
         recorded_at: recorded_at(raw).ok_or_else(|| corrupt("bad timestamp"))?,

@@ -20,6 +20,7 @@
 
 pub mod chain;
 mod codec;
+mod data;
 mod error;
 mod open;
 mod port;
@@ -34,6 +35,7 @@ pub mod kurrent;
 
 pub use chain::Anchor;
 pub use codec::{decode, encode};
+pub use data::EventData;
 pub use error::Error;
 pub use open::{LogOptions, open};
 pub use port::{Direction, EventLog};

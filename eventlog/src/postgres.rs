@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::chain::{Anchor, DEFAULT_SEAL_EVERY};
+use crate::data::EventData;
 use crate::error::Error;
 use crate::port::{Direction, EventLog};
 use crate::sqlite::escape_like;
@@ -439,7 +440,7 @@ fn row_to_event(row: &PgRow) -> Result<RecordedEvent, Error> {
         revision: revision as u64,
         position,
         event_type: row.try_get("event_type")?,
-        data: serde_json::from_str(&data).map_err(|_| corrupt("bad data"))?,
+        data: EventData::from_text(data),
         metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("bad metadata"))?,
         subject: row.try_get("subject")?,
         recorded_at: OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)

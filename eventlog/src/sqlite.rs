@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{self, Anchor, ChainInput, DEFAULT_SEAL_EVERY, GENESIS, Link};
+use crate::data::EventData;
 use crate::error::Error;
 use crate::port::{Direction, EventLog};
 use crate::types::{
@@ -411,7 +412,7 @@ fn row_to_event(row: &Row<'_>) -> rusqlite::Result<Result<RecordedEvent, Error>>
             revision: revision as u64,
             position: Position::new(position as u64, position as u64),
             event_type,
-            data: serde_json::from_str(&data).map_err(|_| corrupt("bad data"))?,
+            data: EventData::from_text(data),
             metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("bad metadata"))?,
             subject,
             recorded_at: OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)

@@ -7,6 +7,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::data::EventData;
 use crate::error::Error;
 
 /// A place in the global order of the log. Ordered by `commit`, then
@@ -138,7 +139,7 @@ pub struct RecordedEvent {
     pub revision: u64,
     pub position: Position,
     pub event_type: String,
-    pub data: Value,
+    pub data: EventData,
     pub metadata: Metadata,
     pub subject: Option<String>,
     /// When the log committed it (the store's clock).

@@ -174,7 +174,7 @@ fn secret_use(e: &RecordedEvent) -> Result<Option<(String, String)>, ProjectionE
         #[serde(with = "time::serde::rfc3339")]
         issued_at: OffsetDateTime,
     }
-    let used = SecretUse::deserialize(&e.data).map_err(|err| ProjectionError::Apply {
+    let used: SecretUse = e.data.decode().map_err(|err| ProjectionError::Apply {
         projection: "clients",
         event: format!("{} at {}", e.event_type, e.position),
         reason: err.to_string(),

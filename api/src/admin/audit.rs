@@ -577,11 +577,13 @@ fn redact(v: &mut Value) {
     }
 }
 
-impl From<RecordedEvent> for StoredEventView {
-    fn from(e: RecordedEvent) -> Self {
-        let mut data = e.data;
+impl TryFrom<RecordedEvent> for StoredEventView {
+    type Error = serde_json::Error;
+
+    fn try_from(e: RecordedEvent) -> Result<Self, serde_json::Error> {
+        let mut data = e.data.into_value()?;
         redact(&mut data);
-        Self {
+        Ok(Self {
             id: e.id.to_string(),
             position: e.position.to_string(),
             stream: e.stream,
@@ -595,7 +597,7 @@ impl From<RecordedEvent> for StoredEventView {
                 .to_offset(time::UtcOffset::UTC)
                 .format(&Rfc3339)
                 .unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -627,7 +629,8 @@ pub async fn event(
         .into_iter()
         .find(|e| e.id.to_string() == entry.event_id)
         .ok_or_else(|| Problem::not_found("event in the log"))?;
-    Ok(Json(stored.into()))
+    let view = StoredEventView::try_from(stored).map_err(|e| Problem::internal(&e))?;
+    Ok(Json(view))
 }
 
 #[cfg(test)]
@@ -696,7 +699,7 @@ mod tests {
                     "thing.done.v1"
                 }
                 .to_owned(),
-                data: json!({}),
+                data: json!({}).into(),
                 metadata: domain::Metadata {
                     user_agent: Some(format!("agent {i}, \"quoted\"")),
                     ..domain::Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())

@@ -73,17 +73,25 @@ impl PiiLog {
             // Another node may have erased it: forget the key here too.
             self.keys.evict(subject);
         }
-        if event.subject.is_none() || !holds(&event.data, ENCRYPTED_KEY) {
+        if event.subject.is_none() || !event.data.may_hold_key(ENCRYPTED_KEY) {
             return Ok(());
         }
+        let position = event.position;
+        let data = event
+            .data
+            .value_mut()
+            .map_err(|e| Error::Corrupt(format!("data of the event at {position}: {e}")))?;
         let mut kids = Vec::new();
-        collect_kids(&event.data, &mut kids);
+        collect_kids(data, &mut kids);
+        if kids.is_empty() {
+            return Ok(());
+        }
         let mut keys: Vec<(String, Option<DataKey>)> = Vec::with_capacity(kids.len());
         for kid in kids {
             let key = self.keys.key(&kid).await.map_err(backend)?;
             keys.push((kid, key));
         }
-        rewrite(&mut event.data, &mut |m| {
+        rewrite(data, &mut |m| {
             let (Some(Value::String(sealed)), Some(Value::String(kid))) =
                 (m.get(ENCRYPTED_KEY), m.get(KID))
             else {

@@ -69,10 +69,15 @@ pub struct ExportedEvent {
     pub data: serde_json::Value,
 }
 
-impl From<&RecordedEvent> for ExportedEvent {
-    fn from(e: &RecordedEvent) -> Self {
+impl TryFrom<&RecordedEvent> for ExportedEvent {
+    type Error = eventlog::Error;
+
+    fn try_from(e: &RecordedEvent) -> Result<Self, eventlog::Error> {
         let m = &e.metadata;
-        Self {
+        let data = e.data.value().map_err(|err| {
+            eventlog::Error::Corrupt(format!("data of the event at {}: {err}", e.position))
+        })?;
+        Ok(Self {
             position: e.position.to_string(),
             event_id: e.id.to_string(),
             stream: e.stream.clone(),
@@ -84,8 +89,8 @@ impl From<&RecordedEvent> for ExportedEvent {
             actor_id: m.actor.id.clone(),
             source_ip: m.source_ip.clone(),
             user_agent: m.user_agent.clone(),
-            data: e.data.clone(),
-        }
+            data: data.into_owned(),
+        })
     }
 }
 
@@ -211,7 +216,10 @@ pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExp
         generated_at: rfc3339(OffsetDateTime::now_utc()),
         erasure,
         current: SubjectData { instances },
-        events: by_position.values().map(ExportedEvent::from).collect(),
+        events: by_position
+            .values()
+            .map(ExportedEvent::try_from)
+            .collect::<Result<_, _>>()?,
     })
 }
 

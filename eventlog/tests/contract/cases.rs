@@ -332,7 +332,10 @@ pub async fn read_all_with_filters_and_pages(log: Arc<dyn EventLog>) {
     let both = Filter::categories([ca.clone(), cb.clone()]);
     let all = read_everything(&log, from, &both).await;
     assert_eq!(all.len(), 30);
-    let ns: Vec<u64> = all.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
+    let ns: Vec<u64> = all
+        .iter()
+        .map(|e| e.data.value().unwrap()["n"].as_u64().unwrap())
+        .collect();
     assert_eq!(
         ns,
         (0..30).collect::<Vec<_>>(),
@@ -428,7 +431,7 @@ pub async fn subscription_from_the_middle_then_live(log: Arc<dyn EventLog>) {
             .await
             .expect("live events arrive")
             .unwrap();
-        seen.push(e.data["n"].as_u64().unwrap());
+        seen.push(e.data.value().unwrap()["n"].as_u64().unwrap());
     }
     writer.await.unwrap();
     assert_eq!(

@@ -71,7 +71,10 @@ async fn token_events(s: &TestServer, client_id: &str, want: usize) -> usize {
             after = last.position;
             n += page
                 .iter()
-                .filter(|e| e.event_type == "token.issued.v1" && e.data["client_id"] == client_id)
+                .filter(|e| {
+                    e.event_type == "token.issued.v1"
+                        && e.data.value().unwrap()["client_id"] == client_id
+                })
                 .count();
         }
         if n >= want {
@@ -426,7 +429,11 @@ async fn token_endpoint_errors_follow_rfc_6749() {
             .iter()
             .all(|e| e.event_type == "client.authentication_failed.v1")
     );
-    assert!(failures.iter().any(|e| e.data["client_id"] == id.as_str()));
+    assert!(
+        failures
+            .iter()
+            .any(|e| e.data.value().unwrap()["client_id"] == id.as_str())
+    );
     assert!(
         failures
             .iter()
@@ -435,7 +442,7 @@ async fn token_endpoint_errors_follow_rfc_6749() {
     assert!(
         !failures
             .iter()
-            .any(|e| e.data.to_string().contains("wrong-secret")),
+            .any(|e| e.data.text().contains("wrong-secret")),
         "no secret in the log"
     );
 }
