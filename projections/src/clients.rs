@@ -10,6 +10,7 @@ use eventlog::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::db::ReadDb;
 use crate::fields::{id_of, text};
@@ -43,8 +44,8 @@ impl Projection for ClientsProjection {
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         if e.event_type == ISSUED_V1 {
-            if let Some((secret, at)) = secret_use(e)? {
-                record_secret_use(conn, tables, &secret, &at).await?;
+            if let Some(secret) = secret_of(e)? {
+                record_secret_use(conn, tables, secret, e).await?;
             }
             return Ok(());
         }
@@ -144,61 +145,69 @@ impl Projection for ClientsProjection {
         // A busy secret is used by many grants per batch: only its last use
         // is written, just before the next client event (which may delete
         // the secret) or at the end of the batch.
-        let mut uses: HashMap<String, String> = HashMap::new();
+        let mut uses: HashMap<Uuid, &RecordedEvent> = HashMap::new();
         for e in events {
             if e.event_type == ISSUED_V1 {
-                if let Some((secret, at)) = secret_use(e)? {
-                    uses.insert(secret, at);
+                if let Some(secret) = secret_of(e)? {
+                    uses.insert(secret, e);
                 }
                 continue;
             }
-            for (secret, at) in uses.drain() {
-                record_secret_use(conn, tables, &secret, &at).await?;
+            for (secret, last) in uses.drain() {
+                record_secret_use(conn, tables, secret, last).await?;
             }
             self.apply(conn, tables, e).await?;
         }
-        for (secret, at) in uses {
-            record_secret_use(conn, tables, &secret, &at).await?;
+        for (secret, last) in uses {
+            record_secret_use(conn, tables, secret, last).await?;
         }
         Ok(())
     }
 }
 
-/// The secret a `token.issued` event authenticated with, and when. Only
-/// those two fields are read: this runs for every token the log holds.
-fn secret_use(e: &RecordedEvent) -> Result<Option<(String, String)>, ProjectionError> {
+/// The secret a `token.issued` event authenticated with. Only that field
+/// is read: this runs for every token the log holds, the time only for a
+/// secret's last use in a batch.
+fn secret_of(e: &RecordedEvent) -> Result<Option<Uuid>, ProjectionError> {
     #[derive(Deserialize)]
-    struct SecretUse {
+    struct SecretOf {
         #[serde(default)]
-        secret_id: Option<uuid::Uuid>,
-        #[serde(with = "time::serde::rfc3339")]
-        issued_at: OffsetDateTime,
+        secret_id: Option<Uuid>,
     }
-    let used: SecretUse = e.data.decode().map_err(|err| ProjectionError::Apply {
-        projection: "clients",
-        event: format!("{} at {}", e.event_type, e.position),
-        reason: err.to_string(),
-    })?;
-    Ok(used
-        .secret_id
-        .map(|s| (s.to_string(), text(used.issued_at))))
+    let of: SecretOf = e.data.decode().map_err(|err| malformed(e, &err))?;
+    Ok(of.secret_id)
 }
 
+/// Records `e` (a `token.issued` event) as the last use of `secret`.
 async fn record_secret_use(
     conn: &mut AnyConnection,
     tables: Tables,
-    secret: &str,
-    at: &str,
+    secret: Uuid,
+    e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
+    #[derive(Deserialize)]
+    struct IssuedAt {
+        #[serde(with = "time::serde::rfc3339")]
+        issued_at: OffsetDateTime,
+    }
+    let at: IssuedAt = e.data.decode().map_err(|err| malformed(e, &err))?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {} SET last_used_at = $1 WHERE id = $2",
         tables.name("client_secrets")
     )))
-    .bind(at.to_owned())
-    .bind(secret.to_owned())
+    .bind(text(at.issued_at))
+    .bind(secret.to_string())
     .execute(conn)
     .await?;
     Ok(())
+}
+
+fn malformed(e: &RecordedEvent, err: &serde_json::Error) -> ProjectionError {
+    ProjectionError::Apply {
+        projection: "clients",
+        event: format!("{} at {}", e.event_type, e.position),
+        reason: err.to_string(),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
