@@ -169,7 +169,10 @@ impl DomainEvent for AuthTokenEvent {
         .unwrap_or(Value::Null)
     }
 
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
         match event_type {
             AUTH_TOKEN_ISSUED_V1 => decode_as(event_type, data).map(Self::Issued),
             AUTH_TOKEN_EXCHANGED_V1 => decode_as(event_type, data).map(Self::Exchanged),

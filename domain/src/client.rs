@@ -264,11 +264,11 @@ pub const DELETED_V1: &str = "client.deleted.v1";
 pub const SECRET_CREATED_V1: &str = "client.secret_created.v1";
 pub const SECRET_DELETED_V1: &str = "client.secret_deleted.v1";
 
-fn decode_as<T: serde::de::DeserializeOwned>(
+fn decode_as<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
     event_type: &str,
-    data: &Value,
+    data: D,
 ) -> Result<T, DecodeError> {
-    // Deserialized from the borrowed value: no copy of the whole tree first.
+    // From a borrowed tree or straight from the stored text: no copy first.
     T::deserialize(data).map_err(|e| DecodeError::malformed(event_type, e))
 }
 
@@ -299,7 +299,10 @@ impl DomainEvent for ClientEvent {
         .unwrap_or(Value::Null)
     }
 
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
         match event_type {
             CREATED_V1 => decode_as(event_type, data).map(Self::Created),
             UPDATED_V1 => decode_as(event_type, data).map(Self::Updated),

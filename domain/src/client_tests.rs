@@ -921,7 +921,7 @@ fn events_round_trip_through_their_stored_form() {
         ]
     );
     for e in all {
-        let back = ClientEvent::decode(e.event_type(), &e.to_data()).unwrap();
+        let back = ClientEvent::decode(e.event_type(), e.to_data()).unwrap();
         assert_eq!(back, e);
     }
     assert!(matches!(
@@ -929,7 +929,7 @@ fn events_round_trip_through_their_stored_form() {
         Err(DecodeError::UnknownType(_))
     ));
     assert!(matches!(
-        ClientEvent::decode(SECRET_CREATED_V1, &json!({"secret_id": 1})),
+        ClientEvent::decode(SECRET_CREATED_V1, json!({"secret_id": 1})),
         Err(DecodeError::Malformed { .. })
     ));
 }

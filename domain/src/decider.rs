@@ -11,8 +11,12 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     fn event_type(&self) -> &'static str;
     /// The JSON body stored with the event.
     fn to_data(&self) -> Value;
-    /// Decodes a stored event, upcasting older versions of the same fact.
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError>;
+    /// Decodes a stored event, upcasting older versions of the same fact,
+    /// from a JSON tree (`&Value`) or straight from the stored text.
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError>;
     /// The person this event is about, if any (indexed by the log).
     fn subject(&self) -> Option<String> {
         None

@@ -72,7 +72,10 @@ impl DomainEvent for PrivacyEvent {
         .unwrap_or(Value::Null)
     }
 
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
         match event_type {
             SUBJECT_FOUND_V1 => decode_as(event_type, data).map(Self::Found),
             SUBJECT_EXPORTED_V1 => decode_as(event_type, data).map(Self::Exported),
@@ -144,7 +147,7 @@ mod tests {
             erased_at: OffsetDateTime::UNIX_EPOCH,
         });
         assert_eq!(e.subject().as_deref(), Some("person:1"));
-        let back = PrivacyEvent::decode(e.event_type(), &e.to_data()).unwrap();
+        let back = PrivacyEvent::decode(e.event_type(), e.to_data()).unwrap();
         assert_eq!(back, e);
         let found = PrivacyEvent::Found(SubjectFound {
             subject: "person:2".into(),
@@ -153,7 +156,7 @@ mod tests {
         });
         assert_eq!(found.event_type(), "privacy.subject_found.v1");
         assert_eq!(found.subject().as_deref(), Some("person:2"));
-        let back = PrivacyEvent::decode(found.event_type(), &found.to_data()).unwrap();
+        let back = PrivacyEvent::decode(found.event_type(), found.to_data()).unwrap();
         assert_eq!(back, found);
     }
 }

@@ -110,11 +110,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_as<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
     event_type: &str,
-    data: &Value,
+    data: D,
 ) -> Result<T, DecodeError> {
-    // Deserialized from the borrowed value: no copy of the whole tree first.
+    // From a borrowed tree or straight from the stored text: no copy first.
     T::deserialize(data).map_err(|e| DecodeError::malformed(event_type, e))
 }
 
@@ -201,7 +201,10 @@ impl DomainEvent for RegistrationTokenEvent {
         .unwrap_or(Value::Null)
     }
 
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
         match event_type {
             REGTOKEN_CREATED_V1 => decode_as(event_type, data).map(Self::Created),
             REGTOKEN_CONSUMED_V1 => decode_as(event_type, data).map(Self::Consumed),

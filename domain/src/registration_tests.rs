@@ -402,7 +402,7 @@ mod registration_token {
             ]
         );
         for e in all {
-            let back = RegistrationTokenEvent::decode(e.event_type(), &e.to_data()).unwrap();
+            let back = RegistrationTokenEvent::decode(e.event_type(), e.to_data()).unwrap();
             assert_eq!(back, e);
         }
         let data = consumed(1).to_data();
@@ -418,7 +418,7 @@ mod registration_token {
             Err(DecodeError::UnknownType(_))
         ));
         assert!(matches!(
-            RegistrationTokenEvent::decode(REGTOKEN_CONSUMED_V1, &json!({"used_after": 1})),
+            RegistrationTokenEvent::decode(REGTOKEN_CONSUMED_V1, json!({"used_after": 1})),
             Err(DecodeError::Malformed { .. })
         ));
     }
@@ -533,7 +533,7 @@ mod auth_token {
         let now = state.instance.unwrap();
         assert_eq!(now.user_name.value().map(String::as_str), Some("Ada King"));
         assert_eq!(now.instance_id, instance(1).instance_id);
-        let back = AuthTokenEvent::decode(events[0].event_type(), &events[0].to_data()).unwrap();
+        let back = AuthTokenEvent::decode(events[0].event_type(), events[0].to_data()).unwrap();
         assert_eq!(back, events[0]);
     }
 
@@ -772,7 +772,7 @@ mod auth_token {
             ]
         );
         for e in all {
-            let back = AuthTokenEvent::decode(e.event_type(), &e.to_data()).unwrap();
+            let back = AuthTokenEvent::decode(e.event_type(), e.to_data()).unwrap();
             assert_eq!(back, e);
         }
         assert_eq!(

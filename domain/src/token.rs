@@ -95,7 +95,10 @@ impl DomainEvent for TokenEvent {
         .unwrap_or(Value::Null)
     }
 
-    fn decode(event_type: &str, data: &Value) -> Result<Self, DecodeError> {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
         let malformed = |e| DecodeError::malformed(event_type, e);
         match event_type {
             ISSUED_V1 => serde::Deserialize::deserialize(data)
@@ -183,6 +186,6 @@ mod tests {
             client_id: Uuid::nil(),
             expires_at: OffsetDateTime::UNIX_EPOCH,
         });
-        assert_eq!(TokenEvent::decode(e.event_type(), &e.to_data()).unwrap(), e);
+        assert_eq!(TokenEvent::decode(e.event_type(), e.to_data()).unwrap(), e);
     }
 }

@@ -22,7 +22,21 @@ enum Repr {
     Tree(Value),
 }
 
+/// How an [`EventData`] is held, for a reader that deserializes either form
+/// itself.
+pub enum Stored<'a> {
+    Text(&'a str),
+    Tree(&'a Value),
+}
+
 impl EventData {
+    pub fn stored(&self) -> Stored<'_> {
+        match &self.0 {
+            Repr::Text(t) => Stored::Text(t),
+            Repr::Tree(v) => Stored::Tree(v),
+        }
+    }
+
     /// Data read from a store: kept as text until asked for.
     pub fn from_text(text: String) -> Self {
         Self(Repr::Text(text))
