@@ -136,6 +136,17 @@ impl Config {
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join("idp.db")))
     }
 
+    /// Where the subject keys live when not with the read models: while the
+    /// read models are in the embedded default's file, a file of their own
+    /// (`keys.db`), so that losing or deleting the read models' file (which
+    /// a start rebuilds from the log) erases nobody. With a configured
+    /// read-model database they are a table of it.
+    pub fn subject_keys_url(&self) -> Option<String> {
+        self.database_url
+            .is_none()
+            .then(|| sqlite_url(&self.data_dir.join("keys.db")))
+    }
+
     /// Whether the read models may be those of an older data directory,
     /// in the log's own file: both places are the embedded defaults, the
     /// log's file exists and the read models' does not.
@@ -193,6 +204,20 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(pg.eventstore_url(), "postgres://db/idp", "one database");
+        assert_eq!(
+            c.subject_keys_url().as_deref(),
+            Some("sqlite:./data/keys.db")
+        );
+        assert_eq!(pg.subject_keys_url(), None, "with the read models");
+        let log_elsewhere = Config {
+            eventstore_url: Some("postgres://db/log".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            log_elsewhere.subject_keys_url().as_deref(),
+            Some("sqlite:./data/keys.db"),
+            "beside a read-model file"
+        );
     }
 
     #[test]

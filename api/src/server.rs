@@ -112,7 +112,32 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
             url: redact_url(&db_url),
             source,
         })?;
-    let subject_keys = Arc::new(SubjectKeys::new(read_db.clone(), master_key.clone()));
+    let keys_db = match config.subject_keys_url() {
+        Some(url) => {
+            let keys_db = projections::subject_keys::open(&url, config.db_max_connections)
+                .await
+                .map_err(|source| StartError::ReadDb {
+                    url: redact_url(&url),
+                    source,
+                })?;
+            // A data directory from before kept the keys with the read models.
+            let moved = projections::subject_keys::move_all(&read_db, &keys_db)
+                .await
+                .map_err(|source| StartError::ReadDb {
+                    url: redact_url(&url),
+                    source,
+                })?;
+            if moved > 0 {
+                tracing::info!(
+                    moved,
+                    "subject keys moved out of the read-model database into their own"
+                );
+            }
+            keys_db
+        }
+        None => read_db.clone(),
+    };
+    let subject_keys = Arc::new(SubjectKeys::new(keys_db, master_key.clone()));
     let log: Arc<dyn EventLog> = Arc::new(PiiLog::new(log, Arc::clone(&subject_keys)));
     let bus = Arc::new(
         CommandBus::new(Arc::clone(&log), Arc::new(SystemClock))
@@ -458,5 +483,82 @@ mod tests {
         );
         let stores = open_stores(&config).await.unwrap();
         assert!(stores.read_db_url.ends_with("read.db"));
+    }
+
+    async fn keys_in(url: &str) -> i64 {
+        let db = projections::subject_keys::open(url, 1).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM subject_keys")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    fn remove_database(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    #[tokio::test]
+    async fn losing_the_read_models_file_keeps_every_subject_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let stores = open_stores(&config).await.unwrap();
+        let key = stores.subject_keys.key_or_create("person:a").await.unwrap();
+        drop(stores);
+        assert_eq!(keys_in(&config.database_url()).await, 0);
+        remove_database(&dir.path().join("read.db"));
+
+        let stores = open_stores(&config).await.unwrap();
+        assert_eq!(
+            stores.subject_keys.key("person:a").await.unwrap(),
+            Some(key)
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_kept_with_the_read_models_move_to_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let stores = open_stores(&config).await.unwrap();
+        let mut made = Vec::new();
+        for i in 0..1_203 {
+            let subject = format!("person:{i}");
+            let key = stores.subject_keys.key_or_create(&subject).await.unwrap();
+            made.push((subject, key));
+        }
+        drop(stores);
+        // As a build before keys.db left them: among the read models.
+        let keys_url = config.subject_keys_url().unwrap();
+        let keys = projections::subject_keys::open(&keys_url, 1).await.unwrap();
+        let read = ReadDb::connect(&config.database_url(), 1).await.unwrap();
+        projections::subject_keys::move_all(&keys, &read)
+            .await
+            .unwrap();
+        drop((keys, read));
+        remove_database(&dir.path().join("keys.db"));
+        assert_eq!(keys_in(&config.database_url()).await, 1_203);
+
+        let stores = open_stores(&config).await.unwrap();
+        assert_eq!(keys_in(&config.database_url()).await, 0);
+        assert_eq!(keys_in(&keys_url).await, 1_203);
+        for (subject, key) in &made {
+            assert_eq!(stores.subject_keys.key(subject).await.unwrap(), Some(*key));
+        }
+        // The moved keys are gone from the read database's bytes too.
+        drop(stores);
+        let bytes = std::fs::read(dir.path().join("read.db")).unwrap();
+        let sealed = sqlx::query_scalar::<_, String>("SELECT sealed_key FROM subject_keys LIMIT 1")
+            .fetch_one(
+                &projections::subject_keys::open(&keys_url, 1)
+                    .await
+                    .unwrap()
+                    .pool,
+            )
+            .await
+            .unwrap();
+        assert!(!bytes.windows(sealed.len()).any(|w| w == sealed.as_bytes()));
     }
 }

@@ -74,6 +74,16 @@ impl ReadDb {
     /// Connects to `url` (`sqlite:PATH` or `postgres://…`) and brings the
     /// schema up to date.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, ProjectionError> {
+        let db = Self::connect_unmigrated(url, max_connections).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Connects with the read database's settings, without its schema.
+    pub(crate) async fn connect_unmigrated(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Self, ProjectionError> {
         install_default_drivers();
         let (url, dialect) = if let Some(rest) = url
             .strip_prefix("sqlite://")
@@ -121,9 +131,7 @@ impl ReadDb {
             })
             .connect(&url)
             .await?;
-        let db = Self { pool, dialect };
-        db.migrate().await?;
-        Ok(db)
+        Ok(Self { pool, dialect })
     }
 
     /// Whether the SQLite database at `url` already holds read models (it

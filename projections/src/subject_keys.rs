@@ -1,12 +1,85 @@
 //! The `subject_keys` table: each data subject's key, sealed under the
 //! master key by the caller (this module never sees a key in the clear).
 //! Not a projection: rebuilds leave it alone, and deleting a row is a data
-//! subject's erasure.
+//! subject's erasure. The embedded default keeps it in a database of its
+//! own ([`open`]), so that the read models' file can be lost or deleted
+//! (a start rebuilds it from the log) without erasing everyone.
 
 use sqlx::Row;
 
 use crate::db::ReadDb;
 use crate::runner::ProjectionError;
+
+/// The table as [`open`] creates it; the read-model migration 0005 creates
+/// the same one among the read models.
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS subject_keys (
+    subject    TEXT PRIMARY KEY,
+    sealed_key TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)";
+
+/// Keys moved per transaction by [`move_all`].
+const MOVE_PAGE: i64 = 500;
+
+/// Opens (creating it if need be) a database that holds only subject keys,
+/// with the read database's connection settings (on SQLite, deleted rows
+/// are overwritten on disk).
+pub async fn open(url: &str, max_connections: u32) -> Result<ReadDb, ProjectionError> {
+    let db = ReadDb::connect_unmigrated(url, max_connections).await?;
+    sqlx::query(TABLE).execute(&db.pool).await?;
+    Ok(db)
+}
+
+/// Moves every key `from` holds into `to`, which must be another database:
+/// each page of keys is committed in `to` before it is deleted from `from`,
+/// so a crash leaves a key in both places (moved again next time), never in
+/// neither; a key `to` already has stays as it is. Then `from` is
+/// checkpointed, so the moved keys are gone from its write-ahead log too.
+/// Returns how many keys were moved.
+pub async fn move_all(from: &ReadDb, to: &ReadDb) -> Result<u64, ProjectionError> {
+    let mut moved = 0u64;
+    loop {
+        let rows = sqlx::query(
+            "SELECT subject, sealed_key, created_at FROM subject_keys ORDER BY subject LIMIT $1",
+        )
+        .bind(MOVE_PAGE)
+        .fetch_all(&from.pool)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let keys = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<(String, String, String)>, sqlx::Error>>()?;
+        let mut tx = to.begin_write().await?;
+        for (subject, sealed, created_at) in &keys {
+            sqlx::query(
+                "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (subject) DO NOTHING",
+            )
+            .bind(subject.clone())
+            .bind(sealed.clone())
+            .bind(created_at.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut tx = from.begin_write().await?;
+        for (subject, _, _) in &keys {
+            sqlx::query("DELETE FROM subject_keys WHERE subject = $1")
+                .bind(subject.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        moved += keys.len() as u64;
+    }
+    if moved > 0 {
+        from.checkpoint().await?;
+    }
+    Ok(moved)
+}
 
 /// The sealed key of `subject`, if it has one.
 pub async fn sealed(db: &ReadDb, subject: &str) -> Result<Option<String>, ProjectionError> {

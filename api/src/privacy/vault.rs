@@ -1,6 +1,7 @@
 //! Per-subject data keys: 256-bit random keys, one per subject, sealed under
-//! the master key (the subject as associated data) in the read database's
-//! `subject_keys` table, never in the log. Deleting a subject's row is the
+//! the master key (the subject as associated data) in a `subject_keys`
+//! table (`keys.db` on the embedded default, else the read database's),
+//! never in the log. Deleting a subject's row is the
 //! erasure: every value encrypted under the key becomes unreadable.
 
 use std::collections::HashMap;
@@ -100,10 +101,13 @@ impl SubjectKeys {
     }
 
     /// Deletes the subject's key (crypto-shredding); true if there was one.
+    /// On SQLite the write-ahead log is then pushed into the (overwritten)
+    /// file, so the sealed key is gone from both.
     pub async fn erase(&self, subject: &str) -> Result<bool, VaultError> {
         self.evict(subject);
         let deleted = subject_keys::delete(&self.db, subject).await?;
         self.evict(subject);
+        self.db.checkpoint().await?;
         Ok(deleted)
     }
 }

@@ -336,7 +336,7 @@ async fn data_subject_requests(store: Store) {
     if store == Store::Sqlite {
         let dir = s.data_dir.clone();
         // Stopped (the files closed), the storage kept until the end.
-        let _kept = s.stop().await;
+        let (config, kept) = s.stop().await;
         let files = files_under(&dir);
         assert!(
             files.iter().any(|(_, bytes)| contains(bytes, &alan)),
@@ -354,6 +354,39 @@ async fn data_subject_requests(store: Store) {
                 assert!(!contains(bytes, name), "{name:?} found in {path}");
             }
         }
+
+        // The read models' file is disposable: without it a start rebuilds
+        // them from the log, and every person who was not erased is still
+        // readable (their keys are not kept with the read models).
+        for f in ["read.db", "read.db-wal", "read.db-shm"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let s = TestServer::start_with(config, kept).await;
+        s.wait_ready().await;
+        let admin = s.admin().await;
+        let (st, _, found) = s
+            .call(
+                Method::GET,
+                &format!(
+                    "/admin/subjects?organization_id={}&user_name={}",
+                    admin.organization_id,
+                    alan.replace(' ', "%20")
+                ),
+                &admin.token,
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{found}");
+        let (st, doc) = export(&s, &admin, found["subject"].as_str().unwrap()).await;
+        assert_eq!(st, 200, "{doc}");
+        let instances = doc["current"]["instances"].as_array().unwrap();
+        assert_eq!(instances.len(), 1, "{doc}");
+        assert_eq!(instances[0]["user_name"], alan.as_str(), "{doc}");
+        assert_eq!(
+            instances[0]["device_name"],
+            device_of(&alan, "a-laptop").as_str(),
+            "{doc}"
+        );
     }
 }
 
