@@ -290,6 +290,11 @@ impl Server {
         }
         self.follower.abort();
         self.state.projections.stop().await;
+        // Closed here, not whenever the last holder lets go: on SQLite the
+        // last close folds the write-ahead log into the file, which is then
+        // complete when this returns.
+        self.state.read_db.pool.close().await;
+        self.state.subject_keys.close().await;
         tracing::info!("idp stopped");
     }
 

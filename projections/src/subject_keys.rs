@@ -54,15 +54,7 @@ pub async fn move_all(from: &ReadDb, to: &ReadDb) -> Result<u64, ProjectionError
             .collect::<Result<Vec<(String, String, String)>, sqlx::Error>>()?;
         let mut tx = to.begin_write().await?;
         for (subject, sealed, created_at) in &keys {
-            sqlx::query(
-                "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (subject) DO NOTHING",
-            )
-            .bind(subject.clone())
-            .bind(sealed.clone())
-            .bind(created_at.clone())
-            .execute(&mut *tx)
-            .await?;
+            insert_on(&mut tx, subject, sealed, created_at).await?;
         }
         tx.commit().await?;
         let mut tx = from.begin_write().await?;
@@ -98,6 +90,16 @@ pub async fn insert(
     sealed: &str,
     created_at: &str,
 ) -> Result<(), ProjectionError> {
+    let mut conn = db.pool.acquire().await?;
+    insert_on(&mut conn, subject, sealed, created_at).await
+}
+
+async fn insert_on(
+    conn: &mut sqlx::AnyConnection,
+    subject: &str,
+    sealed: &str,
+    created_at: &str,
+) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
          ON CONFLICT (subject) DO NOTHING",
@@ -105,7 +107,7 @@ pub async fn insert(
     .bind(subject.to_owned())
     .bind(sealed.to_owned())
     .bind(created_at.to_owned())
-    .execute(&db.pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

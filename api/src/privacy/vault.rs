@@ -100,6 +100,11 @@ impl SubjectKeys {
             .ok_or_else(|| VaultError::Unsealable(subject.to_owned()))
     }
 
+    /// Closes the database the keys are in (at shutdown).
+    pub async fn close(&self) {
+        self.db.pool.close().await;
+    }
+
     /// Deletes the subject's key (crypto-shredding); true if there was one.
     /// On SQLite the write-ahead log is then pushed into the (overwritten)
     /// file, so the sealed key is gone from both.

@@ -67,7 +67,10 @@ fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         if path.is_dir() {
             out.extend(files_under(&path));
         } else {
-            out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            out.push((
+                path.display().to_string(),
+                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            ));
         }
     }
     out
@@ -80,6 +83,23 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// `GET /admin/subjects/{subject}`: status and document.
+/// Looks a person up by user name within the admin's organization.
+async fn find(s: &TestServer, admin: &Admin, user_name: &str) -> (u16, Value) {
+    let (st, _, found) = s
+        .call(
+            Method::GET,
+            &format!(
+                "/admin/subjects?organization_id={}&user_name={}",
+                admin.organization_id,
+                user_name.replace(' ', "%20")
+            ),
+            &admin.token,
+            None,
+        )
+        .await;
+    (st, found)
+}
+
 async fn export(s: &TestServer, admin: &Admin, subject: &str) -> (u16, Value) {
     let (st, _, doc) = s
         .call(
@@ -147,33 +167,12 @@ async fn data_subject_requests(store: Store) {
     assert!(stored_events_mentioning(&s, "$pii_enc").await >= 6);
 
     // Found by name within the organization.
-    let (st, _, found) = s
-        .call(
-            Method::GET,
-            &format!(
-                "/admin/subjects?organization_id={}&user_name={}",
-                admin.organization_id,
-                grace.replace(' ', "%20")
-            ),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, found) = find(&s, &admin, &grace).await;
     assert_eq!(st, 200, "{found}");
     let subject = found["subject"].as_str().unwrap().to_owned();
     assert!(subject.starts_with("person:"), "{subject}");
     assert_eq!(found["events"], 4, "two consumptions and two auth tokens");
-    let (st, _, _) = s
-        .call(
-            Method::GET,
-            &format!(
-                "/admin/subjects?organization_id={}&user_name=Nobody",
-                admin.organization_id
-            ),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, _) = find(&s, &admin, "Nobody").await;
     assert_eq!(st, 404);
     // The lookup that found her is in the trail (without the name); the one
     // that found nobody left nothing.
@@ -364,18 +363,7 @@ async fn data_subject_requests(store: Store) {
         let s = TestServer::start_with(config, kept).await;
         s.wait_ready().await;
         let admin = s.admin().await;
-        let (st, _, found) = s
-            .call(
-                Method::GET,
-                &format!(
-                    "/admin/subjects?organization_id={}&user_name={}",
-                    admin.organization_id,
-                    alan.replace(' ', "%20")
-                ),
-                &admin.token,
-                None,
-            )
-            .await;
+        let (st, found) = find(&s, &admin, &alan).await;
         assert_eq!(st, 200, "{found}");
         let (st, doc) = export(&s, &admin, found["subject"].as_str().unwrap()).await;
         assert_eq!(st, 200, "{doc}");
