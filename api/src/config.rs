@@ -121,8 +121,8 @@ impl Config {
     /// The read models. The embedded default keeps them in a file of their
     /// own beside the log's, so that projection writes never hold the log's
     /// write lock (token grants waited on them). A data directory from
-    /// before keeps its read models in the log's file: `open_stores`
-    /// decides, once, with [`Config::legacy_read_models`].
+    /// before kept them in the log's file: `open_stores` takes them out
+    /// (see [`Config::legacy_read_models`]).
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
@@ -147,9 +147,10 @@ impl Config {
             .then(|| sqlite_url(&self.data_dir.join("keys.db")))
     }
 
-    /// Whether the read models may be those of an older data directory,
-    /// in the log's own file: both places are the embedded defaults, the
-    /// log's file exists and the read models' does not.
+    /// Whether the log's file may still hold the read models of an older
+    /// data directory (`open_stores` then takes them out, see
+    /// `ReadDb::retire_read_models`): both places are the embedded
+    /// defaults, the log's file exists and the read models' does not.
     pub fn legacy_read_models(&self) -> bool {
         self.database_url.is_none()
             && self.eventstore_url.is_none()

@@ -90,10 +90,32 @@ pub struct Stores {
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     let (master_key, master_key_from) = load_or_create(config)?;
     let log_url = config.eventstore_url();
-    let mut db_url = config.database_url();
-    if config.legacy_read_models() && ReadDb::holds_read_models(&log_url).await {
-        tracing::info!("the read models stay in the log's file, as this data directory had them");
-        db_url = log_url.clone();
+    let db_url = config.database_url();
+    let keys_db = match config.subject_keys_url() {
+        Some(url) => Some(
+            projections::subject_keys::open(&url, config.db_max_connections)
+                .await
+                .map_err(|source| StartError::ReadDb {
+                    url: redact_url(&url),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    if let Some(keys_db) = &keys_db
+        && config.legacy_read_models()
+        && ReadDb::holds_read_models(&log_url).await
+    {
+        let dropped = ReadDb::retire_read_models(&log_url, keys_db, &projections::all())
+            .await
+            .map_err(|source| StartError::ReadDb {
+                url: redact_url(&log_url),
+                source,
+            })?;
+        tracing::warn!(
+            dropped,
+            "the read models of this older data directory were taken out of the log's file; they are rebuilt from the log into their own"
+        );
     }
     let log = eventlog::open(
         &log_url,
@@ -112,19 +134,13 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
             url: redact_url(&db_url),
             source,
         })?;
-    let keys_db = match config.subject_keys_url() {
-        Some(url) => {
-            let keys_db = projections::subject_keys::open(&url, config.db_max_connections)
-                .await
-                .map_err(|source| StartError::ReadDb {
-                    url: redact_url(&url),
-                    source,
-                })?;
+    let keys_db = match keys_db {
+        Some(keys_db) => {
             // A data directory from before kept the keys with the read models.
             let moved = projections::subject_keys::move_all(&read_db, &keys_db)
                 .await
                 .map_err(|source| StartError::ReadDb {
-                    url: redact_url(&url),
+                    url: redact_url(&db_url),
                     source,
                 })?;
             if moved > 0 {
@@ -467,18 +483,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_older_data_directory_keeps_its_read_models_in_the_log_file() {
+    async fn an_older_data_directory_has_its_read_models_taken_out_of_the_log_file() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_in(dir.path());
-        // As an older build left it: log and read models in one file.
+        let (master, _) = load_or_create(&config).unwrap();
+        // As an older build left it: log, read models and keys in one file.
         let one = config.eventstore_url();
-        drop(eventlog::open(&one, &LogOptions::default()).await.unwrap());
-        drop(ReadDb::connect(&one, 1).await.unwrap());
+        let log = eventlog::open(&one, &LogOptions::default()).await.unwrap();
+        let event = eventlog::NewEvent::new(
+            "organization.created.v1",
+            json!({"marker": "kept"}),
+            Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc()),
+        );
+        log.append(
+            "organization-1",
+            eventlog::ExpectedRevision::NoStream,
+            vec![event],
+        )
+        .await
+        .unwrap();
+        drop(log);
+        let old = ReadDb::connect(&one, 1).await.unwrap();
+        let key = SubjectKeys::new(old.clone(), master)
+            .key_or_create("person:a")
+            .await
+            .unwrap();
+        let sealed = projections::subject_keys::sealed(&old, "person:a")
+            .await
+            .unwrap()
+            .unwrap();
+        old.pool.close().await;
+
         let stores = open_stores(&config).await.unwrap();
-        assert_eq!(stores.read_db_url, one);
-        assert!(!dir.path().join("read.db").exists());
-        // A log file without read models (a first start cut short) does not
-        // count.
+        assert!(stores.read_db_url.ends_with("read.db"));
+        assert!(!ReadDb::holds_read_models(&one).await);
+        assert_eq!(
+            stores.subject_keys.key("person:a").await.unwrap(),
+            Some(key)
+        );
+        let read = stores
+            .log
+            .read_all(eventlog::Position::START, &eventlog::Filter::all(), 10)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 1, "the log is untouched");
+        assert_eq!(read[0].data, json!({"marker": "kept"}));
+        drop(stores);
+        // The read models have their own file now.
+        let tables = tables_in(&config.database_url()).await;
+        assert!(tables.contains(&"audit_entries".to_owned()), "{tables:?}");
+        let in_log = tables_in(&one).await;
+        for gone in [
+            "subject_keys",
+            "projection_checkpoints",
+            "read_model_migrations",
+            "audit_entries",
+            "organizations",
+        ] {
+            assert!(!in_log.iter().any(|t| t == gone), "{gone} in {in_log:?}");
+        }
+        assert!(in_log.iter().any(|t| t == "events"));
+        let bytes = std::fs::read(dir.path().join("idp.db")).unwrap();
+        assert!(!bytes.windows(sealed.len()).any(|w| w == sealed.as_bytes()));
+
+        // A log file without read models (a first start cut short) is left
+        // alone.
         let fresh = tempfile::tempdir().unwrap();
         let config = config_in(fresh.path());
         drop(
@@ -488,6 +557,22 @@ mod tests {
         );
         let stores = open_stores(&config).await.unwrap();
         assert!(stores.read_db_url.ends_with("read.db"));
+    }
+
+    /// The tables of the SQLite file at `url`, read-only.
+    async fn tables_in(url: &str) -> Vec<String> {
+        use sqlx::ConnectOptions;
+        use std::str::FromStr;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .unwrap()
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
     }
 
     async fn keys_in(url: &str) -> i64 {

@@ -154,6 +154,61 @@ impl ReadDb {
         found.is_ok_and(|n| n > 0)
     }
 
+    /// Takes the read models out of the SQLite database at `url`, where an
+    /// older data directory kept them beside the log: the subject keys are
+    /// moved into `keys` first (see [`crate::subject_keys::move_all`]), then
+    /// every read-model table (each projection's tables with any generation
+    /// a rebuild left, the checkpoints, the migrations) is dropped in one
+    /// transaction, with deleted pages overwritten, and the file
+    /// checkpointed. Nothing else in the file is touched. The read models
+    /// are rebuilt from the log wherever they live now. Returns how many
+    /// tables were dropped.
+    pub async fn retire_read_models(
+        url: &str,
+        keys: &ReadDb,
+        projections: &[Arc<dyn crate::Projection>],
+    ) -> Result<usize, ProjectionError> {
+        let old = Self::connect_unmigrated(url, 1).await?;
+        if old.dialect != Dialect::Sqlite {
+            return Err(ProjectionError::Db(
+                "read models are retired only from a SQLite file".into(),
+            ));
+        }
+        crate::subject_keys::move_all(&old, keys).await?;
+        let mut names: Vec<String> = vec![
+            "subject_keys".into(),
+            "projection_checkpoints".into(),
+            "read_model_migrations".into(),
+        ];
+        for p in projections {
+            for t in p.tables() {
+                for suffix in ["", "__next", "__old"] {
+                    names.push(format!("{t}{suffix}"));
+                }
+            }
+        }
+        let mut tx = old.begin_write().await?;
+        let mut dropped = 0;
+        for name in &names {
+            let exists: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+            )
+            .bind(name.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            if exists > 0 {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE \"{name}\"")))
+                    .execute(&mut *tx)
+                    .await?;
+                dropped += 1;
+            }
+        }
+        tx.commit().await?;
+        old.checkpoint().await?;
+        old.pool.close().await;
+        Ok(dropped)
+    }
+
     /// Moves SQLite's write-ahead log into the database file and truncates
     /// it, so that overwritten values are gone from the WAL too (after a
     /// data subject's erasure). A no-op on PostgreSQL.
