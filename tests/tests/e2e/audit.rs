@@ -523,3 +523,44 @@ async fn the_audit_trail_on_sqlite() {
 async fn the_audit_trail_on_postgres() {
     audit_trail(Store::Postgres).await;
 }
+
+/// The trail answers as of the request: while the read models cannot take
+/// a new event (a test connection holds their database's write lock), a
+/// query waits for it instead of answering without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_waits_for_the_events_before_the_request() {
+    use sqlx::{Connection, Executor};
+    let Some(s) = TestServer::start(Store::Sqlite, "audit-as-of").await else {
+        return;
+    };
+    let admin = s.admin().await;
+    let path = format!(
+        "/admin/audit?action=token.issued.v1&actor_id={}",
+        admin.client_id
+    );
+    // The admin's own token, once applied.
+    let before = items(&until(&s, &admin, &path, |p| !items(p).is_empty()).await).len();
+
+    let url = format!("sqlite://{}", s.data_dir.join("read.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    lock.execute("PRAGMA busy_timeout = 10000").await.unwrap();
+    lock.execute("BEGIN IMMEDIATE").await.unwrap();
+    // A grant appends its event without waiting for the read models.
+    s.token_basic(&admin.client_id, &admin.secret, None).await;
+    let asked = {
+        let (base, token, path) = (s.url(&path), admin.token.clone(), path.clone());
+        tokio::spawn(async move {
+            let r = http().get(base).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap(), path)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !asked.is_finished(),
+        "the trail answered before it held the request's events"
+    );
+    lock.execute("ROLLBACK").await.unwrap();
+    let (st, got, path) = asked.await.unwrap();
+    assert_eq!(st, 200, "{path}: {got}");
+    assert_eq!(items(&got).len(), before + 1, "{got}");
+}
