@@ -81,8 +81,6 @@ pub struct Stores {
     /// Where the master key came from (for the start-up log line).
     pub master_key_from: String,
     pub subject_keys: Arc<SubjectKeys>,
-    /// Where the read models are (see [`Config::database_url`]).
-    pub read_db_url: String,
 }
 
 /// Opens the stores as `Server::start` does; the operator subcommands use
@@ -166,7 +164,6 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         master_key,
         master_key_from,
         subject_keys,
-        read_db_url: db_url,
     })
 }
 
@@ -208,9 +205,9 @@ impl Server {
             master_key,
             master_key_from: key_from,
             subject_keys,
-            read_db_url: db_url,
         } = open_stores(&config).await?;
         let log_url = config.eventstore_url();
+        let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
             .start()
             .await
@@ -469,17 +466,12 @@ mod tests {
     async fn a_new_data_directory_keeps_the_read_models_beside_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_in(dir.path());
-        let stores = open_stores(&config).await.unwrap();
-        assert!(
-            stores.read_db_url.ends_with("read.db"),
-            "{}",
-            stores.read_db_url
-        );
-        drop(stores);
+        drop(open_stores(&config).await.unwrap());
         assert!(dir.path().join("idp.db").exists() && dir.path().join("read.db").exists());
+        assert!(models_apart(&config).await);
         // And again, now that both files exist.
-        let stores = open_stores(&config).await.unwrap();
-        assert!(stores.read_db_url.ends_with("read.db"));
+        drop(open_stores(&config).await.unwrap());
+        assert!(models_apart(&config).await);
     }
 
     #[tokio::test]
@@ -515,8 +507,7 @@ mod tests {
         old.pool.close().await;
 
         let stores = open_stores(&config).await.unwrap();
-        assert!(stores.read_db_url.ends_with("read.db"));
-        assert!(!ReadDb::holds_read_models(&one).await);
+        assert!(models_apart(&config).await);
         assert_eq!(
             stores.subject_keys.key("person:a").await.unwrap(),
             Some(key)
@@ -555,8 +546,14 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let stores = open_stores(&config).await.unwrap();
-        assert!(stores.read_db_url.ends_with("read.db"));
+        drop(open_stores(&config).await.unwrap());
+        assert!(models_apart(&config).await);
+    }
+
+    /// Whether the read models are in `read.db` and not in the log's file.
+    async fn models_apart(config: &Config) -> bool {
+        ReadDb::holds_read_models(&config.database_url()).await
+            && !ReadDb::holds_read_models(&config.eventstore_url()).await
     }
 
     /// The tables of the SQLite file at `url`, read-only.
