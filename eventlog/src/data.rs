@@ -98,7 +98,8 @@ impl EventData {
     }
 }
 
-fn holds_key(v: &Value, key: &str) -> bool {
+/// Whether an object anywhere in `v` has the key `key`.
+pub fn holds_key(v: &Value, key: &str) -> bool {
     match v {
         Value::Object(m) => m.contains_key(key) || m.values().any(|v| holds_key(v, key)),
         Value::Array(items) => items.iter().any(|v| holds_key(v, key)),

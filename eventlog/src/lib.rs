@@ -35,7 +35,7 @@ pub mod kurrent;
 
 pub use chain::Anchor;
 pub use codec::{decode, encode};
-pub use data::{EventData, Stored};
+pub use data::{EventData, Stored, holds_key};
 pub use error::Error;
 pub use open::{LogOptions, open};
 pub use port::{Direction, EventLog};

@@ -19,7 +19,7 @@ use domain::pii::{CLEAR_KEY, ENCRYPTED_KEY, ERASED_KEY};
 use domain::privacy::SUBJECT_ERASED_V1;
 use eventlog::{
     Anchor, AppendResult, Direction, Error, EventLog, ExpectedRevision, Filter, NewEvent, Position,
-    RecordedEvent, VerifyReport,
+    RecordedEvent, VerifyReport, holds_key,
 };
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -48,7 +48,7 @@ impl PiiLog {
         let Some(subject) = event.subject.as_deref() else {
             return Ok(());
         };
-        if !holds(&event.data, CLEAR_KEY) {
+        if !holds_key(&event.data, CLEAR_KEY) {
             return Ok(());
         }
         let key = self.keys.key_or_create(subject).await.map_err(backend)?;
@@ -131,15 +131,6 @@ fn encrypt(key: &DataKey, subject: &str, value: &Value) -> String {
 fn decrypt(key: &DataKey, subject: &str, sealed: &str) -> Option<Value> {
     let plain = crypto::open(&MasterKey::from_bytes(*key), subject.as_bytes(), sealed).ok()?;
     serde_json::from_slice(&plain).ok()
-}
-
-/// Whether `marker` (one of the stored forms' keys) appears anywhere.
-fn holds(value: &Value, marker: &str) -> bool {
-    match value {
-        Value::Object(m) => m.contains_key(marker) || m.values().any(|v| holds(v, marker)),
-        Value::Array(a) => a.iter().any(|v| holds(v, marker)),
-        _ => false,
-    }
 }
 
 /// The subjects named by the encrypted values in `value`.
@@ -260,7 +251,7 @@ mod tests {
             "list": [{"x": {"$pii": 1}}, 3],
             "plain": "keep"
         });
-        assert!(holds(&v, CLEAR_KEY));
+        assert!(holds_key(&v, CLEAR_KEY));
         let key = [7u8; 32];
         rewrite(&mut v, &mut |m| {
             if let Some(x) = m.remove(CLEAR_KEY) {
@@ -268,7 +259,7 @@ mod tests {
                 m.insert(KID.into(), json!("person:1"));
             }
         });
-        assert!(!holds(&v, CLEAR_KEY));
+        assert!(!holds_key(&v, CLEAR_KEY));
         assert!(!v.to_string().contains("Ada"));
         assert_eq!(v["plain"], json!("keep"));
         let mut kids = Vec::new();
