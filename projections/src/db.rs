@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// How a transaction that will write begins on SQLite: it takes the write
+/// lock at once, so a transaction that reads before it writes never fails
+/// to upgrade when another writer got there first.
+const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
 #[derive(Clone, Debug)]
 pub struct ReadDb {
     pub pool: AnyPool,
@@ -219,14 +224,12 @@ impl ReadDb {
         Ok(())
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write
-    /// lock at once (`BEGIN IMMEDIATE`), so a transaction that reads before
-    /// it writes never fails to upgrade when another writer got there first.
+    /// Begins a transaction that will write (see [`SQLITE_BEGIN_WRITE`]).
     pub async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
     }
@@ -364,13 +367,13 @@ impl BulkWriter {
         })
     }
 
-    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    /// Begins a write transaction (see [`SQLITE_BEGIN_WRITE`]).
     pub(crate) async fn begin(
         &mut self,
     ) -> Result<sqlx::Transaction<'_, sqlx::Any>, ProjectionError> {
         Ok(match self.dialect {
             Dialect::Sqlite => {
-                sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE").await?
+                sqlx::Connection::begin_with(&mut *self.conn, SQLITE_BEGIN_WRITE).await?
             }
             Dialect::Postgres => sqlx::Connection::begin(&mut *self.conn).await?,
         })
