@@ -302,6 +302,8 @@ pub struct AuditFilter {
     pub subject: Option<String>,
     pub organization: Option<String>,
     pub source_ip: Option<String>,
+    /// The User-Agent a request carried, exactly.
+    pub user_agent: Option<String>,
     pub correlation_id: Option<String>,
     pub outcome: Option<AuditOutcome>,
     /// Inclusive.
@@ -388,6 +390,7 @@ impl Where {
         w.eq("subject", &filter.subject);
         w.eq("organization_id", &filter.organization);
         w.eq("source_ip", &filter.source_ip);
+        w.eq("user_agent", &filter.user_agent);
         w.eq("correlation_id", &filter.correlation_id);
         if let Some(o) = filter.outcome {
             // A literal from a closed set, so the partial index of failures

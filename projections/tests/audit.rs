@@ -22,7 +22,17 @@ struct Appended {
     stream: String,
     action: &'static str,
     occurred_us: i64,
+    user_agent: Option<&'static str>,
 }
+
+/// The User-Agents requests carried (none for some, as for the platform's
+/// own work), two of them sharing a prefix.
+const AGENTS: &[Option<&str>] = &[
+    Some("curl/8.5.0"),
+    None,
+    Some("curl/8.5.0 (x)"),
+    Some("app/2.1"),
+];
 
 const KINDS: &[(&str, &str)] = &[
     ("tokens-20261120-3", "token.issued.v1"),
@@ -56,6 +66,8 @@ async fn append_mix(log: &Arc<dyn EventLog>) -> Vec<Appended> {
         let occurred = base + time::Duration::microseconds(offset_us);
         let mut meta = Metadata::system(Uuid::now_v7(), occurred);
         meta.actor = Actor::client(format!("client-{}", i % 3));
+        let user_agent = AGENTS[(i % 7 % AGENTS.len() as u64) as usize];
+        meta.user_agent = user_agent.map(str::to_owned);
         let e = NewEvent::new(action, serde_json::json!({ "n": i }), meta);
         let id = e.id;
         let r = log
@@ -68,6 +80,7 @@ async fn append_mix(log: &Arc<dyn EventLog>) -> Vec<Appended> {
             stream: stream.to_owned(),
             action,
             occurred_us: audit::micros(occurred),
+            user_agent,
         });
     }
     out
@@ -193,6 +206,28 @@ async fn queries_match_the_log(log: Arc<dyn EventLog>, db: ReadDb) {
         };
         let want = expected(&events, |e| category_of(&e.stream) == category);
         assert_eq!(walk(&db, &by_category).await, want, "{category}");
+    }
+    // The User-Agent, exactly; with a time range and another filter.
+    for agent in AGENTS.iter().flatten() {
+        let filter = AuditFilter {
+            user_agent: Some((*agent).to_owned()),
+            ..AuditFilter::default()
+        };
+        let want = expected(&events, |e| e.user_agent == Some(*agent));
+        assert!(!want.is_empty());
+        assert_eq!(walk(&db, &filter).await, want, "{agent}");
+        let filter = AuditFilter {
+            user_agent: Some((*agent).to_owned()),
+            category: Some("client".into()),
+            from_time: Some(at_us(from)),
+            ..AuditFilter::default()
+        };
+        let want = expected(&events, |e| {
+            e.user_agent == Some(*agent)
+                && category_of(&e.stream) == "client"
+                && e.occurred_us >= from
+        });
+        assert_eq!(walk(&db, &filter).await, want, "{agent} in clients");
     }
     for prefix in ["client.", "token.", "organization.", "nothing."] {
         let filter = AuditFilter {

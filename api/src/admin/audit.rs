@@ -57,6 +57,8 @@ pub struct AuditFilterQuery {
     pub organization: Option<String>,
     /// The IP address a request came from.
     pub source_ip: Option<String>,
+    /// The `User-Agent` header a request carried, exactly as recorded.
+    pub user_agent: Option<String>,
     /// The id shared by the events of one request (a GUID).
     pub correlation_id: Option<String>,
     /// `success`, or `failure` for recorded refusals (failed client
@@ -167,6 +169,7 @@ impl Params {
                         .map_err(|_| Problem::bad_request("source_ip must be an IP address"))
                 })
                 .transpose()?,
+            user_agent: q.user_agent,
             correlation_id: guid("correlation_id", q.correlation_id)?,
             outcome: q
                 .outcome

@@ -304,6 +304,16 @@ async fn audit_trail(store: Store) {
         actions(&p),
         vec!["client.secret_created.v1", "client.created.v1"]
     );
+    // By User-Agent (URL-encoded: it has spaces, quotes and a comma).
+    let by_agent =
+        reqwest::Url::parse_with_params("http://h/admin/audit", &[("user_agent", AGENT)]).unwrap();
+    let p = page(
+        &s,
+        &admin,
+        &format!("{}?{}", by_agent.path(), by_agent.query().unwrap()),
+    )
+    .await;
+    assert_eq!(actions(&p), vec!["organization.created.v1"]);
     let corr = entries[o]["correlation_id"].as_str().unwrap();
     let p = page(&s, &admin, &format!("/admin/audit?correlation_id={corr}")).await;
     assert_eq!(actions(&p), vec!["organization.created.v1"]);
