@@ -170,6 +170,20 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
                 ..AuditFilter::default()
             },
         ),
+        (
+            "audit by the newest entry's source IP (no index: a walk)",
+            AuditFilter {
+                source_ip: newest.source_ip.clone(),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by a user agent no entry has (no index: the whole trail)",
+            AuditFilter {
+                user_agent: Some("no-such-agent/0".into()),
+                ..AuditFilter::default()
+            },
+        ),
     ];
     for (label, filter) in filters {
         let mut times = Vec::with_capacity(n);
