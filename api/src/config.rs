@@ -33,6 +33,9 @@ pub struct Config {
     /// `IDP_EVENTSTORE_URL`: the event log; default `IDP_DATABASE_URL` when that
     /// is set, else `sqlite:{data_dir}/idp.db`.
     pub eventstore_url: Option<String>,
+    /// `IDP_KEYS_DATABASE_URL`: the subject keys (see
+    /// [`Config::subject_keys_url`]).
+    pub keys_database_url: Option<String>,
     /// `IDP_MASTER_KEY`: 64 hex characters; default a key generated into
     /// `{data_dir}/master.key` (mode 0600) on first start.
     pub master_key: Option<String>,
@@ -59,6 +62,7 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_DATA_DIR",
     "IDP_DATABASE_URL",
     "IDP_EVENTSTORE_URL",
+    "IDP_KEYS_DATABASE_URL",
     "IDP_MASTER_KEY",
     "IDP_MASTER_KEY_FILE",
     "IDP_LOG_FORMAT",
@@ -78,6 +82,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             eventstore_url: None,
+            keys_database_url: None,
             master_key: None,
             master_key_file: None,
             log_format: LogFormat::Human,
@@ -136,15 +141,18 @@ impl Config {
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join("idp.db")))
     }
 
-    /// Where the subject keys live when not with the read models: while the
-    /// read models are in the embedded default's file, a file of their own
-    /// (`keys.db`), so that losing or deleting the read models' file (which
-    /// a start rebuilds from the log) erases nobody. With a configured
-    /// read-model database they are a table of it.
+    /// Where the subject keys live when not with the read models: the
+    /// configured keys database; else, while the read models are in the
+    /// embedded default's file, a file of their own (`keys.db`), so that
+    /// losing or deleting the read models' file (which a start rebuilds from
+    /// the log) erases nobody. `None`: a table of the configured read-model
+    /// database.
     pub fn subject_keys_url(&self) -> Option<String> {
-        self.database_url
-            .is_none()
-            .then(|| sqlite_url(&self.data_dir.join("keys.db")))
+        self.keys_database_url.clone().or_else(|| {
+            self.database_url
+                .is_none()
+                .then(|| sqlite_url(&self.data_dir.join("keys.db")))
+        })
     }
 
     /// Whether the log's file may still hold the read models of an older
@@ -166,6 +174,7 @@ impl Config {
         }
         c.database_url = c.database_url.map(|u| redact_url(&u));
         c.eventstore_url = c.eventstore_url.map(|u| redact_url(&u));
+        c.keys_database_url = c.keys_database_url.map(|u| redact_url(&u));
         c
     }
 }
@@ -210,6 +219,14 @@ mod tests {
             Some("sqlite:./data/keys.db")
         );
         assert_eq!(pg.subject_keys_url(), None, "with the read models");
+        let pg_keys = Config {
+            keys_database_url: Some("postgres://db/keys".into()),
+            ..pg.clone()
+        };
+        assert_eq!(
+            pg_keys.subject_keys_url().as_deref(),
+            Some("postgres://db/keys")
+        );
         let log_elsewhere = Config {
             eventstore_url: Some("postgres://db/log".into()),
             ..Config::default()

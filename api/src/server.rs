@@ -605,6 +605,59 @@ mod tests {
         );
     }
 
+    /// On PostgreSQL the keys may have a database of their own; a start
+    /// moves the keys the read-model database held there.
+    #[tokio::test]
+    async fn a_configured_keys_database_takes_the_keys_on_postgres() {
+        use std::io::Write;
+        let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: keys database on PostgreSQL: TEST_DATABASE_URL is not set"
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let read = eventlog::postgres::create_scratch_database(&admin, "keys_read")
+            .await
+            .unwrap();
+        let keys = eventlog::postgres::create_scratch_database(&admin, "keys_own")
+            .await
+            .unwrap();
+        let before = Config {
+            database_url: Some(read.clone()),
+            ..config_in(dir.path())
+        };
+        let stores = open_stores(&before).await.unwrap();
+        let key = stores.subject_keys.key_or_create("person:a").await.unwrap();
+        drop(stores);
+        assert_eq!(keys_in(&read).await, 1, "a table of the read models");
+
+        let after = Config {
+            keys_database_url: Some(keys.clone()),
+            ..before
+        };
+        let stores = open_stores(&after).await.unwrap();
+        assert_eq!(
+            stores.subject_keys.key("person:a").await.unwrap(),
+            Some(key)
+        );
+        assert_eq!(keys_in(&read).await, 0);
+        assert_eq!(keys_in(&keys).await, 1);
+        drop(stores);
+        // The same database under another spelling of its URL keeps them.
+        let same = Config {
+            keys_database_url: Some(format!("{keys}?application_name=idp")),
+            database_url: Some(keys.clone()),
+            ..after
+        };
+        let stores = open_stores(&same).await.unwrap();
+        assert_eq!(
+            stores.subject_keys.key("person:a").await.unwrap(),
+            Some(key)
+        );
+    }
+
     #[tokio::test]
     async fn keys_kept_with_the_read_models_move_to_their_own_file() {
         let dir = tempfile::tempdir().unwrap();

@@ -30,13 +30,16 @@ pub async fn open(url: &str, max_connections: u32) -> Result<ReadDb, ProjectionE
     Ok(db)
 }
 
-/// Moves every key `from` holds into `to`, which must be another database:
-/// each page of keys is committed in `to` before it is deleted from `from`,
-/// so a crash leaves a key in both places (moved again next time), never in
-/// neither; a key `to` already has stays as it is. Then `from` is
-/// checkpointed, so the moved keys are gone from its write-ahead log too.
-/// Returns how many keys were moved.
+/// Moves every key `from` holds into `to`: each page of keys is committed
+/// in `to` before it is deleted from `from`, so a crash leaves a key in both
+/// places (moved again next time), never in neither; a key `to` already has
+/// stays as it is. Then `from` is checkpointed, so the moved keys are gone
+/// from its write-ahead log too. Returns how many keys were moved; none when
+/// the two are one database under two URLs (moving would delete them).
 pub async fn move_all(from: &ReadDb, to: &ReadDb) -> Result<u64, ProjectionError> {
+    if same_table(from, to).await? {
+        return Ok(0);
+    }
     let mut moved = 0u64;
     loop {
         let rows = sqlx::query(
@@ -71,6 +74,16 @@ pub async fn move_all(from: &ReadDb, to: &ReadDb) -> Result<u64, ProjectionError
         from.checkpoint().await?;
     }
     Ok(moved)
+}
+
+/// Whether `a` and `b` hold one `subject_keys` table: a row written
+/// through `b` is seen through `a`. The probe row is removed again.
+async fn same_table(a: &ReadDb, b: &ReadDb) -> Result<bool, ProjectionError> {
+    let probe = format!("probe:{}", uuid::Uuid::new_v4());
+    insert(b, &probe, "", "").await?;
+    let seen = sealed(a, &probe).await;
+    delete(b, &probe).await?;
+    Ok(seen?.is_some())
 }
 
 /// The sealed key of `subject`, if it has one.
@@ -119,4 +132,46 @@ pub async fn delete(db: &ReadDb, subject: &str) -> Result<bool, ProjectionError>
         .execute(&db.pool)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_database_under_two_urls_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let a = open(&format!("sqlite:{}", path.display()), 1)
+            .await
+            .unwrap();
+        let b = open(&format!("sqlite://{}/./keys.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        insert(&a, "person:1", "sealed", "now").await.unwrap();
+        assert_eq!(move_all(&a, &b).await.unwrap(), 0);
+        assert_eq!(
+            sealed(&b, "person:1").await.unwrap().as_deref(),
+            Some("sealed")
+        );
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM subject_keys")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the probe is gone");
+
+        let other = open(
+            &format!("sqlite:{}", dir.path().join("other.db").display()),
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(move_all(&a, &other).await.unwrap(), 1);
+        assert_eq!(sealed(&a, "person:1").await.unwrap(), None);
+        assert_eq!(
+            sealed(&other, "person:1").await.unwrap().as_deref(),
+            Some("sealed")
+        );
+    }
 }
