@@ -37,7 +37,10 @@ pub async fn open(url: &str, max_connections: u32) -> Result<ReadDb, ProjectionE
 /// from its write-ahead log too. Returns how many keys were moved; none when
 /// the two are one database under two URLs (moving would delete them).
 pub async fn move_all(from: &ReadDb, to: &ReadDb) -> Result<u64, ProjectionError> {
-    if same_table(from, to).await? {
+    let any: Option<String> = sqlx::query_scalar("SELECT subject FROM subject_keys LIMIT 1")
+        .fetch_optional(&from.pool)
+        .await?;
+    if any.is_none() || same_table(from, to).await? {
         return Ok(0);
     }
     let mut moved = 0u64;
