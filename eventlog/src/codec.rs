@@ -19,18 +19,13 @@ pub fn encode<E: DomainEvent>(event: &E, metadata: &Metadata) -> NewEvent {
 
 /// Reads a stored event as a domain event, upcasting older versions.
 pub fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, Error> {
-    let corrupt = |e: &dyn std::fmt::Display| {
-        Error::Corrupt(format!(
-            "{}@{} ({}): {e}",
-            recorded.stream, recorded.revision, recorded.position
-        ))
-    };
     match recorded.data.stored() {
-        Stored::Tree(v) => E::decode(&recorded.event_type, v).map_err(|e| corrupt(&e)),
+        Stored::Tree(v) => E::decode(&recorded.event_type, v).map_err(|e| recorded.corrupt(e)),
         Stored::Text(t) => {
             let mut de = serde_json::Deserializer::from_str(t);
-            let event = E::decode(&recorded.event_type, &mut de).map_err(|e| corrupt(&e))?;
-            de.end().map_err(|e| corrupt(&e))?;
+            let event =
+                E::decode(&recorded.event_type, &mut de).map_err(|e| recorded.corrupt(e))?;
+            de.end().map_err(|e| recorded.corrupt(e))?;
             Ok(event)
         }
     }

@@ -155,6 +155,15 @@ impl RecordedEvent {
     pub fn category(&self) -> &str {
         category_of(&self.stream)
     }
+
+    /// The error for this event's data when it cannot be read, naming the
+    /// event (`stream@revision (position)`).
+    pub fn corrupt(&self, why: impl fmt::Display) -> Error {
+        Error::Corrupt(format!(
+            "{}@{} ({}): {why}",
+            self.stream, self.revision, self.position
+        ))
+    }
 }
 
 pub fn schema_version_of(event_type: &str) -> u32 {

@@ -76,11 +76,10 @@ impl PiiLog {
         if event.subject.is_none() || !event.data.may_hold_key(ENCRYPTED_KEY) {
             return Ok(());
         }
-        let position = event.position;
-        let data = event
-            .data
-            .value_mut()
-            .map_err(|e| Error::Corrupt(format!("data of the event at {position}: {e}")))?;
+        let data = match event.data.value_mut() {
+            Ok(data) => data,
+            Err(e) => return Err(event.corrupt(e)),
+        };
         let mut kids = Vec::new();
         collect_kids(data, &mut kids);
         if kids.is_empty() {

@@ -74,9 +74,7 @@ impl TryFrom<&RecordedEvent> for ExportedEvent {
 
     fn try_from(e: &RecordedEvent) -> Result<Self, eventlog::Error> {
         let m = &e.metadata;
-        let data = e.data.value().map_err(|err| {
-            eventlog::Error::Corrupt(format!("data of the event at {}: {err}", e.position))
-        })?;
+        let data = e.data.value().map_err(|err| e.corrupt(err))?;
         Ok(Self {
             position: e.position.to_string(),
             event_id: e.id.to_string(),
