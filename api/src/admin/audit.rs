@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{AdminCaller, Page, PageQuery};
@@ -115,8 +116,26 @@ impl Params {
         }
     }
 
-    /// The audit filter from the remaining parameters.
-    fn filter(self) -> Result<AuditFilter, Problem> {
+    /// The audit filter from the remaining parameters; `taken` names the
+    /// endpoint's other parameters, for the answer to a name it does not
+    /// know.
+    fn filter(self, taken: &[&str]) -> Result<AuditFilter, Problem> {
+        let filters: Vec<String> = AuditFilterQuery::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        if let Some(unknown) = self.0.keys().find(|k| !filters.contains(k)) {
+            let known: Vec<String> = taken
+                .iter()
+                .map(|t| (*t).to_owned())
+                .chain(filters)
+                .map(|n| format!("`{n}`"))
+                .collect();
+            return Err(Problem::bad_request(format!(
+                "unknown parameter `{unknown}`; this endpoint takes {}",
+                known.join(", ")
+            )));
+        }
         let q: AuditFilterQuery = serde_json::from_value(Value::Object(self.0))
             .map_err(|e| Problem::bad_request(e.to_string()))?;
         let time = |name: &str, v: Option<String>| {
@@ -297,7 +316,7 @@ pub async fn list(
     }
     .limit()?;
     let before = params.take("cursor").as_deref().map(cursor).transpose()?;
-    let filter = params.filter()?;
+    let filter = params.filter(&["limit", "cursor"])?;
     as_of_now(&state).await?;
     let rows = model::query(&state.read_db, &filter, before, limit + 1)
         .await
@@ -502,7 +521,7 @@ pub async fn export(
         Some("csv") => Format::Csv,
         Some(_) => return Err(Problem::bad_request("format must be `jsonl` or `csv`")),
     };
-    let filter = params.filter()?;
+    let filter = params.filter(&["format"])?;
     as_of_now(&state).await?;
     // The first page is read before answering, so that a failing read model
     // is a problem document rather than a cut-off download.
@@ -785,9 +804,15 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
             )
-            .and_then(Params::filter)
+            .and_then(|params| params.filter(&["limit"]))
         };
-        assert!(p(&[("actor", "x")]).is_err());
+        let unknown = format!("{:?}", p(&[("actor", "x")]).unwrap_err());
+        assert!(
+            unknown.contains("unknown parameter `actor`")
+                && unknown.contains("`limit`, `actor_id`")
+                && unknown.contains("`to_time`"),
+            "{unknown}"
+        );
         assert!(p(&[("outcome", "maybe")]).is_err());
         assert!(p(&[("actor_kind", "robot")]).is_err());
         assert!(p(&[("from_time", "yesterday")]).is_err());
