@@ -145,9 +145,11 @@ pub async fn correct(
 
 /// Erase a subject: their key is deleted, so every personal value of theirs
 /// reads as erased from now on; the read models drop them; the erasure is
-/// recorded. Needs `idp:admin`.
+/// recorded. Erasing again answers 200 with `key_deleted: false`; a subject
+/// no event names and no key belongs to is 404. Needs `idp:admin`.
 #[utoipa::path(delete, path = "/admin/subjects/{subject}",
-    responses((status = 200, body = Erasure)),
+    responses((status = 200, body = Erasure),
+        (status = 404, description = "nothing is held about this subject")),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn erase(
     State(state): State<AppState>,

@@ -314,6 +314,7 @@ pub struct Erasure {
 /// Erases a subject: records the erasure (so the audit trail keeps who and
 /// when), then deletes their key. Nothing in the log changes; the read
 /// models drop the person's values when they apply the erasure event.
+/// A subject no event names and no key belongs to is unknown.
 pub async fn erase(
     log: &Arc<dyn EventLog>,
     keys: &SubjectKeys,
@@ -321,6 +322,12 @@ pub async fn erase(
     metadata: &Metadata,
 ) -> Result<Erasure, PrivacyError> {
     check_subject(subject)?;
+    // A subject nothing is held about (a mistyped id) is refused rather
+    // than recorded as erased. Erasing again is allowed: the first erasure
+    // names the subject, and a key left by a failed attempt is deleted.
+    if log.read_subject(subject).await?.is_empty() && keys.key(subject).await?.is_none() {
+        return Err(PrivacyError::UnknownSubject);
+    }
     let erased_at = OffsetDateTime::now_utc();
     let event = PrivacyEvent::Erased(SubjectErased {
         subject: subject.to_owned(),

@@ -266,6 +266,29 @@ async fn data_subject_requests(store: Store) {
         .await;
     assert_eq!(st, 200, "{erased}");
     assert_eq!(erased["key_deleted"], true);
+    // Again: nothing left to delete, and still an erasure on record.
+    let (st, _, again) = s
+        .call(
+            Method::DELETE,
+            &format!("/admin/subjects/{subject}"),
+            &admin.token,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["key_deleted"], false);
+    // A subject nothing is held about is refused, and not made up.
+    let typo = format!("{subject}x");
+    let (st, _, refused) = s
+        .call(
+            Method::DELETE,
+            &format!("/admin/subjects/{typo}"),
+            &admin.token,
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "{refused}");
+    assert_eq!(export(&s, &admin, &typo).await.0, 404);
 
     let (st, doc) = export(&s, &admin, &subject).await;
     assert_eq!(st, 200);
