@@ -128,7 +128,9 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
         (
             "audit by correlation id",
             AuditFilter {
-                correlation_id: Some(newest.correlation_id.clone()),
+                correlation_id: Some(
+                    uuid::Uuid::parse_str(&newest.correlation_id).map_err(failed)?,
+                ),
                 ..AuditFilter::default()
             },
         ),

@@ -15,6 +15,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
+use uuid::Uuid;
 
 use crate::db::{Dialect, ReadDb};
 use crate::fields::values_sql;
@@ -163,7 +164,7 @@ fn bind_entry<'q>(q: AnyQuery<'q>, e: &RecordedEvent) -> AnyQuery<'q> {
     let category = e.category();
     q.bind(e.position.commit as i64)
         .bind(e.position.prepare as i64)
-        .bind(e.id.to_string())
+        .bind(e.id.as_bytes().to_vec())
         .bind(e.stream.clone())
         .bind(category.to_owned())
         .bind(e.revision as i64)
@@ -175,11 +176,11 @@ fn bind_entry<'q>(q: AnyQuery<'q>, e: &RecordedEvent) -> AnyQuery<'q> {
         .bind(actor_kind_str(m.actor.kind))
         .bind(m.actor.id.clone())
         .bind(e.subject.clone())
-        .bind(m.organization.map(|o| o.to_string()))
+        .bind(m.organization.map(|o| o.as_bytes().to_vec()))
         .bind(m.source_ip.clone())
         .bind(m.user_agent.clone())
-        .bind(m.correlation_id.to_string())
-        .bind(m.causation_id.map(|c| c.to_string()))
+        .bind(m.correlation_id.as_bytes().to_vec())
+        .bind(m.causation_id.map(|c| c.as_bytes().to_vec()))
 }
 
 #[async_trait]
@@ -189,7 +190,7 @@ impl Projection for AuditProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -300,11 +301,11 @@ pub struct AuditFilter {
     pub target: Option<String>,
     pub category: Option<String>,
     pub subject: Option<String>,
-    pub organization: Option<String>,
+    pub organization: Option<Uuid>,
     pub source_ip: Option<String>,
     /// The User-Agent a request carried, exactly.
     pub user_agent: Option<String>,
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Uuid>,
     pub outcome: Option<AuditOutcome>,
     /// Inclusive.
     pub from_time: Option<OffsetDateTime>,
@@ -328,6 +329,7 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
 enum Arg {
     Text(String),
     Int(i64),
+    Bytes(Vec<u8>),
 }
 
 /// A WHERE clause built from the filters that are set, so that each query
@@ -350,6 +352,14 @@ impl Where {
     fn eq(&mut self, column: &str, value: &Option<String>) {
         if let Some(v) = value {
             let p = self.arg(Arg::Text(v.clone()));
+            self.terms.push(format!("{column} = {p}"));
+        }
+    }
+
+    /// A UUID column, stored as its 16 bytes.
+    fn eq_uuid(&mut self, column: &str, value: Option<Uuid>) {
+        if let Some(v) = value {
+            let p = self.arg(Arg::Bytes(v.as_bytes().to_vec()));
             self.terms.push(format!("{column} = {p}"));
         }
     }
@@ -388,10 +398,10 @@ impl Where {
         }
         w.eq("category", &filter.category);
         w.eq("subject", &filter.subject);
-        w.eq("organization_id", &filter.organization);
+        w.eq_uuid("organization_id", filter.organization);
         w.eq("source_ip", &filter.source_ip);
         w.eq("user_agent", &filter.user_agent);
-        w.eq("correlation_id", &filter.correlation_id);
+        w.eq_uuid("correlation_id", filter.correlation_id);
         if let Some(o) = filter.outcome {
             // A literal from a closed set, so the partial index of failures
             // matches the query.
@@ -462,6 +472,19 @@ const COLUMNS: &str =
     occurred_us, recorded_us, actor_kind, actor_id, subject, organization_id, source_ip, user_agent,
     correlation_id, causation_id";
 
+/// A UUID stored as its 16 bytes, in its text form.
+fn uuid_text(bytes: &[u8]) -> Result<String, ProjectionError> {
+    Uuid::from_slice(bytes)
+        .map(|u| u.to_string())
+        .map_err(|_| ProjectionError::Db(format!("{} bytes in an audit UUID column", bytes.len())))
+}
+
+/// Nullable UUID column `i`.
+fn uuid_column(r: &sqlx::any::AnyRow, i: usize) -> Result<Option<String>, ProjectionError> {
+    let bytes: Option<Vec<u8>> = r.try_get(i)?;
+    bytes.as_deref().map(uuid_text).transpose()
+}
+
 fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
     let commit: i64 = r.try_get(0)?;
     let prepare: i64 = r.try_get(1)?;
@@ -469,9 +492,11 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
     let outcome: String = r.try_get(7)?;
     let occurred: i64 = r.try_get(8)?;
     let recorded: i64 = r.try_get(9)?;
+    let event_id: Vec<u8> = r.try_get(2)?;
+    let correlation: Vec<u8> = r.try_get(16)?;
     Ok(AuditEntry {
         position: Position::new(commit as u64, prepare as u64),
-        event_id: r.try_get(2)?,
+        event_id: uuid_text(&event_id)?,
         stream: r.try_get(3)?,
         category: r.try_get(4)?,
         revision: revision as u64,
@@ -482,11 +507,11 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<AuditEntry, ProjectionError> {
         actor_kind: r.try_get(10)?,
         actor_id: r.try_get(11)?,
         subject: r.try_get(12)?,
-        organization_id: r.try_get(13)?,
+        organization_id: uuid_column(r, 13)?,
         source_ip: r.try_get(14)?,
         user_agent: r.try_get(15)?,
-        correlation_id: r.try_get(16)?,
-        causation_id: r.try_get(17)?,
+        correlation_id: uuid_text(&correlation)?,
+        causation_id: uuid_column(r, 17)?,
     })
 }
 
@@ -531,6 +556,7 @@ pub async fn query(
         q = match a {
             Arg::Text(s) => q.bind(s),
             Arg::Int(n) => q.bind(n),
+            Arg::Bytes(b) => q.bind(b),
         };
     }
     let rows = q.fetch_all(&db.pool).await?;

@@ -62,6 +62,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_audit_compact.sql"),
         postgres: include_str!("../../migrations/postgres/0006_audit_compact.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit_uuid_bytes",
+        sqlite: include_str!("../../migrations/sqlite/0007_audit_uuid_bytes.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_audit_uuid_bytes.sql"),
+    },
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

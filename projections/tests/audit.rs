@@ -23,6 +23,9 @@ struct Appended {
     action: &'static str,
     occurred_us: i64,
     user_agent: Option<&'static str>,
+    organization: Option<Uuid>,
+    correlation: Uuid,
+    causation: Option<Uuid>,
 }
 
 /// The User-Agents requests carried (none for some, as for the platform's
@@ -54,7 +57,9 @@ async fn append_mix(log: &Arc<dyn EventLog>) -> Vec<Appended> {
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
-    let mut out = Vec::new();
+    let orgs = [Some(Uuid::now_v7()), Some(Uuid::now_v7()), None];
+    let correlations: Vec<Uuid> = (0..150).map(|_| Uuid::now_v7()).collect();
+    let mut out: Vec<Appended> = Vec::new();
     for i in 0..600u64 {
         let (stream, action) = KINDS[(i * 5 % KINDS.len() as u64) as usize];
         let offset_us = if i % 10 == 0 {
@@ -64,8 +69,12 @@ async fn append_mix(log: &Arc<dyn EventLog>) -> Vec<Appended> {
             ((i * 7_919 % 720) * 1_000_000 + i * 37 % 1_000_000) as i64
         };
         let occurred = base + time::Duration::microseconds(offset_us);
-        let mut meta = Metadata::system(Uuid::now_v7(), occurred);
+        // Four events per request; the organization varies on its own.
+        let correlation = correlations[(i / 4) as usize];
+        let mut meta = Metadata::system(correlation, occurred);
         meta.actor = Actor::client(format!("client-{}", i % 3));
+        meta.organization = meta_org(&orgs, i);
+        meta.causation_id = out.last().filter(|_| i % 4 != 0).map(|e| e.id);
         let user_agent = AGENTS[(i % 7 % AGENTS.len() as u64) as usize];
         meta.user_agent = user_agent.map(str::to_owned);
         let e = NewEvent::new(action, serde_json::json!({ "n": i }), meta);
@@ -81,9 +90,16 @@ async fn append_mix(log: &Arc<dyn EventLog>) -> Vec<Appended> {
             action,
             occurred_us: audit::micros(occurred),
             user_agent,
+            organization: meta_org(&orgs, i),
+            correlation,
+            causation: out.last().filter(|_| i % 4 != 0).map(|e| e.id),
         });
     }
     out
+}
+
+fn meta_org(orgs: &[Option<Uuid>; 3], i: u64) -> Option<Uuid> {
+    orgs[(i % 4 % 3) as usize]
 }
 
 async fn project(log: &Arc<dyn EventLog>, db: &ReadDb) {
@@ -228,6 +244,57 @@ async fn queries_match_the_log(log: Arc<dyn EventLog>, db: ReadDb) {
                 && e.occurred_us >= from
         });
         assert_eq!(walk(&db, &filter).await, want, "{agent} in clients");
+    }
+    // Organization and correlation (stored as bytes, given and shown as
+    // text), alone and with an aggregate-only filter.
+    let mut orgs: Vec<Option<Uuid>> = events.iter().map(|e| e.organization).collect();
+    orgs.sort();
+    orgs.dedup();
+    orgs.push(Some(Uuid::now_v7()));
+    for org in orgs.into_iter().flatten() {
+        let filter = AuditFilter {
+            organization: Some(org),
+            ..AuditFilter::default()
+        };
+        let want = expected(&events, |e| e.organization == Some(org));
+        assert_eq!(walk(&db, &filter).await, want, "organization {org}");
+        let filter = AuditFilter {
+            organization: Some(org),
+            category: Some("client".into()),
+            ..AuditFilter::default()
+        };
+        let want = expected(&events, |e| {
+            e.organization == Some(org) && category_of(&e.stream) == "client"
+        });
+        assert_eq!(
+            walk(&db, &filter).await,
+            want,
+            "organization {org} in clients"
+        );
+    }
+    for correlation in [
+        events[0].correlation,
+        events[301].correlation,
+        events[599].correlation,
+        Uuid::now_v7(),
+    ] {
+        let filter = AuditFilter {
+            correlation_id: Some(correlation),
+            ..AuditFilter::default()
+        };
+        let want = expected(&events, |e| e.correlation == correlation);
+        assert_eq!(walk(&db, &filter).await, want, "correlation {correlation}");
+    }
+    // Each entry shows the UUIDs it was given.
+    for entry in audit::query(&db, &AuditFilter::default(), None, 200)
+        .await
+        .unwrap()
+    {
+        let e = events.iter().find(|e| e.at == entry.position).unwrap();
+        assert_eq!(entry.event_id, e.id.to_string());
+        assert_eq!(entry.correlation_id, e.correlation.to_string());
+        assert_eq!(entry.organization_id, e.organization.map(|o| o.to_string()));
+        assert_eq!(entry.causation_id, e.causation.map(|c| c.to_string()));
     }
     for prefix in ["client.", "token.", "organization.", "nothing."] {
         let filter = AuditFilter {

@@ -403,7 +403,8 @@ async fn leftovers(db: &ReadDb) -> Vec<String> {
     names
 }
 
-/// Every row of every projection's tables, as text, in key order.
+/// Every row of every projection's tables, as text (bytes as a list), in
+/// key order.
 async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
     let mut out = Vec::new();
     for p in projections::all() {
@@ -422,6 +423,8 @@ async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
                             if let Ok(v) = r.try_get::<Option<String>, _>(i) {
                                 format!("{v:?}")
                             } else if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
+                                format!("{v:?}")
+                            } else if let Ok(v) = r.try_get::<Option<Vec<u8>>, _>(i) {
                                 format!("{v:?}")
                             } else {
                                 format!("{:?}", r.try_get::<Option<i32>, _>(i).unwrap())

@@ -79,12 +79,10 @@ pub struct ExportQuery {
     pub format: Option<String>,
 }
 
-/// A GUID parameter in the form the log records (lowercase, hyphenated).
-fn guid(name: &str, v: Option<String>) -> Result<Option<String>, Problem> {
+/// A GUID parameter.
+fn guid(name: &str, v: Option<String>) -> Result<Option<Uuid>, Problem> {
     v.map(|g| {
-        Uuid::parse_str(&g)
-            .map(|g| g.to_string())
-            .map_err(|_| Problem::bad_request(format!("{name} must be a GUID")))
+        Uuid::parse_str(&g).map_err(|_| Problem::bad_request(format!("{name} must be a GUID")))
     })
     .transpose()
 }
