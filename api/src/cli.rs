@@ -10,6 +10,7 @@ use api::Config;
 use api::bootstrap::BootstrapError;
 use api::server::{StartError, Stores, open_stores};
 use clap::{Subcommand, ValueEnum};
+use commands::crypto::MasterKey;
 use domain::Metadata;
 use domain::signing_key::KeyAlgorithm;
 use serde::Serialize;
@@ -50,8 +51,10 @@ struct Credentials {
 /// Creates the first organization and its admin client on a log that has
 /// none, and prints their ids and the client's secret on stdout.
 pub async fn bootstrap(config: &Config, json: bool) -> Result<(), CliError> {
-    let Stores { log, bus, .. } = open_stores(config).await?;
-    let creds = match api::bootstrap::bootstrap(&log, &bus, config).await {
+    let stores = open_stores(config).await?;
+    let created = api::bootstrap::bootstrap(&stores.log, &stores.bus, config).await;
+    stores.close().await;
+    let creds = match created {
         Ok(c) => c,
         Err(BootstrapError::AlreadyBootstrapped) => {
             let file = config.data_dir.join("bootstrap.json");
@@ -108,17 +111,24 @@ impl From<Alg> for KeyAlgorithm {
 
 pub async fn keys(config: &Config, what: KeysCommand) -> Result<(), CliError> {
     let (master, _) = api::master_key::load_or_create(config).map_err(StartError::from)?;
-    let Stores { log, bus, .. } = open_stores(config).await?;
+    let stores = open_stores(config).await?;
+    let done = keys_on(&stores, &master, what).await;
+    stores.close().await;
+    done
+}
+
+async fn keys_on(stores: &Stores, master: &MasterKey, what: KeysCommand) -> Result<(), CliError> {
+    let Stores { log, bus, .. } = stores;
     match what {
         KeysCommand::Rotate { alg } => {
             let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
-            let kid = commands::keys::rotate(&bus, &master, alg.into(), &meta)
+            let kid = commands::keys::rotate(bus, master, alg.into(), &meta)
                 .await
                 .map_err(failed)?;
             println!("{kid}");
         }
         KeysCommand::List => {
-            let ring = commands::keys::load_ring(&log, &master)
+            let ring = commands::keys::load_ring(log, master)
                 .await
                 .map_err(failed)?;
             for e in ring.entries() {
@@ -251,10 +261,10 @@ async fn export(
     subject: &str,
     out: Option<std::path::PathBuf>,
 ) -> Result<u64, CliError> {
-    let Stores { log, .. } = open_stores(config).await?;
-    let doc = api::privacy::hand_out(&log, subject, &operator())
-        .await
-        .map_err(failed)?;
+    let stores = open_stores(config).await?;
+    let doc = api::privacy::hand_out(&stores.log, subject, &operator()).await;
+    stores.close().await;
+    let doc = doc.map_err(failed)?;
     let text = serde_json::to_string_pretty(&doc).map_err(failed)?;
     match &out {
         Some(path) => api::master_key::write_private(path, &text).map_err(failed)?,
@@ -270,10 +280,11 @@ async fn correct(
     user_name: Option<String>,
     device_name: Option<String>,
 ) -> Result<u64, CliError> {
-    let Stores { bus, .. } = open_stores(config).await?;
-    let (changed, _) = api::privacy::correct(&bus, subject, user_name, device_name, &operator())
-        .await
-        .map_err(failed)?;
+    let stores = open_stores(config).await?;
+    let corrected =
+        api::privacy::correct(&stores.bus, subject, user_name, device_name, &operator()).await;
+    stores.close().await;
+    let (changed, _) = corrected.map_err(failed)?;
     for id in &changed {
         println!("{id}");
     }
@@ -287,18 +298,14 @@ async fn erase(config: &Config, subject: &str, yes: bool) -> Result<u64, CliErro
             "erasure cannot be undone: repeat with --yes to erase this subject",
         ));
     }
-    let Stores {
-        log,
-        read_db,
-        subject_keys,
-        ..
-    } = open_stores(config).await?;
-    let done = api::privacy::erase(&log, &subject_keys, subject, &operator())
-        .await
-        .map_err(failed)?;
+    let stores = open_stores(config).await?;
+    let done = api::privacy::erase(&stores.log, &stores.subject_keys, subject, &operator()).await;
     // The server's projections drop the person's values when they apply the
     // erasure (at once if one is running, else at its next start).
-    read_db.checkpoint().await.map_err(failed)?;
+    let checkpointed = stores.read_db.checkpoint().await;
+    stores.close().await;
+    let done = done.map_err(failed)?;
+    checkpointed.map_err(failed)?;
     println!("{}", serde_json::to_string(&done).map_err(failed)?);
     Ok(1)
 }
@@ -336,7 +343,7 @@ async fn rebuild(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    let Stores { log, read_db, .. } = open_stores(config).await?;
+    let stores = open_stores(config).await?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
             "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} events, {per_sec}, ETA {eta} {msg}",
@@ -359,9 +366,10 @@ async fn rebuild(
             )),
         }
     };
-    let summary = projections::rebuild(&log, &read_db, &selected, batch, &progress)
-        .await
-        .map_err(failed)?;
+    let summary =
+        projections::rebuild(&stores.log, &stores.read_db, &selected, batch, &progress).await;
+    stores.close().await;
+    let summary = summary.map_err(failed)?;
     bar.finish_and_clear();
     let names: Vec<&str> = selected.iter().map(|p| p.name()).collect();
     println!(

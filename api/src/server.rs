@@ -83,6 +83,16 @@ pub struct Stores {
     pub subject_keys: Arc<SubjectKeys>,
 }
 
+impl Stores {
+    /// Closes the read-model and key databases. On SQLite the last close
+    /// folds the write-ahead log into its file: without it a command that
+    /// wrote much (a rebuild) leaves a large log beside the file.
+    pub async fn close(&self) {
+        self.read_db.pool.close().await;
+        self.subject_keys.close().await;
+    }
+}
+
 /// Opens the stores as `Server::start` does; the operator subcommands use
 /// it too, so they act on exactly the log and database the server would.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {

@@ -434,8 +434,9 @@ fn two_serve_processes_sharing_postgres_honour_a_registration_count() {
 }
 
 /// `idp bench seed` writes a log, `idp replay rebuild --all` rebuilds every
-/// projection from it beside the live tables and says how fast; a second
-/// run of one projection works on the switched-in tables.
+/// projection from it beside the live tables, says how fast and leaves no
+/// write-ahead log behind; a second run of one projection works on the
+/// switched-in tables.
 #[test]
 fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
     let dir = tempfile::tempdir().unwrap();
@@ -458,6 +459,9 @@ fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
         "{text}"
     );
     assert!(text.trim_end().ends_with(" events/s"), "{text}");
+    // Closed on the way out: the write-ahead log is folded into the file.
+    let wal = data.join("read.db-wal");
+    assert!(!wal.exists(), "a rebuild left {}", wal.display());
 
     let again = stdout_of(
         &idp(&data)
@@ -466,6 +470,7 @@ fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
             .unwrap(),
     );
     assert!(again.starts_with("rebuilt audit: 3000 events"), "{again}");
+    assert!(!wal.exists(), "a rebuild left {}", wal.display());
 
     let unknown = idp(&data)
         .args(["replay", "rebuild", "nothing"])
