@@ -43,7 +43,8 @@ fn summary(label: &str, mut times: Vec<Duration>, note: &str) {
 }
 
 pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
-    let Stores { log, read_db, .. } = open_stores(config).await.map_err(failed)?;
+    let stores = open_stores(config).await.map_err(failed)?;
+    let Stores { log, read_db, .. } = &stores;
     let head = log.head().await.map_err(failed)?;
     let events = match head {
         Some(_) => log
@@ -54,14 +55,14 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     };
     let subject = match args.subject {
         Some(s) => s,
-        None => audit::newest_subject(&read_db)
+        None => audit::newest_subject(read_db)
             .await
             .map_err(failed)?
             .ok_or("no subject in the audit trail: seed the log and build the projections first")?,
     };
     let actor = match args.actor {
         Some(a) => a,
-        None => audit::busiest_actor(&read_db)
+        None => audit::busiest_actor(read_db)
             .await
             .map_err(failed)?
             .ok_or("no actor in the audit trail")?,
@@ -78,7 +79,7 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     let mut held = 0;
     for i in 0..=n {
         let t = Instant::now();
-        let doc = crate::privacy::export(&log, &subject)
+        let doc = crate::privacy::export(log, &subject)
             .await
             .map_err(failed)?;
         if i > 0 {
@@ -95,14 +96,14 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     // Audit pages, newest 50, for each kind of filter: one served by a
     // full index, by a partial index over aggregate entries, by walking
     // dense journal entries, by the per-minute bounds of a time range.
-    let newest = audit::query(&read_db, &AuditFilter::default(), None, 1)
+    let newest = audit::query(read_db, &AuditFilter::default(), None, 1)
         .await
         .map_err(failed)?;
     let newest = newest.first().ok_or("the audit trail is empty")?;
     // The hour around the time of the entry in the middle of the trail.
     let half = newest.position.commit / 2;
     let middle = audit::query(
-        &read_db,
+        read_db,
         &AuditFilter::default(),
         Some(eventlog::Position::new(half, half)),
         1,
@@ -192,7 +193,7 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
         let mut rows = 0;
         for i in 0..=n {
             let t = Instant::now();
-            let page = audit::query(&read_db, &filter, None, 50)
+            let page = audit::query(read_db, &filter, None, 50)
                 .await
                 .map_err(failed)?;
             if i > 0 {
@@ -202,5 +203,6 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
         }
         summary(label, times, &format!("{rows} entries"));
     }
+    stores.close().await;
     Ok(())
 }

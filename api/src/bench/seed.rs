@@ -143,15 +143,16 @@ fn hash() -> String {
 
 /// Writes the log; prints one summary line.
 pub async fn run(config: &Config, args: SeedArgs) -> Result<(), BenchError> {
-    let Stores {
-        log, master_key, ..
-    } = open_stores(config)
+    let stores = open_stores(config)
         .await
         .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let Stores {
+        log, master_key, ..
+    } = &stores;
     let started = Instant::now();
     let today = OffsetDateTime::now_utc();
-    let (mut world, setup) = set_up(&log, &args, today).await?;
-    world.persons = Some(commands::crypto::PersonIds::derive(&master_key));
+    let (mut world, setup) = set_up(log, &args, today).await?;
+    world.persons = Some(commands::crypto::PersonIds::derive(master_key));
     let remaining = args.events.saturating_sub(setup);
     let unit = 3 + args.refreshes;
     let instances = remaining * args.instance_permille / 1000 / unit;
@@ -162,7 +163,7 @@ pub async fn run(config: &Config, args: SeedArgs) -> Result<(), BenchError> {
     let world = Arc::new(world);
     let tasks: Vec<_> = (0..args.writers.max(1))
         .map(|_| {
-            let (log, queue, world) = (Arc::clone(&log), Arc::clone(&queue), Arc::clone(&world));
+            let (log, queue, world) = (Arc::clone(log), Arc::clone(&queue), Arc::clone(&world));
             tokio::spawn(async move {
                 loop {
                     let job = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -183,6 +184,7 @@ pub async fn run(config: &Config, args: SeedArgs) -> Result<(), BenchError> {
         instances * unit,
         total as f64 / secs
     );
+    stores.close().await;
     Ok(())
 }
 
