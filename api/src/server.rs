@@ -379,15 +379,20 @@ impl ShutdownSignals {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Probes and scrapes are counted but not traced: they come every few
+    // seconds, and a 503 from /readyz while the read models catch up is
+    // its answer, not a failure to log as an error.
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    Router::new()
         .route("/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::oauth::router())
-        .layer(middleware::from_fn(record_request))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .merge(probes)
+        .layer(middleware::from_fn(record_request))
         .with_state(state)
 }
 

@@ -292,6 +292,62 @@ fn first_serve_writes_private_bootstrap_credentials_and_never_logs_the_secret() 
     );
 }
 
+/// A start that rebuilds the read models of a seeded log answers /readyz
+/// with 503 until it has caught up, and logs none of those answers as an
+/// error.
+#[test]
+fn not_ready_yet_is_not_logged_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seeded = stdout_of(
+        &idp(&data)
+            .args(["bench", "seed", "--events", "30000", "--clients", "5"])
+            .output()
+            .unwrap(),
+    );
+    assert!(seeded.starts_with("seeded 30000 events"), "{seeded}");
+    let log_file = dir.path().join("serve.log");
+    let port = free_port();
+    let mut child = idp(&data)
+        .env("IDP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("IDP_LOG_FORMAT", "json")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut not_ready = 0;
+    loop {
+        match get(port, "/readyz") {
+            Some(r) if r.starts_with("HTTP/1.1 200") => break,
+            Some(r) => {
+                assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+                not_ready += 1;
+            }
+            None => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server becomes ready"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    assert!(not_ready > 0, "the start was over before /readyz was asked");
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    assert!(logged.contains("idp serving"), "{logged}");
+    let errors: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(errors.is_empty(), "{not_ready} answers of 503: {errors:?}");
+}
+
 /// A server process on its own data directory, killed (SIGTERM) on drop.
 struct Node {
     child: std::process::Child,
