@@ -279,6 +279,7 @@ impl Server {
             master_key = %key_from,
             "idp serving"
         );
+        announce_catching_up(&state).await;
         let (stop, mut stop_rx) = watch::channel(false);
         let app = router(state.clone());
         let serving = tokio::spawn(async move {
@@ -376,6 +377,42 @@ impl ShutdownSignals {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Says how far behind the log the read models start and, once they have
+/// caught up with the head as of now, how long that took: /readyz answers
+/// 503 meanwhile, and an operator should not have to guess why.
+async fn announce_catching_up(state: &AppState) {
+    let Ok(Some(head)) = state.log.head().await else {
+        return;
+    };
+    let at = state.projections.position();
+    if at >= head {
+        return;
+    }
+    let behind = state.log.count_after(at).await.unwrap_or(0);
+    tracing::info!(
+        events_behind = behind,
+        "read models are catching up with the log; not ready until then"
+    );
+    let runner = Arc::clone(&state.projections);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        loop {
+            let waited = Instant::now();
+            if runner.wait_for(head, Duration::from_secs(60)).await {
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "read models caught up with the log; ready"
+                );
+                return;
+            }
+            if waited.elapsed() < Duration::from_secs(60) {
+                // The projections stopped (shutdown) before catching up.
+                return;
+            }
+        }
+    });
 }
 
 pub fn router(state: AppState) -> Router {

@@ -293,10 +293,10 @@ fn first_serve_writes_private_bootstrap_credentials_and_never_logs_the_secret() 
 }
 
 /// A start that rebuilds the read models of a seeded log answers /readyz
-/// with 503 until it has caught up, and logs none of those answers as an
-/// error.
+/// with 503 until it has caught up, logs none of those answers as an
+/// error, and says what it is doing.
 #[test]
-fn not_ready_yet_is_not_logged_as_an_error() {
+fn not_ready_yet_is_said_and_not_logged_as_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let seeded = stdout_of(
@@ -340,7 +340,16 @@ fn not_ready_yet_is_not_logged_as_an_error() {
     child.wait().unwrap();
     assert!(not_ready > 0, "the start was over before /readyz was asked");
     let logged = std::fs::read_to_string(&log_file).unwrap();
-    assert!(logged.contains("idp serving"), "{logged}");
+    // What the start was doing is in the log.
+    for said in [
+        "idp serving",
+        "read models are catching up with the log",
+        "rebuilding read models from the log",
+        "read models rebuilt and switched in",
+        "read models caught up with the log; ready",
+    ] {
+        assert!(logged.contains(said), "{said}: {logged}");
+    }
     let errors: Vec<&str> = logged
         .lines()
         .filter(|l| l.contains("\"level\":\"ERROR\""))

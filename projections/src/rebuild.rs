@@ -55,6 +55,82 @@ pub struct RebuildSummary {
     pub switched_at: Vec<(&'static str, Position)>,
 }
 
+/// Reports a rebuild's progress as log lines, at most one per `every`
+/// after the first (a rebuild the server runs at start has no terminal to
+/// draw a bar on), and its end.
+pub(crate) struct ProgressLog {
+    projections: String,
+    every: Duration,
+    started: Instant,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How often a rebuild at start says where it is.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl ProgressLog {
+    pub(crate) fn new(projections: &[Arc<dyn Projection>], every: Duration) -> Self {
+        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+        Self {
+            projections: names.join(", "),
+            every,
+            started: Instant::now(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn report(&self, p: &Progress) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < self.every) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let seconds = self.started.elapsed().as_secs_f64();
+        match &p.step {
+            Step::Applying if p.read == 0 => tracing::info!(
+                projections = %self.projections,
+                total = p.total,
+                "rebuilding read models from the log"
+            ),
+            Step::Applying => {
+                let rate = p.read as f64 / seconds.max(0.001);
+                let left = p.total.saturating_sub(p.read) as f64;
+                tracing::info!(
+                    projections = %self.projections,
+                    read = p.read,
+                    total = p.total,
+                    events_per_second = rate.round() as u64,
+                    eta_seconds = (left / rate.max(1.0)).ceil() as u64,
+                    "rebuilding read models: reading the log"
+                );
+            }
+            Step::Indexing {
+                projection,
+                index,
+                built,
+                of,
+            } => tracing::info!(
+                projection = %projection,
+                index = %index,
+                built,
+                of,
+                "rebuilding read models: building indexes"
+            ),
+        }
+    }
+
+    pub(crate) fn finished(&self, summary: &RebuildSummary) {
+        tracing::info!(
+            projections = %self.projections,
+            events = summary.events,
+            seconds = summary.seconds,
+            "read models rebuilt and switched in"
+        );
+    }
+}
+
 struct Slot {
     p: Arc<dyn Projection>,
     /// The next generation's checkpoint.
@@ -263,4 +339,93 @@ async fn reload(db: &ReadDb, slots: &mut [Slot]) -> Result<(), ProjectionError> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What was logged, as text.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(every: Duration, steps: &[Progress]) -> String {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let projections: Vec<Arc<dyn Projection>> =
+                vec![Arc::new(crate::audit::AuditProjection)];
+            let said = ProgressLog::new(&projections, every);
+            for p in steps {
+                said.report(p);
+            }
+            said.finished(&RebuildSummary {
+                events: 800,
+                seconds: 1.5,
+                switched_at: Vec::new(),
+            });
+        });
+        String::from_utf8(logged.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_rebuild_at_start_says_where_it_is_now_and_then() {
+        let reading = |read| Progress {
+            read,
+            total: 1000,
+            at: Position::START,
+            step: Step::Applying,
+        };
+        let indexing = Progress {
+            step: Step::Indexing {
+                projection: "audit",
+                index: "audit_by_actor__next".into(),
+                built: 0,
+                of: 8,
+            },
+            ..reading(800)
+        };
+        let steps = [reading(0), reading(400), reading(800), indexing];
+
+        // The first report at once, the others not before the interval.
+        let text = logged(Duration::from_secs(3600), &steps);
+        assert!(
+            text.contains("from the log projections=audit total=1000"),
+            "{text}"
+        );
+        assert!(!text.contains("reading the log"), "{text}");
+        assert!(!text.contains("building indexes"), "{text}");
+        assert!(
+            text.contains("read models rebuilt and switched in")
+                && text.contains("events=800 seconds=1.5"),
+            "{text}"
+        );
+
+        let text = logged(Duration::ZERO, &steps);
+        assert_eq!(text.matches("reading the log").count(), 2, "{text}");
+        assert!(text.contains("read=800 total=1000"), "{text}");
+        assert!(
+            text.contains(
+                "building indexes projection=audit index=audit_by_actor__next built=0 of=8"
+            ),
+            "{text}"
+        );
+    }
 }

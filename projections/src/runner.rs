@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::ReadDb;
 use crate::generation::{Tables, advance, put_checkpoint, read_checkpoint};
-use crate::rebuild::{REBUILD_BATCH, rebuild};
+use crate::rebuild::{PROGRESS_EVERY, Progress, ProgressLog, REBUILD_BATCH, rebuild};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -287,20 +287,30 @@ async fn rebuild_first(
     p: &Arc<dyn Projection>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Position> {
+    let said = ProgressLog::new(std::slice::from_ref(p), PROGRESS_EVERY);
+    let report = |at: &Progress| said.report(at);
     loop {
         let result = tokio::select! {
             _ = stop.changed() => return None,
-            r = rebuild(log, db, std::slice::from_ref(p), REBUILD_BATCH, &|_| {}) => r,
+            r = rebuild(log, db, std::slice::from_ref(p), REBUILD_BATCH, &report) => r,
         };
-        let checkpoint = match result {
-            Ok(_) => match db.pool.acquire().await {
-                Ok(mut conn) => read_checkpoint(&mut conn, p.name()).await,
-                Err(e) => Err(e.into()),
-            },
-            Err(e) => Err(e),
+        let (summary, checkpoint) = match result {
+            Ok(summary) => (
+                Some(summary),
+                match db.pool.acquire().await {
+                    Ok(mut conn) => read_checkpoint(&mut conn, p.name()).await,
+                    Err(e) => Err(e.into()),
+                },
+            ),
+            Err(e) => (None, Err(e)),
         };
         match checkpoint {
-            Ok(Some(cp)) if cp.version == p.version() => return Some(cp.at),
+            Ok(Some(cp)) if cp.version == p.version() => {
+                if let Some(summary) = &summary {
+                    said.finished(summary);
+                }
+                return Some(cp.at);
+            }
             Ok(_) => tracing::error!(
                 projection = p.name(),
                 "rebuilt projection was replaced by another version; rebuilding again"
@@ -325,13 +335,16 @@ async fn rebuild_together(
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
+    let said = ProgressLog::new(&group, PROGRESS_EVERY);
+    let report = |at: &Progress| said.report(at);
     loop {
         let result = tokio::select! {
             _ = stop.changed() => return,
-            r = rebuild(&log, &db, &group, REBUILD_BATCH, &|_| {}) => r,
+            r = rebuild(&log, &db, &group, REBUILD_BATCH, &report) => r,
         };
         match result {
-            Ok(_) => {
+            Ok(summary) => {
+                said.finished(&summary);
                 done.send_replace(true);
                 return;
             }
