@@ -174,9 +174,16 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
             },
         ),
         (
-            "audit by the newest entry's source IP (no index: a walk)",
+            "audit by the newest entry's source IP",
             AuditFilter {
                 source_ip: newest.source_ip.clone(),
+                ..AuditFilter::default()
+            },
+        ),
+        (
+            "audit by a source IP no entry has",
+            AuditFilter {
+                source_ip: Some("192.0.2.254".into()),
                 ..AuditFilter::default()
             },
         ),

@@ -68,6 +68,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_audit_uuid_bytes.sql"),
         postgres: include_str!("../../migrations/postgres/0007_audit_uuid_bytes.sql"),
     },
+    Migration {
+        version: 8,
+        name: "audit_by_source_ip",
+        sqlite: include_str!("../../migrations/sqlite/0008_audit_by_source_ip.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_audit_by_source_ip.sql"),
+    },
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write
