@@ -101,9 +101,22 @@ async fn find(s: &TestServer, admin: &Admin, user_name: &str) -> (u16, Value) {
 }
 
 async fn export(s: &TestServer, admin: &Admin, subject: &str) -> (u16, Value) {
+    subject_request(s, admin, Method::GET, subject).await
+}
+
+async fn erase(s: &TestServer, admin: &Admin, subject: &str) -> (u16, Value) {
+    subject_request(s, admin, Method::DELETE, subject).await
+}
+
+async fn subject_request(
+    s: &TestServer,
+    admin: &Admin,
+    method: Method,
+    subject: &str,
+) -> (u16, Value) {
     let (st, _, doc) = s
         .call(
-            Method::GET,
+            method,
             &format!("/admin/subjects/{subject}"),
             &admin.token,
             None,
@@ -256,37 +269,16 @@ async fn data_subject_requests(store: Store) {
     assert_eq!(stored_events_mentioning(&s, &corrected).await, 0);
 
     // Erasure.
-    let (st, _, erased) = s
-        .call(
-            Method::DELETE,
-            &format!("/admin/subjects/{subject}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, erased) = erase(&s, &admin, &subject).await;
     assert_eq!(st, 200, "{erased}");
     assert_eq!(erased["key_deleted"], true);
     // Again: nothing left to delete, and still an erasure on record.
-    let (st, _, again) = s
-        .call(
-            Method::DELETE,
-            &format!("/admin/subjects/{subject}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, again) = erase(&s, &admin, &subject).await;
     assert_eq!(st, 200, "{again}");
     assert_eq!(again["key_deleted"], false);
     // A subject nothing is held about is refused, and not made up.
     let typo = format!("{subject}x");
-    let (st, _, refused) = s
-        .call(
-            Method::DELETE,
-            &format!("/admin/subjects/{typo}"),
-            &admin.token,
-            None,
-        )
-        .await;
+    let (st, refused) = erase(&s, &admin, &typo).await;
     assert_eq!(st, 404, "{refused}");
     assert_eq!(export(&s, &admin, &typo).await.0, 404);
 
