@@ -24,7 +24,9 @@ pub mod subject_keys;
 pub use db::{Dialect, ReadDb};
 pub use generation::Tables;
 pub use rebuild::{Progress, REBUILD_BATCH, RebuildSummary, Step, rebuild};
-pub use runner::{Projection, ProjectionError, ProjectionStatus, Runner, RunnerHandle};
+pub use runner::{
+    Projection, ProjectionError, ProjectionStatus, REBUILD_WHEN_BEHIND, Runner, RunnerHandle,
+};
 
 /// The projections this platform runs, in the order they are started.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {

@@ -94,7 +94,15 @@ pub struct Runner {
     db: ReadDb,
     projections: Vec<Arc<dyn Projection>>,
     batch: usize,
+    rebuild_when_behind: u64,
 }
+
+/// A projection at least this many events behind the log at start, and
+/// behind by at least a third of the log, is rebuilt rather than caught
+/// up: applying events one batch at a time to tables with all their
+/// indexes costs about four times what a rebuild pays per event
+/// (docs/PERFORMANCE.md), and a rebuild reads the whole log once.
+pub const REBUILD_WHEN_BEHIND: u64 = 100_000;
 
 struct Running {
     name: &'static str,
@@ -122,7 +130,15 @@ impl Runner {
             // behind commits a tenth as often as with 500 (half the time to
             // catch up a million events; docs/PERFORMANCE.md).
             batch: 5000,
+            rebuild_when_behind: REBUILD_WHEN_BEHIND,
         }
+    }
+
+    /// How many events behind (and at least a third of the log) a
+    /// projection must be at start to be rebuilt instead of caught up.
+    pub fn with_rebuild_when_behind(mut self, events: u64) -> Self {
+        self.rebuild_when_behind = events.max(1);
+        self
     }
 
     pub fn with_batch(mut self, batch: usize) -> Self {
@@ -140,8 +156,28 @@ impl Runner {
         let (shutdown, stop_rx) = watch::channel(false);
         let log_has_events = self.log.head().await?.is_some();
         let mut starts = Vec::with_capacity(self.projections.len());
+        let mut log_events = None;
         for p in &self.projections {
-            starts.push(prepare_checkpoint(&self.db, p.as_ref(), log_has_events).await?);
+            let mut start = prepare_checkpoint(&self.db, p.as_ref(), log_has_events).await?;
+            if let Start::Live(at) = start {
+                let behind = self.log.count_after(at).await?;
+                if behind >= self.rebuild_when_behind {
+                    let total = match log_events {
+                        Some(n) => n,
+                        None => *log_events.insert(self.log.count_after(Position::START).await?),
+                    };
+                    if behind.saturating_mul(3) >= total {
+                        tracing::info!(
+                            projection = p.name(),
+                            behind,
+                            of = total,
+                            "far behind the log: rebuilding beside the tables, which are served until the switch"
+                        );
+                        start = Start::Rebuild;
+                    }
+                }
+            }
+            starts.push(start);
         }
         // Every projection to rebuild is rebuilt in one pass over the log.
         let group: Vec<Arc<dyn Projection>> = self

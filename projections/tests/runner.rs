@@ -739,6 +739,75 @@ async fn a_new_read_database_is_built_as_a_rebuild_then_follows_the_log() {
     .await;
 }
 
+/// The name the live audit trail's actor index has now: each rebuild
+/// gives the live tables' indexes the other of two names.
+async fn actor_index_name(db: &ReadDb) -> String {
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_entries'
+            AND name LIKE 'audit_by_actor%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Starts a runner with the given threshold, waits until it has caught up
+/// with the log, stops it.
+async fn start_behind(log: &Arc<dyn EventLog>, db: &ReadDb, rebuild_when_behind: u64) {
+    let handle = Runner::new(Arc::clone(log), db.clone(), projections::all())
+        .with_rebuild_when_behind(rebuild_when_behind)
+        .start()
+        .await
+        .unwrap();
+    let head = settle(log).await;
+    assert!(handle.wait_for(head, Duration::from_secs(60)).await);
+    handle.stop().await;
+}
+
+/// A start far behind the log (at least the threshold, and a third of the
+/// log) rebuilds the read models beside their tables instead of applying
+/// batch after batch to tables with all their indexes; a start a little
+/// behind catches up as before. Either way the read models end as those a
+/// runner that followed every event built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_far_behind_rebuilds_and_a_start_a_little_behind_catches_up() {
+    let env = sqlite_env().await;
+    for r in 0..4 {
+        write_mix(&env.log, r).await;
+    }
+    let db = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
+    start_behind(&env.log, &db, u64::MAX).await;
+    let before = actor_index_name(&db).await;
+
+    // A little behind: past the threshold, but not a third of the log.
+    write_mix(&env.log, 4).await;
+    start_behind(&env.log, &db, 1).await;
+    assert_eq!(
+        actor_index_name(&db).await,
+        before,
+        "caught up, not rebuilt"
+    );
+
+    // Far behind: more events since the checkpoint than before it.
+    for r in 5..15 {
+        write_mix(&env.log, r).await;
+    }
+    start_behind(&env.log, &db, 1).await;
+    assert_ne!(actor_index_name(&db).await, before, "rebuilt beside");
+
+    // Below the threshold nothing is rebuilt, however far behind.
+    let rebuilt = actor_index_name(&db).await;
+    for r in 15..40 {
+        write_mix(&env.log, r).await;
+    }
+    start_behind(&env.log, &db, 1_000_000).await;
+    assert_eq!(actor_index_name(&db).await, rebuilt, "caught up");
+
+    let followed = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
+    run_to_head(&env.log, &followed, 50).await;
+    assert_same_read_models(&db, &followed, "started behind, rebuilt or caught up").await;
+}
+
 async fn rebuild_under_writes(env: Env) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     seed(&env.log).await;
