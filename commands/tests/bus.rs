@@ -214,6 +214,10 @@ impl EventLog for SlowLog {
     ) -> Result<eventlog::VerifyReport, eventlog::Error> {
         self.inner.verify(progress).await
     }
+    fn counts_cheaply(&self) -> bool {
+        self.inner.counts_cheaply()
+    }
+
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }

@@ -544,6 +544,11 @@ impl EventLog for KurrentLog {
         self.wakeups.clone()
     }
 
+    /// Counting reads every event after the position.
+    fn counts_cheaply(&self) -> bool {
+        false
+    }
+
     fn backend(&self) -> &'static str {
         "kurrentdb"
     }

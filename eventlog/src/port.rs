@@ -56,6 +56,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// How many events a reader can see strictly after `after`.
     async fn count_after(&self, after: Position) -> Result<u64, Error>;
 
+    /// Whether [`EventLog::count_after`] counts through an index (cheap over
+    /// the whole log) rather than by reading each event.
+    fn counts_cheaply(&self) -> bool;
+
     /// A counter bumped whenever new events may be readable: after each local
     /// commit, and on a notification from another process. Subscriptions wait
     /// on it instead of polling.

@@ -601,6 +601,10 @@ impl EventLog for PostgresLog {
         self.wakeups.clone()
     }
 
+    fn counts_cheaply(&self) -> bool {
+        true
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

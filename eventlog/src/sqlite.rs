@@ -613,6 +613,10 @@ impl EventLog for SqliteLog {
         self.wakeups.clone()
     }
 
+    fn counts_cheaply(&self) -> bool {
+        true
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }

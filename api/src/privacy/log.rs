@@ -230,6 +230,10 @@ impl EventLog for PiiLog {
         self.inner.verify(progress).await
     }
 
+    fn counts_cheaply(&self) -> bool {
+        self.inner.counts_cheaply()
+    }
+
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
