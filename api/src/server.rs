@@ -390,11 +390,15 @@ async fn announce_catching_up(state: &AppState) {
     if at >= head {
         return;
     }
-    let behind = state.log.count_after(at).await.unwrap_or(0);
-    tracing::info!(
-        events_behind = behind,
-        "read models are catching up with the log; not ready until then"
-    );
+    if state.log.counts_cheaply() {
+        let behind = state.log.count_after(at).await.unwrap_or(0);
+        tracing::info!(
+            events_behind = behind,
+            "read models are catching up with the log; not ready until then"
+        );
+    } else {
+        tracing::info!("read models are catching up with the log; not ready until then");
+    }
     let runner = Arc::clone(&state.projections);
     tokio::spawn(async move {
         let started = Instant::now();
