@@ -10,7 +10,6 @@ use api::Config;
 use api::bootstrap::BootstrapError;
 use api::server::{StartError, Stores, open_stores};
 use clap::{Subcommand, ValueEnum};
-use commands::crypto::MasterKey;
 use domain::Metadata;
 use domain::signing_key::KeyAlgorithm;
 use serde::Serialize;
@@ -110,15 +109,19 @@ impl From<Alg> for KeyAlgorithm {
 }
 
 pub async fn keys(config: &Config, what: KeysCommand) -> Result<(), CliError> {
-    let (master, _) = api::master_key::load_or_create(config).map_err(StartError::from)?;
     let stores = open_stores(config).await?;
-    let done = keys_on(&stores, &master, what).await;
+    let done = keys_on(&stores, what).await;
     stores.close().await;
     done
 }
 
-async fn keys_on(stores: &Stores, master: &MasterKey, what: KeysCommand) -> Result<(), CliError> {
-    let Stores { log, bus, .. } = stores;
+async fn keys_on(stores: &Stores, what: KeysCommand) -> Result<(), CliError> {
+    let Stores {
+        log,
+        bus,
+        master_key: master,
+        ..
+    } = stores;
     match what {
         KeysCommand::Rotate { alg } => {
             let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
