@@ -5,6 +5,7 @@
 //! nothing.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -87,6 +88,15 @@ fn guid(name: &str, v: Option<String>) -> Result<Option<Uuid>, Problem> {
     .transpose()
 }
 
+/// The names of the filters, from the OpenAPI description of
+/// [`AuditFilterQuery`] (so they cannot drift from its fields), built once.
+static FILTER_NAMES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    AuditFilterQuery::into_params(|| None)
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+});
+
 /// The query parameters a request gave, each at most once, in a map that
 /// the filter struct is read from (it refuses names it does not know).
 struct Params(Map<String, Value>);
@@ -118,15 +128,12 @@ impl Params {
     /// endpoint's other parameters, for the answer to a name it does not
     /// know.
     fn filter(self, taken: &[&str]) -> Result<AuditFilter, Problem> {
-        let filters: Vec<String> = AuditFilterQuery::into_params(|| None)
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
+        let filters = &*FILTER_NAMES;
         if let Some(unknown) = self.0.keys().find(|k| !filters.contains(k)) {
             let known: Vec<String> = taken
                 .iter()
-                .map(|t| (*t).to_owned())
-                .chain(filters)
+                .copied()
+                .chain(filters.iter().map(String::as_str))
                 .map(|n| format!("`{n}`"))
                 .collect();
             return Err(Problem::bad_request(format!(
