@@ -325,7 +325,9 @@ pub async fn erase(
     // A subject nothing is held about (a mistyped id) is refused rather
     // than recorded as erased. Erasing again is allowed: the first erasure
     // names the subject, and a key left by a failed attempt is deleted.
-    if log.read_subject(subject).await?.is_empty() && keys.key(subject).await?.is_none() {
+    // The key is looked up first: a subject with one is known without
+    // reading (and opening) every event about them.
+    if keys.key(subject).await?.is_none() && log.read_subject(subject).await?.is_empty() {
         return Err(PrivacyError::UnknownSubject);
     }
     let erased_at = OffsetDateTime::now_utc();
