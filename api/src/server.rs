@@ -402,19 +402,13 @@ async fn announce_catching_up(state: &AppState) {
     let runner = Arc::clone(&state.projections);
     tokio::spawn(async move {
         let started = Instant::now();
-        loop {
-            let waited = Instant::now();
-            if runner.wait_for(head, Duration::from_secs(60)).await {
-                tracing::info!(
-                    seconds = started.elapsed().as_secs_f64(),
-                    "read models caught up with the log; ready"
-                );
-                return;
-            }
-            if waited.elapsed() < Duration::from_secs(60) {
-                // The projections stopped (shutdown) before catching up.
-                return;
-            }
+        // No deadline (a duration past the clock's end never elapses): false
+        // only when the projections stop first, at shutdown.
+        if runner.wait_for(head, Duration::MAX).await {
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "read models caught up with the log; ready"
+            );
         }
     });
 }
