@@ -148,6 +148,39 @@ impl Runner {
         self
     }
 
+    /// Whether `p`, at `at`, is far enough behind the log to be rebuilt
+    /// rather than caught up (see [`REBUILD_WHEN_BEHIND`]). `log_events`
+    /// keeps the count of the whole log once one start has needed it.
+    /// False where counting the log reads every event.
+    async fn far_behind(
+        &self,
+        p: &dyn Projection,
+        at: Position,
+        log_events: &mut Option<u64>,
+    ) -> Result<bool, ProjectionError> {
+        if !self.log.counts_cheaply() {
+            return Ok(false);
+        }
+        let behind = self.log.count_after(at).await?;
+        if behind < self.rebuild_when_behind {
+            return Ok(false);
+        }
+        let total = match *log_events {
+            Some(n) => n,
+            None => *log_events.insert(self.log.count_after(Position::START).await?),
+        };
+        let far = behind.saturating_mul(3) >= total;
+        if far {
+            tracing::info!(
+                projection = p.name(),
+                behind,
+                of = total,
+                "far behind the log: rebuilding beside the tables, which are served until the switch"
+            );
+        }
+        Ok(far)
+    }
+
     /// Loads each checkpoint and starts one task per projection. A
     /// projection whose version changed is first rebuilt beside its old
     /// tables, which queries keep reading (frozen: nothing feeds them) until
@@ -161,27 +194,10 @@ impl Runner {
         let mut log_events = None;
         for p in &self.projections {
             let mut start = prepare_checkpoint(&self.db, p.as_ref(), log_has_events).await?;
-            // (Only where counting the whole log is cheap: elsewhere it
-            // would read every event to decide.)
             if let Start::Live(at) = start
-                && self.log.counts_cheaply()
+                && self.far_behind(p.as_ref(), at, &mut log_events).await?
             {
-                let behind = self.log.count_after(at).await?;
-                if behind >= self.rebuild_when_behind {
-                    let total = match log_events {
-                        Some(n) => n,
-                        None => *log_events.insert(self.log.count_after(Position::START).await?),
-                    };
-                    if behind.saturating_mul(3) >= total {
-                        tracing::info!(
-                            projection = p.name(),
-                            behind,
-                            of = total,
-                            "far behind the log: rebuilding beside the tables, which are served until the switch"
-                        );
-                        start = Start::Rebuild;
-                    }
-                }
+                start = Start::Rebuild;
             }
             starts.push(start);
         }
