@@ -25,55 +25,40 @@ struct Migration {
     postgres: &'static str,
 }
 
+/// A migration from its version, the number its files start with, and
+/// its name: `migrations/{sqlite,postgres}/{number}_{name}.sql`.
+macro_rules! migration {
+    ($version:literal, $number:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!(
+                "../../migrations/sqlite/",
+                $number,
+                "_",
+                $name,
+                ".sql"
+            )),
+            postgres: include_str!(concat!(
+                "../../migrations/postgres/",
+                $number,
+                "_",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "read_models",
-        sqlite: include_str!("../../migrations/sqlite/0001_read_models.sql"),
-        postgres: include_str!("../../migrations/postgres/0001_read_models.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "clients",
-        sqlite: include_str!("../../migrations/sqlite/0002_clients.sql"),
-        postgres: include_str!("../../migrations/postgres/0002_clients.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "registration",
-        sqlite: include_str!("../../migrations/sqlite/0003_registration.sql"),
-        postgres: include_str!("../../migrations/postgres/0003_registration.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "audit",
-        sqlite: include_str!("../../migrations/sqlite/0004_audit.sql"),
-        postgres: include_str!("../../migrations/postgres/0004_audit.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "privacy",
-        sqlite: include_str!("../../migrations/sqlite/0005_privacy.sql"),
-        postgres: include_str!("../../migrations/postgres/0005_privacy.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "audit_compact",
-        sqlite: include_str!("../../migrations/sqlite/0006_audit_compact.sql"),
-        postgres: include_str!("../../migrations/postgres/0006_audit_compact.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "audit_uuid_bytes",
-        sqlite: include_str!("../../migrations/sqlite/0007_audit_uuid_bytes.sql"),
-        postgres: include_str!("../../migrations/postgres/0007_audit_uuid_bytes.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "audit_by_source_ip",
-        sqlite: include_str!("../../migrations/sqlite/0008_audit_by_source_ip.sql"),
-        postgres: include_str!("../../migrations/postgres/0008_audit_by_source_ip.sql"),
-    },
+    migration!(1, "0001", "read_models"),
+    migration!(2, "0002", "clients"),
+    migration!(3, "0003", "registration"),
+    migration!(4, "0004", "audit"),
+    migration!(5, "0005", "privacy"),
+    migration!(6, "0006", "audit_compact"),
+    migration!(7, "0007", "audit_uuid_bytes"),
+    migration!(8, "0008", "audit_by_source_ip"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write
