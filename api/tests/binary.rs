@@ -142,6 +142,25 @@ fn idp(data_dir: &std::path::Path) -> Command {
     c
 }
 
+/// A data directory (`data` in a temporary one) holding a log that `idp
+/// bench seed` wrote, `events` long.
+fn seeded_data_dir(events: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let n = events.to_string();
+    let seeded = stdout_of(
+        &idp(&data)
+            .args(["bench", "seed", "--events", &n, "--clients", "5"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        seeded.starts_with(&format!("seeded {n} events")),
+        "{seeded}"
+    );
+    (dir, data)
+}
+
 fn stdout_of(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -297,15 +316,7 @@ fn first_serve_writes_private_bootstrap_credentials_and_never_logs_the_secret() 
 /// error, and says what it is doing.
 #[test]
 fn not_ready_yet_is_said_and_not_logged_as_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let seeded = stdout_of(
-        &idp(&data)
-            .args(["bench", "seed", "--events", "30000", "--clients", "5"])
-            .output()
-            .unwrap(),
-    );
-    assert!(seeded.starts_with("seeded 30000 events"), "{seeded}");
+    let (dir, data) = seeded_data_dir(30000);
     let log_file = dir.path().join("serve.log");
     let port = free_port();
     let mut child = idp(&data)
@@ -504,15 +515,7 @@ fn two_serve_processes_sharing_postgres_honour_a_registration_count() {
 /// switched-in tables.
 #[test]
 fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let seeded = stdout_of(
-        &idp(&data)
-            .args(["bench", "seed", "--events", "3000", "--clients", "5"])
-            .output()
-            .unwrap(),
-    );
-    assert!(seeded.starts_with("seeded 3000 events"), "{seeded}");
+    let (_dir, data) = seeded_data_dir(3000);
 
     let out = idp(&data)
         .args(["replay", "rebuild", "--all", "--batch", "200"])
