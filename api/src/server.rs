@@ -655,6 +655,32 @@ mod tests {
         );
     }
 
+    /// Closing the stores folds the read-model and key databases'
+    /// write-ahead logs into their files: an operator command that ends
+    /// right after leaves no log beside them.
+    #[tokio::test]
+    async fn closed_stores_leave_no_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let stores = open_stores(&config).await.unwrap();
+        stores.subject_keys.key_or_create("person:a").await.unwrap();
+        sqlx::query("UPDATE projection_checkpoints SET updated_at = 'now'")
+            .execute(&stores.read_db.pool)
+            .await
+            .unwrap();
+        let wal = |name: &str| dir.path().join(format!("{name}-wal"));
+        assert!(wal("read.db").exists() && wal("keys.db").exists());
+        stores.close().await;
+        assert!(
+            !wal("read.db").exists(),
+            "read.db's write-ahead log is left"
+        );
+        assert!(
+            !wal("keys.db").exists(),
+            "keys.db's write-ahead log is left"
+        );
+    }
+
     /// On PostgreSQL the keys may have a database of their own; a start
     /// moves the keys the read-model database held there.
     #[tokio::test]
