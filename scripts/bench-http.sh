@@ -114,7 +114,7 @@ basic() { printf '%s:%s' "$1" "$2" | base64 -w0; }
 
 admin_id="$(json client_id <"$IDP_DATA_DIR/bootstrap.json")"
 admin_secret="$(json client_secret <"$IDP_DATA_DIR/bootstrap.json")"
-admin_token="$(curl -fsS -u "$admin_id:$admin_secret" -d grant_type=client_credentials \
+admin_token="$(curl -fsS -u "$admin_id:$admin_secret" -d grant_type=client_credentials -d scope=idp:admin \
     "$base/oauth/token" | json access_token)"
 admin() { curl -fsS -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' "$@"; }
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use commands::CommandBus;
 use domain::Metadata;
-use domain::client::{AuthMethod, ClientSettings, ClientType, GrantType, SecretPolicy};
+use domain::client::{AuthMethod, ClientSettings, GrantType, SecretPolicy};
 use eventlog::{EventLog, Filter, Position};
 use serde::Serialize;
-use time::OffsetDateTime;
+
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
@@ -57,7 +57,8 @@ pub async fn bootstrap(
     if !any_org.is_empty() {
         return Err(BootstrapError::AlreadyBootstrapped);
     }
-    let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
+    let now = bus.clock().now();
+    let meta = Metadata::system(Uuid::now_v7(), now);
     let org = Uuid::now_v7();
     commands::organization::create(bus, org, "Default", &meta)
         .await
@@ -65,11 +66,10 @@ pub async fn bootstrap(
     let client_id = Uuid::now_v7();
     let mut meta = meta;
     meta.organization = Some(org);
-    commands::client::create(
+    commands::client::create_platform_admin(
         bus,
         client_id,
         org,
-        ClientType::Confidential,
         ClientSettings {
             name: "Bootstrap admin".into(),
             description:
@@ -81,6 +81,7 @@ pub async fn bootstrap(
             auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
             access_token_lifetime_secs: 3600,
+            resources: vec![],
         },
         &meta,
     )
@@ -90,8 +91,7 @@ pub async fn bootstrap(
         max_lifetime_days: config.secret_max_lifetime_days,
         allow_never_expiring: config.secret_allow_never_expiring,
     };
-    let expires =
-        OffsetDateTime::now_utc() + time::Duration::days(i64::from(policy.max_lifetime_days));
+    let expires = now + time::Duration::days(i64::from(policy.max_lifetime_days));
     let (_, secret) =
         commands::client::create_secret(bus, client_id, "bootstrap", Some(expires), policy, &meta)
             .await

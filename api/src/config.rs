@@ -53,6 +53,17 @@ pub struct Config {
     pub secret_max_lifetime_days: u32,
     /// `IDP_SECRET_ALLOW_NEVER_EXPIRING`: whether a secret may never expire.
     pub secret_allow_never_expiring: bool,
+    /// `IDP_HTTP_HEADER_TIMEOUT_SECONDS`: how long a client has to send a
+    /// request's headers, counted from the connection's start or from the
+    /// end of the previous response (so also how long a kept-alive
+    /// connection may sit idle); then the connection is closed.
+    pub http_header_timeout_seconds: u64,
+    /// `IDP_HTTP_REQUEST_TIMEOUT_SECONDS`: how long a request (its body
+    /// included) may take before it is answered 408.
+    pub http_request_timeout_seconds: u64,
+    /// `IDP_HTTP_MAX_CONNECTIONS`: open connections at most; one more is
+    /// answered 503 and closed.
+    pub http_max_connections: usize,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -71,6 +82,9 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_SHUTDOWN_GRACE_SECONDS",
     "IDP_SECRET_MAX_LIFETIME_DAYS",
     "IDP_SECRET_ALLOW_NEVER_EXPIRING",
+    "IDP_HTTP_HEADER_TIMEOUT_SECONDS",
+    "IDP_HTTP_REQUEST_TIMEOUT_SECONDS",
+    "IDP_HTTP_MAX_CONNECTIONS",
     "IDP_CONFIG",
 ];
 
@@ -91,6 +105,9 @@ impl Default for Config {
             shutdown_grace_seconds: 20,
             secret_max_lifetime_days: 365,
             secret_allow_never_expiring: false,
+            http_header_timeout_seconds: 10,
+            http_request_timeout_seconds: 30,
+            http_max_connections: 10_000,
         }
     }
 }
@@ -181,16 +198,82 @@ impl Config {
 
 /// Hides the password of a `scheme://user:password@host` URL.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let Some((creds, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        // The user information ends at the last `@`: a password may hold one.
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((creds, host)) => match creds.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+                None => format!("{scheme}://{creds}@{host}"),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if is_secret_parameter(k) => format!("{k}=<redacted>"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+/// `text` (a driver's error message, say) with every secret `url` holds
+/// masked, as written and percent-decoded.
+pub fn scrub(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact_url(url));
+    for secret in url_secrets(url) {
+        if !secret.is_empty() {
+            out = out.replace(&secret, "<redacted>");
+        }
+    }
+    out
+}
+
+fn decoded(s: &str) -> String {
+    url::form_urlencoded::parse(format!("v={s}").as_bytes())
+        .next()
+        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
+}
+
+/// The password of a URL's user information and the values of its secret
+/// query parameters.
+fn url_secrets(url: &str) -> Vec<String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut secrets = Vec::new();
+    if let Some((_, rest)) = base.split_once("://")
+        && let Some((creds, _)) = rest.rsplit_once('@')
+        && let Some((_, password)) = creds.split_once(':')
+    {
+        secrets.push(password.to_owned());
+        secrets.push(decoded(password));
+    }
+    for pair in query.split('&') {
+        if let Some((k, v)) = pair.split_once('=')
+            && is_secret_parameter(k)
+        {
+            secrets.push(v.to_owned());
+            secrets.push(decoded(v));
+        }
+    }
+    // Longest first, so that a secret holding another is masked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+/// Query parameters of a database URL that carry a secret.
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.contains("password") || name == "pass" || name == "pwd" || name.ends_with("secret")
 }
 
 fn sqlite_url(path: &std::path::Path) -> String {
@@ -201,6 +284,28 @@ fn sqlite_url(path: &std::path::Path) -> String {
 #[allow(clippy::result_large_err)] // figment's test jail returns its own large error
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_place_a_password_can_be_is_masked() {
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db:5432/idp"),
+            "postgres://u:<redacted>@db:5432/idp"
+        );
+        assert_eq!(
+            redact_url("postgres://db/idp?user=u&password=hunter2&sslmode=disable"),
+            "postgres://db/idp?user=u&password=<redacted>&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a%40b@db/idp?sslpassword=x"),
+            "postgres://u:<redacted>@db/idp?sslpassword=<redacted>"
+        );
+        assert_eq!(redact_url("sqlite:./data/idp.db"), "sqlite:./data/idp.db");
+        let url = "postgres://u:s3cr%40t@db/idp?password=other";
+        let message = format!("cannot connect to {url}: password s3cr@t refused; other");
+        let shown = scrub(&message, url);
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(!shown.contains("other"), "{shown}");
+    }
 
     #[test]
     fn defaults_need_nothing_installed() {

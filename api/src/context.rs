@@ -9,10 +9,16 @@ use domain::{Actor, Metadata};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The longest caller-supplied request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
 /// The request's side of an event's metadata.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
+    /// Ours, new for every request.
     pub correlation_id: Uuid,
+    /// The caller's `X-Request-Id`, kept apart from ours.
+    pub request_id: Option<String>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -24,6 +30,7 @@ impl RequestContext {
         Metadata {
             actor,
             correlation_id: self.correlation_id,
+            request_id: self.request_id.clone(),
             causation_id: None,
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
@@ -37,12 +44,16 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let correlation_id = parts
+        // A caller's id is recorded as theirs, never taken as ours: anyone
+        // could otherwise join another request's correlation.
+        let correlation_id = Uuid::now_v7();
+        let request_id = parts
             .headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| Uuid::parse_str(v).ok())
-            .unwrap_or_else(Uuid::now_v7);
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(MAX_REQUEST_ID_LEN).collect());
         let source_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -54,6 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .map(|v| v.chars().take(512).collect());
         Ok(Self {
             correlation_id,
+            request_id,
             source_ip,
             user_agent,
         })

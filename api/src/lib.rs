@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authorization;
 pub mod bench;
 pub mod bootstrap;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod privacy;
 pub mod problem;
 pub mod query_bench;
 pub mod registration;
+pub mod serve;
 pub mod server;
 pub mod telemetry;
 pub mod tokens;

@@ -57,5 +57,40 @@ impl Modify for BearerAuth {
 }
 
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(AdminApi::openapi()).unwrap_or_default()
+    let mut doc = serde_json::to_value(AdminApi::openapi()).unwrap_or_default();
+    unique_operation_ids(&mut doc);
+    doc
+}
+
+/// Operation ids default to the handlers' names, which repeat across
+/// resources (`list`, `show`): each becomes `{tag}_{name}`, unique as the
+/// specification requires.
+fn unique_operation_ids(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let tag = op
+                .get("tags")
+                .and_then(|t| t.get(0))
+                .and_then(|t| t.as_str())
+                .map(str::to_owned);
+            if let (Some(tag), Some(id)) = (
+                tag,
+                op.get("operationId")
+                    .and_then(|i| i.as_str())
+                    .map(str::to_owned),
+            ) && let Some(o) = op.as_object_mut()
+            {
+                o.insert(
+                    "operationId".into(),
+                    serde_json::Value::String(format!("{tag}_{id}")),
+                );
+            }
+        }
+    }
 }

@@ -109,6 +109,57 @@ impl Problem {
             .with("error", code)
     }
 
+    /// RFC 6750 §3.1 `invalid_request`: the request cannot be read as one
+    /// (two Authorization headers, say).
+    pub fn invalid_request(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request is malformed",
+        )
+        .detail(detail)
+        .with("error", "invalid_request");
+        p.www_authenticate = Some("Bearer realm=\"idp\", error=\"invalid_request\"".into());
+        p
+    }
+
+    /// The caller's organization does not reach this far.
+    pub fn forbidden_organization() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden-organization",
+            "Not allowed",
+        )
+        .detail("an admin acts only within its own organization")
+    }
+
+    /// A body over the limit (413, naming the limit in bytes).
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "The request body is too large",
+        )
+        .detail(format!("the body may hold at most {limit} bytes"))
+        .with("limit", limit)
+    }
+
+    /// 405, naming the methods the path takes.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+        )
+        .detail("this path does not take this method")
+    }
+
+    /// 404 for a path that names nothing.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+            .detail("no endpoint at this path")
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -167,6 +218,9 @@ impl IntoResponse for Problem {
 
 impl From<axum::extract::rejection::JsonRejection> for Problem {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Problem::too_large(crate::server::MAX_BODY_BYTES);
+        }
         Problem::bad_request(r.body_text())
     }
 }

@@ -60,7 +60,7 @@ fn refusal(e: RegistrationFailure) -> Problem {
 
 /// Consume a registration token (sent as `Authorization: Bearer rt_…`).
 #[utoipa::path(post, path = "/registration/consume", request_body = Consume,
-    responses((status = 201, body = Consumed),
+    responses((status = 201, body = Consumed, description = "created"),
         (status = 401, description = "registration_token_not_found"),
         (status = 403, description = "registration_token_expired, registration_token_exhausted or registration_token_revoked")),
     tag = "registration")]
@@ -70,12 +70,11 @@ pub async fn consume(
     headers: HeaderMap,
     Body(body): Body<Consume>,
 ) -> Response {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let presented = match crate::authorization::authorization(&headers) {
+        Ok(h) => h.filter(|h| h.is("Bearer")).map(|h| h.credentials),
+        Err(e) => return Problem::invalid_request(e.to_string()).into_response(),
+    };
+    let Some(value) = presented else {
         return Problem::refused(
             StatusCode::UNAUTHORIZED,
             "registration_token_not_found",

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use commands::crypto::PersonIds;
-use commands::{CommandBus, SystemClock};
+use commands::{Clock, CommandBus, SystemClock};
 use eventlog::{EventLog, LogOptions};
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::{ReadDb, Runner, RunnerHandle};
@@ -20,9 +20,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, redact_url};
+use crate::config::{Config, redact_url, scrub};
 use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
-use crate::oauth::client_auth::Lockout;
 use crate::privacy::{PiiLog, SubjectKeys};
 use crate::telemetry;
 use crate::tokens::TokenService;
@@ -33,16 +32,14 @@ use std::path::PathBuf;
 pub enum StartError {
     #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
-    #[error("event log {url}: {source}")]
-    Log {
-        url: String,
-        source: eventlog::Error,
-    },
-    #[error("read-model database {url}: {source}")]
-    ReadDb {
-        url: String,
-        source: projections::ProjectionError,
-    },
+    /// `detail` is the cause's message with the URL's secrets masked
+    /// (a driver's message may quote the URL it was given).
+    #[error("event log {url}: {detail}")]
+    Log { url: String, detail: String },
+    #[error("read-model database {url}: {detail}")]
+    ReadDb { url: String, detail: String },
+    #[error("data directory: {0}")]
+    DataDir(std::io::Error),
     #[error("signing keys: {0}")]
     Keys(String),
     #[error("bootstrap: {0}")]
@@ -54,10 +51,15 @@ pub enum StartError {
     },
 }
 
+/// The most a request body may hold; larger bodies are answered 413.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// The one source of "now" for the server.
+    pub clock: Arc<dyn Clock>,
     pub log: Arc<dyn EventLog>,
     pub read_db: ReadDb,
     pub bus: Arc<CommandBus>,
@@ -65,7 +67,6 @@ pub struct AppState {
     pub master_key: MasterKey,
     pub metrics: PrometheusHandle,
     pub tokens: Arc<TokenService>,
-    pub lockout: Arc<Lockout>,
     pub subject_keys: Arc<SubjectKeys>,
 }
 
@@ -81,6 +82,23 @@ pub struct Stores {
     /// Where the master key came from (for the start-up log line).
     pub master_key_from: String,
     pub subject_keys: Arc<SubjectKeys>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl StartError {
+    fn log(url: &str, e: &dyn std::fmt::Display) -> Self {
+        Self::Log {
+            url: redact_url(url),
+            detail: scrub(&e.to_string(), url),
+        }
+    }
+
+    fn read_db(url: &str, e: &dyn std::fmt::Display) -> Self {
+        Self::ReadDb {
+            url: redact_url(url),
+            detail: scrub(&e.to_string(), url),
+        }
+    }
 }
 
 impl Stores {
@@ -96,6 +114,15 @@ impl Stores {
 /// Opens the stores as `Server::start` does; the operator subcommands use
 /// it too, so they act on exactly the log and database the server would.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+    open_stores_with(config, Arc::new(SystemClock)).await
+}
+
+/// [`open_stores`] with the clock the command loop reads.
+pub async fn open_stores_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Stores, StartError> {
+    crate::master_key::make_private(config).map_err(StartError::DataDir)?;
     let (master_key, master_key_from) = load_or_create(config)?;
     let log_url = config.eventstore_url();
     let db_url = config.database_url();
@@ -103,10 +130,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         Some(url) => Some(
             projections::subject_keys::open(&url, config.db_max_connections)
                 .await
-                .map_err(|source| StartError::ReadDb {
-                    url: redact_url(&url),
-                    source,
-                })?,
+                .map_err(|e| StartError::read_db(&url, &e))?,
         ),
         None => None,
     };
@@ -116,10 +140,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     {
         let dropped = ReadDb::retire_read_models(&log_url, keys_db, &projections::all())
             .await
-            .map_err(|source| StartError::ReadDb {
-                url: redact_url(&log_url),
-                source,
-            })?;
+            .map_err(|e| StartError::read_db(&log_url, &e))?;
         tracing::warn!(
             dropped,
             "the read models of this older data directory were taken out of the log's file; they are rebuilt from the log into their own"
@@ -132,25 +153,16 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         },
     )
     .await
-    .map_err(|source| StartError::Log {
-        url: redact_url(&log_url),
-        source,
-    })?;
+    .map_err(|e| StartError::log(&log_url, &e))?;
     let read_db = ReadDb::connect(&db_url, config.db_max_connections)
         .await
-        .map_err(|source| StartError::ReadDb {
-            url: redact_url(&db_url),
-            source,
-        })?;
+        .map_err(|e| StartError::read_db(&db_url, &e))?;
     let keys_db = match keys_db {
         Some(keys_db) => {
             // A data directory from before kept the keys with the read models.
             let moved = projections::subject_keys::move_all(&read_db, &keys_db)
                 .await
-                .map_err(|source| StartError::ReadDb {
-                    url: redact_url(&db_url),
-                    source,
-                })?;
+                .map_err(|e| StartError::read_db(&db_url, &e))?;
             if moved > 0 {
                 tracing::info!(
                     moved,
@@ -161,10 +173,13 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         }
         None => read_db.clone(),
     };
+    let mut sqlite_urls = vec![log_url.clone(), db_url.clone()];
+    sqlite_urls.extend(config.subject_keys_url());
+    crate::master_key::make_sqlite_files_private(&sqlite_urls).map_err(StartError::DataDir)?;
     let subject_keys = Arc::new(SubjectKeys::new(keys_db, master_key.clone()));
     let log: Arc<dyn EventLog> = Arc::new(PiiLog::new(log, Arc::clone(&subject_keys)));
     let bus = Arc::new(
-        CommandBus::new(Arc::clone(&log), Arc::new(SystemClock))
+        CommandBus::new(Arc::clone(&log), Arc::clone(&clock))
             .with_person_ids(PersonIds::derive(&master_key)),
     );
     Ok(Stores {
@@ -174,6 +189,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
         master_key,
         master_key_from,
         subject_keys,
+        clock,
     })
 }
 
@@ -186,12 +202,22 @@ pub struct Server {
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     follower: JoinHandle<()>,
+    reporter: JoinHandle<()>,
 }
 
 impl Server {
     /// Opens everything the configuration names and starts serving (the
     /// listen port may be 0: `addr` says which port was bound).
-    pub async fn start(mut config: Config) -> Result<Self, StartError> {
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::start`] with the clock every "now" of the server comes
+    /// from (tests move it instead of sleeping).
+    pub async fn start_with_clock(
+        mut config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         let metrics = telemetry::metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -215,23 +241,18 @@ impl Server {
             master_key,
             master_key_from: key_from,
             subject_keys,
-        } = open_stores(&config).await?;
+            clock,
+        } = open_stores_with(&config, clock).await?;
         let log_url = config.eventstore_url();
         let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
             .start()
             .await
-            .map_err(|source| StartError::ReadDb {
-                url: redact_url(&db_url),
-                source,
-            })?;
+            .map_err(|e| StartError::read_db(&db_url, &e))?;
         let empty = log
             .head()
             .await
-            .map_err(|source| StartError::Log {
-                url: redact_url(&log_url),
-                source,
-            })?
+            .map_err(|e| StartError::log(&log_url, &e))?
             .is_none();
         let bootstrap_file = if empty {
             let creds = crate::bootstrap::bootstrap(&log, &bus, &config)
@@ -255,12 +276,14 @@ impl Server {
             config.issuer(),
             Arc::clone(&log),
             Arc::clone(&bus),
+            Arc::clone(&clock),
             master_key.clone(),
             ring,
         ));
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
         let state = AppState {
             config: Arc::new(config),
+            clock,
             log,
             read_db,
             bus,
@@ -268,7 +291,6 @@ impl Server {
             master_key,
             metrics,
             tokens,
-            lockout: Arc::new(Lockout::default()),
             subject_keys,
         };
         tracing::info!(
@@ -280,18 +302,14 @@ impl Server {
             "idp serving"
         );
         announce_catching_up(&state).await;
-        let (stop, mut stop_rx) = watch::channel(false);
+        let reporter = tokio::spawn(report_failures(state.clone()));
+        let (stop, stop_rx) = watch::channel(false);
         let app = router(state.clone());
-        let serving = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let limits = crate::serve::Limits {
+            header_timeout: Duration::from_secs(state.config.http_header_timeout_seconds.max(1)),
+            max_connections: state.config.http_max_connections.max(1),
+        };
+        let serving = tokio::spawn(crate::serve::serve(listener, app, limits, stop_rx));
         Ok(Self {
             addr,
             state,
@@ -299,6 +317,7 @@ impl Server {
             stop,
             serving,
             follower,
+            reporter,
         })
     }
 
@@ -313,6 +332,9 @@ impl Server {
             serving.abort();
         }
         self.follower.abort();
+        self.reporter.abort();
+        // Counted failures not yet recorded are recorded now.
+        crate::oauth::client_auth::flush_failures(&self.state, true).await;
         self.state.projections.stop().await;
         // Closed here, not whenever the last holder lets go: on SQLite the
         // last close folds the write-ahead log into the file, which is then
@@ -413,6 +435,16 @@ async fn announce_catching_up(state: &AppState) {
     });
 }
 
+/// Records the counted client authentication failures whose window has
+/// closed, every few seconds, until the task is dropped.
+async fn report_failures(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        crate::oauth::client_auth::flush_failures(&state, false).await;
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     // Probes and scrapes are counted but not traced: they come every few
     // seconds, and a 503 from /readyz while the read models catch up is
@@ -421,14 +453,35 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
+    // The span names the path, never the query string: a query can carry
+    // personal values (the subject lookup's `user_name`) or codes.
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+    });
     Router::new()
         .route("/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::oauth::router())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(trace)
         .merge(probes)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A request that takes longer, its body included, is answered 408.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(state.config.http_request_timeout_seconds.max(1)),
+        ))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> crate::problem::Problem {
+    crate::problem::Problem::method_not_allowed()
+}
+
+async fn no_route() -> crate::problem::Problem {
+    crate::problem::Problem::no_route()
 }
 
 /// Counts requests and their latency by route (never by raw path, so ids

@@ -12,7 +12,10 @@ use std::sync::{Arc, RwLock};
 use commands::crypto::MasterKey;
 use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
 use commands::keys::KeyRing;
-use commands::{CommandBus, journal};
+use commands::{Clock, CommandBus, journal};
+use domain::throttle::ThrottlePolicy;
+
+use crate::oauth::client_auth::ClientThrottle;
 use domain::client::Client;
 use domain::registration::AuthToken;
 use domain::signing_key::KeyAlgorithm;
@@ -40,6 +43,8 @@ pub enum TokenInvalid {
 pub struct ValidToken {
     pub claims: AccessTokenClaims,
     pub client_id: Uuid,
+    /// The token's client as it is now.
+    pub client: Arc<Client>,
     pub jti: String,
     pub scope: String,
 }
@@ -118,6 +123,7 @@ pub struct TokenService {
     pub token_endpoint: String,
     log: Arc<dyn EventLog>,
     bus: Arc<CommandBus>,
+    clock: Arc<dyn Clock>,
     master: MasterKey,
     keys: RwLock<KeyRing>,
     pub clients: ClientCache,
@@ -126,6 +132,8 @@ pub struct TokenService {
     verified: RwLock<HashMap<String, AccessTokenClaims>>,
     /// jti -> expiry (unix seconds) of revoked, not yet expired tokens.
     revoked: RwLock<HashMap<String, i64>>,
+    /// Failed client authentications, with the waits other nodes began.
+    pub client_throttle: ClientThrottle,
 }
 
 impl TokenService {
@@ -133,6 +141,7 @@ impl TokenService {
         issuer: String,
         log: Arc<dyn EventLog>,
         bus: Arc<CommandBus>,
+        clock: Arc<dyn Clock>,
         master: MasterKey,
         ring: KeyRing,
     ) -> Self {
@@ -141,12 +150,14 @@ impl TokenService {
             issuer,
             log,
             bus,
+            clock,
             master,
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
             verified: RwLock::new(HashMap::new()),
             revoked: RwLock::new(HashMap::new()),
+            client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
         }
     }
 
@@ -161,18 +172,27 @@ impl TokenService {
     /// its algorithm (after a rotation here, so that the next token is
     /// signed with the new key).
     pub async fn catch_up_keys(&self, kid: &str) -> Result<(), commands::keys::KeyError> {
+        self.catch_up_keys_until(|r: &KeyRing| {
+            r.get(kid)
+                .is_some_and(|e| r.active(e.alg).is_some_and(|a| a.kid == kid))
+        })
+        .await
+    }
+
+    /// Brings the key ring up to the log until `done` holds of it (after a
+    /// change made here, so that this node acts on it at once).
+    pub async fn catch_up_keys_until(
+        &self,
+        done: impl Fn(&KeyRing) -> bool,
+    ) -> Result<(), commands::keys::KeyError> {
         let mut ring = match self.keys.read() {
             Ok(r) => r.clone(),
             Err(_) => return Ok(()),
         };
-        let active = |r: &KeyRing| {
-            r.get(kid)
-                .is_some_and(|e| r.active(e.alg).is_some_and(|a| a.kid == kid))
-        };
         ring.catch_up_until(
             &self.log,
             &self.master,
-            active,
+            done,
             commands::keys::READABLE_WITHIN,
         )
         .await?;
@@ -180,6 +200,9 @@ impl TokenService {
             && ring.position() > current.position()
         {
             *current = ring;
+            if let Ok(mut verified) = self.verified.write() {
+                verified.clear();
+            }
         }
         Ok(())
     }
@@ -206,6 +229,7 @@ impl TokenService {
                 created_at: fmt_time(Some(e.created_at)),
                 activated_at: fmt_time(e.activated_at),
                 retired_at: fmt_time(e.retired_at),
+                revoked_at: fmt_time(e.revoked_at),
             })
             .collect();
         views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
@@ -228,9 +252,15 @@ impl TokenService {
             return Err(TokenInvalid::Revoked);
         }
         let client_id = Uuid::parse_str(&claims.client_id).map_err(|_| TokenInvalid::BadClaims)?;
-        match self.clients.get(&self.bus, client_id).await {
-            Ok(Some(c)) if c.is_active() => {}
+        let client = match self.clients.get(&self.bus, client_id).await {
+            Ok(Some(c)) if c.is_active() => c,
             _ => return Err(TokenInvalid::ClientInactive),
+        };
+        // No token of ours lives longer than its client's lifetime, whatever
+        // its `exp` says.
+        let lifetime = i64::from(client.settings.access_token_lifetime_secs);
+        if claims.iat.saturating_add(lifetime) <= now.unix_timestamp() {
+            return Err(TokenInvalid::Unverifiable);
         }
         // A token issued to an instance dies with its auth token.
         if let Some(v) = claims.extra.get(AUTH_TOKEN_CLAIM) {
@@ -247,6 +277,7 @@ impl TokenService {
             jti: claims.jti.clone(),
             scope: claims.scope.clone(),
             client_id,
+            client,
             claims,
         })
     }
@@ -272,8 +303,14 @@ impl TokenService {
         }
         let claims = {
             let ring = self.keys.read().map_err(|_| TokenInvalid::Unverifiable)?;
-            verify_access_token(&ring, token, &self.issuer, now_s)
-                .map_err(|_| TokenInvalid::Unverifiable)?
+            verify_access_token(
+                &ring,
+                token,
+                &self.issuer,
+                now_s,
+                i64::from(domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS),
+            )
+            .map_err(|_| TokenInvalid::Unverifiable)?
         };
         if let Ok(mut m) = self.verified.write() {
             if m.len() >= VERIFIED_ENTRIES {
@@ -294,7 +331,7 @@ impl TokenService {
         req: IssueRequest<'_>,
         meta: &Metadata,
     ) -> Result<(String, AccessTokenClaims), IssueError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let lifetime = i64::from(req.client.settings.access_token_lifetime_secs);
         let jti = Uuid::now_v7();
         let mut extra = serde_json::Map::new();
@@ -357,7 +394,7 @@ impl TokenService {
             client_id: token.client_id,
             expires_at,
         });
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         journal::record(
             &self.log,
             &domain::token::revocation_stream(now),
@@ -391,12 +428,18 @@ impl TokenService {
                 {
                     tracing::error!(error = %err, stream = %e.stream, "cannot apply a signing key event");
                 }
+                // A key revoked or retired changes what verifies: nothing
+                // verified under the old ring is taken on trust.
+                if let Ok(mut verified) = self.verified.write() {
+                    verified.clear();
+                }
             }
+            "authfailures" => self.observe_failures(e),
             "revocations" => {
                 if let Ok(TokenEvent::Revoked(r)) = eventlog::decode::<TokenEvent>(e)
                     && let Ok(mut set) = self.revoked.write()
                 {
-                    let now = OffsetDateTime::now_utc().unix_timestamp();
+                    let now = self.clock.now().unix_timestamp();
                     set.retain(|_, exp| *exp > now);
                     set.insert(r.jti.to_string(), r.expires_at.unix_timestamp());
                 }
@@ -405,9 +448,60 @@ impl TokenService {
         }
     }
 
+    /// A wait another node (or this one, before a restart) began.
+    fn observe_failures(&self, e: &RecordedEvent) {
+        if let Ok(TokenEvent::ClientAuthFailed(f)) = eventlog::decode::<TokenEvent>(e)
+            && f.blocked_until.is_some()
+        {
+            let source = e.metadata.source_ip.clone().unwrap_or_default();
+            self.client_throttle.observe(
+                (f.client_id, source),
+                f.failures.unwrap_or(f.count),
+                f.blocked_until,
+            );
+        }
+    }
+
+    /// Reads the waits begun today and yesterday (a wait lasts minutes at
+    /// most), so that a restart forgets none.
+    async fn load_waits(&self, until: Position) {
+        let now = self.clock.now();
+        for day in [now - time::Duration::days(1), now] {
+            let stream = domain::token::auth_failure_stream(day);
+            let mut from = None;
+            loop {
+                let page = match self
+                    .log
+                    .read_stream(&stream, eventlog::Direction::Forwards, from, 1000)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the client authentication throttle");
+                        break;
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                from = Some(last.revision + 1);
+                page.iter()
+                    .filter(|e| e.position <= until)
+                    .for_each(|e| self.observe_failures(e));
+                if page.len() < 1000 {
+                    break;
+                }
+            }
+        }
+    }
+
     /// The categories [`Self::apply`] cares about.
     pub fn filter() -> Filter {
-        Filter::categories(["client", "authtoken", "signingkey", "revocations"])
+        Filter::categories([
+            "client",
+            "authtoken",
+            "signingkey",
+            "revocations",
+            "authfailures",
+        ])
     }
 
     /// Loads the revocations still in force, then follows the log from its
@@ -420,6 +514,7 @@ impl TokenService {
                 Position::START
             }
         };
+        self.load_waits(start).await;
         // Revocations are few (their own category); read them all.
         let revocations = Filter::categories(["revocations"]);
         let mut after = Position::START;

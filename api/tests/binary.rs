@@ -449,7 +449,7 @@ fn two_serve_processes_sharing_postgres_honour_a_registration_count() {
                 boot["client_id"].as_str().unwrap(),
                 Some(boot["client_secret"].as_str().unwrap()),
             )
-            .form(&[("grant_type", "client_credentials")])
+            .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
             .send()
             .await
             .unwrap()

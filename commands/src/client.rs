@@ -35,6 +35,48 @@ pub async fn create(
     settings: ClientSettings,
     metadata: &Metadata,
 ) -> Result<Outcome> {
+    create_client(
+        bus,
+        client_id,
+        organization_id,
+        client_type,
+        settings,
+        false,
+        metadata,
+    )
+    .await
+}
+
+/// Creates the platform's own admin client, whose admin tokens reach every
+/// organization: only the bootstrap calls this.
+pub async fn create_platform_admin(
+    bus: &CommandBus,
+    client_id: Uuid,
+    organization_id: Uuid,
+    settings: ClientSettings,
+    metadata: &Metadata,
+) -> Result<Outcome> {
+    create_client(
+        bus,
+        client_id,
+        organization_id,
+        ClientType::Confidential,
+        settings,
+        true,
+        metadata,
+    )
+    .await
+}
+
+async fn create_client(
+    bus: &CommandBus,
+    client_id: Uuid,
+    organization_id: Uuid,
+    client_type: ClientType,
+    settings: ClientSettings,
+    platform_admin: bool,
+    metadata: &Metadata,
+) -> Result<Outcome> {
     // Every client belongs to an organization that exists: checked against
     // the organization's stream, not a read model.
     let (_, revision) = bus
@@ -49,6 +91,7 @@ pub async fn create(
         organization_id,
         client_type,
         settings,
+        platform_admin,
     };
     execute(bus, client_id, command, metadata).await
 }

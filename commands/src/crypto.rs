@@ -92,6 +92,25 @@ impl PersonIds {
     }
 }
 
+impl PersonIds {
+    /// `person:` and 32 hex digits for an installation named by its device
+    /// alone (no user name): the device name is still someone's, and needs
+    /// a key that erasure can destroy. Never equal to a user name's subject
+    /// (a different label goes into the MAC).
+    pub fn installation_subject(&self, organization: uuid::Uuid, instance_id: &str) -> String {
+        let mac = hmac(
+            &self.0,
+            &[
+                b"installation\0",
+                organization.as_bytes(),
+                b"\0",
+                instance_id.as_bytes(),
+            ],
+        );
+        format!("person:{}", hex::encode(&mac[..16]))
+    }
+}
+
 /// The length of an XChaCha20-Poly1305 nonce.
 const NONCE_LEN: usize = 24;
 /// The length of a Poly1305 tag.

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use domain::signing_key::KeyAlgorithm;
+use domain::signing_key::{KeyAlgorithm, KeyStatus};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,12 @@ pub enum JwtError {
     MissingKid,
     #[error("the token's kid is not a known signing key")]
     UnknownKid,
+    #[error(
+        "the token's key does not verify access tokens (never activated, revoked, or of an algorithm not announced)"
+    )]
+    KeyNotUsable,
+    #[error("the token was signed by a retired key after its retirement")]
+    SignedAfterRetirement,
     #[error("the token's alg is not its key's")]
     AlgorithmMismatch,
     #[error("the token's signature does not verify")]
@@ -171,14 +177,25 @@ fn refused(e: jsonwebtoken::errors::Error) -> JwtError {
     }
 }
 
-/// Verifies an access token: `typ` at+jwt, a `kid` the ring holds (active or
-/// retired), the signature, `iss` equal to `issuer`, and `exp` after `now`
-/// (Unix seconds). The audience is not checked here.
+/// The algorithms access tokens are signed with, as discovery announces
+/// them (`access_token_signing_alg_values_supported`): a key of another
+/// algorithm verifies no access token.
+pub const ACCESS_TOKEN_ALGORITHMS: [KeyAlgorithm; 1] = [KeyAlgorithm::ES256];
+
+/// Verifies an access token: `typ` at+jwt, a `kid` of an announced
+/// algorithm that the ring holds as active or retired, the signature, `iss`
+/// equal to `issuer`, `iat` not in the future, and the token alive at `now`
+/// (Unix seconds): before its `exp` and before `iat + max_lifetime`, so that
+/// a token minted with a far `exp` lives no longer than any we issue. A
+/// retired key verifies only what it signed before its retirement; a
+/// revoked or never-activated key verifies nothing. The audience is not
+/// checked here.
 pub fn verify_access_token(
     ring: &KeyRing,
     token: &str,
     issuer: &str,
     now: i64,
+    max_lifetime: i64,
 ) -> Result<AccessTokenClaims, JwtError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
     if !header.typ.as_deref().is_some_and(is_access_token_typ) {
@@ -186,6 +203,11 @@ pub fn verify_access_token(
     }
     let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
     let entry = ring.get(kid).ok_or(JwtError::UnknownKid)?;
+    if !ACCESS_TOKEN_ALGORITHMS.contains(&entry.alg)
+        || !matches!(entry.status, KeyStatus::Active | KeyStatus::Retired)
+    {
+        return Err(JwtError::KeyNotUsable);
+    }
     let alg = jws_alg(entry.alg);
     if header.alg != alg {
         return Err(JwtError::AlgorithmMismatch);
@@ -204,8 +226,20 @@ pub fn verify_access_token(
     if claims.iss != issuer {
         return Err(JwtError::WrongIssuer);
     }
-    if claims.exp <= now - LEEWAY_SECS {
+    if claims.iat > now + LEEWAY_SECS {
+        return Err(JwtError::NotYetValid);
+    }
+    if claims.exp.min(claims.iat.saturating_add(max_lifetime)) <= now - LEEWAY_SECS {
         return Err(JwtError::Expired);
+    }
+    // `iat` has whole seconds: a token of the retirement's own second counts
+    // as signed before it.
+    if entry.status == KeyStatus::Retired
+        && entry
+            .retired_at
+            .is_none_or(|at| i128::from(claims.iat) * 1_000_000_000 > at.unix_timestamp_nanos())
+    {
+        return Err(JwtError::SignedAfterRetirement);
     }
     if let Some(nbf) = claims.extra.get("nbf") {
         match nbf.as_i64() {
@@ -239,6 +273,8 @@ mod tests {
 
     const ISSUER: &str = "https://idp.example";
     const T0: i64 = 1_750_000_000;
+    /// The longest lifetime a token may claim.
+    const MAX: i64 = 86_400;
 
     struct Fixture {
         bus: CommandBus,
@@ -316,7 +352,15 @@ mod tests {
             assert_eq!(h["typ"], json!("at+jwt"));
             assert_eq!(h["alg"], json!(alg.as_str()));
             assert_eq!(h["kid"], json!(kid));
-            let back = verify_access_token(&ring, &token, ISSUER, T0 + 10).unwrap();
+            if !ACCESS_TOKEN_ALGORITHMS.contains(&alg) {
+                // Discovery announces ES256 alone: other keys verify nothing.
+                assert_eq!(
+                    verify_access_token(&ring, &token, ISSUER, T0 + 10, MAX),
+                    Err(JwtError::KeyNotUsable)
+                );
+                continue;
+            }
+            let back = verify_access_token(&ring, &token, ISSUER, T0 + 10, MAX).unwrap();
             assert_eq!(back, c);
             assert_eq!(back.extra["auth_time"], json!(T0 - 30));
         }
@@ -335,7 +379,7 @@ mod tests {
             domain::signing_key::KeyStatus::Retired
         );
         assert_eq!(ring.active(KeyAlgorithm::ES256).unwrap().kid, b);
-        assert!(verify_access_token(&ring, &token, ISSUER, T0 + 60).is_ok());
+        assert!(verify_access_token(&ring, &token, ISSUER, T0 + 60, MAX).is_ok());
         let newer = sign_access_token(&ring, KeyAlgorithm::ES256, &claims(T0 + 60)).unwrap();
         assert_eq!(header_of(&newer)["kid"], json!(b));
     }
@@ -346,7 +390,7 @@ mod tests {
         f.rotate(KeyAlgorithm::ES256).await;
         f.rotate(KeyAlgorithm::RS256).await;
         let ring = f.ring().await;
-        for alg in KeyAlgorithm::ALL {
+        for alg in ACCESS_TOKEN_ALGORITHMS {
             let token = sign_access_token(&ring, alg, &claims(T0)).unwrap();
             let parts: Vec<&str> = token.split('.').collect();
 
@@ -355,19 +399,19 @@ mod tests {
             let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
             let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
             assert_eq!(
-                verify_access_token(&ring, &tampered, ISSUER, T0),
+                verify_access_token(&ring, &tampered, ISSUER, T0, MAX),
                 Err(JwtError::InvalidSignature)
             );
 
             assert_eq!(
-                verify_access_token(&ring, &token, "https://other.example", T0),
+                verify_access_token(&ring, &token, "https://other.example", T0, MAX),
                 Err(JwtError::WrongIssuer)
             );
             assert_eq!(
-                verify_access_token(&ring, &token, ISSUER, T0 + 300),
+                verify_access_token(&ring, &token, ISSUER, T0 + 300, MAX),
                 Err(JwtError::Expired)
             );
-            assert!(verify_access_token(&ring, &token, ISSUER, T0 + 299).is_ok());
+            assert!(verify_access_token(&ring, &token, ISSUER, T0 + 299, MAX).is_ok());
 
             let mut header = header_of(&token);
             header["kid"] = json!("no-such-key");
@@ -378,7 +422,7 @@ mod tests {
                 parts[2]
             );
             assert_eq!(
-                verify_access_token(&ring, &unknown, ISSUER, T0),
+                verify_access_token(&ring, &unknown, ISSUER, T0, MAX),
                 Err(JwtError::UnknownKid)
             );
 
@@ -391,11 +435,11 @@ mod tests {
                 parts[2]
             );
             assert_eq!(
-                verify_access_token(&ring, &id_token_like, ISSUER, T0),
+                verify_access_token(&ring, &id_token_like, ISSUER, T0, MAX),
                 Err(JwtError::WrongType)
             );
             assert_eq!(
-                verify_access_token(&ring, "not.a.jwt", ISSUER, T0),
+                verify_access_token(&ring, "not.a.jwt", ISSUER, T0, MAX),
                 Err(JwtError::Malformed)
             );
         }
@@ -418,7 +462,7 @@ mod tests {
             parts[2]
         );
         assert_eq!(
-            verify_access_token(&ring, &swapped, ISSUER, T0),
+            verify_access_token(&ring, &swapped, ISSUER, T0, MAX),
             Err(JwtError::AlgorithmMismatch)
         );
     }
@@ -516,6 +560,83 @@ mod tests {
         expected.sort();
         assert_eq!(listed, expected, "the key retired longer ago is gone");
         // The ring still verifies what the dropped key signed, until it expires.
-        assert!(verify_access_token(&ring, &token_a, ISSUER, T0 + 1).is_ok());
+        assert!(verify_access_token(&ring, &token_a, ISSUER, T0 + 1, MAX).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_retired_key_verifies_only_what_it_signed_before_and_only_as_long_as_it_may_live() {
+        let f = Fixture::new().await;
+        let old = f.rotate(KeyAlgorithm::ES256).await;
+        let signer = f.ring().await;
+        let before = sign_access_token(&signer, KeyAlgorithm::ES256, &claims(T0)).unwrap();
+        // Someone holding the key mints a token for ten years.
+        let mut forever = claims(T0);
+        forever.exp = T0 + 10 * 365 * 86_400;
+        let forever = sign_access_token(&signer, KeyAlgorithm::ES256, &forever).unwrap();
+        let mut late = claims(T0 + 120);
+        late.exp = T0 + 900;
+        let late = sign_access_token(&signer, KeyAlgorithm::ES256, &late).unwrap();
+
+        f.clock.advance(Duration::minutes(1));
+        f.rotate(KeyAlgorithm::ES256).await;
+        let ring = f.ring().await;
+        assert_eq!(ring.get(&old).unwrap().status, KeyStatus::Retired);
+        assert!(verify_access_token(&ring, &before, ISSUER, T0 + 100, MAX).is_ok());
+        assert_eq!(
+            verify_access_token(&ring, &late, ISSUER, T0 + 130, MAX),
+            Err(JwtError::SignedAfterRetirement),
+            "issued after the retirement"
+        );
+        assert!(verify_access_token(&ring, &forever, ISSUER, T0 + MAX - 1, MAX).is_ok());
+        assert_eq!(
+            verify_access_token(&ring, &forever, ISSUER, T0 + MAX, MAX),
+            Err(JwtError::Expired),
+            "a far exp lives no longer than the longest lifetime"
+        );
+
+        keys::revoke(&f.bus, &old, &f.meta()).await.unwrap();
+        let ring = f.ring().await;
+        assert_eq!(
+            verify_access_token(&ring, &before, ISSUER, T0 + 100, MAX),
+            Err(JwtError::KeyNotUsable),
+            "a revoked key verifies nothing"
+        );
+        assert!(
+            !ring
+                .jwks(f.now(), Duration::days(1))
+                .to_string()
+                .contains(&old)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_never_activated_verifies_nothing_and_the_future_is_refused() {
+        let f = Fixture::new().await;
+        f.rotate(KeyAlgorithm::ES256).await;
+        let ring = f.ring().await;
+        let future = sign_access_token(&ring, KeyAlgorithm::ES256, &claims(T0 + 600)).unwrap();
+        assert_eq!(
+            verify_access_token(&ring, &future, ISSUER, T0, MAX),
+            Err(JwtError::NotYetValid)
+        );
+        let pending = keys::generate(&f.bus, &f.master, KeyAlgorithm::ES256, &f.meta())
+            .await
+            .unwrap();
+        let ring = f.ring().await;
+        assert_eq!(ring.get(&pending).unwrap().status, KeyStatus::Generated);
+        let token = sign_access_token(&ring, KeyAlgorithm::ES256, &claims(T0)).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut header = header_of(&token);
+        header["kid"] = json!(pending);
+        let relabelled = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(
+            verify_access_token(&ring, &relabelled, ISSUER, T0, MAX),
+            Err(JwtError::KeyNotUsable)
+        );
     }
 }

@@ -208,6 +208,7 @@ pub struct Entry {
     pub created_at: OffsetDateTime,
     pub activated_at: Option<OffsetDateTime>,
     pub retired_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
     /// The private key; dropped when the key is retired.
     pub encoding_key: Option<EncodingKey>,
     pub decoding_key: DecodingKey,
@@ -268,6 +269,7 @@ impl KeyRing {
                         created_at: e.created_at,
                         activated_at: None,
                         retired_at: None,
+                        revoked_at: None,
                         encoding_key: Some(encoding_key),
                         decoding_key,
                     },
@@ -288,6 +290,15 @@ impl KeyRing {
                     .ok_or_else(|| KeyError::UnknownKey(kid.clone()))?;
                 entry.status = KeyStatus::Retired;
                 entry.retired_at = Some(e.retired_at);
+                entry.encoding_key = None;
+            }
+            SigningKeyEvent::Revoked(e) => {
+                let entry = self
+                    .keys
+                    .get_mut(&kid)
+                    .ok_or_else(|| KeyError::UnknownKey(kid.clone()))?;
+                entry.status = KeyStatus::Revoked;
+                entry.revoked_at = Some(e.revoked_at);
                 entry.encoding_key = None;
             }
         }
@@ -376,7 +387,7 @@ impl KeyRing {
             .filter(|e| match e.status {
                 KeyStatus::Active => true,
                 KeyStatus::Retired => e.retired_at.is_some_and(|at| now - at < retired_grace),
-                KeyStatus::Generated => false,
+                KeyStatus::Generated | KeyStatus::Revoked => false,
             })
             .collect();
         published.sort_by(|a, b| {
@@ -435,6 +446,13 @@ pub async fn activate(bus: &CommandBus, kid: &str, meta: &Metadata) -> Result<Ou
 pub async fn retire(bus: &CommandBus, kid: &str, meta: &Metadata) -> Result<Outcome, KeyError> {
     Ok(bus
         .execute::<SigningKey>(kid, SigningKeyCommand::Retire, meta)
+        .await?)
+}
+
+/// Revokes a key outright: it verifies nothing from now on.
+pub async fn revoke(bus: &CommandBus, kid: &str, meta: &Metadata) -> Result<Outcome, KeyError> {
+    Ok(bus
+        .execute::<SigningKey>(kid, SigningKeyCommand::Revoke, meta)
         .await?)
 }
 

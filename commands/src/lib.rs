@@ -18,6 +18,7 @@ pub mod keys;
 mod locks;
 pub mod organization;
 pub mod registration;
+pub mod throttle;
 
 pub use bus::{CommandBus, CommandError, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -341,11 +341,17 @@ pub async fn consume(
     }
 
     let mut instance = instance;
+    // Every personal value gets a subject: the person the user name names,
+    // or, for a device named without one, the installation itself.
     instance.subject = bus.person_ids().and_then(|ids| {
         ids.subject(
             token.organization_id,
             instance.user_name.value().map_or("", String::as_str),
         )
+        .or_else(|| {
+            (!instance.device_name.trim().is_empty())
+                .then(|| ids.installation_subject(token.organization_id, &instance.instance_id))
+        })
     });
     let auth_token_id = Uuid::now_v7();
     let consume = RegistrationTokenCommand::Consume {
@@ -427,6 +433,7 @@ async fn issue_auth_token(
 pub async fn exchange(
     bus: &CommandBus,
     auth_token_value: &str,
+    scope: &str,
     metadata: &Metadata,
 ) -> Result<(Outcome, AuthTokenGrant), RegistrationFailure> {
     let (auth_token_id, secret) = parse_auth_token(auth_token_value).ok_or(
@@ -439,6 +446,7 @@ pub async fn exchange(
         hash: crypto::hash_secret(&secret),
         refresh_token_id,
         refresh_hash: crypto::hash_secret(&refresh_secret),
+        scope: scope.to_owned(),
     };
     let outcome = bus
         .execute::<AuthToken>(&auth_token_id.to_string(), command, metadata)
@@ -515,6 +523,51 @@ pub async fn refresh(
             refresh_token_value: refresh_token_value(auth_token_id, new_token_id, &new_secret),
         },
     })
+}
+
+/// Revokes the chain a refresh token belongs to (RFC 7009): its refresh
+/// tokens and the access tokens issued from it stop working. A token that
+/// is malformed, unknown, used or already revoked changes nothing (the
+/// caller answers 200 alike). Answers the chain's id when it was revoked.
+pub async fn revoke_refresh(
+    bus: &CommandBus,
+    refresh_value: &str,
+    metadata: &Metadata,
+) -> Result<Option<Uuid>, RegistrationFailure> {
+    let Some((auth_token_id, presented_token_id, secret)) = parse_refresh_token(refresh_value)
+    else {
+        return Ok(None);
+    };
+    let command = AuthTokenCommand::Revoke {
+        presented_token_id,
+        presented_hash: crypto::hash_secret(&secret),
+    };
+    match bus
+        .execute::<AuthToken>(&auth_token_id.to_string(), command, metadata)
+        .await
+    {
+        Ok(outcome) if outcome.events > 0 => Ok(Some(auth_token_id)),
+        Ok(_) | Err(CommandError::Domain(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The chain a refresh token belongs to, when the token is its live one
+/// (for introspection: nothing is recorded).
+pub async fn live_refresh(
+    bus: &CommandBus,
+    refresh_value: &str,
+) -> Result<Option<AuthToken>, RegistrationFailure> {
+    let Some((auth_token_id, token_id, secret)) = parse_refresh_token(refresh_value) else {
+        return Ok(None);
+    };
+    let (chain, _) = bus
+        .load::<AuthToken>(&auth_token_id.to_string())
+        .await
+        .map_err(RegistrationFailure::Log)?;
+    Ok(chain
+        .refresh_is_current(token_id, &crypto::hash_secret(&secret))
+        .then_some(chain))
 }
 
 /// Records corrected instance values on one auth token (rectification).

@@ -320,6 +320,7 @@ mod clients {
 
     fn settings() -> ClientSettings {
         ClientSettings {
+            resources: vec![],
             name: "Billing service".into(),
             description: String::new(),
             redirect_uris: vec![],
@@ -608,6 +609,7 @@ mod registration {
     async fn application(bus: &CommandBus) -> (Uuid, Uuid) {
         let (organization_id, client_id) = (super::new_org(bus).await, Uuid::now_v7());
         let settings = ClientSettings {
+            resources: vec![],
             name: "Desk app".into(),
             description: String::new(),
             redirect_uris: vec![],
@@ -860,7 +862,7 @@ mod registration {
         let (_, auth) = registration::consume(bus, &token.value, instance(1), &meta())
             .await
             .unwrap();
-        let (outcome, grant) = registration::exchange(bus, &auth.value, &meta())
+        let (outcome, grant) = registration::exchange(bus, &auth.value, "read", &meta())
             .await
             .unwrap();
         assert_eq!(outcome.events, 1);
@@ -878,22 +880,22 @@ mod registration {
         let (auth_value, grant) = exchanged_instance(&bus).await;
         assert!(grant.refresh_token_value.starts_with("rf_"));
 
-        let e = grant_refused(registration::exchange(&bus, &auth_value, &meta()).await);
+        let e = grant_refused(registration::exchange(&bus, &auth_value, "read", &meta()).await);
         assert_eq!(e, AuthTokenError::AlreadyExchanged);
         assert_eq!(e.code(), "invalid_grant");
 
         let (id, _) = registration::parse_auth_token(&auth_value).unwrap();
         let forged = format!("at_{}_{}", id.simple(), commands::crypto::new_secret());
-        let e = grant_refused(registration::exchange(&bus, &forged, &meta()).await);
+        let e = grant_refused(registration::exchange(&bus, &forged, "read", &meta()).await);
         assert_eq!(e, AuthTokenError::InvalidCredential);
-        let e = grant_refused(registration::exchange(&bus, "at_garbage", &meta()).await);
+        let e = grant_refused(registration::exchange(&bus, "at_garbage", "read", &meta()).await);
         assert_eq!(e, AuthTokenError::InvalidCredential);
         let unknown = format!(
             "at_{}_{}",
             Uuid::now_v7().simple(),
             commands::crypto::new_secret()
         );
-        let e = grant_refused(registration::exchange(&bus, &unknown, &meta()).await);
+        let e = grant_refused(registration::exchange(&bus, &unknown, "read", &meta()).await);
         assert_eq!(e, AuthTokenError::NotFound);
         assert_eq!(e.code(), "invalid_grant");
     }

@@ -21,6 +21,7 @@ pub const AUTH_TOKEN_REFRESHED_V1: &str = "auth_token.refreshed.v1";
 pub const AUTH_TOKEN_REUSE_DETECTED_V1: &str = "auth_token.reuse_detected.v1";
 pub const AUTH_TOKEN_DELETED_V1: &str = "auth_token.deleted.v1";
 pub const AUTH_TOKEN_INSTANCE_CORRECTED_V1: &str = "auth_token.instance_corrected.v1";
+pub const AUTH_TOKEN_REVOKED_V1: &str = "auth_token.revoked.v1";
 
 // --- auth token: commands, events, errors --------------------------------------
 
@@ -43,6 +44,14 @@ pub enum AuthTokenCommand {
         hash: String,
         refresh_token_id: Uuid,
         refresh_hash: String,
+        /// The scope granted, which no refresh may widen.
+        scope: String,
+    },
+    /// The client revokes the chain through one of its refresh tokens
+    /// (RFC 7009): the chain and the access tokens issued from it end.
+    Revoke {
+        presented_token_id: Uuid,
+        presented_hash: String,
     },
     /// The instance presents a refresh token and gets the next one.
     Refresh {
@@ -77,6 +86,9 @@ pub struct AuthTokenIssued {
 pub struct AuthTokenExchanged {
     pub refresh_token_id: Uuid,
     pub refresh_hash: String,
+    /// The scope granted; absent in events from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub exchanged_at: OffsetDateTime,
 }
@@ -98,6 +110,15 @@ pub struct AuthTokenReuseDetected {
     pub token_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub detected_at: OffsetDateTime,
+}
+
+/// The client revoked the chain (RFC 7009).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthTokenRevoked {
+    /// The refresh token the client presented.
+    pub token_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +154,7 @@ pub enum AuthTokenEvent {
     ReuseDetected(AuthTokenReuseDetected),
     Deleted(AuthTokenDeleted),
     InstanceCorrected(AuthTokenInstanceCorrected),
+    Revoked(AuthTokenRevoked),
 }
 
 impl AuthTokenEvent {
@@ -154,6 +176,7 @@ impl DomainEvent for AuthTokenEvent {
             Self::ReuseDetected(_) => AUTH_TOKEN_REUSE_DETECTED_V1,
             Self::Deleted(_) => AUTH_TOKEN_DELETED_V1,
             Self::InstanceCorrected(_) => AUTH_TOKEN_INSTANCE_CORRECTED_V1,
+            Self::Revoked(_) => AUTH_TOKEN_REVOKED_V1,
         }
     }
 
@@ -165,6 +188,7 @@ impl DomainEvent for AuthTokenEvent {
             Self::ReuseDetected(e) => serde_json::to_value(e),
             Self::Deleted(e) => serde_json::to_value(e),
             Self::InstanceCorrected(e) => serde_json::to_value(e),
+            Self::Revoked(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -182,6 +206,7 @@ impl DomainEvent for AuthTokenEvent {
             AUTH_TOKEN_INSTANCE_CORRECTED_V1 => {
                 decode_as(event_type, data).map(Self::InstanceCorrected)
             }
+            AUTH_TOKEN_REVOKED_V1 => decode_as(event_type, data).map(Self::Revoked),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -207,13 +232,23 @@ pub enum AuthTokenError {
     Deleted,
     #[error("the presented token is not valid")]
     InvalidCredential,
-    #[error("the auth token was already exchanged: an auth token can be used once")]
+    #[error(
+        "the auth token was already exchanged: an auth token can be used once, and every \
+         token issued from it is now revoked"
+    )]
     AlreadyExchanged,
     #[error(
         "the refresh token chain was revoked because a used refresh token was presented \
          again: the instance needs a new auth token"
     )]
     ChainRevoked,
+    #[error(
+        "the refresh token chain was revoked because its auth token was exchanged a second \
+         time: the instance needs a new auth token"
+    )]
+    ChainRevokedByReplay,
+    #[error("the refresh token was revoked: the instance needs a new auth token")]
+    Revoked,
     #[error("the token hash must be 64 lowercase hex characters (SHA-256)")]
     InvalidHash,
     #[error("invalid instance information: {0}")]
@@ -228,7 +263,9 @@ impl AuthTokenError {
             | Self::Deleted
             | Self::InvalidCredential
             | Self::AlreadyExchanged
-            | Self::ChainRevoked => "invalid_grant",
+            | Self::ChainRevoked
+            | Self::ChainRevokedByReplay
+            | Self::Revoked => "invalid_grant",
             Self::AlreadyExists | Self::InvalidHash | Self::InvalidInstance(_) => "invalid_request",
         }
     }
@@ -258,6 +295,27 @@ fn fingerprint(hash: &str) -> [u8; FINGERPRINT_LEN] {
     out
 }
 
+/// Why a chain no longer works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedBecause {
+    /// A used refresh token was presented again.
+    RefreshReused,
+    /// The auth token was exchanged a second time.
+    AuthTokenReplayed,
+    /// The client revoked it (RFC 7009).
+    Revoked,
+}
+
+impl RevokedBecause {
+    fn error(self) -> AuthTokenError {
+        match self {
+            Self::RefreshReused => AuthTokenError::ChainRevoked,
+            Self::AuthTokenReplayed => AuthTokenError::ChainRevokedByReplay,
+            Self::Revoked => AuthTokenError::Revoked,
+        }
+    }
+}
+
 /// One instance's credential and its refresh chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthToken {
@@ -276,6 +334,11 @@ pub struct AuthToken {
     /// fingerprint of its hash (see [`FINGERPRINT_LEN`]).
     pub used_refresh: HashMap<Uuid, [u8; FINGERPRINT_LEN]>,
     pub chain_revoked: bool,
+    /// Why the chain was revoked, once it is.
+    pub revoked_because: Option<RevokedBecause>,
+    /// The scope the exchange granted (None before it, or for an exchange
+    /// recorded before the scope was).
+    pub granted_scope: Option<String>,
     pub deleted: bool,
     /// The last exchange or refresh.
     pub last_used_at: Option<OffsetDateTime>,
@@ -296,6 +359,8 @@ impl Default for AuthToken {
             current_refresh: None,
             used_refresh: HashMap::new(),
             chain_revoked: false,
+            revoked_because: None,
+            granted_scope: None,
             deleted: false,
             last_used_at: None,
         }
@@ -306,6 +371,15 @@ impl AuthToken {
     /// Whether refresh tokens of this chain still work.
     pub fn is_usable(&self) -> bool {
         self.exists && !self.deleted && !self.chain_revoked
+    }
+
+    /// Whether `(token_id, hash)` is the chain's live refresh token (for
+    /// introspection: nothing is decided or recorded).
+    pub fn refresh_is_current(&self, token_id: Uuid, hash: &str) -> bool {
+        self.is_usable()
+            && self.current_refresh.as_ref().is_some_and(|c| {
+                c.id == token_id && constant_time_eq(c.hash.as_bytes(), hash.as_bytes())
+            })
     }
 
     fn must_be_current(&self) -> Result<(), AuthTokenError> {
@@ -328,7 +402,10 @@ impl AuthToken {
     ) -> Result<Vec<AuthTokenEvent>, AuthTokenError> {
         self.must_be_current()?;
         if self.chain_revoked {
-            return Err(AuthTokenError::ChainRevoked);
+            return Err(self
+                .revoked_because
+                .unwrap_or(RevokedBecause::RefreshReused)
+                .error());
         }
         if !is_sha256_hex(&new_hash) {
             return Err(AuthTokenError::InvalidHash);
@@ -380,6 +457,7 @@ impl Aggregate for AuthToken {
             }
             AuthTokenEvent::Exchanged(e) => {
                 self.exchanged = true;
+                self.granted_scope = e.scope.clone();
                 self.current_refresh = Some(CurrentRefresh {
                     id: e.refresh_token_id,
                     hash: e.refresh_hash.clone(),
@@ -397,7 +475,18 @@ impl Aggregate for AuthToken {
                 });
                 self.last_used_at = Some(e.refreshed_at);
             }
-            AuthTokenEvent::ReuseDetected(_) => self.chain_revoked = true,
+            AuthTokenEvent::ReuseDetected(e) => {
+                self.chain_revoked = true;
+                self.revoked_because = Some(if e.token_id == self.id {
+                    RevokedBecause::AuthTokenReplayed
+                } else {
+                    RevokedBecause::RefreshReused
+                });
+            }
+            AuthTokenEvent::Revoked(_) => {
+                self.chain_revoked = true;
+                self.revoked_because = Some(RevokedBecause::Revoked);
+            }
             AuthTokenEvent::Deleted(_) => self.deleted = true,
             AuthTokenEvent::InstanceCorrected(e) => {
                 if let Some(instance) = &mut self.instance {
@@ -461,6 +550,7 @@ impl Aggregate for AuthToken {
                 hash,
                 refresh_token_id,
                 refresh_hash,
+                scope,
             } => {
                 self.must_be_current()?;
                 if !constant_time_eq(self.hash.as_bytes(), hash.as_bytes()) {
@@ -488,6 +578,7 @@ impl Aggregate for AuthToken {
                 Ok(vec![AuthTokenEvent::Exchanged(AuthTokenExchanged {
                     refresh_token_id,
                     refresh_hash,
+                    scope: Some(scope),
                     exchanged_at: now,
                 })])
             }
@@ -503,6 +594,21 @@ impl Aggregate for AuthToken {
                 new_hash,
                 now,
             ),
+            AuthTokenCommand::Revoke {
+                presented_token_id,
+                presented_hash,
+            } => {
+                // RFC 7009 §2.2: a token that is not (or no longer) good
+                // needs nothing, and the answer does not say which.
+                if self.refresh_is_current(presented_token_id, &presented_hash) {
+                    Ok(vec![AuthTokenEvent::Revoked(AuthTokenRevoked {
+                        token_id: presented_token_id,
+                        revoked_at: now,
+                    })])
+                } else {
+                    Ok(vec![])
+                }
+            }
             AuthTokenCommand::Delete => {
                 if !self.exists {
                     return Err(AuthTokenError::NotFound);

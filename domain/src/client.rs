@@ -28,6 +28,130 @@ pub const MIN_ACCESS_TOKEN_LIFETIME_SECS: u32 = 60;
 pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: u32 = 86_400;
 /// How many secrets may be live (not deleted, not expired) at once.
 pub const MAX_LIVE_SECRETS: usize = 10;
+pub const MAX_RESOURCES: usize = 20;
+
+/// The scope of the admin API.
+pub const ADMIN_SCOPE: &str = "idp:admin";
+
+/// Scopes granted only when asked for by name: a token request without a
+/// `scope` never gets them.
+pub const PRIVILEGED_SCOPES: [&str; 1] = [ADMIN_SCOPE];
+
+/// Why a token request's scope or resource is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("the scope `{0}` is not allowed for this client")]
+    ScopeNotAllowed(String),
+    #[error("the scope `{0}` was not part of the original grant")]
+    ScopeNotGranted(String),
+    #[error("resource must be an absolute URI without a fragment (RFC 8707)")]
+    MalformedResource,
+    #[error("the resource `{0}` is not one this client may ask tokens for")]
+    ResourceNotAllowed(String),
+}
+
+fn scope_tokens(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|s| !s.is_empty())
+}
+
+/// The scope granted to a token request: those asked for, each of which
+/// must be allowed; when none is asked for, the allowed ones less the
+/// privileged ones (RFC 6749 §3.3 lets the server pick a default).
+pub fn granted_scope(requested: Option<&str>, allowed: &[String]) -> Result<String, GrantError> {
+    let mut granted: Vec<&str> = Vec::new();
+    match requested {
+        None => granted.extend(
+            allowed
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !PRIVILEGED_SCOPES.contains(s)),
+        ),
+        Some(req) => {
+            for s in scope_tokens(req) {
+                if !allowed.iter().any(|a| a == s) {
+                    return Err(GrantError::ScopeNotAllowed(s.to_owned()));
+                }
+                if !granted.contains(&s) {
+                    granted.push(s);
+                }
+            }
+        }
+    }
+    Ok(granted.join(" "))
+}
+
+/// The scope of a refreshed token: at most what was granted originally
+/// (RFC 6749 §6), all of it when none is asked for; and never more than
+/// the client is still allowed.
+pub fn narrowed_scope(
+    requested: Option<&str>,
+    original: &str,
+    allowed: &[String],
+) -> Result<String, GrantError> {
+    let mut granted: Vec<&str> = Vec::new();
+    match requested {
+        None => granted.extend(scope_tokens(original).filter(|s| allowed.iter().any(|a| a == s))),
+        Some(req) => {
+            for s in scope_tokens(req) {
+                if !scope_tokens(original).any(|o| o == s) {
+                    return Err(GrantError::ScopeNotGranted(s.to_owned()));
+                }
+                if !allowed.iter().any(|a| a == s) {
+                    return Err(GrantError::ScopeNotAllowed(s.to_owned()));
+                }
+                if !granted.contains(&s) {
+                    granted.push(s);
+                }
+            }
+        }
+    }
+    Ok(granted.join(" "))
+}
+
+impl ClientSettings {
+    /// The audience of a token requested with `resource`: this server
+    /// (`issuer`) when none is named, else the named resource, which must
+    /// be this server or one the client lists.
+    pub fn audience_for(&self, resource: Option<&str>, issuer: &str) -> Result<String, GrantError> {
+        let Some(resource) = resource else {
+            return Ok(issuer.to_owned());
+        };
+        check_resource(resource).map_err(|_| GrantError::MalformedResource)?;
+        if resource == issuer || self.resources.iter().any(|r| r == resource) {
+            Ok(resource.to_owned())
+        } else {
+            Err(GrantError::ResourceNotAllowed(resource.to_owned()))
+        }
+    }
+}
+
+fn check_resource(uri: &str) -> Result<(), &'static str> {
+    let parsed = url::Url::parse(uri).map_err(|_| "not an absolute URI")?;
+    if parsed.fragment().is_some() {
+        return Err("a resource indicator has no fragment");
+    }
+    if uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err("too long");
+    }
+    Ok(())
+}
+
+fn validate_resources(resources: &[String]) -> Result<(), ClientError> {
+    if resources.len() > MAX_RESOURCES {
+        return Err(invalid(format!("at most {MAX_RESOURCES} resources")));
+    }
+    for (i, uri) in resources.iter().enumerate() {
+        let bad = |reason| ClientError::InvalidResource {
+            uri: uri.clone(),
+            reason,
+        };
+        check_resource(uri).map_err(bad)?;
+        if resources[..i].contains(uri) {
+            return Err(bad("listed twice"));
+        }
+    }
+    Ok(())
+}
 
 /// RFC 6749 section 2.1.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,6 +292,10 @@ pub struct ClientSettings {
     #[serde(default)]
     pub jwks: Option<Value>,
     pub access_token_lifetime_secs: u32,
+    /// The resource servers (RFC 8707 resource indicators, absolute URIs)
+    /// the client may ask tokens for, besides this server itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 /// How long secrets may live: configuration, passed in with the command.
@@ -184,6 +312,8 @@ pub enum ClientCommand {
         organization_id: Uuid,
         client_type: ClientType,
         settings: ClientSettings,
+        /// Only the bootstrap sets this.
+        platform_admin: bool,
     },
     Update {
         settings: ClientSettings,
@@ -210,6 +340,10 @@ pub struct ClientCreated {
     pub organization_id: Uuid,
     pub client_type: ClientType,
     pub settings: ClientSettings,
+    /// The platform's own admin client (the one the first start creates):
+    /// its admin tokens reach every organization. Set only at creation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub platform_admin: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -337,6 +471,10 @@ pub enum ClientError {
     InvalidScope(String),
     #[error("invalid client settings: {0}")]
     InvalidSettings(String),
+    #[error("invalid jwks: {0}")]
+    InvalidJwks(String),
+    #[error("invalid resource {uri:?}: {reason}")]
+    InvalidResource { uri: String, reason: &'static str },
     #[error("a public client cannot have secrets")]
     PublicClientCannotHaveSecrets,
     #[error("a client may have at most {limit} live secrets; delete one first")]
@@ -385,6 +523,8 @@ pub struct Client {
     pub deleted: bool,
     pub created_at: Option<OffsetDateTime>,
     pub secrets: Vec<SecretState>,
+    /// Its admin tokens reach every organization.
+    pub platform_admin: bool,
 }
 
 impl Client {
@@ -429,6 +569,7 @@ pub fn validate_settings(
     }
     validate_redirect_uris(&settings.redirect_uris)?;
     validate_scopes(&settings.scopes)?;
+    validate_resources(&settings.resources)?;
     validate_grants(client_type, &settings)?;
     let lifetime = settings.access_token_lifetime_secs;
     if !(MIN_ACCESS_TOKEN_LIFETIME_SECS..=MAX_ACCESS_TOKEN_LIFETIME_SECS).contains(&lifetime) {
@@ -590,35 +731,8 @@ fn validate_auth_method(
     Ok(())
 }
 
-/// Members that only private or symmetric JWKs have (RFC 7518 section 6).
-const PRIVATE_JWK_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
-/// A JWK Set (RFC 7517 section 5) of public keys: `{"keys": [{"kty": ..}, ..]}`.
 fn validate_jwks(jwks: &Value) -> Result<(), ClientError> {
-    let keys = jwks
-        .as_object()
-        .and_then(|o| o.get("keys"))
-        .and_then(Value::as_array)
-        .filter(|keys| !keys.is_empty())
-        .ok_or_else(|| invalid("jwks must be an object with a non-empty \"keys\" array"))?;
-    for key in keys {
-        let Some(key) = key.as_object() else {
-            return Err(invalid("each key in jwks must be a JSON object"));
-        };
-        if key
-            .get("kty")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            return Err(invalid("each key in jwks must have a \"kty\""));
-        }
-        if PRIVATE_JWK_MEMBERS.iter().any(|m| key.contains_key(*m)) {
-            return Err(invalid(
-                "jwks must hold only public keys (no private or symmetric key material)",
-            ));
-        }
-    }
-    Ok(())
+    crate::jwk::validate_jwks(jwks).map_err(|e| ClientError::InvalidJwks(e.to_string()))
 }
 
 fn is_sha256_hex(hash: &str) -> bool {
@@ -695,6 +809,7 @@ impl Aggregate for Client {
                 self.settings = e.settings.clone();
                 self.enabled = true;
                 self.created_at = Some(e.created_at);
+                self.platform_admin = e.platform_admin;
             }
             ClientEvent::Updated(e) => self.settings = e.settings.clone(),
             ClientEvent::Enabled(_) => self.enabled = true,
@@ -728,6 +843,7 @@ impl Aggregate for Client {
                 organization_id,
                 client_type,
                 settings,
+                platform_admin,
             } => {
                 if self.exists {
                     return Err(ClientError::AlreadyExists);
@@ -737,6 +853,7 @@ impl Aggregate for Client {
                     organization_id,
                     client_type,
                     settings: validate_settings(client_type, settings)?,
+                    platform_admin,
                     created_at: now,
                 })])
             }

@@ -11,12 +11,14 @@
 pub mod auth_token;
 pub mod client;
 pub mod decider;
+pub mod jwk;
 pub mod metadata;
 pub mod organization;
 pub mod pii;
 pub mod privacy;
 pub mod registration;
 pub mod signing_key;
+pub mod throttle;
 pub mod token;
 
 pub use decider::{Aggregate, DecodeError, DomainEvent};

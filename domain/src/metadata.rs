@@ -44,7 +44,12 @@ impl Actor {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     pub actor: Actor,
+    /// The server's own id for the request or work (never the caller's).
     pub correlation_id: Uuid,
+    /// The `X-Request-Id` the caller sent, if any: recorded apart from the
+    /// correlation id, so that nobody can join another's correlation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +68,7 @@ impl Metadata {
         Self {
             actor: Actor::system(),
             correlation_id,
+            request_id: None,
             causation_id: None,
             source_ip: None,
             user_agent: None,

@@ -460,6 +460,7 @@ mod auth_token {
             hash,
             refresh_token_id: id(20),
             refresh_hash: h(20),
+            scope: "read".into(),
         }
     }
 
@@ -467,6 +468,7 @@ mod auth_token {
         AuthTokenEvent::Exchanged(AuthTokenExchanged {
             refresh_token_id: id(20),
             refresh_hash: h(20),
+            scope: Some("read".into()),
             exchanged_at: NOW,
         })
     }
@@ -629,9 +631,10 @@ mod auth_token {
             when(&[issued(), exchanged(), reuse(10)], exchange(secret())),
             Err(AuthTokenError::AlreadyExchanged)
         );
+        // The refusal says why: the auth token was replayed, not a refresh token.
         assert_eq!(
             when(&[issued(), exchanged(), reuse(10)], refresh(20, h(20))),
-            Err(AuthTokenError::ChainRevoked)
+            Err(AuthTokenError::ChainRevokedByReplay)
         );
         // A wrong secret learns nothing about the exchange.
         assert_eq!(
@@ -826,6 +829,7 @@ mod auth_token {
                 let mut history = vec![issued(), AuthTokenEvent::Exchanged(AuthTokenExchanged {
                     refresh_token_id: id(1000),
                     refresh_hash: hash_of(1000),
+                    scope: None,
                     exchanged_at: NOW,
                 })];
                 // Every refresh token issued so far, oldest first.

@@ -60,6 +60,10 @@ pub enum SigningKeyCommand {
     Activate,
     /// Stops signing with the key; verifiers may still accept what it signed.
     Retire,
+    /// Withdraws the key outright (it leaked): it verifies nothing from now
+    /// on, not even what it signed before. An active key must be rotated
+    /// away first, so that something can still sign.
+    Revoke,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,16 +88,24 @@ pub struct SigningKeyRetired {
     pub retired_at: OffsetDateTime,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRevoked {
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum SigningKeyEvent {
     Generated(SigningKeyGenerated),
     Activated(SigningKeyActivated),
     Retired(SigningKeyRetired),
+    Revoked(SigningKeyRevoked),
 }
 
 pub const GENERATED_V1: &str = "signing_key.generated.v1";
 pub const ACTIVATED_V1: &str = "signing_key.activated.v1";
 pub const RETIRED_V1: &str = "signing_key.retired.v1";
+pub const REVOKED_V1: &str = "signing_key.revoked.v1";
 
 impl DomainEvent for SigningKeyEvent {
     fn event_type(&self) -> &'static str {
@@ -101,6 +113,7 @@ impl DomainEvent for SigningKeyEvent {
             Self::Generated(_) => GENERATED_V1,
             Self::Activated(_) => ACTIVATED_V1,
             Self::Retired(_) => RETIRED_V1,
+            Self::Revoked(_) => REVOKED_V1,
         }
     }
 
@@ -110,6 +123,7 @@ impl DomainEvent for SigningKeyEvent {
             Self::Generated(e) => serde_json::to_value(e),
             Self::Activated(e) => serde_json::to_value(e),
             Self::Retired(e) => serde_json::to_value(e),
+            Self::Revoked(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -129,6 +143,9 @@ impl DomainEvent for SigningKeyEvent {
             RETIRED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Retired)
                 .map_err(malformed),
+            REVOKED_V1 => serde::Deserialize::deserialize(data)
+                .map(Self::Revoked)
+                .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -141,6 +158,8 @@ pub enum KeyStatus {
     Generated,
     Active,
     Retired,
+    /// Withdrawn: verifies nothing.
+    Revoked,
 }
 
 impl KeyStatus {
@@ -149,6 +168,7 @@ impl KeyStatus {
             Self::Generated => "generated",
             Self::Active => "active",
             Self::Retired => "retired",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -177,6 +197,8 @@ pub enum SigningKeyError {
     InvalidPublicJwk { reason: &'static str },
     #[error("the sealed private key is missing")]
     MissingPrivateKey,
+    #[error("the active signing key cannot be revoked: rotate first, then revoke it")]
+    RevokeActive,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -231,6 +253,7 @@ impl Aggregate for SigningKey {
             }
             SigningKeyEvent::Activated(_) => self.status = Some(KeyStatus::Active),
             SigningKeyEvent::Retired(_) => self.status = Some(KeyStatus::Retired),
+            SigningKeyEvent::Revoked(_) => self.status = Some(KeyStatus::Revoked),
         }
         self
     }
@@ -272,9 +295,19 @@ impl Aggregate for SigningKey {
                 }
                 Some(status) => Err(SigningKeyError::NotActivatable { status }),
             },
+            SigningKeyCommand::Revoke => match self.status {
+                None => Err(SigningKeyError::NotFound),
+                Some(KeyStatus::Revoked) => Ok(vec![]),
+                Some(KeyStatus::Active) => Err(SigningKeyError::RevokeActive),
+                Some(KeyStatus::Generated | KeyStatus::Retired) => {
+                    Ok(vec![SigningKeyEvent::Revoked(SigningKeyRevoked {
+                        revoked_at: now,
+                    })])
+                }
+            },
             SigningKeyCommand::Retire => match self.status {
                 None => Err(SigningKeyError::NotFound),
-                Some(KeyStatus::Retired) => Ok(vec![]),
+                Some(KeyStatus::Retired | KeyStatus::Revoked) => Ok(vec![]),
                 Some(KeyStatus::Generated | KeyStatus::Active) => {
                     Ok(vec![SigningKeyEvent::Retired(SigningKeyRetired {
                         retired_at: now,
@@ -325,6 +358,45 @@ mod tests {
         SigningKeyEvent::Activated(SigningKeyActivated {
             activated_at: at(1),
         })
+    }
+
+    #[test]
+    fn a_key_is_revoked_once_and_never_while_active() {
+        let revoked = SigningKeyEvent::Revoked(SigningKeyRevoked { revoked_at: at(3) });
+        given_when::<SigningKey>(
+            &[generated(), activated(), retired()],
+            SigningKeyCommand::Revoke,
+            at(3),
+        )
+        .unwrap()
+        .iter()
+        .for_each(|e| assert_eq!(e, &revoked));
+        assert_eq!(
+            given_when::<SigningKey>(
+                &[generated(), activated()],
+                SigningKeyCommand::Revoke,
+                at(3)
+            ),
+            Err(SigningKeyError::RevokeActive)
+        );
+        assert_eq!(
+            given_when::<SigningKey>(
+                &[generated(), activated(), retired(), revoked.clone()],
+                SigningKeyCommand::Revoke,
+                at(4)
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            given_when::<SigningKey>(
+                &[generated(), activated(), retired(), revoked],
+                SigningKeyCommand::Activate,
+                at(4)
+            ),
+            Err(SigningKeyError::NotActivatable {
+                status: KeyStatus::Revoked
+            })
+        );
     }
 
     fn retired() -> SigningKeyEvent {

@@ -48,13 +48,67 @@ pub struct TokenRevoked {
     pub expires_at: OffsetDateTime,
 }
 
-/// A client failed to authenticate (the audit trail needs every one).
+/// Failed client authentications from one source address (the event's
+/// metadata), counted: `count` failures between `window_start` and
+/// `window_end`, or one (events from before counting). The throttle
+/// (`domain::throttle`) records one per source and window, and one whenever
+/// a wait begins, so that every node and a restarted one impose it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAuthFailed {
-    /// The client id as presented; it may name no client at all.
+    /// The client id as presented, in its canonical form when it is a
+    /// GUID; it may name no client at all.
     pub client_id: String,
     pub auth_method: String,
+    /// The reason of the last failure counted.
     pub reason: String,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+    /// Failures in a row from this source so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_start: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_end: Option<OffsetDateTime>,
+    /// The source's attempts are not checked before this.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub blocked_until: Option<OffsetDateTime>,
+}
+
+impl ClientAuthFailed {
+    /// One failure, not counted with others.
+    pub fn single(client_id: String, auth_method: String, reason: String) -> Self {
+        Self {
+            client_id,
+            auth_method,
+            reason,
+            count: 1,
+            failures: None,
+            window_start: None,
+            window_end: None,
+            blocked_until: None,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// A client assertion (RFC 7523 `private_key_jwt`) was accepted. Its stream

@@ -146,6 +146,7 @@ impl Projection for RegistrationProjection {
             }
             AuthTokenEvent::Refreshed(r) => ("last_used_at = $1", r.refreshed_at),
             AuthTokenEvent::ReuseDetected(r) => ("chain_revoked_at = $1", r.detected_at),
+            AuthTokenEvent::Revoked(r) => ("chain_revoked_at = $1", r.revoked_at),
             AuthTokenEvent::Deleted(d) => ("deleted_at = $1", d.deleted_at),
         };
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -276,6 +277,7 @@ impl Instances {
             }
             AuthTokenEvent::Refreshed(r) => row.last_used_at = Some(text(r.refreshed_at)),
             AuthTokenEvent::ReuseDetected(r) => row.chain_revoked_at = Some(text(r.detected_at)),
+            AuthTokenEvent::Revoked(r) => row.chain_revoked_at = Some(text(r.revoked_at)),
             AuthTokenEvent::Deleted(d) => row.deleted_at = Some(text(d.deleted_at)),
             AuthTokenEvent::InstanceCorrected(c) => {
                 if let Some(user_name) = c.user_name {

@@ -509,6 +509,7 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
                         access_token_lifetime_secs: 300,
                         ..Default::default()
                     },
+                    platform_admin: false,
                     created_at: now,
                 }),
                 &meta(),
@@ -610,6 +611,7 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
                 AuthTokenEvent::Exchanged(AuthTokenExchanged {
                     refresh_token_id: Uuid::now_v7(),
                     refresh_hash: "44".repeat(32),
+                    scope: None,
                     exchanged_at: now + time::Duration::seconds(2),
                 }),
                 AuthTokenEvent::InstanceCorrected(AuthTokenInstanceCorrected {
@@ -647,11 +649,11 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
     append(
         "authfailures-bench".into(),
         vec![encode(
-            &TokenEvent::ClientAuthFailed(ClientAuthFailed {
-                client_id: client.to_string(),
-                auth_method: "client_secret_basic".into(),
-                reason: "wrong secret".into(),
-            }),
+            &TokenEvent::ClientAuthFailed(ClientAuthFailed::single(
+                client.to_string(),
+                "client_secret_basic".into(),
+                "wrong secret".into(),
+            )),
             &meta(),
         )],
     )

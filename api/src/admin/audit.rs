@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
 
 /// The filters of the audit trail; all that are given must hold.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFilterQuery {
     /// The actor's id: a client id, a user id.
@@ -74,6 +75,7 @@ pub struct AuditFilterQuery {
 
 /// How to export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `jsonl` (one JSON entry per line; the default) or `csv` (RFC 4180,
     /// with a header row).
@@ -297,13 +299,13 @@ async fn as_of_now(state: &AppState) -> Result<(), Problem> {
 }
 
 #[utoipa::path(get, path = "/admin/audit", params(AuditFilterQuery, PageQuery),
-    responses((status = 200, body = Page<AuditEntryView>),
+    responses((status = 200, body = Page<AuditEntryView>, description = "done"),
         (status = 400, description = "an unknown filter, a bad value or time"),
         (status = 503, description = "the trail has not caught up with the log within 10 s")),
     security(("bearer" = ["idp:admin"])), tag = "audit")]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<Page<AuditEntryView>>, Problem> {
     let Query(pairs) = query?;
@@ -321,7 +323,8 @@ pub async fn list(
     }
     .limit()?;
     let before = params.take("cursor").as_deref().map(cursor).transpose()?;
-    let filter = params.filter(&["limit", "cursor"])?;
+    let mut filter = params.filter(&["limit", "cursor"])?;
+    filter.organization = caller.list_scope(filter.organization)?;
     as_of_now(&state).await?;
     let rows = model::query(&state.read_db, &filter, before, limit + 1)
         .await
@@ -516,7 +519,7 @@ impl Export {
     security(("bearer" = ["idp:admin"])), tag = "audit")]
 pub async fn export(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(pairs) = query?;
@@ -526,7 +529,8 @@ pub async fn export(
         Some("csv") => Format::Csv,
         Some(_) => return Err(Problem::bad_request("format must be `jsonl` or `csv`")),
     };
-    let filter = params.filter(&["format"])?;
+    let mut filter = params.filter(&["format"])?;
+    filter.organization = caller.list_scope(filter.organization)?;
     as_of_now(&state).await?;
     // The first page is read before answering, so that a failing read model
     // is a problem document rather than a cut-off download.
@@ -632,11 +636,11 @@ impl TryFrom<RecordedEvent> for StoredEventView {
 /// retention policy has dropped its stream). Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/audit/events/{position}",
     params(("position" = String, Path, description = "The entry's `position`")),
-    responses((status = 200, body = StoredEventView), (status = 400), (status = 404)),
+    responses((status = 200, body = StoredEventView, description = "done"), (status = 400, description = "malformed: an RFC 9457 problem"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "audit")]
 pub async fn event(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<StoredEventView>, Problem> {
     let Path(position) = path?;
@@ -647,6 +651,15 @@ pub async fn event(
         .await
         .map_err(|e| Problem::internal(&e))?
         .ok_or_else(|| Problem::not_found("audit entry"))?;
+    if !caller.platform {
+        caller.within(
+            entry
+                .organization_id
+                .as_deref()
+                .and_then(|o| Uuid::parse_str(o).ok()),
+            "audit entry",
+        )?;
+    }
     let found = state
         .log
         .read_stream(&entry.stream, Direction::Forwards, Some(entry.revision), 1)

@@ -68,10 +68,14 @@ pub struct CreateClient {
     #[schema(value_type = String)]
     pub token_endpoint_auth_method: AuthMethod,
     /// The client's public keys (a JWK Set), for `private_key_jwt`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     #[serde(default = "default_lifetime")]
     pub access_token_lifetime: u32,
+    /// Resource servers (absolute URIs, RFC 8707) the client may ask
+    /// tokens for, besides this server.
+    #[serde(default)]
+    pub resources: Vec<String>,
 }
 
 /// Changes to a client; absent fields stay as they are.
@@ -89,6 +93,7 @@ pub struct UpdateClient {
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     pub access_token_lifetime: Option<u32>,
+    pub resources: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -105,6 +110,7 @@ pub struct ClientView {
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     pub access_token_lifetime: u32,
+    pub resources: Vec<String>,
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
@@ -129,6 +135,7 @@ impl From<ClientRow> for ClientView {
             token_endpoint_auth_method: s.auth_method.as_str().to_owned(),
             jwks: s.jwks,
             access_token_lifetime: s.access_token_lifetime_secs,
+            resources: s.resources,
             enabled: r.enabled,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -181,6 +188,7 @@ impl From<SecretRow> for SecretView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ClientListQuery {
     pub organization_id: Option<Uuid>,
     pub enabled: Option<bool>,
@@ -215,9 +223,16 @@ async fn load(state: &AppState, id: Uuid) -> Result<ClientView, Problem> {
         .ok_or_else(|| Problem::not_found("client"))
 }
 
+/// [`load`], for a caller who may act on the client's organization.
+async fn load_for(state: &AppState, caller: &AdminCaller, id: Uuid) -> Result<ClientView, Problem> {
+    let view = load(state, id).await?;
+    caller.within(Uuid::parse_str(&view.organization_id).ok(), "client")?;
+    Ok(view)
+}
+
 /// Register a client in an organization. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/clients", request_body = CreateClient,
-    responses((status = 201, body = ClientView), (status = 409, description = "client_id taken"),
+    responses((status = 201, body = ClientView, description = "created"), (status = 409, description = "client_id taken"),
         (status = 422, description = "a rule is broken")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn create(
@@ -241,7 +256,9 @@ pub async fn create(
         auth_method: body.token_endpoint_auth_method,
         jwks: body.jwks,
         access_token_lifetime_secs: body.access_token_lifetime,
+        resources: body.resources,
     };
+    caller.within(Some(body.organization_id), "organization")?;
     let meta = ctx.metadata(caller.actor(), Some(body.organization_id));
     let out = commands::client::create(
         &state.bus,
@@ -264,21 +281,22 @@ pub async fn create(
 
 /// List clients, filtered, ordered by id, a page at a time. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/clients", params(ClientListQuery),
-    responses((status = 200, body = Page<ClientView>)),
+    responses((status = 200, body = Page<ClientView>, description = "done")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     query: Result<Query<ClientListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<ClientView>>, Problem> {
     let Query(q) = query?;
+    let organization = caller.list_scope(q.organization_id)?;
     let limit = PageQuery {
         limit: q.limit,
         cursor: None,
     }
     .limit()?;
     let filter = ClientFilter {
-        organization_id: q.organization_id.map(|o| o.to_string()),
+        organization_id: organization.map(|o| o.to_string()),
         enabled: q.enabled,
         name_contains: q.name_contains,
     };
@@ -293,20 +311,22 @@ pub async fn list(
 
 /// Show a client. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/clients/{id}",
-    responses((status = 200, body = ClientView), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = ClientView, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<ClientView>, Problem> {
     let Path(id) = path?;
-    Ok(Json(load(&state, id).await?))
+    Ok(Json(load_for(&state, &caller, id).await?))
 }
 
 /// Change a client's settings. Needs `idp:admin`.
-#[utoipa::path(patch, path = "/admin/clients/{id}", request_body = UpdateClient,
-    responses((status = 200, body = ClientView), (status = 404), (status = 422)),
+#[utoipa::path(patch, path = "/admin/clients/{id}",
+    params(("id" = Uuid, Path, description = "The client's id")), request_body = UpdateClient,
+    responses((status = 200, body = ClientView, description = "done"), (status = 404, description = "not found (or in another organization)"), (status = 422, description = "a rule is broken: an RFC 9457 problem")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn update(
     State(state): State<AppState>,
@@ -324,6 +344,7 @@ pub async fn update(
     if revision.is_none() || current.deleted {
         return Err(Problem::not_found("client"));
     }
+    caller.within(Some(current.organization_id), "client")?;
     let mut s = current.settings.clone();
     if let Some(v) = body.name {
         s.name = v;
@@ -349,6 +370,9 @@ pub async fn update(
     if let Some(v) = body.access_token_lifetime {
         s.access_token_lifetime_secs = v;
     }
+    if let Some(v) = body.resources {
+        s.resources = v;
+    }
     let meta = ctx.metadata(caller.actor(), Some(current.organization_id));
     let out = commands::client::update(&state.bus, id, s, &meta)
         .await
@@ -357,18 +381,24 @@ pub async fn update(
     Ok(Json(load(&state, id).await?))
 }
 
-async fn org_of(state: &AppState, id: Uuid) -> Option<Uuid> {
-    state
+/// The organization of a client the caller may act on; a client of
+/// another organization is answered as not found.
+async fn client_org(state: &AppState, caller: &AdminCaller, id: Uuid) -> Result<Uuid, Problem> {
+    let (client, revision) = state
         .bus
         .load::<domain::client::Client>(&id.to_string())
         .await
-        .ok()
-        .map(|(c, _)| c.organization_id)
+        .map_err(|e| Problem::internal(&e))?;
+    caller.within(
+        revision.is_some().then_some(client.organization_id),
+        "client",
+    )
 }
 
 /// Delete a client: its tokens stop working at once. Needs `idp:admin`.
 #[utoipa::path(delete, path = "/admin/clients/{id}",
-    responses((status = 204), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 204, description = "done; no content"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn remove(
     State(state): State<AppState>,
@@ -377,7 +407,7 @@ pub async fn remove(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let Path(id) = path?;
-    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let meta = ctx.metadata(caller.actor(), Some(client_org(&state, &caller, id).await?));
     let out = commands::client::delete(&state.bus, id, &meta)
         .await
         .map_err(problem)?;
@@ -394,7 +424,7 @@ async fn set_enabled(
     id: Uuid,
     enabled: bool,
 ) -> Result<Json<ClientView>, Problem> {
-    let meta = ctx.metadata(caller.actor(), org_of(state, id).await);
+    let meta = ctx.metadata(caller.actor(), Some(client_org(state, caller, id).await?));
     let out = if enabled {
         commands::client::enable(&state.bus, id, &meta).await
     } else {
@@ -408,7 +438,8 @@ async fn set_enabled(
 
 /// Enable a client. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/clients/{id}/enable",
-    responses((status = 200, body = ClientView), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = ClientView, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn enable(
     State(state): State<AppState>,
@@ -422,7 +453,8 @@ pub async fn enable(
 
 /// Disable a client: its tokens introspect as inactive. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/clients/{id}/disable",
-    responses((status = 200, body = ClientView), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = ClientView, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn disable(
     State(state): State<AppState>,
@@ -435,9 +467,10 @@ pub async fn disable(
 }
 
 /// Create a secret; its value is in this response only. Needs `idp:admin`.
-#[utoipa::path(post, path = "/admin/clients/{id}/secrets", request_body = CreateSecret,
-    responses((status = 201, body = CreatedSecretView), (status = 409, description = "10 live secrets already"),
-        (status = 422)),
+#[utoipa::path(post, path = "/admin/clients/{id}/secrets",
+    params(("id" = Uuid, Path, description = "The client's id")), request_body = CreateSecret,
+    responses((status = 201, body = CreatedSecretView, description = "created"), (status = 409, description = "10 live secrets already"),
+        (status = 422, description = "a rule is broken: an RFC 9457 problem")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn create_secret(
     State(state): State<AppState>,
@@ -462,11 +495,11 @@ pub async fn create_secret(
                 .map_err(|_| Problem::validation("expires_at must be an RFC 3339 date-time"))?,
         ),
         (None, true) => None,
-        (None, false) => Some(
-            OffsetDateTime::now_utc() + time::Duration::days(i64::from(policy.max_lifetime_days)),
-        ),
+        (None, false) => {
+            Some(state.clock.now() + time::Duration::days(i64::from(policy.max_lifetime_days)))
+        }
     };
-    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let meta = ctx.metadata(caller.actor(), Some(client_org(&state, &caller, id).await?));
     let (out, created) = commands::client::create_secret(
         &state.bus,
         id,
@@ -494,15 +527,16 @@ pub async fn create_secret(
 
 /// List a client's secrets (never their values). Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/clients/{id}/secrets",
-    responses((status = 200, body = Page<SecretView>), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = Page<SecretView>, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn list_secrets(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<Page<SecretView>>, Problem> {
     let Path(id) = path?;
-    load(&state, id).await?;
+    load_for(&state, &caller, id).await?;
     let rows = clients::secrets(&state.read_db, &id.to_string())
         .await
         .map_err(|e| Problem::internal(&e))?;
@@ -514,7 +548,8 @@ pub async fn list_secrets(
 
 /// Delete a secret: it stops authenticating at once. Needs `idp:admin`.
 #[utoipa::path(delete, path = "/admin/clients/{id}/secrets/{secret_id}",
-    responses((status = 204), (status = 404)),
+    params(("id" = Uuid, Path, description = "The client's id"), ("secret_id" = Uuid, Path, description = "The secret's id")),
+    responses((status = 204, description = "done; no content"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "clients")]
 pub async fn delete_secret(
     State(state): State<AppState>,
@@ -523,7 +558,7 @@ pub async fn delete_secret(
     path: Result<Path<(Uuid, Uuid)>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let Path((id, secret_id)) = path?;
-    let meta = ctx.metadata(caller.actor(), org_of(&state, id).await);
+    let meta = ctx.metadata(caller.actor(), Some(client_org(&state, &caller, id).await?));
     let out = commands::client::delete_secret(&state.bus, id, secret_id, &meta)
         .await
         .map_err(problem)?;

@@ -1,9 +1,11 @@
 //! `/admin/keys`: the signing keys (public parts only) and their rotation.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use commands::CommandError;
 use domain::signing_key::KeyAlgorithm;
+use domain::signing_key::SigningKeyError;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
@@ -17,6 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/keys", get(list))
         .route("/admin/keys/rotate", post(rotate))
+        .route("/admin/keys/{kid}/revoke", post(revoke))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,6 +30,7 @@ pub struct KeyView {
     pub created_at: Option<String>,
     pub activated_at: Option<String>,
     pub retired_at: Option<String>,
+    pub revoked_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,7 +53,7 @@ pub struct Rotated {
 }
 
 /// List signing keys, newest first. Needs `idp:admin`.
-#[utoipa::path(get, path = "/admin/keys", responses((status = 200, body = KeyList)),
+#[utoipa::path(get, path = "/admin/keys", responses((status = 200, body = KeyList, description = "done")),
     security(("bearer" = ["idp:admin"])), tag = "keys")]
 pub async fn list(State(state): State<AppState>, _caller: AdminCaller) -> Json<KeyList> {
     Json(KeyList {
@@ -60,7 +64,7 @@ pub async fn list(State(state): State<AppState>, _caller: AdminCaller) -> Json<K
 /// Rotate: a new key of `alg` becomes active, the old ones retire (and stay
 /// published while tokens they signed can still be valid). Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/keys/rotate", request_body = RotateKey,
-    responses((status = 200, body = Rotated)),
+    responses((status = 200, body = Rotated, description = "done")),
     security(("bearer" = ["idp:admin"])), tag = "keys")]
 pub async fn rotate(
     State(state): State<AppState>,
@@ -68,6 +72,7 @@ pub async fn rotate(
     ctx: RequestContext,
     Body(body): Body<RotateKey>,
 ) -> Result<Json<Rotated>, Problem> {
+    caller.must_be_platform()?;
     let meta = ctx.metadata(caller.actor(), None);
     let kid = commands::keys::rotate(&state.bus, &state.master_key, body.alg, &meta)
         .await
@@ -81,6 +86,53 @@ pub async fn rotate(
         kid,
         alg: body.alg.as_str().to_owned(),
     }))
+}
+
+/// Revoke a key outright (say, it leaked): it verifies nothing from now on,
+/// not even tokens it signed before, and leaves the JWKS. The active key
+/// cannot be revoked: rotate first. Needs `idp:admin` of the platform.
+#[utoipa::path(post, path = "/admin/keys/{kid}/revoke",
+    params(("kid" = String, Path, description = "The key's id")),
+    responses((status = 200, body = KeyView, description = "done"), (status = 404, description = "not found (or in another organization)"), (status = 409, description = "the key is active: rotate first")),
+    security(("bearer" = ["idp:admin"])), tag = "keys")]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<KeyView>, Problem> {
+    caller.must_be_platform()?;
+    let Path(kid) = path?;
+    let meta = ctx.metadata(caller.actor(), None);
+    let revoked = commands::keys::revoke(&state.bus, &kid, &meta).await;
+    match revoked {
+        Ok(_) => {}
+        Err(commands::keys::KeyError::Command(CommandError::Domain(e))) => {
+            return Err(match e {
+                SigningKeyError::NotFound => Problem::not_found("signing key"),
+                e @ SigningKeyError::RevokeActive => {
+                    Problem::conflict("signing-key-active", e.to_string())
+                }
+                other => Problem::validation(other.to_string()),
+            });
+        }
+        Err(e) => return Err(Problem::internal(&e)),
+    }
+    state
+        .tokens
+        .catch_up_keys_until(|ring| {
+            ring.get(&kid)
+                .is_some_and(|e| e.status == domain::signing_key::KeyStatus::Revoked)
+        })
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    state
+        .tokens
+        .key_views()
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("signing key"))
 }
 
 pub(crate) fn fmt_time(t: Option<time::OffsetDateTime>) -> Option<String> {

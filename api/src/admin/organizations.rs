@@ -78,7 +78,7 @@ async fn load(state: &AppState, id: &str) -> Result<Organization, Problem> {
 
 /// Create an organization. Needs the `idp:admin` scope.
 #[utoipa::path(post, path = "/admin/organizations", request_body = CreateOrganization,
-    responses((status = 201, body = Organization), (status = 422, description = "invalid name")),
+    responses((status = 201, body = Organization, description = "created"), (status = 422, description = "invalid name")),
     security(("bearer" = ["idp:admin"])), tag = "organizations")]
 pub async fn create(
     State(state): State<AppState>,
@@ -87,6 +87,8 @@ pub async fn create(
     body: Body<CreateOrganization>,
 ) -> Result<impl IntoResponse, Problem> {
     let Body(body) = body;
+    // A new tenant is the platform's to create.
+    caller.must_be_platform()?;
     let id = Uuid::now_v7();
     let meta = ctx.metadata(caller.actor(), Some(id));
     let out = commands::organization::create(&state.bus, id, &body.name, &meta)
@@ -103,15 +105,27 @@ pub async fn create(
 
 /// List organizations, ordered by id, a page at a time. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/organizations", params(PageQuery),
-    responses((status = 200, body = Page<Organization>)),
+    responses((status = 200, body = Page<Organization>, description = "done")),
     security(("bearer" = ["idp:admin"])), tag = "organizations")]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<Organization>>, Problem> {
     let Query(q) = query?;
     let limit = q.limit()?;
+    if let Some(own) = caller.list_scope(None)? {
+        // An organization's admin sees its own organization alone.
+        let own = own.to_string();
+        let items = match q.cursor.as_deref() {
+            Some(c) if c >= own.as_str() => vec![],
+            _ => vec![load(&state, &own).await?],
+        };
+        return Ok(Json(Page {
+            items,
+            next_cursor: None,
+        }));
+    }
     let rows = organizations::list(&state.read_db, q.cursor.as_deref(), limit + 1)
         .await
         .map_err(|e| Problem::internal(&e))?;
@@ -121,20 +135,23 @@ pub async fn list(
 
 /// Show one organization. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/organizations/{id}",
-    responses((status = 200, body = Organization), (status = 404)),
+    params(("id" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = Organization, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "organizations")]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Organization>, Problem> {
     let Path(id) = path?;
+    caller.within(Some(id), "organization")?;
     Ok(Json(load(&state, &id.to_string()).await?))
 }
 
 /// Rename an organization. Needs `idp:admin`.
-#[utoipa::path(patch, path = "/admin/organizations/{id}", request_body = RenameOrganization,
-    responses((status = 200, body = Organization), (status = 404), (status = 422)),
+#[utoipa::path(patch, path = "/admin/organizations/{id}",
+    params(("id" = Uuid, Path, description = "The organization's id")), request_body = RenameOrganization,
+    responses((status = 200, body = Organization, description = "done"), (status = 404, description = "not found (or in another organization)"), (status = 422, description = "a rule is broken: an RFC 9457 problem")),
     security(("bearer" = ["idp:admin"])), tag = "organizations")]
 pub async fn rename(
     State(state): State<AppState>,
@@ -145,6 +162,7 @@ pub async fn rename(
 ) -> Result<Json<Organization>, Problem> {
     let Path(id) = path?;
     let Body(body) = body;
+    caller.within(Some(id), "organization")?;
     let meta = ctx.metadata(caller.actor(), Some(id));
     let out = commands::organization::rename(&state.bus, id, &body.name, &meta)
         .await

@@ -38,6 +38,7 @@ fn problem(e: PrivacyError) -> Problem {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FindQuery {
     pub organization_id: Uuid,
     /// The user name an instance gave when it registered.
@@ -56,7 +57,7 @@ pub struct FoundSubject {
 /// log). A lookup that finds someone is recorded as
 /// `privacy.subject_found.v1`, without the name. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/subjects", params(FindQuery),
-    responses((status = 200, body = FoundSubject), (status = 404)),
+    responses((status = 200, body = FoundSubject, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn find(
     State(state): State<AppState>,
@@ -65,6 +66,7 @@ pub async fn find(
     query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FoundSubject>, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    caller.within(Some(q.organization_id), "organization")?;
     let subject = state
         .bus
         .person_ids()
@@ -77,10 +79,35 @@ pub async fn find(
     Ok(Json(FoundSubject { subject, events }))
 }
 
+/// The organization of a subject the caller may act on: an organization's
+/// admin reaches only subjects named by its own organization's events
+/// alone, and another's are answered as not found.
+async fn subject_within(
+    state: &AppState,
+    caller: &AdminCaller,
+    subject: &str,
+) -> Result<Option<Uuid>, Problem> {
+    let orgs = privacy::organizations_of(&state.log, subject)
+        .await
+        .map_err(problem)?;
+    if caller.platform {
+        return Ok(match orgs.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        });
+    }
+    if !orgs.is_empty() && orgs.iter().all(|o| *o == caller.organization_id) {
+        Ok(Some(caller.organization_id))
+    } else {
+        Err(Problem::not_found("subject"))
+    }
+}
+
 /// Everything held about one subject, replayed from their events (format:
 /// docs/SUBJECT_EXPORT.md). The export is itself recorded. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/subjects/{subject}",
-    responses((status = 200, body = SubjectExport), (status = 404)),
+    params(("subject" = String, Path, description = "The subject id (`person:…`)")),
+    responses((status = 200, body = SubjectExport, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn export(
     State(state): State<AppState>,
@@ -89,7 +116,8 @@ pub async fn export(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
     let Path(subject) = path?;
-    let meta = ctx.metadata(caller.actor(), None);
+    let organization = subject_within(&state, &caller, &subject).await?;
+    let meta = ctx.metadata(caller.actor(), organization);
     let doc = privacy::hand_out(&state.log, &subject, &meta)
         .await
         .map_err(problem)?;
@@ -114,8 +142,9 @@ pub struct Corrected {
 
 /// Record corrected values for every instance of the subject. Needs
 /// `idp:admin`.
-#[utoipa::path(post, path = "/admin/subjects/{subject}/correction", request_body = Correction,
-    responses((status = 200, body = Corrected), (status = 404), (status = 422)),
+#[utoipa::path(post, path = "/admin/subjects/{subject}/correction",
+    params(("subject" = String, Path, description = "The subject id (`person:…`)")), request_body = Correction,
+    responses((status = 200, body = Corrected, description = "done"), (status = 404, description = "not found (or in another organization)"), (status = 422, description = "a rule is broken: an RFC 9457 problem")),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn correct(
     State(state): State<AppState>,
@@ -125,7 +154,8 @@ pub async fn correct(
     Body(body): Body<Correction>,
 ) -> Result<Json<Corrected>, Problem> {
     let Path(subject) = path?;
-    let meta = ctx.metadata(caller.actor(), None);
+    let organization = subject_within(&state, &caller, &subject).await?;
+    let meta = ctx.metadata(caller.actor(), organization);
     let (changed, last) = privacy::correct(
         &state.bus,
         &subject,
@@ -148,7 +178,8 @@ pub async fn correct(
 /// recorded. Erasing again answers 200 with `key_deleted: false`; a subject
 /// no event names and no key belongs to is 404. Needs `idp:admin`.
 #[utoipa::path(delete, path = "/admin/subjects/{subject}",
-    responses((status = 200, body = Erasure),
+    params(("subject" = String, Path, description = "The subject id (`person:…`)")),
+    responses((status = 200, body = Erasure, description = "done"),
         (status = 404, description = "nothing is held about this subject")),
     security(("bearer" = ["idp:admin"])), tag = "privacy")]
 pub async fn erase(
@@ -158,7 +189,8 @@ pub async fn erase(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Erasure>, Problem> {
     let Path(subject) = path?;
-    let meta = ctx.metadata(caller.actor(), None);
+    let organization = subject_within(&state, &caller, &subject).await?;
+    let meta = ctx.metadata(caller.actor(), organization);
     let done = privacy::erase(&state.log, &state.subject_keys, &subject, &meta)
         .await
         .map_err(problem)?;

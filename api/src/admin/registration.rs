@@ -138,6 +138,7 @@ impl From<AuthTokenRow> for AuthTokenView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RegistrationListQuery {
     pub organization_id: Option<Uuid>,
     pub client_id: Option<Uuid>,
@@ -166,9 +167,23 @@ async fn load(state: &AppState, id: Uuid) -> Result<RegistrationTokenView, Probl
         .ok_or_else(|| Problem::not_found("registration token"))
 }
 
+/// [`load`], for a caller who may act on the token's organization.
+async fn load_for(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+) -> Result<RegistrationTokenView, Problem> {
+    let view = load(state, id).await?;
+    caller.within(
+        Uuid::parse_str(&view.organization_id).ok(),
+        "registration token",
+    )?;
+    Ok(view)
+}
+
 /// Create a registration token for an application. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/registration-tokens", request_body = CreateRegistrationToken,
-    responses((status = 201, body = CreatedRegistrationToken), (status = 422)),
+    responses((status = 201, body = CreatedRegistrationToken, description = "created"), (status = 422, description = "a rule is broken: an RFC 9457 problem")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn create(
     State(state): State<AppState>,
@@ -184,7 +199,7 @@ pub async fn create(
         .get(&state.bus, body.client_id)
         .await
         .map_err(|e| Problem::internal(&e))?
-        .filter(|c| !c.deleted)
+        .filter(|c| !c.deleted && caller.may_act_in(c.organization_id))
         .ok_or_else(|| Problem::validation("client_id names no client"))?;
     let meta = ctx.metadata(caller.actor(), Some(client.organization_id));
     let (out, created) = registration::create(
@@ -221,11 +236,11 @@ pub async fn create(
 
 /// List registration tokens. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/registration-tokens", params(RegistrationListQuery),
-    responses((status = 200, body = Page<RegistrationTokenView>)),
+    responses((status = 200, body = Page<RegistrationTokenView>, description = "done")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     query: Result<Query<RegistrationListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<RegistrationTokenView>>, Problem> {
     let Query(q) = query?;
@@ -234,7 +249,7 @@ pub async fn list(
         cursor: None,
     }
     .limit()?;
-    let org = q.organization_id.map(|o| o.to_string());
+    let org = caller.list_scope(q.organization_id)?.map(|o| o.to_string());
     let client = q.client_id.map(|c| c.to_string());
     let rows = model::list(
         &state.read_db,
@@ -251,20 +266,22 @@ pub async fn list(
 
 /// Show a registration token: count, used, remaining, status. Needs `idp:admin`.
 #[utoipa::path(get, path = "/admin/registration-tokens/{id}",
-    responses((status = 200, body = RegistrationTokenView), (status = 404)),
+    params(("id" = Uuid, Path, description = "The registration token's (or, for /admin/auth-tokens, the auth token's) id")),
+    responses((status = 200, body = RegistrationTokenView, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<RegistrationTokenView>, Problem> {
     let Path(id) = path?;
-    Ok(Json(load(&state, id).await?))
+    Ok(Json(load_for(&state, &caller, id).await?))
 }
 
 /// Revoke a registration token: no further consumption. Needs `idp:admin`.
 #[utoipa::path(post, path = "/admin/registration-tokens/{id}/revoke",
-    responses((status = 200, body = RegistrationTokenView), (status = 404)),
+    params(("id" = Uuid, Path, description = "The registration token's (or, for /admin/auth-tokens, the auth token's) id")),
+    responses((status = 200, body = RegistrationTokenView, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -273,7 +290,8 @@ pub async fn revoke(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<RegistrationTokenView>, Problem> {
     let Path(id) = path?;
-    let meta = ctx.metadata(caller.actor(), None);
+    let view = load_for(&state, &caller, id).await?;
+    let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&view.organization_id).ok());
     let out = registration::revoke(&state.bus, id, &meta)
         .await
         .map_err(problem)?;
@@ -283,19 +301,19 @@ pub async fn revoke(
 
 /// The instances a registration token generated auth tokens for, with
 /// where and when. Needs `idp:admin`.
-#[utoipa::path(get, path = "/admin/registration-tokens/{id}/auth-tokens", params(PageQuery),
-    responses((status = 200, body = Page<AuthTokenView>), (status = 404)),
+#[utoipa::path(get, path = "/admin/registration-tokens/{id}/auth-tokens", params(("id" = Uuid, Path, description = "The registration token's (or, for /admin/auth-tokens, the auth token's) id"), PageQuery),
+    responses((status = 200, body = Page<AuthTokenView>, description = "done"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn instances(
     State(state): State<AppState>,
-    _caller: AdminCaller,
+    caller: AdminCaller,
     path: Result<Path<Uuid>, PathRejection>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<AuthTokenView>>, Problem> {
     let Path(id) = path?;
     let Query(q) = query?;
     let limit = q.limit()?;
-    load(&state, id).await?;
+    load_for(&state, &caller, id).await?;
     let rows = model::auth_tokens(
         &state.read_db,
         &id.to_string(),
@@ -311,7 +329,8 @@ pub async fn instances(
 /// Delete an instance's auth token: its refresh tokens and access tokens
 /// stop working at once. Needs `idp:admin`.
 #[utoipa::path(delete, path = "/admin/auth-tokens/{id}",
-    responses((status = 204), (status = 404)),
+    params(("id" = Uuid, Path, description = "The registration token's (or, for /admin/auth-tokens, the auth token's) id")),
+    responses((status = 204, description = "done; no content"), (status = 404, description = "not found (or in another organization)")),
     security(("bearer" = ["idp:admin"])), tag = "registration")]
 pub async fn delete_auth_token(
     State(state): State<AppState>,
@@ -320,7 +339,15 @@ pub async fn delete_auth_token(
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
     let Path(id) = path?;
-    let meta = ctx.metadata(caller.actor(), None);
+    let organization = state
+        .tokens
+        .auth_tokens
+        .get(&state.bus, id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map(|a| a.organization_id);
+    let organization = caller.within(organization, "auth token")?;
+    let meta = ctx.metadata(caller.actor(), Some(organization));
     let out = registration::delete_auth_token(&state.bus, id, &meta)
         .await
         .map_err(|e| match e {

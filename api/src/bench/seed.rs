@@ -129,6 +129,7 @@ fn meta(actor: Actor, organization: Uuid, at: OffsetDateTime, n: u64) -> Metadat
     Metadata {
         actor,
         correlation_id: Uuid::now_v7(),
+        request_id: None,
         causation_id: None,
         source_ip: Some(format!("10.{}.{}.{}", n % 200, (n / 200) % 250, n % 250)),
         user_agent: Some("seed-client/1.0".into()),
@@ -235,6 +236,7 @@ async fn set_up(
             organization_id: organization,
             client_type: ClientType::Confidential,
             settings,
+            platform_admin: false,
             created_at: since,
         })];
         let secrets: Vec<Uuid> = (0..1 + i % 2).map(|_| Uuid::now_v7()).collect();
@@ -273,6 +275,7 @@ async fn set_up(
             organization_id: organization,
             client_type: ClientType::Public,
             settings,
+            platform_admin: false,
             created_at: since,
         });
         log.append(
@@ -429,11 +432,11 @@ async fn write(log: &Arc<dyn EventLog>, world: &World, job: Job) -> Result<(), e
             let events = (0..count)
                 .map(|n| {
                     let c = &world.clients[rand::rng().random_range(0..world.clients.len())];
-                    let e = TokenEvent::ClientAuthFailed(ClientAuthFailed {
-                        client_id: c.id.to_string(),
-                        auth_method: "client_secret_basic".into(),
-                        reason: "the secret does not match".into(),
-                    });
+                    let e = TokenEvent::ClientAuthFailed(ClientAuthFailed::single(
+                        c.id.to_string(),
+                        "client_secret_basic".into(),
+                        "the secret does not match".into(),
+                    ));
                     let m = meta(Actor::client(c.id.to_string()), c.organization, at, n);
                     eventlog::encode(&e, &m)
                 })
@@ -493,6 +496,7 @@ async fn write(log: &Arc<dyn EventLog>, world: &World, job: Job) -> Result<(), e
                 events.push(AuthTokenEvent::Exchanged(AuthTokenExchanged {
                     refresh_token_id: refresh,
                     refresh_hash: hash(),
+                    scope: Some(String::new()),
                     exchanged_at: at + Duration::seconds(1),
                 }));
                 for r in 0..world.refreshes {

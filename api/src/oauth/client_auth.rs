@@ -1,13 +1,13 @@
 //! Client authentication at the token, introspection and revocation
 //! endpoints: `client_secret_basic`, `client_secret_post`, `private_key_jwt`
 //! (RFC 7523, each assertion usable once) and `none` for public clients.
-//! Every failure is recorded in the log and counted toward a lockout.
+//! Failures are counted per source address and client id, summarized in
+//! the log, and slow the failing source down (`domain::throttle`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use commands::crypto::secret_matches;
@@ -62,43 +62,25 @@ impl Form {
     }
 }
 
-/// Failed attempts per presented client id: after `LIMIT` failures within
-/// `WINDOW`, the id is refused for `WINDOW` without checking anything.
-#[derive(Default)]
-pub struct Lockout {
-    entries: Mutex<HashMap<String, (u32, Instant)>>,
+/// What a failure report records besides the counts: how the client
+/// tried, why it failed last, and the request's metadata.
+#[derive(Clone, Debug)]
+pub struct FailureNote {
+    pub auth_method: &'static str,
+    pub reason: &'static str,
+    pub metadata: domain::Metadata,
 }
 
-const LOCKOUT_LIMIT: u32 = 10;
-const LOCKOUT_WINDOW: Duration = Duration::from_secs(60);
-const LOCKOUT_MAX_ENTRIES: usize = 100_000;
+/// Failed client authentications by (canonical client id, source address).
+pub type ClientThrottle = commands::throttle::Throttle<(String, String), FailureNote>;
 
-impl Lockout {
-    fn locked(&self, id: &str) -> bool {
-        let Ok(map) = self.entries.lock() else {
-            return false;
-        };
-        matches!(map.get(id), Some((n, since)) if *n >= LOCKOUT_LIMIT && since.elapsed() < LOCKOUT_WINDOW)
-    }
-
-    fn failed(&self, id: &str) {
-        let Ok(mut map) = self.entries.lock() else {
-            return;
-        };
-        if map.len() >= LOCKOUT_MAX_ENTRIES {
-            map.retain(|_, (_, since)| since.elapsed() < LOCKOUT_WINDOW);
-        }
-        let e = map.entry(id.to_owned()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= LOCKOUT_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-    }
-
-    fn succeeded(&self, id: &str) {
-        if let Ok(mut map) = self.entries.lock() {
-            map.remove(id);
-        }
+/// The client id a throttle counts under: a GUID in its one canonical form
+/// (however it was spelled: upper case, without hyphens, in braces), else
+/// the presented text, at most 200 characters.
+pub fn canonical_client_id(presented: &str) -> String {
+    match Uuid::parse_str(presented.trim()) {
+        Ok(id) => id.to_string(),
+        Err(_) => presented.chars().take(200).collect(),
     }
 }
 
@@ -124,13 +106,10 @@ fn decode_component(s: &str) -> Option<String> {
 }
 
 fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        });
+    let basic = crate::authorization::authorization(headers)
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?
+        .filter(|h| h.is("Basic"))
+        .map(|h| h.credentials);
     let post_secret = form.get("client_secret");
     let assertion = form.get("client_assertion");
     let methods = [basic.is_some(), post_secret.is_some(), assertion.is_some()]
@@ -192,7 +171,10 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
     }
 }
 
-/// Authenticates the calling client, recording a failure in the log.
+/// Authenticates the calling client. Failures are counted per source
+/// address and canonical client id (`domain::throttle`): a source past its
+/// free failures waits before its next attempt is checked, and nothing is
+/// recorded for an attempt refused that way.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -225,30 +207,39 @@ pub async fn authenticate(
         ),
         Presented::PublicId(id) => (id.clone(), "none", false),
     };
-    if state.lockout.locked(&claimed_id) {
-        record_failure(
-            state,
-            ctx,
-            &claimed_id,
-            method_name,
-            "locked after repeated failures",
-        )
-        .await;
-        return Err(OAuthError::invalid_client(
-            "too many failed attempts; try again later",
-            basic,
-        ));
+    let now = state.clock.now();
+    let key = (
+        canonical_client_id(&claimed_id),
+        ctx.source_ip.clone().unwrap_or_default(),
+    );
+    let throttle = &state.tokens.client_throttle;
+    if let Some(wait) = throttle.wait(&key, now) {
+        metrics::counter!("idp_client_auth_throttled_total").increment(1);
+        let secs = u64::try_from(wait.whole_seconds()).unwrap_or(0) + 1;
+        return Err(OAuthError::slow_down(secs));
     }
     match verify(state, ctx, presented).await {
         Ok(ok) => {
-            state.lockout.succeeded(&claimed_id);
+            throttle.succeeded(&key);
             Ok(ok)
         }
         Err(reason) => {
-            state.lockout.failed(&claimed_id);
-            record_failure(state, ctx, &claimed_id, method_name, reason).await;
             metrics::counter!("idp_client_auth_failures_total", "method" => method_name)
                 .increment(1);
+            let note = FailureNote {
+                auth_method: method_name,
+                reason,
+                metadata: ctx.metadata(
+                    Actor {
+                        kind: ActorKind::Anonymous,
+                        id: None,
+                    },
+                    None,
+                ),
+            };
+            if let Some((report, note)) = throttle.failed(key.clone(), note, now) {
+                record_failures(&state.log, &key.0, &report, &note).await;
+            }
             Err(OAuthError::invalid_client(
                 "client authentication failed",
                 basic,
@@ -257,26 +248,38 @@ pub async fn authenticate(
     }
 }
 
-async fn record_failure(
-    state: &AppState,
-    ctx: &RequestContext,
+/// Records counted failures of one source (its address is in the note's
+/// metadata) as one event.
+pub async fn record_failures(
+    log: &Arc<dyn eventlog::EventLog>,
     client_id: &str,
-    method: &str,
-    reason: &str,
+    report: &domain::throttle::Report,
+    note: &FailureNote,
 ) {
-    let now = OffsetDateTime::now_utc();
     let event = TokenEvent::ClientAuthFailed(ClientAuthFailed {
-        client_id: client_id.chars().take(200).collect(),
-        auth_method: method.to_owned(),
-        reason: reason.to_owned(),
+        client_id: client_id.to_owned(),
+        auth_method: note.auth_method.to_owned(),
+        reason: note.reason.to_owned(),
+        count: report.count,
+        failures: Some(report.failures),
+        window_start: Some(report.window_start),
+        window_end: Some(report.window_end),
+        blocked_until: report.blocked_until,
     });
-    let actor = Actor {
-        kind: ActorKind::Anonymous,
-        id: None,
-    };
-    let meta = ctx.metadata(actor, None);
-    if let Err(e) = journal::record(&state.log, &auth_failure_stream(now), &event, &meta).await {
-        tracing::error!(error = %e, "cannot record a failed client authentication");
+    let mut meta = note.metadata.clone();
+    meta.occurred_at = report.window_end;
+    let stream = auth_failure_stream(report.window_end);
+    if let Err(e) = journal::record(log, &stream, &event, &meta).await {
+        tracing::error!(error = %e, "cannot record failed client authentications");
+    }
+}
+
+/// Records every failure report whose window has closed (all of them with
+/// `all`, at shutdown).
+pub async fn flush_failures(state: &AppState, all: bool) {
+    let due = state.tokens.client_throttle.due(state.clock.now(), all);
+    for ((client_id, _), report, note) in due {
+        record_failures(&state.log, &client_id, &report, &note).await;
     }
 }
 
@@ -298,7 +301,7 @@ async fn verify(
     ctx: &RequestContext,
     presented: Presented,
 ) -> Result<AuthenticatedClient, &'static str> {
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     match presented {
         Presented::Secret {
             client_id,
@@ -405,6 +408,8 @@ struct AssertionClaims {
     sub: String,
     exp: i64,
     jti: String,
+    #[serde(default)]
+    nbf: Option<i64>,
 }
 
 /// The `sub` of an assertion, read without trusting it (to find the client).
@@ -416,6 +421,9 @@ fn assertion_subject(assertion: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("sub")?.as_str().map(str::to_owned)
 }
+
+/// Seconds of clock difference allowed on an assertion's `exp` and `nbf`.
+const ASSERTION_LEEWAY: i64 = 5;
 
 /// The longest an assertion may live (its `exp` from now).
 const MAX_ASSERTION_LIFETIME: i64 = 3600;
@@ -448,7 +456,7 @@ fn verify_assertion(
     ]);
     validation.set_issuer(&[client_id]);
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-    validation.leeway = 5;
+    validation.leeway = ASSERTION_LEEWAY as u64;
     let candidates = jwks
         .keys
         .iter()
@@ -471,6 +479,12 @@ fn verify_assertion(
             }
             if c.exp > now.unix_timestamp() + MAX_ASSERTION_LIFETIME {
                 return Err("client assertion lives too long");
+            }
+            // RFC 7523 §3 item 5: not to be accepted before its `nbf`.
+            if c.nbf
+                .is_some_and(|nbf| nbf > now.unix_timestamp() + ASSERTION_LEEWAY)
+            {
+                return Err("client assertion not valid yet");
             }
             return Ok(c);
         }

@@ -10,6 +10,10 @@ pub struct OAuthError {
     pub description: String,
     /// The client tried HTTP Basic: a 401 must challenge it again.
     pub basic_challenge: bool,
+    /// A status other than the one the code implies (413, 429).
+    status: Option<StatusCode>,
+    /// Seconds to wait, for a 429 (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -18,7 +22,40 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            status: None,
+            retry_after: None,
         }
+    }
+    /// A body over the limit: 413, naming it.
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+            ..Self::new(
+                "invalid_request",
+                format!("the body may hold at most {limit} bytes"),
+            )
+        }
+    }
+    /// Too many failed attempts from this source: 429 with `Retry-After`.
+    pub fn slow_down(retry_after_secs: u64) -> Self {
+        Self {
+            status: Some(StatusCode::TOO_MANY_REQUESTS),
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                "slow_down",
+                "too many failed attempts from this address; retry later",
+            )
+        }
+    }
+    /// A form that could not be read: 413 when it was too large, else 400.
+    pub fn unreadable_form(e: &axum::extract::rejection::FormRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::too_large(crate::server::MAX_BODY_BYTES);
+        }
+        Self::invalid_request(format!(
+            "the body must be application/x-www-form-urlencoded: {}",
+            e.body_text()
+        ))
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", d)
@@ -50,11 +87,28 @@ impl OAuthError {
     }
 
     fn status(&self) -> StatusCode {
+        if let Some(s) = self.status {
+            return s;
+        }
         match self.code {
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl From<domain::client::GrantError> for OAuthError {
+    fn from(e: domain::client::GrantError) -> Self {
+        use domain::client::GrantError;
+        match e {
+            GrantError::ScopeNotAllowed(_) | GrantError::ScopeNotGranted(_) => {
+                Self::invalid_scope(e.to_string())
+            }
+            GrantError::MalformedResource => Self::invalid_request(e.to_string()),
+            // RFC 8707 §2.
+            GrantError::ResourceNotAllowed(_) => Self::new("invalid_target", e.to_string()),
         }
     }
 }
@@ -75,6 +129,10 @@ impl IntoResponse for OAuthError {
         )
             .into_response();
         no_store(&mut resp);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = if self.basic_challenge {
                 "Basic realm=\"idp\", charset=\"UTF-8\""

@@ -4,14 +4,16 @@
 
 use axum::response::{IntoResponse, Response};
 use commands::registration::{self, RefreshOutcome, RegistrationFailure};
+use std::sync::Arc;
+
 use domain::auth_token::AuthTokenError;
-use domain::client::{Client, GrantType};
+use domain::client::{Client, GrantType, granted_scope, narrowed_scope};
+use domain::registration::AuthToken;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::client_auth::{AuthenticatedClient, Form};
 use super::error::{OAuthError, no_store};
-use super::token::granted_scope;
 use crate::context::RequestContext;
 use crate::server::AppState;
 use crate::tokens::{IssueRequest, TokenService};
@@ -97,7 +99,7 @@ async fn owned_by(
     auth_token_id: Uuid,
     auth: &AuthenticatedClient,
     what: &str,
-) -> Result<(), OAuthError> {
+) -> Result<Arc<AuthToken>, OAuthError> {
     let owner = state
         .tokens
         .auth_tokens
@@ -110,7 +112,7 @@ async fn owned_by(
             "the {what} was issued to another application"
         )));
     }
-    Ok(())
+    Ok(owner)
 }
 
 pub async fn token_exchange(
@@ -153,7 +155,7 @@ pub async fn token_exchange(
         TokenService::actor_for(auth.client_id),
         Some(auth.client.organization_id),
     );
-    let (_, grant) = registration::exchange(&state.bus, subject, &meta)
+    let (_, grant) = registration::exchange(&state.bus, subject, &scope, &meta)
         .await
         .map_err(|e| {
             if matches!(
@@ -187,10 +189,16 @@ pub async fn refresh(
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
-    let scope = granted_scope(form.get("scope"), &auth.client.settings.scopes)?;
     let (auth_token_id, _, _) = registration::parse_refresh_token(presented)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
-    owned_by(state, auth_token_id, &auth, "refresh token").await?;
+    let chain = owned_by(state, auth_token_id, &auth, "refresh token").await?;
+    // A refresh never widens the grant (RFC 6749 §6). A chain exchanged
+    // before grants were recorded had the client's default scope.
+    let original = match &chain.granted_scope {
+        Some(s) => s.clone(),
+        None => granted_scope(None, &auth.client.settings.scopes)?,
+    };
+    let scope = narrowed_scope(form.get("scope"), &original, &auth.client.settings.scopes)?;
     let meta = ctx.metadata(
         TokenService::actor_for(auth.client_id),
         Some(auth.client.organization_id),

@@ -1,14 +1,21 @@
-//! `POST /oauth/introspect` (RFC 7662) and `POST /oauth/revoke` (RFC 7009),
-//! both for authenticated clients.
+//! `POST /oauth/introspect` (RFC 7662), for authenticated confidential
+//! clients about their own tokens: access tokens issued to them (or naming
+//! them as their audience; every one for the platform admin) and the refresh
+//! tokens of their instances. `POST /oauth/revoke` (RFC 7009), for any
+//! authenticated client (a public one by its id, as RFC 7009 §2.1 allows:
+//! an installed application ends its own grant at sign-out) about its own
+//! tokens only; any other token is answered 200 and left alone, so the
+//! endpoint tells nobody whether a token is good.
 
 use axum::Form as AxumForm;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
-use time::OffsetDateTime;
+use commands::registration;
+use domain::client::ClientType;
+use serde_json::{Value, json};
 
-use super::client_auth::{Form, authenticate};
+use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
 use crate::server::AppState;
@@ -17,13 +24,32 @@ use crate::tokens::TokenService;
 type FormResult = Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>;
 
 fn parse(form: FormResult) -> Result<Form, OAuthError> {
-    let AxumForm(pairs) = form.map_err(|e| {
-        OAuthError::invalid_request(format!(
-            "the body must be application/x-www-form-urlencoded: {}",
-            e.body_text()
-        ))
-    })?;
+    let AxumForm(pairs) = form.map_err(|e| OAuthError::unreadable_form(&e))?;
     Form::parse(pairs)
+}
+
+/// Authenticates the caller, who must be a confidential client: a public
+/// client's id is no secret, and would make these endpoints an oracle.
+async fn confidential_caller(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<AuthenticatedClient, OAuthError> {
+    let caller = authenticate(state, headers, form, ctx).await?;
+    if caller.client.client_type != ClientType::Confidential {
+        return Err(OAuthError::invalid_client(
+            "introspection and revocation are for authenticated confidential clients",
+            false,
+        ));
+    }
+    Ok(caller)
+}
+
+/// Whether a refresh token value has our shape (so that introspection and
+/// revocation look it up as one rather than as an access token).
+fn looks_like_refresh_token(token: &str) -> bool {
+    registration::parse_refresh_token(token).is_some()
 }
 
 pub async fn introspect(
@@ -34,28 +60,14 @@ pub async fn introspect(
 ) -> Response {
     let result = async {
         let form = parse(form)?;
-        authenticate(&state, &headers, &form, &ctx).await?;
+        let caller = confidential_caller(&state, &ctx, &headers, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        let body = match state
-            .tokens
-            .validate(token, OffsetDateTime::now_utc())
-            .await
-        {
-            Ok(v) => json!({
-                "active": true,
-                "scope": v.scope,
-                "client_id": v.claims.client_id,
-                "token_type": "Bearer",
-                "exp": v.claims.exp,
-                "iat": v.claims.iat,
-                "sub": v.claims.sub,
-                "aud": v.claims.aud,
-                "iss": v.claims.iss,
-                "jti": v.claims.jti,
-            }),
-            Err(_) => json!({ "active": false }),
+        let body = if looks_like_refresh_token(token) {
+            introspect_refresh(&state, &caller, token).await?
+        } else {
+            introspect_access(&state, &caller, token).await
         };
         let mut resp = axum::Json(body).into_response();
         no_store(&mut resp);
@@ -63,6 +75,66 @@ pub async fn introspect(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn inactive() -> Value {
+    json!({ "active": false })
+}
+
+async fn introspect_access(state: &AppState, caller: &AuthenticatedClient, token: &str) -> Value {
+    let Ok(v) = state.tokens.validate(token, state.clock.now()).await else {
+        return inactive();
+    };
+    // A client learns about its own tokens and those meant for it, nothing
+    // else (RFC 7662 §4: `active: false` says no more than "not for you");
+    // the platform's own admin client, which sees the whole audit trail,
+    // learns about every token.
+    let own = v.client_id == caller.client_id;
+    let for_caller = v.claims.aud.contains(&caller.client_id.to_string());
+    if !own && !for_caller && !caller.client.platform_admin {
+        return inactive();
+    }
+    json!({
+        "active": true,
+        "scope": v.scope,
+        "client_id": v.claims.client_id,
+        "token_type": "Bearer",
+        "exp": v.claims.exp,
+        "iat": v.claims.iat,
+        "sub": v.claims.sub,
+        "aud": v.claims.aud,
+        "iss": v.claims.iss,
+        "jti": v.claims.jti,
+    })
+}
+
+async fn introspect_refresh(
+    state: &AppState,
+    caller: &AuthenticatedClient,
+    token: &str,
+) -> Result<Value, OAuthError> {
+    let chain = registration::live_refresh(&state.bus, token)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
+    let Some(chain) = chain.filter(|c| c.client_id == caller.client_id) else {
+        return Ok(inactive());
+    };
+    let mut body = json!({
+        "active": true,
+        "client_id": chain.client_id.to_string(),
+        "token_type": "refresh_token",
+        "sub": chain.id.to_string(),
+        "iss": state.tokens.issuer,
+    });
+    if let Some(o) = body.as_object_mut() {
+        if let Some(scope) = chain.granted_scope.as_deref().filter(|s| !s.is_empty()) {
+            o.insert("scope".into(), json!(scope));
+        }
+        if let Some(at) = chain.last_used_at {
+            o.insert("iat".into(), json!(at.unix_timestamp()));
+        }
+    }
+    Ok(body)
 }
 
 pub async fn revoke(
@@ -77,21 +149,17 @@ pub async fn revoke(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        // Tokens that are not (or no longer) valid need nothing: 200 as RFC 7009 §2.2 says.
-        if let Ok(valid) = state
-            .tokens
-            .validate(token, OffsetDateTime::now_utc())
-            .await
+        let meta = ctx.metadata(
+            TokenService::actor_for(caller.client_id),
+            Some(caller.client.organization_id),
+        );
+        if looks_like_refresh_token(token) {
+            revoke_refresh(&state, &caller, token, &meta).await?;
+        } else if let Ok(valid) = state.tokens.validate(token, state.clock.now()).await
+            && valid.client_id == caller.client_id
         {
-            if valid.client_id != caller.client_id {
-                return Err(OAuthError::unauthorized_client(
-                    "a client may only revoke its own tokens",
-                ));
-            }
-            let meta = ctx.metadata(
-                TokenService::actor_for(caller.client_id),
-                Some(caller.client.organization_id),
-            );
+            // Tokens that are not (or no longer) valid, or not the caller's,
+            // need nothing: 200, as RFC 7009 §2.2 says of invalid tokens.
             state
                 .tokens
                 .revoke(&valid, &meta)
@@ -100,8 +168,36 @@ pub async fn revoke(
         }
         let mut resp = StatusCode::OK.into_response();
         no_store(&mut resp);
-        Ok(resp)
+        Ok::<_, OAuthError>(resp)
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Ends the chain of a refresh token of the caller's: its refresh tokens
+/// and the access tokens issued from it.
+async fn revoke_refresh(
+    state: &AppState,
+    caller: &AuthenticatedClient,
+    token: &str,
+    meta: &domain::Metadata,
+) -> Result<(), OAuthError> {
+    let Some((chain_id, _, _)) = registration::parse_refresh_token(token) else {
+        return Ok(());
+    };
+    match state.tokens.auth_tokens.get(&state.bus, chain_id).await {
+        Ok(Some(chain)) if chain.client_id == caller.client_id => {}
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(OAuthError::server_error(&e)),
+    }
+    if registration::revoke_refresh(&state.bus, token, meta)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?
+        .is_some()
+    {
+        // This node stops honouring the chain's access tokens at once;
+        // other nodes when the event reaches them.
+        state.tokens.auth_tokens.invalidate(chain_id);
+    }
+    Ok(())
 }

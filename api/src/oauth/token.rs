@@ -4,7 +4,7 @@ use axum::Form as AxumForm;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use domain::client::{ClientType, GrantType};
+use domain::client::{ClientType, GrantType, granted_scope};
 use serde_json::json;
 
 use super::client_auth::{AuthenticatedClient, Form, authenticate};
@@ -31,12 +31,7 @@ async fn handle(
     headers: &HeaderMap,
     form: Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, OAuthError> {
-    let AxumForm(pairs) = form.map_err(|e| {
-        OAuthError::invalid_request(format!(
-            "the body must be application/x-www-form-urlencoded: {}",
-            e.body_text()
-        ))
-    })?;
+    let AxumForm(pairs) = form.map_err(|e| OAuthError::unreadable_form(&e))?;
     let form = Form::parse(pairs)?;
     let grant_type = form
         .get("grant_type")
@@ -58,28 +53,6 @@ async fn handle(
     }
 }
 
-/// The scopes granted: those asked for, each of which must be allowed, or
-/// every allowed scope when none is asked for.
-pub fn granted_scope(requested: Option<&str>, allowed: &[String]) -> Result<String, OAuthError> {
-    match requested {
-        None => Ok(allowed.join(" ")),
-        Some(req) => {
-            let mut granted: Vec<&str> = Vec::new();
-            for s in req.split(' ').filter(|s| !s.is_empty()) {
-                if !allowed.iter().any(|a| a == s) {
-                    return Err(OAuthError::invalid_scope(format!(
-                        "the scope `{s}` is not allowed for this client"
-                    )));
-                }
-                if !granted.contains(&s) {
-                    granted.push(s);
-                }
-            }
-            Ok(granted.join(" "))
-        }
-    }
-}
-
 async fn client_credentials(
     state: &AppState,
     ctx: &RequestContext,
@@ -98,20 +71,9 @@ async fn client_credentials(
         ));
     }
     let scope = granted_scope(form.get("scope"), &client.settings.scopes)?;
-    let audience = match form.get("resource") {
-        Some(r) => {
-            let parsed = url::Url::parse(r).map_err(|_| {
-                OAuthError::invalid_request("resource must be an absolute URI (RFC 8707)")
-            })?;
-            if parsed.fragment().is_some() {
-                return Err(OAuthError::invalid_request(
-                    "resource must not have a fragment",
-                ));
-            }
-            r.to_owned()
-        }
-        None => state.tokens.issuer.clone(),
-    };
+    let audience = client
+        .settings
+        .audience_for(form.get("resource"), &state.tokens.issuer)?;
     let meta = ctx.metadata(
         TokenService::actor_for(auth.client_id),
         Some(client.organization_id),
@@ -146,24 +108,4 @@ async fn client_credentials(
     let mut resp = axum::Json(body).into_response();
     no_store(&mut resp);
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_must_be_a_subset() {
-        let allowed = vec!["read".to_owned(), "write".to_owned()];
-        assert_eq!(granted_scope(None, &allowed).unwrap(), "read write");
-        assert_eq!(granted_scope(Some("write"), &allowed).unwrap(), "write");
-        assert_eq!(
-            granted_scope(Some("write  write"), &allowed).unwrap(),
-            "write"
-        );
-        assert_eq!(
-            granted_scope(Some("admin"), &allowed).unwrap_err().code,
-            "invalid_scope"
-        );
-    }
 }

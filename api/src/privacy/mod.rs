@@ -221,6 +221,30 @@ pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExp
     })
 }
 
+/// The organizations whose events name `subject` (the metadata's, or the
+/// `organization_id` an event's data records): an organization's admin may
+/// act on a subject only when all of them are its own.
+pub async fn organizations_of(
+    log: &Arc<dyn EventLog>,
+    subject: &str,
+) -> Result<Vec<Uuid>, PrivacyError> {
+    check_subject(subject)?;
+    let mut found: Vec<Uuid> = Vec::new();
+    for e in log.read_subject(subject).await? {
+        let from_data = e.data.value().ok().and_then(|v| {
+            v.get("organization_id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+        });
+        for org in [e.metadata.organization, from_data].into_iter().flatten() {
+            if !found.contains(&org) {
+                found.push(org);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The export of a known subject, recorded as handed out to whoever
 /// `metadata` names (an access request is itself audited).
 /// How many events name `subject`, a person looked up by name within

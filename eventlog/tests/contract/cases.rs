@@ -21,6 +21,7 @@ fn meta() -> Metadata {
     Metadata {
         actor: Actor::client("test-client"),
         correlation_id: Uuid::now_v7(),
+        request_id: None,
         causation_id: None,
         source_ip: Some("127.0.0.1".into()),
         user_agent: Some("contract".into()),

@@ -62,6 +62,7 @@ fn meta() -> Metadata {
     Metadata {
         actor: Actor::client("tamper-test"),
         correlation_id: Uuid::now_v7(),
+        request_id: None,
         causation_id: None,
         source_ip: None,
         user_agent: None,

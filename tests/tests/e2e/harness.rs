@@ -60,6 +60,30 @@ impl TestServer {
         }
     }
 
+    /// A server whose every "now" is a clock the test moves.
+    pub async fn start_clocked(
+        store: Store,
+        name: &str,
+    ) -> Option<(Self, std::sync::Arc<commands::ManualClock>)> {
+        let (config, dir) = Self::config(store, name).await?;
+        let clock =
+            std::sync::Arc::new(commands::ManualClock::new(time::OffsetDateTime::now_utc()));
+        let server = Server::start_with_clock(config.clone(), clock.clone())
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr);
+        Some((
+            Self {
+                data_dir: config.data_dir.clone(),
+                server: Some(server),
+                base,
+                config,
+                _dir: Some(dir),
+            },
+            clock,
+        ))
+    }
+
     pub async fn start(store: Store, name: &str) -> Option<Self> {
         let (config, dir) = Self::config(store, name).await?;
         Some(Self::start_with(config, Some(dir)).await)

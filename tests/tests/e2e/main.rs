@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod hardening;
 mod harness;
 mod health;
 mod oauth;

@@ -15,7 +15,7 @@ use crate::harness::{Admin, Store, TestServer, http, oauth_http};
 const AUTH_TOKEN_TYPE: &str = "urn:idp:params:oauth:token-type:auth_token";
 
 /// A public installed application and a registration token for it.
-async fn app_and_token(
+pub(crate) async fn app_and_token(
     s: &TestServer,
     admin: &Admin,
     count: u64,
@@ -46,7 +46,7 @@ async fn app_and_token(
     )
 }
 
-async fn consume(s: &TestServer, token: &str, instance: &str) -> (u16, Value) {
+pub(crate) async fn consume(s: &TestServer, token: &str, instance: &str) -> (u16, Value) {
     let r = http()
         .post(s.url("/registration/consume"))
         .bearer_auth(token)
@@ -58,7 +58,7 @@ async fn consume(s: &TestServer, token: &str, instance: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn exchange(s: &TestServer, app_id: &str, auth_token: &str) -> (u16, Value) {
+pub(crate) async fn exchange(s: &TestServer, app_id: &str, auth_token: &str) -> (u16, Value) {
     let r = http()
         .post(s.url("/oauth/token"))
         .form(&[
@@ -76,7 +76,7 @@ async fn exchange(s: &TestServer, app_id: &str, auth_token: &str) -> (u16, Value
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn refresh(
+pub(crate) async fn refresh(
     s: &TestServer,
     app_id: &str,
     refresh: &str,

@@ -1,0 +1,85 @@
+//! The `Authorization` request header, read one way everywhere: exactly
+//! one header, its scheme compared case-insensitively (RFC 9110 §11.1).
+
+use axum::http::{HeaderMap, header};
+
+/// A request's one `Authorization` header, split at the first space.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorization<'a> {
+    scheme: &'a str,
+    /// What follows the scheme, without surrounding white space.
+    pub credentials: &'a str,
+}
+
+impl Authorization<'_> {
+    /// Whether the header uses `scheme` (`Basic`, `Bearer`), in any case.
+    pub fn is(&self, scheme: &str) -> bool {
+        self.scheme.eq_ignore_ascii_case(scheme)
+    }
+}
+
+/// Why the header cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizationError {
+    #[error("the request carries more than one Authorization header")]
+    Repeated,
+    #[error("the Authorization header is not visible ASCII text")]
+    NotText,
+}
+
+/// The request's `Authorization` header, if it has one. Two of them are
+/// refused: which one a proxy or a library reads is not for us to guess.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<Authorization<'_>>, AuthorizationError> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(AuthorizationError::Repeated);
+    }
+    let text = first
+        .to_str()
+        .map_err(|_| AuthorizationError::NotText)?
+        .trim();
+    let (scheme, credentials) = text.split_once(' ').unwrap_or((text, ""));
+    Ok(Some(Authorization {
+        scheme,
+        credentials: credentials.trim(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn schemes_match_in_any_case() {
+        for v in ["Bearer abc", "BEARER abc", "bearer  abc ", "bEaReR abc"] {
+            let h = headers(&[v]);
+            let a = authorization(&h).unwrap().unwrap();
+            assert!(a.is("Bearer"), "{v}");
+            assert!(!a.is("Basic"), "{v}");
+            assert_eq!(a.credentials, "abc", "{v}");
+        }
+    }
+
+    #[test]
+    fn two_headers_are_refused_and_none_is_none() {
+        assert_eq!(
+            authorization(&headers(&["Bearer a", "Bearer b"])).unwrap_err(),
+            AuthorizationError::Repeated
+        );
+        assert!(authorization(&HeaderMap::new()).unwrap().is_none());
+        let bare = headers(&["Bearer"]);
+        assert_eq!(authorization(&bare).unwrap().unwrap().credentials, "");
+    }
+}

@@ -1,0 +1,138 @@
+//! The throttle of failed authentications, shared by every request of a
+//! node: [`domain::throttle::Attempts`] per account and source address,
+//! kept in memory and fed with what other nodes recorded. What to record,
+//! and where, is the caller's: this holds the counts and the waits.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use domain::throttle::{Attempts, Report, ThrottlePolicy};
+use time::{Duration, OffsetDateTime};
+
+/// Entries kept at most; past that, idle ones are dropped first.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Failed attempts by key (an account and a source), each with the note
+/// `N` of its last failure (what a report records besides the counts).
+pub struct Throttle<K, N> {
+    policy: ThrottlePolicy,
+    entries: Mutex<HashMap<K, (Attempts, Option<N>)>>,
+}
+
+impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
+    pub fn new(policy: ThrottlePolicy) -> Self {
+        Self {
+            policy,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &ThrottlePolicy {
+        &self.policy
+    }
+
+    /// How long `key` must still wait before an attempt of its is checked.
+    pub fn wait(&self, key: &K, now: OffsetDateTime) -> Option<Duration> {
+        let map = self.entries.lock().ok()?;
+        map.get(key).and_then(|(a, _)| a.wait(now))
+    }
+
+    /// Counts a failure; answers the report to record at once when the
+    /// failure begins a wait.
+    pub fn failed(&self, key: K, note: N, now: OffsetDateTime) -> Option<(Report, N)> {
+        let mut map = self.entries.lock().ok()?;
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+            map.retain(|_, (a, _)| !a.is_idle(&self.policy, now));
+            if map.len() >= MAX_ENTRIES {
+                // Still full of live entries: forget those not waiting (their
+                // unreported counts are lost, never a wait).
+                map.retain(|_, (a, _)| a.wait(now).is_some());
+            }
+        }
+        let (attempts, last) = map.entry(key).or_default();
+        let report = attempts.fail(&self.policy, now);
+        *last = Some(note.clone());
+        report.map(|r| (r, note))
+    }
+
+    pub fn succeeded(&self, key: &K) {
+        if let Ok(mut map) = self.entries.lock()
+            && let Some((a, _)) = map.get_mut(key)
+        {
+            a.succeed();
+        }
+    }
+
+    /// A report recorded by another node (or before a restart).
+    pub fn observe(&self, key: K, failures: u32, blocked_until: Option<OffsetDateTime>) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.entry(key)
+                .or_default()
+                .0
+                .observe(failures, blocked_until);
+        }
+    }
+
+    /// The reports whose window has closed (every unreported one with
+    /// `all`), and drops idle entries.
+    pub fn due(&self, now: OffsetDateTime, all: bool) -> Vec<(K, Report, N)> {
+        let Ok(mut map) = self.entries.lock() else {
+            return Vec::new();
+        };
+        let mut reports = Vec::new();
+        for (key, (attempts, note)) in map.iter_mut() {
+            if let Some(report) = attempts.due(&self.policy, now, all)
+                && let Some(note) = note.clone()
+            {
+                reports.push((key.clone(), report, note));
+            }
+        }
+        map.retain(|_, (a, _)| !a.is_idle(&self.policy, now));
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: OffsetDateTime = time::macros::datetime!(2026-12-01 12:00 UTC);
+
+    #[test]
+    fn sources_wait_alone() {
+        let t: Throttle<(&str, &str), &str> = Throttle::new(ThrottlePolicy::default());
+        let attacker = ("client-1", "203.0.113.9");
+        let owner = ("client-1", "198.51.100.7");
+        let mut begun = None;
+        for _ in 0..6 {
+            begun = t.failed(attacker, "wrong secret", T0);
+        }
+        let (report, note) = begun.unwrap();
+        // The first failure was reported when it opened the window.
+        assert_eq!(
+            (report.count, report.failures, note),
+            (5, 6, "wrong secret")
+        );
+        assert!(t.wait(&attacker, T0).is_some());
+        assert_eq!(t.wait(&owner, T0), None, "another source is not slowed");
+        assert!(t.due(T0 + Duration::hours(1), true).is_empty());
+    }
+
+    #[test]
+    fn counts_are_reported_per_window_and_idle_entries_go() {
+        let t: Throttle<&str, u8> = Throttle::new(ThrottlePolicy::default());
+        assert!(t.failed("a", 1, T0).is_some(), "the first opens a window");
+        assert!(t.failed("a", 2, T0).is_none());
+        assert!(t.failed("a", 3, T0).is_none());
+        assert!(t.failed("b", 4, T0).is_some());
+        assert!(t.due(T0 + Duration::seconds(10), false).is_empty());
+        let due = t.due(T0 + Duration::minutes(1), false);
+        assert_eq!(due.len(), 1, "b has nothing left to report");
+        assert_eq!((due[0].0, due[0].1.count, due[0].2), ("a", 2, 3));
+        t.observe("c", 8, Some(T0 + Duration::seconds(30)));
+        assert_eq!(t.wait(&"c", T0), Some(Duration::seconds(30)));
+        assert!(t.due(T0 + Duration::hours(1), true).is_empty());
+        assert_eq!(t.wait(&"c", T0), None, "forgotten once idle");
+    }
+}
