@@ -24,6 +24,7 @@ pub mod query_bench;
 pub mod registration;
 pub mod serve;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod tokens;
 

@@ -219,7 +219,7 @@ impl IntoResponse for Problem {
 impl From<axum::extract::rejection::JsonRejection> for Problem {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return Problem::too_large(crate::server::MAX_BODY_BYTES);
+            return Problem::too_large(crate::state::MAX_BODY_BYTES);
         }
         Problem::bad_request(r.body_text())
     }

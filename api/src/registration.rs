@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// What the instance says about itself.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

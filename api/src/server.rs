@@ -14,8 +14,7 @@ use axum::{Json, Router};
 use commands::crypto::PersonIds;
 use commands::{Clock, CommandBus, SystemClock};
 use eventlog::{EventLog, LogOptions};
-use metrics_exporter_prometheus::PrometheusHandle;
-use projections::{ReadDb, Runner, RunnerHandle};
+use projections::{ReadDb, Runner};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, redact_url, scrub};
 use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
 use crate::privacy::{PiiLog, SubjectKeys};
+pub use crate::state::{AppState, MAX_BODY_BYTES};
 use crate::telemetry;
 use crate::tokens::TokenService;
 use domain::Metadata;
@@ -49,25 +49,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// The most a request body may hold; larger bodies are answered 413.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    /// The one source of "now" for the server.
-    pub clock: Arc<dyn Clock>,
-    pub log: Arc<dyn EventLog>,
-    pub read_db: ReadDb,
-    pub bus: Arc<CommandBus>,
-    pub projections: Arc<RunnerHandle>,
-    pub master_key: MasterKey,
-    pub metrics: PrometheusHandle,
-    pub tokens: Arc<TokenService>,
-    pub subject_keys: Arc<SubjectKeys>,
 }
 
 /// The event log, the read-model database and the command loop over the

@@ -214,26 +214,9 @@ impl TokenService {
             .is_ok_and(|r| r.active(KeyAlgorithm::ES256).is_some())
     }
 
-    /// The keys as the admin API shows them, newest first.
-    pub fn key_views(&self) -> Vec<crate::admin::keys::KeyView> {
-        use crate::admin::keys::{KeyView, fmt_time};
-        let Ok(ring) = self.keys.read() else {
-            return Vec::new();
-        };
-        let mut views: Vec<KeyView> = ring
-            .entries()
-            .map(|e| KeyView {
-                kid: e.kid.clone(),
-                alg: e.alg.as_str().to_owned(),
-                status: format!("{:?}", e.status).to_lowercase(),
-                created_at: fmt_time(Some(e.created_at)),
-                activated_at: fmt_time(e.activated_at),
-                retired_at: fmt_time(e.retired_at),
-                revoked_at: fmt_time(e.revoked_at),
-            })
-            .collect();
-        views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        views
+    /// Reads the key ring as it is now (`None` if a writer panicked).
+    pub fn with_ring<R>(&self, read: impl FnOnce(&KeyRing) -> R) -> Option<R> {
+        self.keys.read().ok().map(|ring| read(&ring))
     }
 
     /// Checks a token completely.

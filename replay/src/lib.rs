@@ -1,7 +1,8 @@
-//! Rebuilds of projections from the log and log inspection: printing events
-//! ([`dump`]) and checking the log's tamper evidence ([`verify`]).
+//! Log inspection: printing events ([`dump`]) and checking the log's tamper
+//! evidence ([`verify`]). Rebuilds are `projections::rebuild` (the runner
+//! rebuilds at start too); data subject requests are the privacy code's.
 //!
-//! This crate reads the log and drives projections; it never appends events.
+//! This crate only reads the log; it never appends events.
 
 #![forbid(unsafe_code)]
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{AdminCaller, Page, PageQuery};
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 type QueryRejection = axum::extract::rejection::QueryRejection;
 type PathRejection = axum::extract::rejection::PathRejection;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::authorization::authorization;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub use domain::client::ADMIN_SCOPE;
 

@@ -19,7 +19,7 @@ use super::{AdminCaller, Page, PageQuery, settle};
 use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 type PathRejection = axum::extract::rejection::PathRejection;
 

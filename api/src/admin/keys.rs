@@ -13,7 +13,7 @@ use super::AdminCaller;
 use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,7 +57,7 @@ pub struct Rotated {
     security(("bearer" = ["idp:admin"])), tag = "keys")]
 pub async fn list(State(state): State<AppState>, _caller: AdminCaller) -> Json<KeyList> {
     Json(KeyList {
-        items: state.tokens.key_views(),
+        items: key_views(&state),
     })
 }
 
@@ -126,15 +126,35 @@ pub async fn revoke(
         })
         .await
         .map_err(|e| Problem::internal(&e))?;
-    state
-        .tokens
-        .key_views()
+    key_views(&state)
         .into_iter()
         .find(|k| k.kid == kid)
         .map(Json)
         .ok_or_else(|| Problem::not_found("signing key"))
 }
 
-pub(crate) fn fmt_time(t: Option<time::OffsetDateTime>) -> Option<String> {
+/// The keys as the admin API shows them, newest first.
+fn key_views(state: &AppState) -> Vec<KeyView> {
+    let mut views = state
+        .tokens
+        .with_ring(|ring| {
+            ring.entries()
+                .map(|e| KeyView {
+                    kid: e.kid.clone(),
+                    alg: e.alg.as_str().to_owned(),
+                    status: e.status.as_str().to_owned(),
+                    created_at: fmt_time(Some(e.created_at)),
+                    activated_at: fmt_time(e.activated_at),
+                    retired_at: fmt_time(e.retired_at),
+                    revoked_at: fmt_time(e.revoked_at),
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    views
+}
+
+fn fmt_time(t: Option<time::OffsetDateTime>) -> Option<String> {
     t.and_then(|t| t.format(&Rfc3339).ok())
 }

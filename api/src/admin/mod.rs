@@ -16,7 +16,7 @@ use commands::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub use auth::{ADMIN_SCOPE, AdminCaller};
 

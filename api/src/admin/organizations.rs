@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{AdminCaller, Page, PageQuery, settle};
 use crate::context::RequestContext;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

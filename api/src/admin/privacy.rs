@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::privacy::{self, Erasure, PrivacyError, SubjectExport};
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 type PathRejection = axum::extract::rejection::PathRejection;
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::error::OAuthError;
 use crate::context::RequestContext;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 

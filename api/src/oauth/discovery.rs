@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn document(issuer: &str) -> Value {
     let methods = json!([

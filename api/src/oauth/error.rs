@@ -50,7 +50,7 @@ impl OAuthError {
     /// A form that could not be read: 413 when it was too large, else 400.
     pub fn unreadable_form(e: &axum::extract::rejection::FormRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return Self::too_large(crate::server::MAX_BODY_BYTES);
+            return Self::too_large(crate::state::MAX_BODY_BYTES);
         }
         Self::invalid_request(format!(
             "the body must be application/x-www-form-urlencoded: {}",

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::client_auth::{AuthenticatedClient, Form};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tokens::{IssueRequest, TokenService};
 
 /// The token type of auth tokens, for `subject_token_type`.

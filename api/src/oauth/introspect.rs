@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tokens::TokenService;
 
 type FormResult = Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>;

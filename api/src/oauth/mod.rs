@@ -12,7 +12,7 @@ pub mod token;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tokens::{IssueRequest, TokenService};
 
 pub async fn token(

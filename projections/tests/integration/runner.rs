@@ -2,8 +2,6 @@
 //! across crashes at random points, read-your-writes, rebuilds beside the
 //! live tables (under writes, interrupted, on a version change).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,8 +1,6 @@
 //! The command loop against real event logs: serialization inside one
 //! process, conflict retries across processes, refusals that write nothing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use commands::{CommandBus, CommandError, SystemClock, organization};

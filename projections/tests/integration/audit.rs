@@ -3,8 +3,6 @@
 //! the per-minute position bounds), and filters that the partial indexes
 //! over aggregate entries serve beside filters on journal entries.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

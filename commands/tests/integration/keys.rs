@@ -1,8 +1,6 @@
 //! Signing keys against a real event log: bootstrapping is idempotent, the
 //! log holds private keys only sealed, and the ring survives a restart.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::Path;
 use std::sync::Arc;
 

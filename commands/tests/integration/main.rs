@@ -1,0 +1,7 @@
+//! The command side against a real event log: one test binary, a module
+//! per area (each extra binary costs link time).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bus;
+mod keys;
