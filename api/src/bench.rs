@@ -4,6 +4,9 @@
 //! exchange` drives the token exchange of a running server over HTTP
 //! (`bench/exchange.rs`); `idp bench queries` times reads on a seeded log.
 
+// A benchmark measures real time: it is not server code.
+#![allow(clippy::disallowed_methods)]
+
 pub mod seed;
 
 use std::collections::HashMap;

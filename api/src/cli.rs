@@ -13,7 +13,6 @@ use clap::{Subcommand, ValueEnum};
 use domain::Metadata;
 use domain::signing_key::KeyAlgorithm;
 use serde::Serialize;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Why an operator subcommand failed (each exits 1).
@@ -124,7 +123,7 @@ async fn keys_on(stores: &Stores, what: KeysCommand) -> Result<(), CliError> {
     } = stores;
     match what {
         KeysCommand::Rotate { alg } => {
-            let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
+            let meta = operator(stores);
             let kid = commands::keys::rotate(bus, master, alg.into(), &meta)
                 .await
                 .map_err(failed)?;
@@ -253,8 +252,10 @@ pub async fn replay(config: &Config, what: ReplayCommand) -> Result<u64, CliErro
         .map_err(failed)
 }
 
-fn operator() -> Metadata {
-    Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
+/// Metadata for what an operator does from the command line, at the
+/// stores' clock.
+fn operator(stores: &Stores) -> Metadata {
+    Metadata::system(Uuid::now_v7(), stores.clock.now())
 }
 
 /// `idp replay export SUBJECT`: the document on stdout or in a private
@@ -265,7 +266,7 @@ async fn export(
     out: Option<std::path::PathBuf>,
 ) -> Result<u64, CliError> {
     let stores = open_stores(config).await?;
-    let doc = api::privacy::hand_out(&stores.log, subject, &operator()).await;
+    let doc = api::privacy::hand_out(&stores.log, subject, &operator(&stores)).await;
     stores.close().await;
     let doc = doc.map_err(failed)?;
     let text = serde_json::to_string_pretty(&doc).map_err(failed)?;
@@ -284,8 +285,14 @@ async fn correct(
     device_name: Option<String>,
 ) -> Result<u64, CliError> {
     let stores = open_stores(config).await?;
-    let corrected =
-        api::privacy::correct(&stores.bus, subject, user_name, device_name, &operator()).await;
+    let corrected = api::privacy::correct(
+        &stores.bus,
+        subject,
+        user_name,
+        device_name,
+        &operator(&stores),
+    )
+    .await;
     stores.close().await;
     let (changed, _) = corrected.map_err(failed)?;
     for id in &changed {
@@ -302,7 +309,13 @@ async fn erase(config: &Config, subject: &str, yes: bool) -> Result<u64, CliErro
         ));
     }
     let stores = open_stores(config).await?;
-    let done = api::privacy::erase(&stores.log, &stores.subject_keys, subject, &operator()).await;
+    let done = api::privacy::erase(
+        &stores.log,
+        &stores.subject_keys,
+        subject,
+        &operator(&stores),
+    )
+    .await;
     // The server's projections drop the person's values when they apply the
     // erasure (at once if one is running, else at its next start).
     let checkpointed = stores.read_db.checkpoint().await;

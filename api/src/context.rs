@@ -9,6 +9,8 @@ use domain::{Actor, Metadata};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::state::AppState;
+
 /// The longest caller-supplied request id kept.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -19,6 +21,9 @@ pub struct RequestContext {
     pub correlation_id: Uuid,
     /// The caller's `X-Request-Id`, kept apart from ours.
     pub request_id: Option<String>,
+    /// When the request arrived, by the server's clock (the command loop's
+    /// clock stamps what it decides; journal facts keep this).
+    pub now: OffsetDateTime,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
 }
@@ -35,15 +40,18 @@ impl RequestContext {
             source_ip: self.source_ip.clone(),
             user_agent: self.user_agent.clone(),
             organization,
-            occurred_at: OffsetDateTime::now_utc(),
+            occurred_at: self.now,
         }
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+impl FromRequestParts<AppState> for RequestContext {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // A caller's id is recorded as theirs, never taken as ours: anyone
         // could otherwise join another request's correlation.
         let correlation_id = Uuid::now_v7();
@@ -64,6 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect());
         Ok(Self {
+            now: state.clock.now(),
             correlation_id,
             request_id,
             source_ip,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -157,7 +157,11 @@ pub async fn open_stores_with(
     let mut sqlite_urls = vec![log_url.clone(), db_url.clone()];
     sqlite_urls.extend(config.subject_keys_url());
     crate::master_key::make_sqlite_files_private(&sqlite_urls).map_err(StartError::DataDir)?;
-    let subject_keys = Arc::new(SubjectKeys::new(keys_db, master_key.clone()));
+    let subject_keys = Arc::new(SubjectKeys::new(
+        keys_db,
+        master_key.clone(),
+        Arc::clone(&clock),
+    ));
     let log: Arc<dyn EventLog> = Arc::new(PiiLog::new(log, Arc::clone(&subject_keys)));
     let bus = Arc::new(
         CommandBus::new(Arc::clone(&log), Arc::clone(&clock))
@@ -249,7 +253,7 @@ impl Server {
         } else {
             None
         };
-        let system = Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
+        let system = Metadata::system(uuid::Uuid::now_v7(), clock.now());
         let ring = commands::keys::ensure_active(&bus, &log, &master_key, &system)
             .await
             .map_err(|e| StartError::Keys(e.to_string()))?;
@@ -404,7 +408,7 @@ async fn announce_catching_up(state: &AppState) {
     }
     let runner = Arc::clone(&state.projections);
     tokio::spawn(async move {
-        let started = Instant::now();
+        let started = eventlog::clock::monotonic();
         // No deadline (a duration past the clock's end never elapses): false
         // only when the projections stop first, at shutdown.
         if runner.wait_for(head, Duration::MAX).await {
@@ -474,7 +478,7 @@ async fn record_request(req: Request, next: Next) -> Response {
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().to_string();
-    let started = Instant::now();
+    let started = eventlog::clock::monotonic();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("idp_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
@@ -580,7 +584,7 @@ mod tests {
         .unwrap();
         drop(log);
         let old = ReadDb::connect(&one, 1).await.unwrap();
-        let key = SubjectKeys::new(old.clone(), master)
+        let key = SubjectKeys::new(old.clone(), master, Arc::new(SystemClock))
             .key_or_create("person:a")
             .await
             .unwrap();

@@ -537,10 +537,6 @@ impl TokenService {
         }
     }
 
-    pub fn system_metadata() -> Metadata {
-        Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
-    }
-
     pub fn actor_for(client_id: Uuid) -> Actor {
         Actor::client(client_id.to_string())
     }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use domain::{Aggregate, Metadata};
 use eventlog::{Direction, EventLog, ExpectedRevision, Position};
 
+use crate::Clock;
 use crate::batch::{self, Queues};
-use crate::clock::Clock;
 use crate::locks::StreamLocks;
 
 const PAGE: usize = 1000;

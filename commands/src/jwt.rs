@@ -267,9 +267,9 @@ mod tests {
 
     use super::*;
     use crate::bus::CommandBus;
-    use crate::clock::{Clock, ManualClock};
     use crate::crypto::MasterKey;
     use crate::keys::{self, load_ring};
+    use crate::{Clock, ManualClock};
 
     const ISSUER: &str = "https://idp.example";
     const T0: i64 = 1_750_000_000;

@@ -337,13 +337,13 @@ impl KeyRing {
         ready: impl Fn(&KeyRing) -> bool,
         timeout: std::time::Duration,
     ) -> Result<bool, KeyError> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = eventlog::clock::monotonic() + timeout;
         loop {
             self.catch_up(log, master).await?;
             if ready(self) {
                 return Ok(true);
             }
-            if std::time::Instant::now() >= deadline {
+            if eventlog::clock::monotonic() >= deadline {
                 return Ok(false);
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -535,7 +535,7 @@ pub async fn ensure_active(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::ManualClock;
     use eventlog::LogOptions;
 
     fn meta() -> Metadata {

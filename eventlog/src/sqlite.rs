@@ -18,7 +18,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -177,11 +176,13 @@ fn writer_loop(
                 Ok(r) => Some(r),
                 Err(_) => break,
             },
-            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(r) => Some(r),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
+            Some(at) => {
+                match rx.recv_timeout(at.saturating_duration_since(crate::clock::monotonic())) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
         };
         while let Some(r) = next.take() {
             match r {
@@ -250,7 +251,8 @@ fn commit_group(
     group: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, Error>>, Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let now = unix_micros(OffsetDateTime::now_utc());
+    // The log's own time of recording.
+    let now = unix_micros(crate::clock::Clock::now(&crate::clock::SystemClock));
     let mut results = Vec::with_capacity(group.len());
     for req in group {
         tx.execute_batch("SAVEPOINT append")?;

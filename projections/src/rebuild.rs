@@ -74,7 +74,7 @@ impl ProgressLog {
         Self {
             projections: names.join(", "),
             every,
-            started: Instant::now(),
+            started: eventlog::clock::monotonic(),
             last: std::sync::Mutex::new(None),
         }
     }
@@ -86,7 +86,7 @@ impl ProgressLog {
         if last.is_some_and(|at| at.elapsed() < self.every) {
             return;
         }
-        *last = Some(Instant::now());
+        *last = Some(eventlog::clock::monotonic());
         let seconds = self.started.elapsed().as_secs_f64();
         match &p.step {
             Step::Applying if p.read == 0 => tracing::info!(
@@ -156,7 +156,7 @@ pub async fn rebuild(
     batch: usize,
     progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Result<RebuildSummary, ProjectionError> {
-    let started = Instant::now();
+    let started = eventlog::clock::monotonic();
     let batch = batch.max(1);
     let mut writer = BulkWriter::open(db).await?;
     let mut slots = Vec::with_capacity(projections.len());
@@ -174,7 +174,7 @@ pub async fn rebuild(
     let mut after = lowest(&slots);
     let mut read = 0u64;
     let mut total = log.count_after(after).await?;
-    let mut counted = Instant::now();
+    let mut counted = eventlog::clock::monotonic();
     progress(&Progress {
         read,
         total,
@@ -205,7 +205,7 @@ pub async fn rebuild(
             after = last;
             read += page.len() as u64;
             if counted.elapsed() > Duration::from_secs(2) {
-                counted = Instant::now();
+                counted = eventlog::clock::monotonic();
                 total = read + log.count_after(after).await?;
             }
             total = total.max(read);

@@ -406,24 +406,30 @@ fn rt_row(
     })
 }
 
-pub async fn get(db: &ReadDb, id: &str) -> Result<Option<RegistrationTokenRow>, ProjectionError> {
+/// A registration token, its status as of `now`.
+pub async fn get(
+    db: &ReadDb,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<Option<RegistrationTokenRow>, ProjectionError> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {RT_COLUMNS} FROM registration_tokens WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&db.pool)
     .await?;
-    let now = OffsetDateTime::now_utc();
     r.as_ref().map(|r| rt_row(r, now)).transpose()
 }
 
-/// Registration tokens of an organization (or all), by id, after `after`.
+/// Registration tokens of an organization (or all), by id, after `after`,
+/// their status as of `now`.
 pub async fn list(
     db: &ReadDb,
     organization_id: Option<&str>,
     client_id: Option<&str>,
     after: Option<&str>,
     limit: i64,
+    now: OffsetDateTime,
 ) -> Result<Vec<RegistrationTokenRow>, ProjectionError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {RT_COLUMNS} FROM registration_tokens
@@ -436,7 +442,6 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
-    let now = OffsetDateTime::now_utc();
     rows.iter().map(|r| rt_row(r, now)).collect()
 }
 

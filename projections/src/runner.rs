@@ -3,12 +3,11 @@
 //! the new checkpoint are committed in one transaction.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use eventlog::{EventLog, Filter, Position, RecordedEvent, Subscription};
 use sqlx::AnyConnection;
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -84,7 +83,7 @@ pub struct ProjectionStatus {
 }
 
 pub(crate) fn now_text() -> String {
-    OffsetDateTime::now_utc()
+    eventlog::clock::Clock::now(&eventlog::clock::SystemClock)
         .format(&Rfc3339)
         .unwrap_or_default()
 }
@@ -459,7 +458,7 @@ async fn run_projection(
     };
     position.send_replace(committed);
     let mut sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
-    let mut last_count = Instant::now() - Duration::from_secs(60);
+    let mut last_count = eventlog::clock::monotonic() - Duration::from_secs(60);
     loop {
         let batch = tokio::select! {
             _ = stop.changed() => break,
@@ -517,9 +516,12 @@ async fn run_projection(
                     .increment(batch.len() as u64);
                 let behind = batch.len() >= batch_size;
                 let lag_seconds = match batch.last() {
-                    Some(last) if behind => (OffsetDateTime::now_utc() - last.recorded_at)
-                        .as_seconds_f64()
-                        .max(0.0),
+                    Some(last) if behind => {
+                        (eventlog::clock::Clock::now(&eventlog::clock::SystemClock)
+                            - last.recorded_at)
+                            .as_seconds_f64()
+                            .max(0.0)
+                    }
                     _ => 0.0,
                 };
                 metrics::gauge!("idp_projection_lag_seconds", "projection" => name)
@@ -527,7 +529,7 @@ async fn run_projection(
                 if !behind {
                     metrics::gauge!("idp_projection_lag_events", "projection" => name).set(0.0);
                 } else if last_count.elapsed() > Duration::from_secs(1) {
-                    last_count = Instant::now();
+                    last_count = eventlog::clock::monotonic();
                     if let Ok(n) = log.count_after(at).await {
                         metrics::gauge!("idp_projection_lag_events", "projection" => name)
                             .set(n as f64);

@@ -548,7 +548,9 @@ pub async fn export(
         Format::Jsonl => ("application/x-ndjson", "jsonl"),
         Format::Csv => ("text/csv; charset=utf-8; header=present", "csv"),
     };
-    let stamp = OffsetDateTime::now_utc()
+    let stamp = state
+        .clock
+        .now()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))

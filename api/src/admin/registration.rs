@@ -160,7 +160,7 @@ fn problem(e: CommandError<RegistrationTokenError>) -> Problem {
 }
 
 async fn load(state: &AppState, id: Uuid) -> Result<RegistrationTokenView, Problem> {
-    model::get(&state.read_db, &id.to_string())
+    model::get(&state.read_db, &id.to_string(), state.clock.now())
         .await
         .map_err(|e| Problem::internal(&e))?
         .map(RegistrationTokenView::from)
@@ -257,6 +257,7 @@ pub async fn list(
         client.as_deref(),
         q.cursor.as_deref(),
         limit + 1,
+        state.clock.now(),
     )
     .await
     .map_err(|e| Problem::internal(&e))?;

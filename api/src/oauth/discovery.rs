@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 use crate::state::AppState;
 
@@ -63,12 +62,7 @@ pub async fn configuration(State(state): State<AppState>) -> Response {
 pub const RETIRED_KEY_GRACE: time::Duration = time::Duration::days(1);
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut resp = Json(
-        state
-            .tokens
-            .jwks(OffsetDateTime::now_utc(), RETIRED_KEY_GRACE),
-    )
-    .into_response();
+    let mut resp = Json(state.tokens.jwks(state.clock.now(), RETIRED_KEY_GRACE)).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),

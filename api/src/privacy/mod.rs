@@ -165,7 +165,11 @@ fn auth_tokens_named(events: &[RecordedEvent]) -> Vec<Uuid> {
 /// Builds the export: the subject's events through the subject index, plus
 /// the streams of the auth tokens those events name (their exchanges and
 /// refreshes), replayed into the current data. Never scans the log.
-pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExport, PrivacyError> {
+pub async fn export(
+    log: &Arc<dyn EventLog>,
+    subject: &str,
+    now: OffsetDateTime,
+) -> Result<SubjectExport, PrivacyError> {
     check_subject(subject)?;
     let mut events = log.read_subject(subject).await?;
     let mut instances = Vec::new();
@@ -211,7 +215,7 @@ pub async fn export(log: &Arc<dyn EventLog>, subject: &str) -> Result<SubjectExp
     Ok(SubjectExport {
         schema: EXPORT_SCHEMA,
         subject: subject.to_owned(),
-        generated_at: rfc3339(OffsetDateTime::now_utc()),
+        generated_at: rfc3339(now),
         erasure,
         current: SubjectData { instances },
         events: by_position
@@ -263,7 +267,7 @@ pub async fn found(
     let event = PrivacyEvent::Found(SubjectFound {
         subject: subject.to_owned(),
         organization_id,
-        found_at: OffsetDateTime::now_utc(),
+        found_at: metadata.occurred_at,
     });
     journal::record(log, &privacy_stream(subject), &event, metadata).await?;
     Ok(events)
@@ -274,14 +278,14 @@ pub async fn hand_out(
     subject: &str,
     metadata: &Metadata,
 ) -> Result<SubjectExport, PrivacyError> {
-    let doc = export(log, subject).await?;
+    let doc = export(log, subject, metadata.occurred_at).await?;
     if doc.events.is_empty() {
         return Err(PrivacyError::UnknownSubject);
     }
     let event = PrivacyEvent::Exported(SubjectExported {
         subject: doc.subject.clone(),
         events: doc.events.len() as u64,
-        exported_at: OffsetDateTime::now_utc(),
+        exported_at: metadata.occurred_at,
     });
     journal::record(log, &privacy_stream(&doc.subject), &event, metadata).await?;
     Ok(doc)
@@ -354,7 +358,7 @@ pub async fn erase(
     if keys.key(subject).await?.is_none() && log.read_subject(subject).await?.is_empty() {
         return Err(PrivacyError::UnknownSubject);
     }
-    let erased_at = OffsetDateTime::now_utc();
+    let erased_at = metadata.occurred_at;
     let event = PrivacyEvent::Erased(SubjectErased {
         subject: subject.to_owned(),
         erased_at,

@@ -5,11 +5,11 @@
 //! erasure: every value encrypted under the key becomes unreadable.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
+use commands::Clock;
 use commands::crypto::{self, MasterKey};
 use projections::{ProjectionError, ReadDb, subject_keys};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A subject's data key.
@@ -26,16 +26,18 @@ pub enum VaultError {
 pub struct SubjectKeys {
     db: ReadDb,
     master: MasterKey,
+    clock: Arc<dyn Clock>,
     /// Keys already opened. An erasure evicts its subject here; other nodes
     /// evict when the erasure event passes through their log.
     cache: RwLock<HashMap<String, DataKey>>,
 }
 
 impl SubjectKeys {
-    pub fn new(db: ReadDb, master: MasterKey) -> Self {
+    pub fn new(db: ReadDb, master: MasterKey, clock: Arc<dyn Clock>) -> Self {
         Self {
             db,
             master,
+            clock,
             cache: RwLock::new(HashMap::new()),
         }
     }
@@ -91,9 +93,7 @@ impl SubjectKeys {
         }
         let fresh: DataKey = rand::random();
         let sealed = crypto::seal(&self.master, subject.as_bytes(), &fresh);
-        let now = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
+        let now = self.clock.now().format(&Rfc3339).unwrap_or_default();
         subject_keys::insert(&self.db, subject, &sealed, &now).await?;
         self.load(subject)
             .await?

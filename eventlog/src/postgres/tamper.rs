@@ -13,7 +13,6 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use super::{VISIBLE, clamp, parse_u64};
 use crate::chain::{self, Anchor, AnchorHasher, GENESIS, SEAL_WITHIN};
@@ -51,7 +50,7 @@ pub(super) async fn sealer_loop(
 ) {
     loop {
         kick.notified().await;
-        let since = Instant::now();
+        let since = crate::clock::monotonic();
         while unsealed.load(Ordering::Relaxed) < every {
             let left = SEAL_WITHIN.saturating_sub(since.elapsed());
             if left.is_zero() || tokio::time::timeout(left, kick.notified()).await.is_err() {

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::unix_micros;
@@ -25,7 +24,7 @@ pub(super) struct Unsealed {
 impl Unsealed {
     pub(super) fn add(&mut self, n: u64) {
         self.events += n;
-        self.since.get_or_insert_with(Instant::now);
+        self.since.get_or_insert_with(crate::clock::monotonic);
     }
     pub(super) fn due(&self, every: u64) -> bool {
         every > 0
@@ -178,7 +177,7 @@ pub(super) fn seal(
             end,
             anchor.events as i64,
             anchor.hash,
-            unix_micros(OffsetDateTime::now_utc())
+            unix_micros(crate::clock::Clock::now(&crate::clock::SystemClock))
         ])?;
         tx.commit()?;
         tracing::info!(seq = anchor.seq, position = %anchor.position, events = anchor.events, hash = %anchor.hash, "event log sealed");

@@ -5,6 +5,8 @@
 //! chain and anchors of the SQL adapters against edits made around them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests read the wall clock freely; the server takes it from a Clock.
+#![allow(clippy::disallowed_methods)]
 
 mod cases;
 mod durability;

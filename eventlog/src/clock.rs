@@ -1,12 +1,22 @@
+//! The one place the server reads the time. Everything else is handed a
+//! [`Clock`] for the wall time it records and decides with (tests move a
+//! [`ManualClock`] instead of sleeping), or reads [`monotonic`] for how long
+//! something took and for deadlines. A clippy rule refuses
+//! `OffsetDateTime::now_utc`, `SystemTime::now` and `Instant::now`
+//! anywhere else.
+
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Mutex;
 
 use time::OffsetDateTime;
 
-/// The one place the write side reads the time.
+/// Where "now" comes from.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> OffsetDateTime;
 }
 
+/// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -38,4 +48,10 @@ impl Clock for ManualClock {
             .map(|t| *t)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
+}
+
+/// The monotonic clock: for elapsed times, rates and deadlines, never for
+/// a time that is recorded or decided with.
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
 }
