@@ -16,6 +16,7 @@ pub mod bench;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod errors;
 pub mod extract;
 pub mod master_key;
 pub mod oauth;

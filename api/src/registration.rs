@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use commands::registration::{self, RegistrationFailure};
-use domain::registration::{InstanceInfo, RegistrationTokenError};
+use commands::registration;
+use domain::registration::InstanceInfo;
 use domain::{Actor, ActorKind, Pii};
 use serde::{Deserialize, Serialize};
 
@@ -37,25 +37,6 @@ pub struct Consumed {
     pub client_id: String,
     /// How to use it: RFC 8693 token exchange at the token endpoint.
     pub subject_token_type: &'static str,
-}
-
-fn refusal(e: RegistrationFailure) -> Problem {
-    match e {
-        RegistrationFailure::RegistrationToken(e) => {
-            let status = match e {
-                RegistrationTokenError::NotFound => StatusCode::UNAUTHORIZED,
-                RegistrationTokenError::Expired
-                | RegistrationTokenError::Exhausted
-                | RegistrationTokenError::Revoked => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Problem::refused(status, e.code(), e.to_string())
-        }
-        RegistrationFailure::AuthToken(e) => {
-            Problem::refused(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
-        }
-        other => Problem::internal(&other),
-    }
 }
 
 /// Consume a registration token (sent as `Authorization: Bearer rt_…`).
@@ -117,8 +98,9 @@ pub async fn consume(
             resp
         }
         Err(e) => {
-            metrics::counter!("idp_registration_refused_total", "code" => e.code()).increment(1);
-            refusal(e).into_response()
+            metrics::counter!("idp_registration_refused_total", "code" => crate::errors::failure_code(&e))
+                .increment(1);
+            Problem::from(e).into_response()
         }
     }
 }

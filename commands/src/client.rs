@@ -105,6 +105,17 @@ pub async fn update(
     execute(bus, client_id, ClientCommand::Update { settings }, metadata).await
 }
 
+/// Changes some of a client's settings, merged into its current ones under
+/// the stream's serialization.
+pub async fn change(
+    bus: &CommandBus,
+    client_id: Uuid,
+    changes: domain::client::SettingsChanges,
+    metadata: &Metadata,
+) -> Result<Outcome> {
+    execute(bus, client_id, ClientCommand::Change { changes }, metadata).await
+}
+
 pub async fn enable(bus: &CommandBus, client_id: Uuid, metadata: &Metadata) -> Result<Outcome> {
     execute(bus, client_id, ClientCommand::Enable, metadata).await
 }

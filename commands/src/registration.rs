@@ -119,17 +119,6 @@ pub enum RegistrationFailure {
     Log(eventlog::Error),
 }
 
-impl RegistrationFailure {
-    /// The domain error's code, or `server_error` when the log failed.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::RegistrationToken(e) => e.code(),
-            Self::AuthToken(e) => e.code(),
-            Self::Contention { .. } | Self::Log(_) => "server_error",
-        }
-    }
-}
-
 impl From<CommandError<RegistrationTokenError>> for RegistrationFailure {
     fn from(e: CommandError<RegistrationTokenError>) -> Self {
         match e {
@@ -804,16 +793,5 @@ mod tests {
             assert!(!printed.contains("very-secret"), "{printed}");
             assert!(printed.contains("<redacted>"));
         }
-    }
-
-    #[test]
-    fn failures_carry_the_domain_codes() {
-        let f: RegistrationFailure = CommandError::Domain(RegistrationTokenError::Exhausted).into();
-        assert_eq!(f.code(), "registration_token_exhausted");
-        let f: RegistrationFailure = CommandError::Domain(AuthTokenError::ChainRevoked).into();
-        assert_eq!(f.code(), "invalid_grant");
-        let f: RegistrationFailure =
-            CommandError::<AuthTokenError>::Contention { attempts: 3 }.into();
-        assert_eq!(f.code(), "server_error");
     }
 }

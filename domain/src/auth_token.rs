@@ -255,22 +255,6 @@ pub enum AuthTokenError {
     InvalidInstance(String),
 }
 
-impl AuthTokenError {
-    /// The OAuth error code (RFC 6749 section 5.2).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::NotFound
-            | Self::Deleted
-            | Self::InvalidCredential
-            | Self::AlreadyExchanged
-            | Self::ChainRevoked
-            | Self::ChainRevokedByReplay
-            | Self::Revoked => "invalid_grant",
-            Self::AlreadyExists | Self::InvalidHash | Self::InvalidInstance(_) => "invalid_request",
-        }
-    }
-}
-
 // --- auth token: state, decide, evolve -------------------------------------------
 
 /// The refresh token currently valid for an instance.

@@ -298,6 +298,57 @@ pub struct ClientSettings {
     pub resources: Vec<String>,
 }
 
+/// Changes to a client's settings: absent fields stay as they are. Merged
+/// into the current settings by the decider, under the stream's
+/// serialization, so two changes at once never undo each other.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SettingsChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<GrantType>>,
+    pub scopes: Option<Vec<String>>,
+    pub auth_method: Option<AuthMethod>,
+    pub jwks: Option<Value>,
+    pub access_token_lifetime_secs: Option<u32>,
+    pub resources: Option<Vec<String>>,
+}
+
+impl SettingsChanges {
+    /// `current` with the changes applied.
+    pub fn applied_to(self, current: &ClientSettings) -> ClientSettings {
+        let mut s = current.clone();
+        if let Some(v) = self.name {
+            s.name = v;
+        }
+        if let Some(v) = self.description {
+            s.description = v;
+        }
+        if let Some(v) = self.redirect_uris {
+            s.redirect_uris = v;
+        }
+        if let Some(v) = self.grant_types {
+            s.grant_types = v;
+        }
+        if let Some(v) = self.scopes {
+            s.scopes = v;
+        }
+        if let Some(v) = self.auth_method {
+            s.auth_method = v;
+        }
+        if let Some(v) = self.jwks {
+            s.jwks = Some(v);
+        }
+        if let Some(v) = self.access_token_lifetime_secs {
+            s.access_token_lifetime_secs = v;
+        }
+        if let Some(v) = self.resources {
+            s.resources = v;
+        }
+        s
+    }
+}
+
 /// How long secrets may live: configuration, passed in with the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SecretPolicy {
@@ -317,6 +368,10 @@ pub enum ClientCommand {
     },
     Update {
         settings: ClientSettings,
+    },
+    /// Changes some settings, merged into the current ones.
+    Change {
+        changes: SettingsChanges,
     },
     Enable,
     Disable,
@@ -856,6 +911,11 @@ impl Aggregate for Client {
                     platform_admin,
                     created_at: now,
                 })])
+            }
+            ClientCommand::Change { changes } => {
+                self.must_be_current()?;
+                let settings = changes.applied_to(&self.settings);
+                self.decide(ClientCommand::Update { settings }, now)
             }
             ClientCommand::Update { settings } => {
                 self.must_be_current()?;

@@ -534,6 +534,49 @@ fn update_records_the_new_settings() {
 }
 
 #[test]
+fn a_change_merges_into_the_settings_as_they_are_then() {
+    // Two admins change different fields: each change keeps the other's.
+    let first = ClientCommand::Change {
+        changes: SettingsChanges {
+            scopes: Some(vec!["ledger:read".into()]),
+            ..SettingsChanges::default()
+        },
+    };
+    let after_first = given_when::<Client>(&[a_confidential_client()], first, NOW).unwrap();
+    let history = [a_confidential_client(), after_first[0].clone()];
+    let second = ClientCommand::Change {
+        changes: SettingsChanges {
+            name: Some("Ledger service".into()),
+            ..SettingsChanges::default()
+        },
+    };
+    let after_second = given_when::<Client>(&history, second, NOW).unwrap();
+    let state = Client::fold(&[
+        history[0].clone(),
+        history[1].clone(),
+        after_second[0].clone(),
+    ]);
+    assert_eq!(state.settings.name, "Ledger service");
+    assert_eq!(state.settings.scopes, vec!["ledger:read".to_owned()]);
+    assert_eq!(state.settings.description, confidential().description);
+    // Nothing changed: nothing recorded; a rule broken: refused.
+    let none = ClientCommand::Change {
+        changes: SettingsChanges::default(),
+    };
+    assert_eq!(given_when::<Client>(&history, none, NOW), Ok(vec![]));
+    let bad = ClientCommand::Change {
+        changes: SettingsChanges {
+            name: Some("  ".into()),
+            ..SettingsChanges::default()
+        },
+    };
+    assert_eq!(
+        given_when::<Client>(&history, bad, NOW),
+        Err(ClientError::InvalidName)
+    );
+}
+
+#[test]
 fn update_with_unchanged_settings_records_nothing() {
     let mut same = confidential();
     same.name = format!("  {}  ", same.name);

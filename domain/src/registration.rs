@@ -260,25 +260,6 @@ pub enum RegistrationTokenError {
     UnknownClient,
 }
 
-impl RegistrationTokenError {
-    /// The machine-readable code the API sends with the message.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Expired => "registration_token_expired",
-            Self::Exhausted => "registration_token_exhausted",
-            Self::Revoked => "registration_token_revoked",
-            Self::NotFound => "registration_token_not_found",
-            Self::AlreadyExists
-            | Self::InvalidCount
-            | Self::InvalidExpiry
-            | Self::InvalidDescription
-            | Self::InvalidInstance(_)
-            | Self::InvalidHash
-            | Self::UnknownClient => "invalid_request",
-        }
-    }
-}
-
 // --- registration token: state, decide, evolve ---------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

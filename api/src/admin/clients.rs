@@ -5,9 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use commands::CommandError;
 use domain::client::{
-    AuthMethod, ClientError, ClientSettings, ClientType, GrantType, SecretPolicy,
+    ClientSettings, ClientType, GrantType, SecretPolicy, SettingsChanges, UnknownValue,
 };
 use projections::clients::{self, ClientFilter, ClientRow, SecretRow};
 use serde::{Deserialize, Serialize};
@@ -46,6 +45,18 @@ fn default_lifetime() -> u32 {
     3600
 }
 
+/// A value of the wire read into the domain's type; an unknown one is a
+/// 422 naming it.
+fn parsed<T: std::str::FromStr<Err = UnknownValue>>(value: &str) -> Result<T, Problem> {
+    value
+        .parse()
+        .map_err(|e: UnknownValue| Problem::validation(e.to_string()))
+}
+
+fn grants(values: &[String]) -> Result<Vec<GrantType>, Problem> {
+    values.iter().map(|g| parsed(g)).collect()
+}
+
 /// A new client. `client_id` may be supplied (a GUID) or is generated.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,20 +64,19 @@ pub struct CreateClient {
     pub organization_id: Uuid,
     pub client_id: Option<String>,
     /// `public` or `confidential`.
-    #[schema(value_type = String)]
-    pub client_type: ClientType,
+    pub client_type: String,
     pub name: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
-    #[schema(value_type = Vec<String>)]
-    pub grant_types: Vec<GrantType>,
+    /// `client_credentials`, `authorization_code`, `refresh_token`,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    pub grant_types: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
     /// `client_secret_basic`, `client_secret_post`, `private_key_jwt` or `none`.
-    #[schema(value_type = String)]
-    pub token_endpoint_auth_method: AuthMethod,
+    pub token_endpoint_auth_method: String,
     /// The client's public keys (a JWK Set), for `private_key_jwt`.
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
@@ -85,11 +95,9 @@ pub struct UpdateClient {
     pub name: Option<String>,
     pub description: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
-    #[schema(value_type = Option<Vec<String>>)]
-    pub grant_types: Option<Vec<GrantType>>,
+    pub grant_types: Option<Vec<String>>,
     pub scopes: Option<Vec<String>>,
-    #[schema(value_type = Option<String>)]
-    pub token_endpoint_auth_method: Option<AuthMethod>,
+    pub token_endpoint_auth_method: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
     pub access_token_lifetime: Option<u32>,
@@ -197,24 +205,6 @@ pub struct ClientListQuery {
     pub cursor: Option<String>,
 }
 
-pub(crate) fn problem(e: CommandError<ClientError>) -> Problem {
-    match e {
-        CommandError::Domain(d) => match d {
-            ClientError::NotFound | ClientError::Deleted => Problem::not_found("client"),
-            ClientError::SecretNotFound => Problem::not_found("secret"),
-            ClientError::AlreadyExists => {
-                Problem::conflict("client-id-taken", "a client with this client_id exists")
-            }
-            e @ ClientError::SecretLimitReached { .. } => {
-                Problem::limit("secret-limit", e.to_string())
-                    .with("limit", domain::client::MAX_LIVE_SECRETS)
-            }
-            other => Problem::validation(other.to_string()),
-        },
-        other => Problem::internal(&other),
-    }
-}
-
 async fn load(state: &AppState, id: Uuid) -> Result<ClientView, Problem> {
     clients::get(&state.read_db, &id.to_string())
         .await
@@ -247,13 +237,14 @@ pub async fn create(
         }
         None => Uuid::now_v7(),
     };
+    let client_type: ClientType = parsed(&body.client_type)?;
     let settings = ClientSettings {
         name: body.name,
         description: body.description,
         redirect_uris: body.redirect_uris,
-        grant_types: body.grant_types,
+        grant_types: grants(&body.grant_types)?,
         scopes: body.scopes,
-        auth_method: body.token_endpoint_auth_method,
+        auth_method: parsed(&body.token_endpoint_auth_method)?,
         jwks: body.jwks,
         access_token_lifetime_secs: body.access_token_lifetime,
         resources: body.resources,
@@ -264,12 +255,12 @@ pub async fn create(
         &state.bus,
         client_id,
         body.organization_id,
-        body.client_type,
+        client_type,
         settings,
         &meta,
     )
     .await
-    .map_err(problem)?;
+    .map_err(Problem::from)?;
     settle(&state, &out).await?;
     let view = load(&state, client_id).await?;
     let mut headers = HeaderMap::new();
@@ -336,47 +327,26 @@ pub async fn update(
     Body(body): Body<UpdateClient>,
 ) -> Result<Json<ClientView>, Problem> {
     let Path(id) = path?;
-    let (current, revision) = state
-        .bus
-        .load::<domain::client::Client>(&id.to_string())
+    let organization = client_org(&state, &caller, id).await?;
+    let changes = SettingsChanges {
+        name: body.name,
+        description: body.description,
+        redirect_uris: body.redirect_uris,
+        grant_types: body.grant_types.as_deref().map(grants).transpose()?,
+        scopes: body.scopes,
+        auth_method: body
+            .token_endpoint_auth_method
+            .as_deref()
+            .map(parsed)
+            .transpose()?,
+        jwks: body.jwks,
+        access_token_lifetime_secs: body.access_token_lifetime,
+        resources: body.resources,
+    };
+    let meta = ctx.metadata(caller.actor(), Some(organization));
+    let out = commands::client::change(&state.bus, id, changes, &meta)
         .await
-        .map_err(|e| Problem::internal(&e))?;
-    if revision.is_none() || current.deleted {
-        return Err(Problem::not_found("client"));
-    }
-    caller.within(Some(current.organization_id), "client")?;
-    let mut s = current.settings.clone();
-    if let Some(v) = body.name {
-        s.name = v;
-    }
-    if let Some(v) = body.description {
-        s.description = v;
-    }
-    if let Some(v) = body.redirect_uris {
-        s.redirect_uris = v;
-    }
-    if let Some(v) = body.grant_types {
-        s.grant_types = v;
-    }
-    if let Some(v) = body.scopes {
-        s.scopes = v;
-    }
-    if let Some(v) = body.token_endpoint_auth_method {
-        s.auth_method = v;
-    }
-    if let Some(v) = body.jwks {
-        s.jwks = Some(v);
-    }
-    if let Some(v) = body.access_token_lifetime {
-        s.access_token_lifetime_secs = v;
-    }
-    if let Some(v) = body.resources {
-        s.resources = v;
-    }
-    let meta = ctx.metadata(caller.actor(), Some(current.organization_id));
-    let out = commands::client::update(&state.bus, id, s, &meta)
-        .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     settle(&state, &out).await?;
     Ok(Json(load(&state, id).await?))
 }
@@ -410,7 +380,7 @@ pub async fn remove(
     let meta = ctx.metadata(caller.actor(), Some(client_org(&state, &caller, id).await?));
     let out = commands::client::delete(&state.bus, id, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     state.tokens.clients.invalidate(id);
     settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -430,7 +400,7 @@ async fn set_enabled(
     } else {
         commands::client::disable(&state.bus, id, &meta).await
     }
-    .map_err(problem)?;
+    .map_err(Problem::from)?;
     state.tokens.clients.invalidate(id);
     settle(state, &out).await?;
     Ok(Json(load(state, id).await?))
@@ -509,7 +479,7 @@ pub async fn create_secret(
         &meta,
     )
     .await
-    .map_err(problem)?;
+    .map_err(Problem::from)?;
     state.tokens.clients.invalidate(id);
     settle(&state, &out).await?;
     let view = CreatedSecretView {
@@ -561,7 +531,7 @@ pub async fn delete_secret(
     let meta = ctx.metadata(caller.actor(), Some(client_org(&state, &caller, id).await?));
     let out = commands::client::delete_secret(&state.bus, id, secret_id, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     state.tokens.clients.invalidate(id);
     settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT)

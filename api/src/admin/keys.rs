@@ -42,8 +42,7 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// `ES256` (access tokens) or `RS256`.
-    #[schema(value_type = String)]
-    pub alg: KeyAlgorithm,
+    pub alg: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -73,8 +72,14 @@ pub async fn rotate(
     Body(body): Body<RotateKey>,
 ) -> Result<Json<Rotated>, Problem> {
     caller.must_be_platform()?;
+    let alg = KeyAlgorithm::ALL
+        .into_iter()
+        .find(|a| a.as_str() == body.alg)
+        .ok_or_else(|| {
+            Problem::validation(format!("unknown alg {:?}: ES256 or RS256", body.alg))
+        })?;
     let meta = ctx.metadata(caller.actor(), None);
-    let kid = commands::keys::rotate(&state.bus, &state.master_key, body.alg, &meta)
+    let kid = commands::keys::rotate(&state.bus, &state.master_key, alg, &meta)
         .await
         .map_err(|e| Problem::internal(&e))?;
     state
@@ -84,7 +89,7 @@ pub async fn rotate(
         .map_err(|e| Problem::internal(&e))?;
     Ok(Json(Rotated {
         kid,
-        alg: body.alg.as_str().to_owned(),
+        alg: alg.as_str().to_owned(),
     }))
 }
 

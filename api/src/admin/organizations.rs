@@ -6,8 +6,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use commands::CommandError;
-use domain::organization::OrganizationError;
 use projections::organizations::{self, OrganizationRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -55,19 +53,6 @@ impl From<OrganizationRow> for Organization {
     }
 }
 
-pub(crate) fn problem(e: CommandError<OrganizationError>) -> Problem {
-    match e {
-        CommandError::Domain(OrganizationError::NotFound) => Problem::not_found("organization"),
-        CommandError::Domain(OrganizationError::AlreadyExists) => {
-            Problem::conflict("organization-exists", "the organization already exists")
-        }
-        CommandError::Domain(e @ OrganizationError::InvalidName) => {
-            Problem::validation(e.to_string())
-        }
-        other => Problem::internal(&other),
-    }
-}
-
 async fn load(state: &AppState, id: &str) -> Result<Organization, Problem> {
     organizations::get(&state.read_db, id)
         .await
@@ -93,7 +78,7 @@ pub async fn create(
     let meta = ctx.metadata(caller.actor(), Some(id));
     let out = commands::organization::create(&state.bus, id, &body.name, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     settle(&state, &out).await?;
     let org = load(&state, &id.to_string()).await?;
     let mut headers = HeaderMap::new();
@@ -166,7 +151,7 @@ pub async fn rename(
     let meta = ctx.metadata(caller.actor(), Some(id));
     let out = commands::organization::rename(&state.bus, id, &body.name, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     settle(&state, &out).await?;
     Ok(Json(load(&state, &id.to_string()).await?))
 }

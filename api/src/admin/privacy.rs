@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{AdminCaller, settle_at};
 use crate::context::RequestContext;
 use crate::extract::Body;
-use crate::privacy::{self, Erasure, PrivacyError, SubjectExport};
+use crate::privacy::{self, Erasure, SubjectExport};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -24,17 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/subjects", get(find))
         .route("/admin/subjects/{subject}", get(export).delete(erase))
         .route("/admin/subjects/{subject}/correction", post(correct))
-}
-
-fn problem(e: PrivacyError) -> Problem {
-    match e {
-        PrivacyError::InvalidSubject => Problem::bad_request(e.to_string()),
-        PrivacyError::UnknownSubject => Problem::not_found("subject"),
-        PrivacyError::NothingToCorrect | PrivacyError::Correction { .. } => {
-            Problem::validation(e.to_string())
-        }
-        other => Problem::internal(&other),
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,7 +64,7 @@ pub async fn find(
     let meta = ctx.metadata(caller.actor(), Some(q.organization_id));
     let events = privacy::found(&state.log, &subject, q.organization_id, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(Json(FoundSubject { subject, events }))
 }
 
@@ -89,7 +78,7 @@ async fn subject_within(
 ) -> Result<Option<Uuid>, Problem> {
     let orgs = privacy::organizations_of(&state.log, subject)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     if caller.platform {
         return Ok(match orgs.as_slice() {
             [one] => Some(*one),
@@ -120,7 +109,7 @@ pub async fn export(
     let meta = ctx.metadata(caller.actor(), organization);
     let doc = privacy::hand_out(&state.log, &subject, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     let mut resp = Json(doc).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -164,7 +153,7 @@ pub async fn correct(
         &meta,
     )
     .await
-    .map_err(problem)?;
+    .map_err(Problem::from)?;
     if let Some(at) = last.and_then(|out| out.position) {
         settle_at(&state, at).await?;
     }
@@ -193,7 +182,7 @@ pub async fn erase(
     let meta = ctx.metadata(caller.actor(), organization);
     let done = privacy::erase(&state.log, &state.subject_keys, &subject, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     // Once the read models have applied the erasure, push SQLite's
     // write-ahead log into the files so the old values are gone from it.
     settle_at(&state, done.position).await?;

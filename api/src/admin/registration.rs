@@ -6,9 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use commands::CommandError;
 use commands::registration::{self, NewRegistrationToken};
-use domain::registration::{AuthTokenError, RegistrationTokenError};
 use projections::registration::{self as model, AuthTokenRow, RegistrationTokenRow};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -146,19 +144,6 @@ pub struct RegistrationListQuery {
     pub cursor: Option<String>,
 }
 
-fn problem(e: CommandError<RegistrationTokenError>) -> Problem {
-    match e {
-        CommandError::Domain(RegistrationTokenError::NotFound) => {
-            Problem::not_found("registration token")
-        }
-        CommandError::Domain(RegistrationTokenError::UnknownClient) => {
-            Problem::validation("client_id names no client of an organization")
-        }
-        CommandError::Domain(other) => Problem::validation(other.to_string()),
-        other => Problem::internal(&other),
-    }
-}
-
 async fn load(state: &AppState, id: Uuid) -> Result<RegistrationTokenView, Problem> {
     model::get(&state.read_db, &id.to_string(), state.clock.now())
         .await
@@ -215,7 +200,7 @@ pub async fn create(
         &meta,
     )
     .await
-    .map_err(problem)?;
+    .map_err(Problem::from)?;
     settle(&state, &out).await?;
     let view = load(&state, created.id).await?;
     let mut resp = (
@@ -295,7 +280,7 @@ pub async fn revoke(
     let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&view.organization_id).ok());
     let out = registration::revoke(&state.bus, id, &meta)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     settle(&state, &out).await?;
     Ok(Json(load(&state, id).await?))
 }
@@ -351,11 +336,7 @@ pub async fn delete_auth_token(
     let meta = ctx.metadata(caller.actor(), Some(organization));
     let out = registration::delete_auth_token(&state.bus, id, &meta)
         .await
-        .map_err(|e| match e {
-            CommandError::Domain(AuthTokenError::NotFound) => Problem::not_found("auth token"),
-            CommandError::Domain(other) => Problem::validation(other.to_string()),
-            other => Problem::internal(&other),
-        })?;
+        .map_err(Problem::from)?;
     state.tokens.auth_tokens.invalidate(id);
     settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT)

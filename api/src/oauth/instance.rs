@@ -33,14 +33,6 @@ fn may_use(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
     }
 }
 
-fn grant_error(e: RegistrationFailure) -> OAuthError {
-    match e {
-        RegistrationFailure::AuthToken(e) => OAuthError::invalid_grant(e.to_string()),
-        RegistrationFailure::RegistrationToken(e) => OAuthError::invalid_grant(e.to_string()),
-        other => OAuthError::server_error(&other),
-    }
-}
-
 /// Issues the access token of an instance and answers with it.
 async fn answer(
     state: &AppState,
@@ -165,7 +157,7 @@ pub async fn token_exchange(
                 // The replay revoked the chain: its access tokens die now.
                 state.tokens.auth_tokens.invalidate(auth_token_id);
             }
-            grant_error(e)
+            OAuthError::from(e)
         })?;
     answer(
         state,
@@ -205,7 +197,7 @@ pub async fn refresh(
     );
     match registration::refresh(&state.bus, presented, &meta)
         .await
-        .map_err(grant_error)?
+        .map_err(OAuthError::from)?
     {
         RefreshOutcome::Refreshed { grant, .. } => {
             answer(

@@ -783,7 +783,6 @@ mod registration {
         clock.advance(Duration::hours(1));
         let e = refused(registration::consume(&bus, &token.value, instance(2), &meta()).await);
         assert_eq!(e, RegistrationTokenError::Expired);
-        assert_eq!(e.code(), "registration_token_expired");
 
         // Revoked; revoking twice records once.
         let token = new_token(&bus, 10, clock.now() + Duration::days(1)).await;
@@ -806,7 +805,6 @@ mod registration {
         for bad in [forged.as_str(), unknown.as_str(), "rt_nope", ""] {
             let e = refused(registration::consume(&bus, bad, instance(1), &meta()).await);
             assert_eq!(e, RegistrationTokenError::NotFound, "{bad}");
-            assert_eq!(e.code(), "registration_token_not_found");
         }
         let stream = CommandBus::stream_name::<RegistrationToken>(&token.id.to_string());
         assert_eq!(
@@ -880,7 +878,6 @@ mod registration {
 
         let e = grant_refused(registration::exchange(&bus, &auth_value, "read", &meta()).await);
         assert_eq!(e, AuthTokenError::AlreadyExchanged);
-        assert_eq!(e.code(), "invalid_grant");
 
         let (id, _) = registration::parse_auth_token(&auth_value).unwrap();
         let forged = format!("at_{}_{}", id.simple(), commands::crypto::new_secret());
@@ -895,7 +892,6 @@ mod registration {
         );
         let e = grant_refused(registration::exchange(&bus, &unknown, "read", &meta()).await);
         assert_eq!(e, AuthTokenError::NotFound);
-        assert_eq!(e.code(), "invalid_grant");
     }
 
     async fn refreshed(bus: &CommandBus, value: &str) -> AuthTokenGrant {
@@ -954,7 +950,6 @@ mod registration {
         for value in [&third.refresh_token_value, &second.refresh_token_value] {
             let e = grant_refused(registration::refresh(&bus, value, &meta()).await);
             assert_eq!(e, AuthTokenError::ChainRevoked);
-            assert_eq!(e.code(), "invalid_grant");
         }
         let (state, _) = bus
             .load::<AuthToken>(&first.auth_token_id.to_string())
@@ -1035,7 +1030,6 @@ mod registration {
         let e =
             grant_refused(registration::refresh(&bus, &second.refresh_token_value, &meta()).await);
         assert_eq!(e, AuthTokenError::Deleted);
-        assert_eq!(e.code(), "invalid_grant");
         assert!(matches!(
             registration::delete_auth_token(&bus, Uuid::now_v7(), &meta()).await,
             Err(CommandError::Domain(AuthTokenError::NotFound))

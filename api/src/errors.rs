@@ -1,0 +1,231 @@
+//! How each family of domain and command errors is said on the wire, in
+//! one place: RFC 6749 error codes for the OAuth endpoints, RFC 9457
+//! problems for the admin API. Domain and command errors stay typed and
+//! know nothing of either format.
+
+use axum::http::StatusCode;
+use commands::CommandError;
+use commands::registration::RegistrationFailure;
+use domain::client::ClientError;
+use domain::organization::OrganizationError;
+use domain::registration::{AuthTokenError, RegistrationTokenError};
+
+use crate::oauth::error::OAuthError;
+use crate::privacy::PrivacyError;
+use crate::problem::Problem;
+
+/// The machine-readable code sent with a registration token's refusal.
+pub fn registration_code(e: &RegistrationTokenError) -> &'static str {
+    use RegistrationTokenError as E;
+    match e {
+        E::Expired => "registration_token_expired",
+        E::Exhausted => "registration_token_exhausted",
+        E::Revoked => "registration_token_revoked",
+        E::NotFound => "registration_token_not_found",
+        E::AlreadyExists
+        | E::InvalidCount
+        | E::InvalidExpiry
+        | E::InvalidDescription
+        | E::InvalidInstance(_)
+        | E::InvalidHash
+        | E::UnknownClient => "invalid_request",
+    }
+}
+
+/// The OAuth error code (RFC 6749 §5.2) of an auth token's refusal: every
+/// exchange and refresh refusal is `invalid_grant`.
+pub fn auth_token_code(e: &AuthTokenError) -> &'static str {
+    use AuthTokenError as E;
+    match e {
+        E::NotFound
+        | E::Deleted
+        | E::InvalidCredential
+        | E::AlreadyExchanged
+        | E::ChainRevoked
+        | E::ChainRevokedByReplay
+        | E::Revoked => "invalid_grant",
+        E::AlreadyExists | E::InvalidHash | E::InvalidInstance(_) => "invalid_request",
+    }
+}
+
+/// The code of a registration failure (`server_error` when the log failed).
+pub fn failure_code(e: &RegistrationFailure) -> &'static str {
+    match e {
+        RegistrationFailure::RegistrationToken(e) => registration_code(e),
+        RegistrationFailure::AuthToken(e) => auth_token_code(e),
+        RegistrationFailure::Contention { .. } | RegistrationFailure::Log(_) => "server_error",
+    }
+}
+
+/// At the token endpoint: an exchange or refresh refused.
+impl From<RegistrationFailure> for OAuthError {
+    fn from(e: RegistrationFailure) -> Self {
+        match e {
+            RegistrationFailure::AuthToken(e) => OAuthError::invalid_grant(e.to_string()),
+            RegistrationFailure::RegistrationToken(e) => OAuthError::invalid_grant(e.to_string()),
+            other => OAuthError::server_error(&other),
+        }
+    }
+}
+
+/// At `/registration/consume`.
+impl From<RegistrationFailure> for Problem {
+    fn from(e: RegistrationFailure) -> Self {
+        match e {
+            RegistrationFailure::RegistrationToken(e) => {
+                let status = match e {
+                    RegistrationTokenError::NotFound => StatusCode::UNAUTHORIZED,
+                    RegistrationTokenError::Expired
+                    | RegistrationTokenError::Exhausted
+                    | RegistrationTokenError::Revoked => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Problem::refused(status, registration_code(&e), e.to_string())
+            }
+            RegistrationFailure::AuthToken(e) => Problem::refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                auth_token_code(&e),
+                e.to_string(),
+            ),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<CommandError<ClientError>> for Problem {
+    fn from(e: CommandError<ClientError>) -> Self {
+        match e {
+            CommandError::Domain(d) => match d {
+                ClientError::NotFound | ClientError::Deleted => Problem::not_found("client"),
+                ClientError::SecretNotFound => Problem::not_found("secret"),
+                ClientError::AlreadyExists => {
+                    Problem::conflict("client-id-taken", "a client with this client_id exists")
+                }
+                e @ ClientError::SecretLimitReached { .. } => {
+                    Problem::limit("secret-limit", e.to_string())
+                        .with("limit", domain::client::MAX_LIVE_SECRETS)
+                }
+                other => Problem::validation(other.to_string()),
+            },
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<CommandError<OrganizationError>> for Problem {
+    fn from(e: CommandError<OrganizationError>) -> Self {
+        match e {
+            CommandError::Domain(OrganizationError::NotFound) => Problem::not_found("organization"),
+            CommandError::Domain(OrganizationError::AlreadyExists) => {
+                Problem::conflict("organization-exists", "the organization already exists")
+            }
+            CommandError::Domain(e @ OrganizationError::InvalidName) => {
+                Problem::validation(e.to_string())
+            }
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<CommandError<RegistrationTokenError>> for Problem {
+    fn from(e: CommandError<RegistrationTokenError>) -> Self {
+        match e {
+            CommandError::Domain(RegistrationTokenError::NotFound) => {
+                Problem::not_found("registration token")
+            }
+            CommandError::Domain(RegistrationTokenError::UnknownClient) => {
+                Problem::validation("client_id names no client of an organization")
+            }
+            CommandError::Domain(other) => Problem::validation(other.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<CommandError<AuthTokenError>> for Problem {
+    fn from(e: CommandError<AuthTokenError>) -> Self {
+        match e {
+            CommandError::Domain(AuthTokenError::NotFound) => Problem::not_found("auth token"),
+            CommandError::Domain(other) => Problem::validation(other.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<PrivacyError> for Problem {
+    fn from(e: PrivacyError) -> Self {
+        match e {
+            PrivacyError::InvalidSubject => Problem::bad_request(e.to_string()),
+            PrivacyError::UnknownSubject => Problem::not_found("subject"),
+            PrivacyError::NothingToCorrect | PrivacyError::Correction { .. } => {
+                Problem::validation(e.to_string())
+            }
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_refusals_carry_their_codes() {
+        use RegistrationTokenError as E;
+        assert_eq!(
+            registration_code(&E::Exhausted),
+            "registration_token_exhausted"
+        );
+        assert_eq!(registration_code(&E::Expired), "registration_token_expired");
+        assert_eq!(registration_code(&E::Revoked), "registration_token_revoked");
+        assert_eq!(
+            registration_code(&E::NotFound),
+            "registration_token_not_found"
+        );
+        for e in [
+            E::AlreadyExists,
+            E::InvalidCount,
+            E::InvalidExpiry,
+            E::InvalidDescription,
+            E::InvalidInstance("x".into()),
+            E::InvalidHash,
+            E::UnknownClient,
+        ] {
+            assert_eq!(registration_code(&e), "invalid_request", "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_exchange_and_refresh_refusal_is_invalid_grant() {
+        use AuthTokenError as E;
+        for e in [
+            E::NotFound,
+            E::Deleted,
+            E::InvalidCredential,
+            E::AlreadyExchanged,
+            E::ChainRevoked,
+            E::ChainRevokedByReplay,
+            E::Revoked,
+        ] {
+            assert_eq!(auth_token_code(&e), "invalid_grant", "{e:?}");
+        }
+        for e in [
+            E::AlreadyExists,
+            E::InvalidHash,
+            E::InvalidInstance("x".into()),
+        ] {
+            assert_eq!(auth_token_code(&e), "invalid_request", "{e:?}");
+        }
+    }
+
+    #[test]
+    fn failures_carry_the_domain_codes() {
+        let f: RegistrationFailure = CommandError::Domain(RegistrationTokenError::Exhausted).into();
+        assert_eq!(failure_code(&f), "registration_token_exhausted");
+        let f: RegistrationFailure = CommandError::Domain(AuthTokenError::ChainRevoked).into();
+        assert_eq!(failure_code(&f), "invalid_grant");
+        let f: RegistrationFailure =
+            CommandError::<AuthTokenError>::Contention { attempts: 3 }.into();
+        assert_eq!(failure_code(&f), "server_error");
+    }
+}
