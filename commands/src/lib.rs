@@ -12,6 +12,7 @@
 mod batch;
 mod bus;
 pub mod client;
+pub mod client_auth;
 pub mod crypto;
 pub mod journal;
 pub mod jwt;

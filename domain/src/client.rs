@@ -48,6 +48,8 @@ pub enum GrantError {
     MalformedResource,
     #[error("the resource `{0}` is not one this client may ask tokens for")]
     ResourceNotAllowed(String),
+    #[error("this client may not use the {} grant", .0.as_str())]
+    GrantNotAllowed(GrantType),
 }
 
 fn scope_tokens(scope: &str) -> impl Iterator<Item = &str> {
@@ -583,6 +585,18 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whether the client may use `grant`: registered for it, and never
+    /// `client_credentials` for a public client (it cannot act as itself).
+    pub fn may_use(&self, grant: GrantType) -> Result<(), GrantError> {
+        let public_as_itself =
+            self.client_type == ClientType::Public && grant == GrantType::ClientCredentials;
+        if self.settings.grant_types.contains(&grant) && !public_as_itself {
+            Ok(())
+        } else {
+            Err(GrantError::GrantNotAllowed(grant))
+        }
+    }
+
     /// The secrets that authenticate at `now`.
     pub fn live_secrets(&self, now: OffsetDateTime) -> impl Iterator<Item = &SecretState> + '_ {
         self.secrets.iter().filter(move |s| s.is_live(now))

@@ -1125,3 +1125,95 @@ mod property {
         }
     }
 }
+
+#[test]
+fn a_client_uses_only_its_grants_and_a_public_one_never_acts_as_itself() {
+    let confidential_client = Client::fold(&[a_confidential_client()]);
+    assert_eq!(
+        confidential_client.may_use(GrantType::ClientCredentials),
+        Ok(())
+    );
+    assert_eq!(
+        confidential_client.may_use(GrantType::RefreshToken),
+        Err(GrantError::GrantNotAllowed(GrantType::RefreshToken))
+    );
+    let mut public_client = Client::fold(&[created(ClientType::Public, public())]);
+    assert_eq!(public_client.may_use(GrantType::RefreshToken), Ok(()));
+    // Even were it registered for it (settings validation refuses that).
+    public_client
+        .settings
+        .grant_types
+        .push(GrantType::ClientCredentials);
+    assert_eq!(
+        public_client.may_use(GrantType::ClientCredentials),
+        Err(GrantError::GrantNotAllowed(GrantType::ClientCredentials))
+    );
+}
+
+#[test]
+fn scopes_granted_are_asked_for_and_allowed_and_never_the_admin_scope_by_default() {
+    let allowed = vec![
+        "read".to_owned(),
+        "write".to_owned(),
+        ADMIN_SCOPE.to_owned(),
+    ];
+    assert_eq!(granted_scope(None, &allowed).unwrap(), "read write");
+    assert_eq!(
+        granted_scope(Some("write  write"), &allowed).unwrap(),
+        "write"
+    );
+    assert_eq!(
+        granted_scope(Some(ADMIN_SCOPE), &allowed).unwrap(),
+        ADMIN_SCOPE
+    );
+    assert_eq!(
+        granted_scope(Some("delete"), &allowed),
+        Err(GrantError::ScopeNotAllowed("delete".into()))
+    );
+}
+
+#[test]
+fn a_refresh_narrows_but_never_widens() {
+    let allowed = vec!["read".to_owned(), "write".to_owned()];
+    assert_eq!(narrowed_scope(None, "read", &allowed).unwrap(), "read");
+    assert_eq!(
+        narrowed_scope(Some("read"), "read write", &allowed).unwrap(),
+        "read"
+    );
+    assert_eq!(
+        narrowed_scope(Some("read write"), "read", &allowed),
+        Err(GrantError::ScopeNotGranted("write".into()))
+    );
+    // A scope the client lost since is not renewed.
+    assert_eq!(
+        narrowed_scope(None, "read write", &["read".to_owned()]).unwrap(),
+        "read"
+    );
+}
+
+#[test]
+fn a_resource_is_this_server_or_one_the_client_lists() {
+    let mut s = confidential();
+    s.resources = vec!["https://api.example.com/".into()];
+    let issuer = "https://idp.example.com";
+    assert_eq!(s.audience_for(None, issuer).unwrap(), issuer);
+    assert_eq!(s.audience_for(Some(issuer), issuer).unwrap(), issuer);
+    assert_eq!(
+        s.audience_for(Some("https://api.example.com/"), issuer)
+            .unwrap(),
+        "https://api.example.com/"
+    );
+    assert_eq!(
+        s.audience_for(Some("https://other.example/"), issuer),
+        Err(GrantError::ResourceNotAllowed(
+            "https://other.example/".into()
+        ))
+    );
+    for bad in ["not a uri", "https://api.example.com/#frag"] {
+        assert_eq!(
+            s.audience_for(Some(bad), issuer),
+            Err(GrantError::MalformedResource)
+        );
+    }
+    assert!(confidential_with(|c| c.resources = vec!["relative/path".into()]).is_err());
+}

@@ -10,16 +10,13 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use commands::client_auth::AssertionRefused;
 use commands::crypto::secret_matches;
-use commands::journal;
 use domain::client::{AuthMethod, Client};
-use domain::token::{ClientAssertionUsed, ClientAuthFailed, TokenEvent, auth_failure_stream};
 use domain::{Actor, ActorKind};
-use eventlog::ExpectedRevision;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -248,28 +245,23 @@ pub async fn authenticate(
     }
 }
 
-/// Records counted failures of one source (its address is in the note's
-/// metadata) as one event.
-pub async fn record_failures(
+/// Records counted failures through the command side.
+async fn record_failures(
     log: &Arc<dyn eventlog::EventLog>,
     client_id: &str,
     report: &domain::throttle::Report,
     note: &FailureNote,
 ) {
-    let event = TokenEvent::ClientAuthFailed(ClientAuthFailed {
-        client_id: client_id.to_owned(),
-        auth_method: note.auth_method.to_owned(),
-        reason: note.reason.to_owned(),
-        count: report.count,
-        failures: Some(report.failures),
-        window_start: Some(report.window_start),
-        window_end: Some(report.window_end),
-        blocked_until: report.blocked_until,
-    });
-    let mut meta = note.metadata.clone();
-    meta.occurred_at = report.window_end;
-    let stream = auth_failure_stream(report.window_end);
-    if let Err(e) = journal::record(log, &stream, &event, &meta).await {
+    if let Err(e) = commands::client_auth::record_failures(
+        log,
+        client_id,
+        note.auth_method,
+        note.reason,
+        report,
+        &note.metadata,
+    )
+    .await
+    {
         tracing::error!(error = %e, "cannot record failed client authentications");
     }
 }
@@ -358,30 +350,21 @@ async fn verify(
                 return Err("client registered for another authentication method");
             }
             let claims = verify_assertion(state, &client, &subject, &assertion, now)?;
-            // One use per assertion, across every node: the stream named
-            // after it can be created once.
-            let digest = hex_sha256(&format!("{subject}\n{}", claims.jti));
-            let stream = format!("clientassertion-{}", &digest[..40]);
             let expires_at =
                 OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| "bad exp")?;
-            let event = TokenEvent::AssertionUsed(ClientAssertionUsed {
-                client_id: id,
-                expires_at,
-            });
             let meta = ctx.metadata(Actor::client(id.to_string()), Some(client.organization_id));
-            match state
-                .log
-                .append(
-                    &stream,
-                    ExpectedRevision::NoStream,
-                    vec![eventlog::encode(&event, &meta)],
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(eventlog::Error::WrongExpectedRevision { .. }) => {
-                    return Err("client assertion replayed");
-                }
+            let spent = commands::client_auth::spend_assertion(
+                &state.log,
+                id,
+                &subject,
+                &claims.jti,
+                expires_at,
+                &meta,
+            )
+            .await;
+            match spent {
+                Ok(()) => {}
+                Err(AssertionRefused::Replayed) => return Err("client assertion replayed"),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot record a client assertion");
                     return Err("client assertion could not be recorded");
@@ -395,11 +378,6 @@ async fn verify(
             })
         }
     }
-}
-
-fn hex_sha256(s: &str) -> String {
-    let d = Sha256::digest(s.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,6 +109,7 @@ impl From<domain::client::GrantError> for OAuthError {
             GrantError::MalformedResource => Self::invalid_request(e.to_string()),
             // RFC 8707 §2.
             GrantError::ResourceNotAllowed(_) => Self::new("invalid_target", e.to_string()),
+            GrantError::GrantNotAllowed(_) => Self::unauthorized_client(e.to_string()),
         }
     }
 }

@@ -7,7 +7,7 @@ use commands::registration::{self, RefreshOutcome, RegistrationFailure};
 use std::sync::Arc;
 
 use domain::auth_token::AuthTokenError;
-use domain::client::{Client, GrantType, granted_scope, narrowed_scope};
+use domain::client::{GrantType, granted_scope, narrowed_scope};
 use domain::registration::AuthToken;
 use serde_json::json;
 use uuid::Uuid;
@@ -21,17 +21,6 @@ use crate::tokens::{IssueRequest, TokenService};
 /// The token type of auth tokens, for `subject_token_type`.
 pub const AUTH_TOKEN_TYPE: &str = "urn:idp:params:oauth:token-type:auth_token";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-
-fn may_use(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
-    if client.settings.grant_types.contains(&grant) {
-        Ok(())
-    } else {
-        Err(OAuthError::unauthorized_client(format!(
-            "this client may not use the {} grant",
-            grant.as_str()
-        )))
-    }
-}
 
 /// Issues the access token of an instance and answers with it.
 async fn answer(
@@ -113,7 +102,7 @@ pub async fn token_exchange(
     form: &Form,
     auth: AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
-    may_use(&auth.client, GrantType::TokenExchange)?;
+    auth.client.may_use(GrantType::TokenExchange)?;
     let subject = form
         .get("subject_token")
         .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
@@ -177,7 +166,7 @@ pub async fn refresh(
     form: &Form,
     auth: AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
-    may_use(&auth.client, GrantType::RefreshToken)?;
+    auth.client.may_use(GrantType::RefreshToken)?;
     let presented = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;

@@ -4,7 +4,7 @@ use axum::Form as AxumForm;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use domain::client::{ClientType, GrantType, granted_scope};
+use domain::client::{GrantType, granted_scope};
 use serde_json::json;
 
 use super::client_auth::{AuthenticatedClient, Form, authenticate};
@@ -60,16 +60,7 @@ async fn client_credentials(
     auth: AuthenticatedClient,
 ) -> Result<Response, OAuthError> {
     let client = &auth.client;
-    if client.client_type == ClientType::Public
-        || !client
-            .settings
-            .grant_types
-            .contains(&GrantType::ClientCredentials)
-    {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use the client_credentials grant",
-        ));
-    }
+    client.may_use(GrantType::ClientCredentials)?;
     let scope = granted_scope(form.get("scope"), &client.settings.scopes)?;
     let audience = client
         .settings
