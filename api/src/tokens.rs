@@ -12,14 +12,14 @@ use std::sync::{Arc, RwLock};
 use commands::crypto::MasterKey;
 use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
 use commands::keys::KeyRing;
-use commands::{Clock, CommandBus, journal};
+use commands::{Clock, CommandBus};
 use domain::throttle::ThrottlePolicy;
 
 use crate::oauth::client_auth::ClientThrottle;
 use domain::client::Client;
 use domain::registration::AuthToken;
 use domain::signing_key::KeyAlgorithm;
-use domain::token::{TokenEvent, TokenIssued, TokenRevoked, token_stream};
+use domain::token::TokenEvent;
 use domain::{Actor, Metadata};
 use eventlog::{EventLog, Filter, Position, RecordedEvent};
 use time::OffsetDateTime;
@@ -105,18 +105,7 @@ impl<A: domain::Aggregate> AggregateCache<A> {
 pub type ClientCache = AggregateCache<Client>;
 
 /// What an access token is issued for.
-pub struct IssueRequest<'a> {
-    pub client_id: Uuid,
-    pub client: &'a Client,
-    pub grant_type: &'a str,
-    pub scope: &'a str,
-    pub audience: &'a str,
-    pub auth_method: &'a str,
-    /// The secret that authenticated the client, if one did.
-    pub secret_id: Option<Uuid>,
-    /// The instance the token acts for (registration-token installs).
-    pub auth_token_id: Option<Uuid>,
-}
+pub type IssueRequest<'a> = commands::tokens::Grant<'a>;
 
 pub struct TokenService {
     pub issuer: String,
@@ -314,31 +303,8 @@ impl TokenService {
         req: IssueRequest<'_>,
         meta: &Metadata,
     ) -> Result<(String, AccessTokenClaims), IssueError> {
-        let now = self.clock.now();
-        let lifetime = i64::from(req.client.settings.access_token_lifetime_secs);
-        let jti = Uuid::now_v7();
-        let mut extra = serde_json::Map::new();
-        let sub = match req.auth_token_id {
-            Some(id) => {
-                extra.insert(
-                    AUTH_TOKEN_CLAIM.into(),
-                    serde_json::Value::String(id.to_string()),
-                );
-                id.to_string()
-            }
-            None => req.client_id.to_string(),
-        };
-        let claims = AccessTokenClaims {
-            iss: self.issuer.clone(),
-            sub,
-            aud: req.audience.to_owned().into(),
-            client_id: req.client_id.to_string(),
-            scope: req.scope.to_owned(),
-            jti: jti.to_string(),
-            iat: now.unix_timestamp(),
-            exp: now.unix_timestamp() + lifetime,
-            extra,
-        };
+        let (claims, issued) =
+            commands::tokens::decide(&self.issuer, &req, Uuid::now_v7(), self.clock.now());
         let token = {
             let ring = self
                 .keys
@@ -347,20 +313,7 @@ impl TokenService {
             sign_access_token(&ring, KeyAlgorithm::ES256, &claims)
                 .map_err(|e| IssueError::Keys(e.to_string()))?
         };
-        let event = TokenEvent::Issued(TokenIssued {
-            jti,
-            client_id: req.client_id,
-            organization_id: req.client.organization_id,
-            grant_type: req.grant_type.to_owned(),
-            scope: req.scope.to_owned(),
-            audience: req.audience.to_owned(),
-            secret_id: req.secret_id,
-            auth_token_id: req.auth_token_id,
-            auth_method: req.auth_method.to_owned(),
-            issued_at: now,
-            expires_at: now + time::Duration::seconds(lifetime),
-        });
-        journal::record(&self.log, &token_stream(jti, now), &event, meta).await?;
+        commands::tokens::record_issued(&self.log, issued, meta).await?;
         metrics::counter!("idp_tokens_issued_total", "grant_type" => req.grant_type.to_owned())
             .increment(1);
         Ok((token, claims))
@@ -372,16 +325,12 @@ impl TokenService {
         let jti = Uuid::parse_str(&token.jti).map_err(|_| IssueError::Keys("bad jti".into()))?;
         let expires_at = OffsetDateTime::from_unix_timestamp(token.claims.exp)
             .map_err(|_| IssueError::Keys("bad exp".into()))?;
-        let event = TokenEvent::Revoked(TokenRevoked {
-            jti,
-            client_id: token.client_id,
-            expires_at,
-        });
-        let now = self.clock.now();
-        journal::record(
+        commands::tokens::record_revoked(
             &self.log,
-            &domain::token::revocation_stream(now),
-            &event,
+            jti,
+            token.client_id,
+            expires_at,
+            self.clock.now(),
             meta,
         )
         .await?;
@@ -542,9 +491,7 @@ impl TokenService {
     }
 }
 
-/// The claim that binds an access token to the instance (auth token) it
-/// was issued to.
-pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
+pub use commands::tokens::AUTH_TOKEN_CLAIM;
 
 fn stream_id(e: &RecordedEvent) -> Option<Uuid> {
     e.stream

@@ -21,6 +21,7 @@ mod locks;
 pub mod organization;
 pub mod registration;
 pub mod throttle;
+pub mod tokens;
 
 pub use bus::{CommandBus, CommandError, Outcome};
 pub use eventlog::clock::{Clock, ManualClock, SystemClock, monotonic};

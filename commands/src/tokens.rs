@@ -1,0 +1,155 @@
+//! Issuing and revoking access tokens on the command side: what a grant's
+//! token claims (decided from the grant and the time, no I/O), and the
+//! journal facts recorded before a token is handed out or once it is
+//! revoked. Signing is the caller's, with the key ring it keeps current.
+
+use std::sync::Arc;
+
+use domain::Metadata;
+use domain::client::Client;
+use domain::token::{TokenEvent, TokenIssued, TokenRevoked, revocation_stream, token_stream};
+use eventlog::{AppendResult, EventLog};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::journal;
+use crate::jwt::AccessTokenClaims;
+
+/// The claim that binds an access token to the instance (auth token) it
+/// was issued to.
+pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
+
+/// What an access token is issued for.
+pub struct Grant<'a> {
+    pub client_id: Uuid,
+    pub client: &'a Client,
+    pub grant_type: &'a str,
+    pub scope: &'a str,
+    pub audience: &'a str,
+    pub auth_method: &'a str,
+    /// The secret that authenticated the client, if one did.
+    pub secret_id: Option<Uuid>,
+    /// The instance the token acts for (registration-token installs).
+    pub auth_token_id: Option<Uuid>,
+}
+
+/// The claims of the token `grant` earns at `now`, and the fact to record
+/// for it. It lives as long as its client's access token lifetime.
+pub fn decide(
+    issuer: &str,
+    grant: &Grant<'_>,
+    jti: Uuid,
+    now: OffsetDateTime,
+) -> (AccessTokenClaims, TokenIssued) {
+    let lifetime = i64::from(grant.client.settings.access_token_lifetime_secs);
+    let mut extra = Map::new();
+    let sub = match grant.auth_token_id {
+        Some(id) => {
+            extra.insert(AUTH_TOKEN_CLAIM.into(), Value::String(id.to_string()));
+            id.to_string()
+        }
+        None => grant.client_id.to_string(),
+    };
+    let claims = AccessTokenClaims {
+        iss: issuer.to_owned(),
+        sub,
+        aud: grant.audience.to_owned().into(),
+        client_id: grant.client_id.to_string(),
+        scope: grant.scope.to_owned(),
+        jti: jti.to_string(),
+        iat: now.unix_timestamp(),
+        exp: now.unix_timestamp() + lifetime,
+        extra,
+    };
+    let issued = TokenIssued {
+        jti,
+        client_id: grant.client_id,
+        organization_id: grant.client.organization_id,
+        grant_type: grant.grant_type.to_owned(),
+        scope: grant.scope.to_owned(),
+        audience: grant.audience.to_owned(),
+        secret_id: grant.secret_id,
+        auth_token_id: grant.auth_token_id,
+        auth_method: grant.auth_method.to_owned(),
+        issued_at: now,
+        expires_at: now + time::Duration::seconds(lifetime),
+    };
+    (claims, issued)
+}
+
+/// Records an issued token; the token is handed out only once this holds.
+pub async fn record_issued(
+    log: &Arc<dyn EventLog>,
+    issued: TokenIssued,
+    metadata: &Metadata,
+) -> Result<AppendResult, eventlog::Error> {
+    let stream = token_stream(issued.jti, issued.issued_at);
+    journal::record(log, &stream, &TokenEvent::Issued(issued), metadata).await
+}
+
+/// Records the revocation of a token that lives until `expires_at`.
+pub async fn record_revoked(
+    log: &Arc<dyn EventLog>,
+    jti: Uuid,
+    client_id: Uuid,
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+    metadata: &Metadata,
+) -> Result<AppendResult, eventlog::Error> {
+    let event = TokenEvent::Revoked(TokenRevoked {
+        jti,
+        client_id,
+        expires_at,
+    });
+    journal::record(log, &revocation_stream(now), &event, metadata).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::client::ClientSettings;
+
+    #[test]
+    fn a_grant_earns_claims_bound_to_its_client_instance_and_lifetime() {
+        let client = Client {
+            organization_id: Uuid::from_u128(9),
+            settings: ClientSettings {
+                access_token_lifetime_secs: 600,
+                ..ClientSettings::default()
+            },
+            ..Client::default()
+        };
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        let grant = Grant {
+            client_id: Uuid::from_u128(1),
+            client: &client,
+            grant_type: "refresh_token",
+            scope: "read",
+            audience: "https://idp.example",
+            auth_method: "none",
+            secret_id: None,
+            auth_token_id: Some(Uuid::from_u128(2)),
+        };
+        let (claims, issued) = decide("https://idp.example", &grant, Uuid::from_u128(3), now);
+        assert_eq!(claims.exp - claims.iat, 600);
+        assert_eq!(claims.sub, Uuid::from_u128(2).to_string());
+        assert_eq!(
+            claims.extra[AUTH_TOKEN_CLAIM],
+            Uuid::from_u128(2).to_string()
+        );
+        assert_eq!(claims.jti, issued.jti.to_string());
+        assert_eq!(issued.organization_id, Uuid::from_u128(9));
+        assert_eq!(
+            issued.expires_at - issued.issued_at,
+            time::Duration::seconds(600)
+        );
+        let own = Grant {
+            auth_token_id: None,
+            ..grant
+        };
+        let (claims, _) = decide("https://idp.example", &own, Uuid::from_u128(4), now);
+        assert_eq!(claims.sub, Uuid::from_u128(1).to_string());
+        assert!(claims.extra.is_empty());
+    }
+}
