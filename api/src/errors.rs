@@ -11,8 +11,8 @@ use domain::organization::OrganizationError;
 use domain::registration::{AuthTokenError, RegistrationTokenError};
 
 use crate::oauth::error::OAuthError;
-use crate::privacy::PrivacyError;
 use crate::problem::Problem;
+use privacy::PrivacyError;
 
 /// The machine-readable code sent with a registration token's refusal.
 pub fn registration_code(e: &RegistrationTokenError) -> &'static str {

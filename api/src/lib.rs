@@ -21,7 +21,6 @@ pub mod extract;
 pub mod master_key;
 pub mod oauth;
 pub mod openapi;
-pub mod privacy;
 pub mod problem;
 pub mod query_bench;
 pub mod registration;

@@ -74,58 +74,6 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Makes the data directory private to the service user (mode 0700),
-/// creating it if needed. Everything in it is secret or personal: the
-/// master key, the log, the subject keys.
-pub fn make_private(config: &Config) -> std::io::Result<()> {
-    let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-        if mode != 0o700 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-            tracing::info!(path = %dir.display(), was = format!("{mode:o}"), "the data directory is now private to its owner (0700)");
-        }
-    }
-    Ok(())
-}
-
-/// Gives the files of the SQLite databases among `urls` (with their
-/// write-ahead log and shared-memory files) mode 0600. SQLite creates
-/// them 0644 and gives a new WAL file its database file's mode, so this
-/// runs once the databases are open.
-pub fn make_sqlite_files_private(urls: &[String]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for url in urls {
-            let Some(rest) = url.strip_prefix("sqlite:") else {
-                continue;
-            };
-            let rest = rest.strip_prefix("//").unwrap_or(rest);
-            let path = rest.split('?').next().unwrap_or(rest);
-            if path.is_empty() || path == ":memory:" {
-                continue;
-            }
-            for file in [
-                path.to_owned(),
-                format!("{path}-wal"),
-                format!("{path}-shm"),
-            ] {
-                let file = Path::new(&file);
-                if file.exists() {
-                    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = urls;
-    Ok(())
-}
-
 fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {

@@ -32,8 +32,8 @@ use crate::admin::{Page, audit, clients, keys, organizations, privacy, registrat
         Page<organizations::Organization>, Page<clients::ClientView>, Page<clients::SecretView>,
         audit::AuditEntryView, audit::AuditLinks, audit::StoredEventView, Page<audit::AuditEntryView>,
         privacy::FoundSubject, privacy::Correction, privacy::Corrected,
-        crate::privacy::SubjectExport, crate::privacy::SubjectData, crate::privacy::InstanceRecord,
-        crate::privacy::ExportedEvent, crate::privacy::ErasureRecord, crate::privacy::Erasure,
+        ::privacy::SubjectExport, ::privacy::SubjectData, ::privacy::InstanceRecord,
+        ::privacy::ExportedEvent, ::privacy::ErasureRecord, ::privacy::Erasure,
     )),
     modifiers(&BearerAuth),
 )]

@@ -82,7 +82,7 @@ pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
     let mut held = 0;
     for i in 0..=n {
         let t = Instant::now();
-        let doc = crate::privacy::export(log, &subject, time::OffsetDateTime::now_utc())
+        let doc = privacy::export(log, &subject, time::OffsetDateTime::now_utc())
             .await
             .map_err(failed)?;
         if i > 0 {

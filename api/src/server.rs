@@ -11,21 +11,20 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use commands::crypto::PersonIds;
-use commands::{Clock, CommandBus, SystemClock};
-use eventlog::{EventLog, LogOptions};
-use projections::{ReadDb, Runner};
+use commands::{Clock, SystemClock};
+use projections::Runner;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, redact_url, scrub};
-use crate::master_key::{MasterKey, MasterKeyError, load_or_create};
-use crate::privacy::{PiiLog, SubjectKeys};
+use crate::master_key::{MasterKeyError, load_or_create};
 pub use crate::state::{AppState, MAX_BODY_BYTES};
 use crate::telemetry;
 use crate::tokens::TokenService;
 use domain::Metadata;
+use privacy::StoreSettings;
+pub use privacy::Stores;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +39,8 @@ pub enum StartError {
     ReadDb { url: String, detail: String },
     #[error("data directory: {0}")]
     DataDir(std::io::Error),
+    #[error(transparent)]
+    Stores(#[from] privacy::StoreError),
     #[error("signing keys: {0}")]
     Keys(String),
     #[error("bootstrap: {0}")]
@@ -49,21 +50,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// The event log, the read-model database and the command loop over the
-/// log, opened as the configuration names them.
-pub struct Stores {
-    /// The log as everything reads and writes it: personal values
-    /// encrypted per subject on the way in, opened on the way out.
-    pub log: Arc<dyn EventLog>,
-    pub read_db: ReadDb,
-    pub bus: Arc<CommandBus>,
-    pub master_key: MasterKey,
-    /// Where the master key came from (for the start-up log line).
-    pub master_key_from: String,
-    pub subject_keys: Arc<SubjectKeys>,
-    pub clock: Arc<dyn Clock>,
 }
 
 impl StartError {
@@ -82,16 +68,6 @@ impl StartError {
     }
 }
 
-impl Stores {
-    /// Closes the read-model and key databases. On SQLite the last close
-    /// folds the write-ahead log into its file: without it a command that
-    /// wrote much (a rebuild) leaves a large log beside the file.
-    pub async fn close(&self) {
-        self.read_db.pool.close().await;
-        self.subject_keys.close().await;
-    }
-}
-
 /// Opens the stores as `Server::start` does; the operator subcommands use
 /// it too, so they act on exactly the log and database the server would.
 pub async fn open_stores(config: &Config) -> Result<Stores, StartError> {
@@ -103,79 +79,17 @@ pub async fn open_stores_with(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> Result<Stores, StartError> {
-    crate::master_key::make_private(config).map_err(StartError::DataDir)?;
+    privacy::make_private(&config.data_dir).map_err(StartError::DataDir)?;
     let (master_key, master_key_from) = load_or_create(config)?;
-    let log_url = config.eventstore_url();
-    let db_url = config.database_url();
-    let keys_db = match config.subject_keys_url() {
-        Some(url) => Some(
-            projections::subject_keys::open(&url, config.db_max_connections)
-                .await
-                .map_err(|e| StartError::read_db(&url, &e))?,
-        ),
-        None => None,
+    let settings = StoreSettings {
+        data_dir: config.data_dir.clone(),
+        log_url: config.eventstore_url(),
+        read_models_url: config.database_url(),
+        keys_url: config.subject_keys_url(),
+        legacy_read_models: config.legacy_read_models(),
+        max_connections: config.db_max_connections,
     };
-    if let Some(keys_db) = &keys_db
-        && config.legacy_read_models()
-        && ReadDb::holds_read_models(&log_url).await
-    {
-        let dropped = ReadDb::retire_read_models(&log_url, keys_db, &projections::all())
-            .await
-            .map_err(|e| StartError::read_db(&log_url, &e))?;
-        tracing::warn!(
-            dropped,
-            "the read models of this older data directory were taken out of the log's file; they are rebuilt from the log into their own"
-        );
-    }
-    let log = eventlog::open(
-        &log_url,
-        &LogOptions {
-            max_connections: config.db_max_connections,
-        },
-    )
-    .await
-    .map_err(|e| StartError::log(&log_url, &e))?;
-    let read_db = ReadDb::connect(&db_url, config.db_max_connections)
-        .await
-        .map_err(|e| StartError::read_db(&db_url, &e))?;
-    let keys_db = match keys_db {
-        Some(keys_db) => {
-            // A data directory from before kept the keys with the read models.
-            let moved = projections::subject_keys::move_all(&read_db, &keys_db)
-                .await
-                .map_err(|e| StartError::read_db(&db_url, &e))?;
-            if moved > 0 {
-                tracing::info!(
-                    moved,
-                    "subject keys moved out of the read-model database into their own"
-                );
-            }
-            keys_db
-        }
-        None => read_db.clone(),
-    };
-    let mut sqlite_urls = vec![log_url.clone(), db_url.clone()];
-    sqlite_urls.extend(config.subject_keys_url());
-    crate::master_key::make_sqlite_files_private(&sqlite_urls).map_err(StartError::DataDir)?;
-    let subject_keys = Arc::new(SubjectKeys::new(
-        keys_db,
-        master_key.clone(),
-        Arc::clone(&clock),
-    ));
-    let log: Arc<dyn EventLog> = Arc::new(PiiLog::new(log, Arc::clone(&subject_keys)));
-    let bus = Arc::new(
-        CommandBus::new(Arc::clone(&log), Arc::clone(&clock))
-            .with_person_ids(PersonIds::derive(&master_key)),
-    );
-    Ok(Stores {
-        log,
-        read_db,
-        bus,
-        master_key,
-        master_key_from,
-        subject_keys,
-        clock,
-    })
+    Ok(privacy::open_stores(&settings, master_key, master_key_from, clock).await?)
 }
 
 /// A running server.
@@ -542,6 +456,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use eventlog::LogOptions;
+    use privacy::SubjectKeys;
+    use projections::ReadDb;
 
     fn config_in(dir: &std::path::Path) -> Config {
         Config {

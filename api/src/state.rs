@@ -10,8 +10,8 @@ use projections::{ReadDb, RunnerHandle};
 
 use crate::config::Config;
 use crate::master_key::MasterKey;
-use crate::privacy::SubjectKeys;
 use crate::tokens::TokenService;
+use privacy::SubjectKeys;
 
 /// The most a request body may hold; larger bodies are answered 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

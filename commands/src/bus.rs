@@ -129,7 +129,7 @@ pub enum CommandError<E: std::error::Error + 'static> {
 /// flight together, in one append (see `batch.rs`).
 pub struct CommandBus {
     core: Arc<Core>,
-    persons: Option<Arc<crate::crypto::PersonIds>>,
+    persons: Option<Arc<dyn domain::privacy::Pseudonyms>>,
 }
 
 /// What both paths share; the batch worker holds it beyond the caller.
@@ -157,14 +157,14 @@ impl CommandBus {
         }
     }
 
-    /// Names people by keyed pseudonyms (see [`crate::crypto::PersonIds`]);
-    /// without it, events name no subject.
-    pub fn with_person_ids(mut self, ids: crate::crypto::PersonIds) -> Self {
-        self.persons = Some(Arc::new(ids));
+    /// Names people by keyed pseudonyms (the privacy crate's `PersonIds`);
+    /// without them, events name no subject.
+    pub fn with_person_ids(mut self, ids: Arc<dyn domain::privacy::Pseudonyms>) -> Self {
+        self.persons = Some(ids);
         self
     }
 
-    pub fn person_ids(&self) -> Option<&crate::crypto::PersonIds> {
+    pub fn person_ids(&self) -> Option<&dyn domain::privacy::Pseudonyms> {
         self.persons.as_deref()
     }
 

@@ -49,68 +49,6 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
-/// Keyed pseudonyms for people: the subject id under which a person's
-/// events are indexed and their personal values encrypted. An HMAC-SHA256
-/// keyed from the master key, so the id reveals nothing about the name to
-/// whoever reads the log without the key, and the same name in the same
-/// organization always gives the same subject (one person, many instances).
-pub struct PersonIds([u8; 32]);
-
-impl std::fmt::Debug for PersonIds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PersonIds(<redacted>)")
-    }
-}
-
-type HmacSha256 = hmac::Hmac<Sha256>;
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes keys of any length.
-    let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    for p in parts {
-        hmac::Mac::update(&mut mac, p);
-    }
-    hmac::Mac::finalize(mac).into_bytes().into()
-}
-
-impl PersonIds {
-    /// The pseudonym key, derived from (never equal to) the master key.
-    pub fn derive(master: &MasterKey) -> Self {
-        Self(hmac(master.bytes(), &[b"idp person subject ids v1"]))
-    }
-
-    /// `person:` and 32 hex digits for a user name within an organization;
-    /// None for a blank name (no person is named).
-    pub fn subject(&self, organization: uuid::Uuid, user_name: &str) -> Option<String> {
-        let name = user_name.trim();
-        if name.is_empty() {
-            return None;
-        }
-        let mac = hmac(&self.0, &[organization.as_bytes(), b"\0", name.as_bytes()]);
-        Some(format!("person:{}", hex::encode(&mac[..16])))
-    }
-}
-
-impl PersonIds {
-    /// `person:` and 32 hex digits for an installation named by its device
-    /// alone (no user name): the device name is still someone's, and needs
-    /// a key that erasure can destroy. Never equal to a user name's subject
-    /// (a different label goes into the MAC).
-    pub fn installation_subject(&self, organization: uuid::Uuid, instance_id: &str) -> String {
-        let mac = hmac(
-            &self.0,
-            &[
-                b"installation\0",
-                organization.as_bytes(),
-                b"\0",
-                instance_id.as_bytes(),
-            ],
-        );
-        format!("person:{}", hex::encode(&mac[..16]))
-    }
-}
-
 /// The length of an XChaCha20-Poly1305 nonce.
 const NONCE_LEN: usize = 24;
 /// The length of a Poly1305 tag.
@@ -183,26 +121,6 @@ pub fn open(master: &MasterKey, aad: &[u8], sealed: &str) -> Result<Vec<u8>, Cry
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn person_ids_are_stable_keyed_and_scoped() {
-        let org = uuid::Uuid::from_u128(7);
-        let ids = PersonIds::derive(&MasterKey::from_bytes([1; 32]));
-        let a = ids.subject(org, "Ada Lovelace").unwrap();
-        assert!(a.starts_with("person:") && a.len() == 7 + 32, "{a}");
-        assert_eq!(
-            ids.subject(org, " Ada Lovelace ").as_deref(),
-            Some(a.as_str())
-        );
-        assert_ne!(
-            ids.subject(uuid::Uuid::from_u128(8), "Ada Lovelace")
-                .unwrap(),
-            a
-        );
-        let other_key = PersonIds::derive(&MasterKey::from_bytes([2; 32]));
-        assert_ne!(other_key.subject(org, "Ada Lovelace").unwrap(), a);
-        assert_eq!(ids.subject(org, "  "), None);
-    }
 
     #[test]
     fn secrets_are_long_random_and_stored_hashed() {

@@ -118,6 +118,18 @@ pub fn privacy_stream(subject: &str) -> String {
     format!("privacy-{safe}_{h:016x}")
 }
 
+/// Names people by keyed pseudonyms (`person:` and 32 hex digits), so that
+/// no stream name, index or log line carries a name. The command side is
+/// handed one; the privacy crate holds the keyed implementation.
+pub trait Pseudonyms: Send + Sync {
+    /// The subject a user name names within an organization; None for a
+    /// blank name (no person is named).
+    fn subject(&self, organization: uuid::Uuid, user_name: &str) -> Option<String>;
+    /// The subject of an installation named by its device alone: the device
+    /// name is still someone's. Never equal to a user name's subject.
+    fn installation_subject(&self, organization: uuid::Uuid, instance_id: &str) -> String;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ mod error;
 mod open;
 mod port;
 pub mod postgres;
+pub mod redact;
 pub mod sqlite;
 mod subscription;
 mod types;

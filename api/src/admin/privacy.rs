@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::{AdminCaller, settle_at};
 use crate::context::RequestContext;
 use crate::extract::Body;
-use crate::privacy::{self, Erasure, SubjectExport};
 use crate::problem::Problem;
 use crate::state::AppState;
+use privacy::{self, Erasure, SubjectExport};
 
 type PathRejection = axum::extract::rejection::PathRejection;
 

@@ -114,7 +114,7 @@ struct World {
     today: OffsetDateTime,
     refreshes: u64,
     /// Names each user name's person, as consumptions through the server do.
-    persons: Option<commands::crypto::PersonIds>,
+    persons: Option<privacy::PersonIds>,
 }
 
 const USER_NAMES: &[&str] = &[
@@ -156,7 +156,7 @@ pub async fn run(config: &Config, args: SeedArgs) -> Result<(), BenchError> {
     let started = Instant::now();
     let today = OffsetDateTime::now_utc();
     let (mut world, setup) = set_up(log, &args, today).await?;
-    world.persons = Some(commands::crypto::PersonIds::derive(master_key));
+    world.persons = Some(privacy::PersonIds::derive(master_key));
     let remaining = args.events.saturating_sub(setup);
     let unit = 3 + args.refreshes;
     let instances = remaining * args.instance_permille / 1000 / unit;

@@ -1,11 +1,22 @@
-//! Personal data: per-subject encryption of `Pii<T>` values (vault.rs,
-//! log.rs) and the data subject requests built on it: export by replaying
-//! the subject's events through the subject index, correction as events,
-//! erasure by deleting the subject's key. Each request is itself an event
-//! in the subject's `privacy-…` stream. The export's format is documented
-//! in docs/SUBJECT_EXPORT.md.
+//! Personal data in one place: per-subject encryption of `Pii<T>` values
+//! (vault.rs, log.rs), keyed pseudonyms for people (pseudonyms.rs), the
+//! stores opened with them (stores.rs: every crate that reads or writes
+//! events opens its log there), and the data subject requests built on
+//! them: export by replaying the subject's events through the subject
+//! index, correction as events, erasure by deleting the subject's key. Each
+//! request is itself an event in the subject's `privacy-…` stream. The
+//! export's format is documented in docs/SUBJECT_EXPORT.md.
+//!
+//! It must never hand out a log that writes personal values in the clear,
+//! nor log a personal value.
+
+#![forbid(unsafe_code)]
+// Unit tests read the wall clock freely; server code takes it from a Clock.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod log;
+pub mod pseudonyms;
+pub mod stores;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -24,6 +35,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 pub use log::PiiLog;
+pub use pseudonyms::PersonIds;
+pub use stores::{StoreError, StoreSettings, Stores, make_private, open_stores};
 pub use vault::SubjectKeys;
 
 /// The `schema` of an export document.
