@@ -12,7 +12,6 @@
 
 pub mod admin;
 pub mod authorization;
-pub mod bench;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
@@ -22,7 +21,6 @@ pub mod master_key;
 pub mod oauth;
 pub mod openapi;
 pub mod problem;
-pub mod query_bench;
 pub mod registration;
 pub mod serve;
 pub mod server;

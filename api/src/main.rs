@@ -38,7 +38,7 @@ enum Command {
     /// Measure the event log on a fresh store; `bench seed` writes a
     /// realistic log into the configured one, `bench queries` times reads
     /// on it, `bench exchange` drives a running server's token exchange.
-    Bench(api::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Create the first organization and its admin client on a log that
     /// has none; prints their ids and the client's secret (shown once).
     Bootstrap {
@@ -128,7 +128,13 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
-            Command::Bench(args) => match api::bench::run(args, &config).await {
+            Command::Bench(args) => match bench::run(args, || async {
+                api::server::open_stores(&config)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("idp bench: {e}");

@@ -3,15 +3,11 @@
 //! index) and pages of the audit trail by each kind of filter. Run it on a data
 //! directory filled by `idp bench seed` whose projections are built.
 
-// A benchmark measures real time: it is not server code.
-#![allow(clippy::disallowed_methods)]
-
 use std::time::{Duration, Instant};
 
 use projections::audit::{self, ActionFilter, AuditFilter};
 
-use crate::config::Config;
-use crate::server::{Stores, open_stores};
+use privacy::Stores;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryBenchArgs {
@@ -45,9 +41,8 @@ fn summary(label: &str, mut times: Vec<Duration>, note: &str) {
     );
 }
 
-pub async fn run(config: &Config, args: QueryBenchArgs) -> Result<(), String> {
-    let stores = open_stores(config).await.map_err(failed)?;
-    let Stores { log, read_db, .. } = &stores;
+pub async fn run(stores: &Stores, args: QueryBenchArgs) -> Result<(), String> {
+    let Stores { log, read_db, .. } = stores;
     let head = log.head().await.map_err(failed)?;
     let events = match head {
         Some(_) => log

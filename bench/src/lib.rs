@@ -2,8 +2,11 @@
 //! Markdown rows for docs/PERFORMANCE.md; `idp bench seed` writes a
 //! realistic log into the configured store (see [`seed`]); `idp bench
 //! exchange` drives the token exchange of a running server over HTTP
-//! (`bench/exchange.rs`); `idp bench queries` times reads on a seeded log.
+//! (exchange.rs); `idp bench queries` times reads on a seeded log
+//! (queries.rs). Its own crate, so the server crate only serves; it never
+//! runs inside the server.
 
+#![forbid(unsafe_code)]
 // A benchmark measures real time: it is not server code.
 #![allow(clippy::disallowed_methods)]
 
@@ -23,6 +26,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod exchange;
+pub mod queries;
 
 pub use exchange::ExchangeArgs;
 
@@ -59,7 +63,7 @@ pub enum BenchCommand {
     Seed(seed::SeedArgs),
     /// Time one subject's export and one page of the audit trail by actor
     /// on the configured store (seed it and build the projections first).
-    Queries(crate::query_bench::QueryBenchArgs),
+    Queries(queries::QueryBenchArgs),
     /// Token exchanges over HTTP against a running server: consumes auth
     /// tokens from a registration token, then trades each once.
     Exchange(ExchangeArgs),
@@ -91,13 +95,21 @@ fn renamed(n: u64) -> OrganizationEvent {
     })
 }
 
-pub async fn run(args: BenchArgs, config: &crate::Config) -> Result<(), BenchError> {
+/// Runs the benchmark `args` names; `open` opens the configured stores
+/// (for the commands that read or write them) as the server would.
+pub async fn run<F, Fut>(args: BenchArgs, open: F) -> Result<(), BenchError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<privacy::Stores, String>>,
+{
     match args.what {
-        Some(BenchCommand::Seed(seed)) => return seed::run(config, seed).await,
+        Some(BenchCommand::Seed(seed)) => {
+            let stores = open().await.map_err(BenchError::Setup)?;
+            return seed::run(&stores, seed).await;
+        }
         Some(BenchCommand::Queries(q)) => {
-            return crate::query_bench::run(config, q)
-                .await
-                .map_err(BenchError::Setup);
+            let stores = open().await.map_err(BenchError::Setup)?;
+            return queries::run(&stores, q).await.map_err(BenchError::Setup);
         }
         Some(BenchCommand::Exchange(x)) => return exchange::run(x).await,
         None => {}

@@ -17,9 +17,6 @@
 //!   client credentials grants authenticated by a secret, spread over
 //!   `--days` past days in the day-bucketed token streams.
 
-// A benchmark measures real time: it is not server code.
-#![allow(clippy::disallowed_methods)]
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -43,8 +40,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::BenchError;
-use crate::Config;
-use crate::server::{Stores, open_stores};
+use privacy::Stores;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SeedArgs {
@@ -146,13 +142,10 @@ fn hash() -> String {
 }
 
 /// Writes the log; prints one summary line.
-pub async fn run(config: &Config, args: SeedArgs) -> Result<(), BenchError> {
-    let stores = open_stores(config)
-        .await
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
+pub async fn run(stores: &Stores, args: SeedArgs) -> Result<(), BenchError> {
     let Stores {
         log, master_key, ..
-    } = &stores;
+    } = stores;
     let started = Instant::now();
     let today = OffsetDateTime::now_utc();
     let (mut world, setup) = set_up(log, &args, today).await?;
