@@ -8,6 +8,7 @@
 #   scripts/bench-http.sh --only consume,exchange   # some runs: token, introspect, consume, exchange
 #   scripts/bench-http.sh --exchange-tokens 40000   # auth tokens consumed for the exchange run
 #   scripts/bench-http.sh --binary PATH         # that idp binary instead of a release build
+#   scripts/bench-http.sh --consume-user NAME   # consumers name a user (default: a device only)
 #
 # Builds idp in release, starts it on a fresh data dir, creates an organization and a
 # confidential client_secret_basic client through the admin API, then drives
@@ -32,6 +33,7 @@ postgres=""
 only=""
 binary=""
 exchange_tokens=30000
+consume_user=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --postgres) postgres="$2"; shift 2 ;;
@@ -40,7 +42,8 @@ while [[ $# -gt 0 ]]; do
         --only) only="$2"; shift 2 ;;
         --exchange-tokens) exchange_tokens="$2"; shift 2 ;;
         --binary) binary="$(realpath "$2")"; shift 2 ;;
-        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --consume-user) consume_user="$2"; shift 2 ;;
+        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-http: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -176,7 +179,11 @@ expires="$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.ut
 regtoken="$(admin -d "{\"client_id\":\"$app\",\"description\":\"bench\",\"count\":1000000,\"expires_at\":\"$expires\"}" \
     "$base/admin/registration-tokens" | json token)"
 if wanted consume; then
-    run consume /registration/consume '{"instance_id":"bench-instance","device_name":"bench","app_version":"1.0"}' \
+    consume_body='{"instance_id":"bench-instance","device_name":"bench","app_version":"1.0"}'
+    if [[ -n "$consume_user" ]]; then
+        consume_body="{\"instance_id\":\"bench-instance\",\"device_name\":\"bench\",\"user_name\":\"$consume_user\",\"app_version\":\"1.0\"}"
+    fi
+    run consume /registration/consume "$consume_body" \
         "Authorization: Bearer $regtoken" application/json
     report consume
 fi

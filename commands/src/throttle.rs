@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use domain::throttle::{Attempts, Report, ThrottlePolicy};
 use time::{Duration, OffsetDateTime};
@@ -17,14 +17,16 @@ const MAX_ENTRIES: usize = 100_000;
 /// `N` of its last failure (what a report records besides the counts).
 pub struct Throttle<K, N> {
     policy: ThrottlePolicy,
-    entries: Mutex<HashMap<K, (Attempts, Option<N>)>>,
+    /// Read on every attempt, written only when one fails (or succeeds
+    /// after failing): the read path takes no exclusive lock.
+    entries: RwLock<HashMap<K, (Attempts, Option<N>)>>,
 }
 
 impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
     pub fn new(policy: ThrottlePolicy) -> Self {
         Self {
             policy,
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
@@ -34,14 +36,14 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
 
     /// How long `key` must still wait before an attempt of its is checked.
     pub fn wait(&self, key: &K, now: OffsetDateTime) -> Option<Duration> {
-        let map = self.entries.lock().ok()?;
+        let map = self.entries.read().ok()?;
         map.get(key).and_then(|(a, _)| a.wait(now))
     }
 
     /// Counts a failure; answers the report to record at once when the
     /// failure begins a wait.
     pub fn failed(&self, key: K, note: N, now: OffsetDateTime) -> Option<(Report, N)> {
-        let mut map = self.entries.lock().ok()?;
+        let mut map = self.entries.write().ok()?;
         if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
             map.retain(|_, (a, _)| !a.is_idle(&self.policy, now));
             if map.len() >= MAX_ENTRIES {
@@ -57,7 +59,13 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
     }
 
     pub fn succeeded(&self, key: &K) {
-        if let Ok(mut map) = self.entries.lock()
+        // Most successes follow no failure: nothing to write.
+        let known = self.entries.read().is_ok_and(|map| {
+            map.get(key)
+                .is_some_and(|(a, _)| a.failures > 0 || a.blocked_until.is_some())
+        });
+        if known
+            && let Ok(mut map) = self.entries.write()
             && let Some((a, _)) = map.get_mut(key)
         {
             a.succeed();
@@ -66,7 +74,7 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
 
     /// A report recorded by another node (or before a restart).
     pub fn observe(&self, key: K, failures: u32, blocked_until: Option<OffsetDateTime>) {
-        if let Ok(mut map) = self.entries.lock() {
+        if let Ok(mut map) = self.entries.write() {
             map.entry(key)
                 .or_default()
                 .0
@@ -77,7 +85,7 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
     /// The reports whose window has closed (every unreported one with
     /// `all`), and drops idle entries.
     pub fn due(&self, now: OffsetDateTime, all: bool) -> Vec<(K, Report, N)> {
-        let Ok(mut map) = self.entries.lock() else {
+        let Ok(mut map) = self.entries.write() else {
             return Vec::new();
         };
         let mut reports = Vec::new();
