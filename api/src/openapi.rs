@@ -14,7 +14,7 @@ use crate::admin::{Page, audit, clients, keys, organizations, privacy, registrat
         organizations::create, organizations::list, organizations::show, organizations::rename,
         clients::create, clients::list, clients::show, clients::update, clients::remove,
         clients::enable, clients::disable, clients::create_secret, clients::list_secrets,
-        clients::delete_secret, keys::list, keys::rotate,
+        clients::delete_secret, keys::list, keys::rotate, keys::revoke,
         registration::create, registration::list, registration::show, registration::revoke,
         registration::instances, registration::delete_auth_token, crate::registration::consume,
         audit::list, audit::export, audit::event,

@@ -1324,7 +1324,8 @@ async fn the_openapi_document_is_valid_and_matches_the_router() {
         Err(e) => panic!("python3: {e}"),
     }
 
-    assert!(operations >= 30, "{operations}");
+    assert!(operations >= 31, "{operations}");
+    assert!(doc["paths"]["/admin/keys/{kid}/revoke"]["post"].is_object());
     let create = &doc["components"]["schemas"]["CreateClient"];
     let required = create["required"].as_array().unwrap();
     assert!(!required.iter().any(|r| r == "jwks"), "{create}");
