@@ -174,7 +174,6 @@ impl Server {
         let tokens = Arc::new(TokenService::new(
             config.issuer(),
             Arc::clone(&log),
-            Arc::clone(&bus),
             Arc::clone(&clock),
             master_key.clone(),
             ring,

@@ -6,13 +6,12 @@
 //! and the admin API's bearer check both ask [`TokenService::validate`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use commands::crypto::MasterKey;
 use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
 use commands::keys::KeyRing;
-use commands::{Clock, CommandBus};
+use commands::Clock;
 use domain::throttle::ThrottlePolicy;
 
 use crate::oauth::client_auth::ClientThrottle;
@@ -49,58 +48,10 @@ pub struct ValidToken {
     pub scope: String,
 }
 
-/// Aggregates read from the log (clients, auth tokens), dropped whenever
-/// one of their events arrives. The epoch guards against a load racing an
-/// invalidation.
-pub struct AggregateCache<A> {
-    map: RwLock<HashMap<Uuid, Arc<A>>>,
-    epoch: AtomicU64,
-}
-
-impl<A> Default for AggregateCache<A> {
-    fn default() -> Self {
-        Self {
-            map: RwLock::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
-        }
-    }
-}
+pub use projections::views::{AggregateCache, Revocations};
 
 /// Verified tokens remembered at most.
 const VERIFIED_ENTRIES: usize = 50_000;
-
-/// Entries kept at most; past that the cache starts over.
-const CACHE_ENTRIES: usize = 100_000;
-
-impl<A: domain::Aggregate> AggregateCache<A> {
-    pub async fn get(&self, bus: &CommandBus, id: Uuid) -> Result<Option<Arc<A>>, eventlog::Error> {
-        if let Some(c) = self.map.read().ok().and_then(|m| m.get(&id).cloned()) {
-            return Ok(Some(c));
-        }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let (state, revision) = bus.load::<A>(&id.to_string()).await?;
-        if revision.is_none() {
-            return Ok(None);
-        }
-        let state = Arc::new(state);
-        if let Ok(mut m) = self.map.write()
-            && self.epoch.load(Ordering::Acquire) == epoch
-        {
-            if m.len() >= CACHE_ENTRIES {
-                m.clear();
-            }
-            m.insert(id, Arc::clone(&state));
-        }
-        Ok(Some(state))
-    }
-
-    pub fn invalidate(&self, id: Uuid) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut m) = self.map.write() {
-            m.remove(&id);
-        }
-    }
-}
 
 pub type ClientCache = AggregateCache<Client>;
 
@@ -111,7 +62,6 @@ pub struct TokenService {
     pub issuer: String,
     pub token_endpoint: String,
     log: Arc<dyn EventLog>,
-    bus: Arc<CommandBus>,
     clock: Arc<dyn Clock>,
     master: MasterKey,
     keys: RwLock<KeyRing>,
@@ -119,8 +69,8 @@ pub struct TokenService {
     pub auth_tokens: AggregateCache<AuthToken>,
     /// Tokens whose signature was verified, with their claims.
     verified: RwLock<HashMap<String, AccessTokenClaims>>,
-    /// jti -> expiry (unix seconds) of revoked, not yet expired tokens.
-    revoked: RwLock<HashMap<String, i64>>,
+    /// Revoked, not yet expired tokens.
+    revoked: Revocations,
     /// Failed client authentications, with the waits other nodes began.
     pub client_throttle: ClientThrottle,
 }
@@ -129,7 +79,6 @@ impl TokenService {
     pub fn new(
         issuer: String,
         log: Arc<dyn EventLog>,
-        bus: Arc<CommandBus>,
         clock: Arc<dyn Clock>,
         master: MasterKey,
         ring: KeyRing,
@@ -138,14 +87,13 @@ impl TokenService {
             token_endpoint: format!("{issuer}/oauth/token"),
             issuer,
             log,
-            bus,
             clock,
             master,
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
             verified: RwLock::new(HashMap::new()),
-            revoked: RwLock::new(HashMap::new()),
+            revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
         }
     }
@@ -215,16 +163,11 @@ impl TokenService {
         now: OffsetDateTime,
     ) -> Result<ValidToken, TokenInvalid> {
         let claims = self.verified(token, now)?;
-        if self
-            .revoked
-            .read()
-            .map(|r| r.contains_key(&claims.jti))
-            .unwrap_or(true)
-        {
+        if self.revoked.contains(&claims.jti) {
             return Err(TokenInvalid::Revoked);
         }
         let client_id = Uuid::parse_str(&claims.client_id).map_err(|_| TokenInvalid::BadClaims)?;
-        let client = match self.clients.get(&self.bus, client_id).await {
+        let client = match self.clients.get(&self.log, client_id).await {
             Ok(Some(c)) if c.is_active() => c,
             _ => return Err(TokenInvalid::ClientInactive),
         };
@@ -240,7 +183,7 @@ impl TokenService {
                 .as_str()
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or(TokenInvalid::BadClaims)?;
-            match self.auth_tokens.get(&self.bus, id).await {
+            match self.auth_tokens.get(&self.log, id).await {
                 Ok(Some(a)) if a.is_usable() => {}
                 _ => return Err(TokenInvalid::Revoked),
             }
@@ -334,9 +277,11 @@ impl TokenService {
             meta,
         )
         .await?;
-        if let Ok(mut r) = self.revoked.write() {
-            r.insert(token.jti.clone(), token.claims.exp);
-        }
+        self.revoked.revoked(
+            token.jti.clone(),
+            token.claims.exp,
+            self.clock.now().unix_timestamp(),
+        );
         Ok(())
     }
 
@@ -368,12 +313,12 @@ impl TokenService {
             }
             "authfailures" => self.observe_failures(e),
             "revocations" => {
-                if let Ok(TokenEvent::Revoked(r)) = eventlog::decode::<TokenEvent>(e)
-                    && let Ok(mut set) = self.revoked.write()
-                {
-                    let now = self.clock.now().unix_timestamp();
-                    set.retain(|_, exp| *exp > now);
-                    set.insert(r.jti.to_string(), r.expires_at.unix_timestamp());
+                if let Ok(TokenEvent::Revoked(r)) = eventlog::decode::<TokenEvent>(e) {
+                    self.revoked.revoked(
+                        r.jti.to_string(),
+                        r.expires_at.unix_timestamp(),
+                        self.clock.now().unix_timestamp(),
+                    );
                 }
             }
             _ => {}

@@ -22,6 +22,7 @@ pub mod rebuild;
 pub mod registration;
 mod runner;
 pub mod subject_keys;
+pub mod views;
 
 pub use db::{Dialect, ReadDb};
 pub use generation::Tables;

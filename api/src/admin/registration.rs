@@ -181,7 +181,7 @@ pub async fn create(
     let client = state
         .tokens
         .clients
-        .get(&state.bus, body.client_id)
+        .get(&state.log, body.client_id)
         .await
         .map_err(|e| Problem::internal(&e))?
         .filter(|c| !c.deleted && caller.may_act_in(c.organization_id))
@@ -328,7 +328,7 @@ pub async fn delete_auth_token(
     let organization = state
         .tokens
         .auth_tokens
-        .get(&state.bus, id)
+        .get(&state.log, id)
         .await
         .map_err(|e| Problem::internal(&e))?
         .map(|a| a.organization_id);

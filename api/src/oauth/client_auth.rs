@@ -277,7 +277,7 @@ pub async fn flush_failures(state: &AppState, all: bool) {
 
 async fn load_client(state: &AppState, id: &str) -> Result<(Uuid, Arc<Client>), &'static str> {
     let client_id = Uuid::parse_str(id).map_err(|_| "unknown client")?;
-    match state.tokens.clients.get(&state.bus, client_id).await {
+    match state.tokens.clients.get(&state.log, client_id).await {
         Ok(Some(c)) if c.is_active() => Ok((client_id, c)),
         Ok(Some(_)) => Err("client disabled or deleted"),
         Ok(None) => Err("unknown client"),

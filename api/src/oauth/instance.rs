@@ -84,7 +84,7 @@ async fn owned_by(
     let owner = state
         .tokens
         .auth_tokens
-        .get(&state.bus, auth_token_id)
+        .get(&state.log, auth_token_id)
         .await
         .map_err(|e| OAuthError::server_error(&e))?
         .ok_or_else(|| OAuthError::invalid_grant(format!("unknown {what}")))?;

@@ -185,7 +185,7 @@ async fn revoke_refresh(
     let Some((chain_id, _, _)) = registration::parse_refresh_token(token) else {
         return Ok(());
     };
-    match state.tokens.auth_tokens.get(&state.bus, chain_id).await {
+    match state.tokens.auth_tokens.get(&state.log, chain_id).await {
         Ok(Some(chain)) if chain.client_id == caller.client_id => {}
         Ok(_) => return Ok(()),
         Err(e) => return Err(OAuthError::server_error(&e)),
