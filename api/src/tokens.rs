@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use commands::Clock;
 use commands::crypto::MasterKey;
 use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
 use commands::keys::KeyRing;
-use commands::Clock;
 use domain::throttle::ThrottlePolicy;
 
 use crate::oauth::client_auth::ClientThrottle;
