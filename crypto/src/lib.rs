@@ -1,5 +1,12 @@
-//! Secrets and keys the write side handles: the master key that seals keys
-//! at rest, and high-entropy opaque secrets stored only as SHA-256 hashes.
+//! Secrets and keys: the master key that seals keys at rest
+//! (XChaCha20-Poly1305, the owner as associated data), and high-entropy
+//! opaque secrets stored only as SHA-256 hashes and compared in constant
+//! time. At the bottom of the crate graph, so that the write side, the
+//! read side's views and the privacy crate share one implementation.
+//!
+//! Nothing here prints a key or a secret.
+
+#![forbid(unsafe_code)]
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
