@@ -145,6 +145,7 @@ impl Server {
         let log_url = config.eventstore_url();
         let db_url = config.database_url();
         let runner = Runner::new(Arc::clone(&log), read_db.clone(), projections::all())
+            .with_clock(Arc::clone(&clock))
             .start()
             .await
             .map_err(|e| StartError::read_db(&db_url, &e))?;

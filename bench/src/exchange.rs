@@ -96,7 +96,7 @@ where
 {
     let request = Arc::new(request);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let started = eventlog::clock::monotonic();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let (request, next) = (Arc::clone(&request), Arc::clone(&next));
@@ -104,10 +104,10 @@ where
                 let mut seen = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total || deadline.is_some_and(|d| Instant::now() >= d) {
+                    if i >= total || deadline.is_some_and(|d| eventlog::clock::monotonic() >= d) {
                         return seen;
                     }
-                    let sent = Instant::now();
+                    let sent = eventlog::clock::monotonic();
                     let (status, ok) = request(i).await;
                     seen.push((sent.elapsed(), status, ok));
                 }
@@ -188,7 +188,7 @@ pub async fn run(args: ExchangeArgs) -> Result<(), BenchError> {
     let tokens = Arc::new(tokens);
     let url = format!("{base}/oauth/token");
     let client_id = args.client_id.clone();
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let deadline = eventlog::clock::monotonic() + Duration::from_secs(args.duration);
     let exchange = drive(args.concurrency, total, Some(deadline), move |i| {
         let request = http.post(&url).form(&[
             ("grant_type", TOKEN_EXCHANGE),

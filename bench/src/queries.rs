@@ -3,7 +3,7 @@
 //! index) and pages of the audit trail by each kind of filter. Run it on a data
 //! directory filled by `idp bench seed` whose projections are built.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use projections::audit::{self, ActionFilter, AuditFilter};
 
@@ -76,8 +76,8 @@ pub async fn run(stores: &Stores, args: QueryBenchArgs) -> Result<(), String> {
     let mut times = Vec::with_capacity(n);
     let mut held = 0;
     for i in 0..=n {
-        let t = Instant::now();
-        let doc = privacy::export(log, &subject, time::OffsetDateTime::now_utc())
+        let t = eventlog::clock::monotonic();
+        let doc = privacy::export(log, &subject, stores.clock.now())
             .await
             .map_err(failed)?;
         if i > 0 {
@@ -197,7 +197,7 @@ pub async fn run(stores: &Stores, args: QueryBenchArgs) -> Result<(), String> {
         let mut times = Vec::with_capacity(n);
         let mut rows = 0;
         for i in 0..=n {
-            let t = Instant::now();
+            let t = eventlog::clock::monotonic();
             let page = audit::query(read_db, &filter, None, 50)
                 .await
                 .map_err(failed)?;

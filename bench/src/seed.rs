@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use domain::client::{
     AuthMethod, ClientCreated, ClientEvent, ClientSecretCreated, ClientSettings, ClientType,
@@ -146,8 +145,8 @@ pub async fn run(stores: &Stores, args: SeedArgs) -> Result<(), BenchError> {
     let Stores {
         log, master_key, ..
     } = stores;
-    let started = Instant::now();
-    let today = OffsetDateTime::now_utc();
+    let started = eventlog::clock::monotonic();
+    let today = stores.clock.now();
     let (mut world, setup) = set_up(log, &args, today).await?;
     world.persons = Some(privacy::PersonIds::derive(master_key));
     let remaining = args.events.saturating_sub(setup);

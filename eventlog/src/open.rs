@@ -1,22 +1,35 @@
 use std::sync::Arc;
 
 use crate::chain::DEFAULT_SEAL_EVERY;
+use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::port::EventLog;
 use crate::postgres::PostgresLog;
 use crate::sqlite::{SqliteLog, Synchronous};
 
 /// Tuning that does not belong in the URL.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LogOptions {
     pub max_connections: u32,
+    /// The time an adapter that stamps events itself records (SQLite; the
+    /// other stores stamp with their server's time).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         Self {
             max_connections: 32,
+            clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,9 +72,11 @@ pub async fn open(url: &str, options: &LogOptions) -> Result<Arc<dyn EventLog>, 
             return Err(Error::UnsupportedUrl("sqlite URL without a path".into()));
         }
         let path = path.to_owned();
-        let log = tokio::task::spawn_blocking(move || SqliteLog::open(path, sync, seal_every))
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))??;
+        let clock = Arc::clone(&options.clock);
+        let log =
+            tokio::task::spawn_blocking(move || SqliteLog::open(path, sync, seal_every, clock))
+                .await
+                .map_err(|e| Error::Backend(e.to_string()))??;
         return Ok(Arc::new(log));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {

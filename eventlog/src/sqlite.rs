@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::chain::{self, Anchor, ChainInput, DEFAULT_SEAL_EVERY, GENESIS, Link};
+use crate::clock::Clock;
 use crate::data::EventData;
 use crate::error::Error;
 use crate::port::{Direction, EventLog};
@@ -74,7 +75,12 @@ pub struct SqliteLog {
 impl SqliteLog {
     /// Opens (creating if needed) the log in the file at `path`. The writer
     /// seals every `seal_every` events (0: only when asked).
-    pub fn open(path: impl AsRef<Path>, sync: Synchronous, seal_every: u64) -> Result<Self, Error> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        sync: Synchronous,
+        seal_every: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -103,7 +109,7 @@ impl SqliteLog {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("eventlog-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, wake_tx, seal_every))
+            .spawn(move || writer_loop(conn, rx, wake_tx, seal_every, &*clock))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             path,
@@ -160,6 +166,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Request>,
     wake: watch::Sender<u64>,
     seal_every: u64,
+    clock: &dyn Clock,
 ) {
     let block = if seal_every == 0 {
         DEFAULT_SEAL_EVERY
@@ -194,7 +201,7 @@ fn writer_loop(
             }
         }
         if !group.is_empty() {
-            let outcomes = commit_group(&mut conn, &group);
+            let outcomes = commit_group(&mut conn, &group, clock.now());
             let mut written = 0u64;
             match outcomes {
                 Ok(results) => {
@@ -218,14 +225,14 @@ fn writer_loop(
             }
         }
         for reply in seals.drain(..) {
-            let result = tamper::seal(&mut conn, block, None).map(|(anchor, _)| anchor);
+            let result = tamper::seal(&mut conn, block, None, clock).map(|(anchor, _)| anchor);
             if result.is_ok() {
                 unsealed = tamper::Unsealed::default();
             }
             let _ = reply.send(result);
         }
         if unsealed.due(seal_every) {
-            match tamper::seal(&mut conn, block, Some(AUTO_SEAL_BLOCKS)) {
+            match tamper::seal(&mut conn, block, Some(AUTO_SEAL_BLOCKS), clock) {
                 // Not caught up: stay due, so the next round seals on.
                 Ok((_, false)) => {}
                 Ok((_, true)) => unsealed = tamper::Unsealed::default(),
@@ -239,7 +246,7 @@ fn writer_loop(
     // Closing: anchor what was appended since the last seal.
     if seal_every > 0
         && unsealed.events > 0
-        && let Err(e) = tamper::seal(&mut conn, block, None)
+        && let Err(e) = tamper::seal(&mut conn, block, None, clock)
     {
         tracing::warn!(error = %e, "sealing the event log at close failed");
     }
@@ -249,10 +256,10 @@ fn writer_loop(
 fn commit_group(
     conn: &mut Connection,
     group: &[AppendRequest],
+    recorded_at: OffsetDateTime,
 ) -> Result<Vec<Result<AppendResult, Error>>, Error> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // The log's own time of recording.
-    let now = unix_micros(crate::clock::Clock::now(&crate::clock::SystemClock));
+    let now = unix_micros(recorded_at);
     let mut results = Vec::with_capacity(group.len());
     for req in group {
         tx.execute_batch("SAVEPOINT append")?;

@@ -118,6 +118,7 @@ pub async fn open_stores(
         log_url,
         &LogOptions {
             max_connections: settings.max_connections,
+            clock: Arc::clone(&clock),
         },
     )
     .await

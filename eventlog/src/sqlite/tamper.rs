@@ -117,6 +117,7 @@ pub(super) fn seal(
     conn: &mut Connection,
     block: u64,
     max_blocks: Option<usize>,
+    clock: &dyn crate::clock::Clock,
 ) -> Result<(Option<Anchor>, bool), Error> {
     let mut written = None;
     let mut blocks = 0;
@@ -177,7 +178,7 @@ pub(super) fn seal(
             end,
             anchor.events as i64,
             anchor.hash,
-            unix_micros(crate::clock::Clock::now(&crate::clock::SystemClock))
+            unix_micros(clock.now())
         ])?;
         tx.commit()?;
         tracing::info!(seq = anchor.seq, position = %anchor.position, events = anchor.events, hash = %anchor.hash, "event log sealed");

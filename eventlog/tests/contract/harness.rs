@@ -87,6 +87,7 @@ pub async fn open_postgres(url: &str) -> Arc<dyn EventLog> {
         url,
         &LogOptions {
             max_connections: 24,
+            ..LogOptions::default()
         },
     )
     .await
