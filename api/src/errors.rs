@@ -44,6 +44,7 @@ pub fn auth_token_code(e: &AuthTokenError) -> &'static str {
         | E::ChainRevoked
         | E::ChainRevokedByReplay
         | E::Revoked => "invalid_grant",
+        E::ScopeNotGranted(_) => "invalid_scope",
         E::AlreadyExists | E::InvalidHash | E::InvalidInstance(_) => "invalid_request",
     }
 }
@@ -61,6 +62,9 @@ pub fn failure_code(e: &RegistrationFailure) -> &'static str {
 impl From<RegistrationFailure> for OAuthError {
     fn from(e: RegistrationFailure) -> Self {
         match e {
+            RegistrationFailure::AuthToken(e @ AuthTokenError::ScopeNotGranted(_)) => {
+                OAuthError::invalid_scope(e.to_string())
+            }
             RegistrationFailure::AuthToken(e) => OAuthError::invalid_grant(e.to_string()),
             RegistrationFailure::RegistrationToken(e) => OAuthError::invalid_grant(e.to_string()),
             other => OAuthError::server_error(&other),

@@ -473,6 +473,7 @@ pub async fn exchange(
 pub async fn refresh(
     bus: &CommandBus,
     refresh_value: &str,
+    scope: Option<&str>,
     metadata: &Metadata,
 ) -> Result<RefreshOutcome, RegistrationFailure> {
     let (auth_token_id, presented_token_id, secret) = parse_refresh_token(refresh_value).ok_or(
@@ -486,6 +487,7 @@ pub async fn refresh(
         presented_hash: crypto::hash_secret(&secret),
         new_token_id,
         new_hash: crypto::hash_secret(&new_secret),
+        scope: scope.map(str::to_owned),
     };
     let outcome = bus
         .execute::<AuthToken>(&auth_token_id.to_string(), command, metadata)

@@ -60,6 +60,9 @@ pub enum AuthTokenCommand {
         presented_hash: String,
         new_token_id: Uuid,
         new_hash: String,
+        /// The scope asked for, which must be part of the grant (RFC 6749
+        /// §6); None asks for all of it.
+        scope: Option<String>,
     },
     Delete,
     /// Records corrected instance values (a data subject's right to
@@ -249,6 +252,8 @@ pub enum AuthTokenError {
     ChainRevokedByReplay,
     #[error("the refresh token was revoked: the instance needs a new auth token")]
     Revoked,
+    #[error("the scope `{0}` was not part of the original grant")]
+    ScopeNotGranted(String),
     #[error("the token hash must be 64 lowercase hex characters (SHA-256)")]
     InvalidHash,
     #[error("invalid instance information: {0}")]
@@ -382,6 +387,7 @@ impl AuthToken {
         presented_hash: &str,
         new_token_id: Uuid,
         new_hash: String,
+        scope: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Vec<AuthTokenEvent>, AuthTokenError> {
         self.must_be_current()?;
@@ -399,6 +405,16 @@ impl AuthToken {
         {
             if !constant_time_eq(current.hash.as_bytes(), presented_hash.as_bytes()) {
                 return Err(AuthTokenError::InvalidCredential);
+            }
+            // A refresh never widens the grant. A chain exchanged before
+            // grants were recorded has no scope to compare with.
+            if let (Some(asked), Some(granted)) = (scope, &self.granted_scope)
+                && let Some(extra) = asked
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .find(|s| !granted.split(' ').any(|g| g == *s))
+            {
+                return Err(AuthTokenError::ScopeNotGranted(extra.to_owned()));
             }
             return Ok(vec![AuthTokenEvent::Refreshed(AuthTokenRefreshed {
                 previous_token_id: presented_token_id,
@@ -571,11 +587,13 @@ impl Aggregate for AuthToken {
                 presented_hash,
                 new_token_id,
                 new_hash,
+                scope,
             } => self.decide_refresh(
                 presented_token_id,
                 &presented_hash,
                 new_token_id,
                 new_hash,
+                scope.as_deref(),
                 now,
             ),
             AuthTokenCommand::Revoke {

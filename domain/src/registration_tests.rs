@@ -459,6 +459,7 @@ mod auth_token {
             presented_hash: hash,
             new_token_id: id(u128::from(presented) + 1),
             new_hash: h(presented + 1),
+            scope: None,
         }
     }
 
@@ -710,6 +711,28 @@ mod auth_token {
     }
 
     #[test]
+    fn a_refresh_may_narrow_the_grant_but_never_widen_it() {
+        let asking = |scope: &str, hash: String| AuthTokenCommand::Refresh {
+            presented_token_id: id(20),
+            presented_hash: hash,
+            new_token_id: id(21),
+            new_hash: h(21),
+            scope: Some(scope.to_owned()),
+        };
+        let history = [issued(), exchanged()];
+        assert_eq!(
+            when(&history, asking("read write", h(20))),
+            Err(AuthTokenError::ScopeNotGranted("write".into()))
+        );
+        assert!(when(&history, asking("read", h(20))).is_ok());
+        // A wrong credential learns nothing about the grant.
+        assert_eq!(
+            when(&history, asking("read write", h(0x77))),
+            Err(AuthTokenError::InvalidCredential)
+        );
+    }
+
+    #[test]
     fn constant_time_equality() {
         assert!(constant_time_eq(b"", b""));
         assert!(constant_time_eq(b"abc", b"abc"));
@@ -814,6 +837,7 @@ mod auth_token {
                             presented_hash: hash,
                             new_token_id: id(next),
                             new_hash: hash_of(next),
+                            scope: None,
                         },
                         NOW,
                     );

@@ -184,7 +184,7 @@ pub async fn refresh(
         TokenService::actor_for(auth.client_id),
         Some(auth.client.organization_id),
     );
-    match registration::refresh(&state.bus, presented, &meta)
+    match registration::refresh(&state.bus, presented, form.get("scope"), &meta)
         .await
         .map_err(OAuthError::from)?
     {

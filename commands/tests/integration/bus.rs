@@ -895,7 +895,10 @@ mod registration {
     }
 
     async fn refreshed(bus: &CommandBus, value: &str) -> AuthTokenGrant {
-        match registration::refresh(bus, value, &meta()).await.unwrap() {
+        match registration::refresh(bus, value, None, &meta())
+            .await
+            .unwrap()
+        {
             RefreshOutcome::Refreshed { outcome, grant } => {
                 assert_eq!(outcome.events, 1);
                 grant
@@ -923,11 +926,11 @@ mod registration {
             used.simple(),
             commands::crypto::new_secret()
         );
-        let e = grant_refused(registration::refresh(&bus, &forged, &meta()).await);
+        let e = grant_refused(registration::refresh(&bus, &forged, None, &meta()).await);
         assert_eq!(e, AuthTokenError::InvalidCredential);
 
         // The first token again: someone else holds a copy.
-        match registration::refresh(&bus, &first.refresh_token_value, &meta())
+        match registration::refresh(&bus, &first.refresh_token_value, None, &meta())
             .await
             .unwrap()
         {
@@ -948,7 +951,7 @@ mod registration {
         }
         // Nothing works afterwards, not even the current token.
         for value in [&third.refresh_token_value, &second.refresh_token_value] {
-            let e = grant_refused(registration::refresh(&bus, value, &meta()).await);
+            let e = grant_refused(registration::refresh(&bus, value, None, &meta()).await);
             assert_eq!(e, AuthTokenError::ChainRevoked);
         }
         let (state, _) = bus
@@ -994,7 +997,9 @@ mod registration {
                 .map(|_| {
                     let bus = Arc::clone(&bus);
                     let value = grant.refresh_token_value.clone();
-                    tokio::spawn(async move { registration::refresh(&bus, &value, &meta()).await })
+                    tokio::spawn(
+                        async move { registration::refresh(&bus, &value, None, &meta()).await },
+                    )
                 })
                 .collect();
             let (mut rotated, mut reused, mut revoked) = (0, 0, 0);
@@ -1027,8 +1032,9 @@ mod registration {
             .await
             .unwrap();
         assert_eq!(again.events, 0);
-        let e =
-            grant_refused(registration::refresh(&bus, &second.refresh_token_value, &meta()).await);
+        let e = grant_refused(
+            registration::refresh(&bus, &second.refresh_token_value, None, &meta()).await,
+        );
         assert_eq!(e, AuthTokenError::Deleted);
         assert!(matches!(
             registration::delete_auth_token(&bus, Uuid::now_v7(), &meta()).await,
