@@ -266,7 +266,7 @@ async fn export(
     out: Option<std::path::PathBuf>,
 ) -> Result<u64, CliError> {
     let stores = open_stores(config).await?;
-    let doc = privacy::hand_out(&stores.log, subject, &operator(&stores)).await;
+    let doc = privacy::hand_out(&stores.bus, subject, &operator(&stores)).await;
     stores.close().await;
     let doc = doc.map_err(failed)?;
     let text = serde_json::to_string_pretty(&doc).map_err(failed)?;
@@ -310,7 +310,7 @@ async fn erase(config: &Config, subject: &str, yes: bool) -> Result<u64, CliErro
     }
     let stores = open_stores(config).await?;
     let done = privacy::erase(
-        &stores.log,
+        &stores.bus,
         &stores.subject_keys,
         subject,
         &operator(&stores),

@@ -26,7 +26,6 @@ pub mod serve;
 pub mod server;
 pub mod state;
 pub mod telemetry;
-pub mod tokens;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -21,10 +21,10 @@ use crate::config::{Config, redact_url, scrub};
 use crate::master_key::{MasterKeyError, load_or_create};
 pub use crate::state::{AppState, MAX_BODY_BYTES};
 use crate::telemetry;
-use crate::tokens::TokenService;
 use domain::Metadata;
 use privacy::StoreSettings;
 pub use privacy::Stores;
+use projections::tokens::TokenViews;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ impl Server {
         let ring = commands::keys::ensure_active(&bus, &log, &master_key, &system)
             .await
             .map_err(|e| StartError::Keys(e.to_string()))?;
-        let tokens = Arc::new(TokenService::new(
+        let tokens = Arc::new(TokenViews::new(
             config.issuer(),
             Arc::clone(&log),
             Arc::clone(&clock),
@@ -183,7 +183,7 @@ impl Server {
         let state = AppState {
             config: Arc::new(config),
             clock,
-            log,
+            log: eventlog::LogReader::new(log),
             read_db,
             bus,
             projections: Arc::new(runner),
@@ -505,7 +505,7 @@ mod tests {
             .key_or_create("person:a")
             .await
             .unwrap();
-        let sealed = projections::subject_keys::sealed(&old, "person:a")
+        let sealed = privacy::key_store::sealed(&old, "person:a")
             .await
             .unwrap()
             .unwrap();
@@ -578,7 +578,7 @@ mod tests {
     }
 
     async fn keys_in(url: &str) -> i64 {
-        let db = projections::subject_keys::open(url, 1).await.unwrap();
+        let db = privacy::key_store::open(url, 1).await.unwrap();
         sqlx::query_scalar("SELECT count(*) FROM subject_keys")
             .fetch_one(&db.pool)
             .await
@@ -703,11 +703,9 @@ mod tests {
         drop(stores);
         // As a build before keys.db left them: among the read models.
         let keys_url = config.subject_keys_url().unwrap();
-        let keys = projections::subject_keys::open(&keys_url, 1).await.unwrap();
+        let keys = privacy::key_store::open(&keys_url, 1).await.unwrap();
         let read = ReadDb::connect(&config.database_url(), 1).await.unwrap();
-        projections::subject_keys::move_all(&keys, &read)
-            .await
-            .unwrap();
+        privacy::key_store::move_all(&keys, &read).await.unwrap();
         drop((keys, read));
         remove_database(&dir.path().join("keys.db"));
         assert_eq!(keys_in(&config.database_url()).await, 1_203);
@@ -722,12 +720,7 @@ mod tests {
         drop(stores);
         let bytes = std::fs::read(dir.path().join("read.db")).unwrap();
         let sealed = sqlx::query_scalar::<_, String>("SELECT sealed_key FROM subject_keys LIMIT 1")
-            .fetch_one(
-                &projections::subject_keys::open(&keys_url, 1)
-                    .await
-                    .unwrap()
-                    .pool,
-            )
+            .fetch_one(&privacy::key_store::open(&keys_url, 1).await.unwrap().pool)
             .await
             .unwrap();
         assert!(!bytes.windows(sealed.len()).any(|w| w == sealed.as_bytes()));

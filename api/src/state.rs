@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use commands::{Clock, CommandBus};
-use eventlog::EventLog;
+use eventlog::LogReader;
 use metrics_exporter_prometheus::PrometheusHandle;
 use projections::{ReadDb, RunnerHandle};
 
 use crate::config::Config;
 use crate::master_key::MasterKey;
-use crate::tokens::TokenService;
 use privacy::SubjectKeys;
+use projections::tokens::TokenViews;
 
 /// The most a request body may hold; larger bodies are answered 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -22,12 +22,57 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The one source of "now" for the server.
     pub clock: Arc<dyn Clock>,
-    pub log: Arc<dyn EventLog>,
+    /// The log, for reading: appends go through the command bus.
+    pub log: LogReader,
     pub read_db: ReadDb,
     pub bus: Arc<CommandBus>,
     pub projections: Arc<RunnerHandle>,
     pub master_key: MasterKey,
     pub metrics: PrometheusHandle,
-    pub tokens: Arc<TokenService>,
+    /// What token validation and signing read, kept current from the log.
+    pub tokens: Arc<TokenViews>,
     pub subject_keys: Arc<SubjectKeys>,
+}
+
+impl AppState {
+    /// Issues the access token `grant` earns (a command: signed with the
+    /// views' key ring, recorded before it is returned).
+    pub async fn issue_token(
+        &self,
+        grant: commands::tokens::Grant<'_>,
+        meta: &domain::Metadata,
+    ) -> Result<(String, jose::AccessTokenClaims), commands::tokens::IssueError> {
+        commands::tokens::issue(
+            &self.bus,
+            &self.tokens.issuer,
+            &grant,
+            |claims| self.tokens.sign(claims),
+            meta,
+        )
+        .await
+    }
+
+    /// Revokes a valid access token (a command), then applies the
+    /// revocation here at once; other nodes apply it from the log.
+    pub async fn revoke_token(
+        &self,
+        token: &projections::tokens::ValidToken,
+        meta: &domain::Metadata,
+    ) -> Result<(), RevokeError> {
+        let jti = uuid::Uuid::parse_str(&token.jti).map_err(|_| RevokeError::Claims)?;
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(token.claims.exp)
+            .map_err(|_| RevokeError::Claims)?;
+        commands::tokens::revoke(&self.bus, jti, token.client_id, expires_at, meta).await?;
+        self.tokens.revoked_here(token);
+        Ok(())
+    }
+}
+
+/// Why a token could not be revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("the token's jti or exp is malformed")]
+    Claims,
+    #[error(transparent)]
+    Log(#[from] eventlog::Error),
 }

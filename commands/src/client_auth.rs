@@ -2,16 +2,15 @@
 //! client assertion spent (each usable once, across every node), and
 //! failures counted by the throttle (`domain::throttle`).
 
-use std::sync::Arc;
-
 use domain::Metadata;
 use domain::throttle::Report;
 use domain::token::{ClientAssertionUsed, ClientAuthFailed, TokenEvent, auth_failure_stream};
-use eventlog::{EventLog, ExpectedRevision};
+use eventlog::ExpectedRevision;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::bus::CommandBus;
 use crate::journal;
 
 /// Why a client assertion was not accepted for use.
@@ -33,7 +32,7 @@ pub fn assertion_stream(client_id: &str, jti: &str) -> String {
 /// Spends an assertion: appended with `NoStream`, so a second use of the
 /// same assertion, on any node, finds the stream taken.
 pub async fn spend_assertion(
-    log: &Arc<dyn EventLog>,
+    bus: &CommandBus,
     client_id: Uuid,
     presented_id: &str,
     jti: &str,
@@ -44,7 +43,8 @@ pub async fn spend_assertion(
         client_id,
         expires_at,
     });
-    match log
+    match bus
+        .log()
         .append(
             &assertion_stream(presented_id, jti),
             ExpectedRevision::NoStream,
@@ -61,7 +61,7 @@ pub async fn spend_assertion(
 /// Records counted failures of one source (its address is in `metadata`)
 /// against one client id, as one event.
 pub async fn record_failures(
-    log: &Arc<dyn EventLog>,
+    bus: &CommandBus,
     client_id: &str,
     auth_method: &str,
     reason: &str,
@@ -80,7 +80,13 @@ pub async fn record_failures(
     });
     let mut meta = metadata.clone();
     meta.occurred_at = report.window_end;
-    journal::record(log, &auth_failure_stream(report.window_end), &event, &meta).await?;
+    journal::record(
+        bus.log(),
+        &auth_failure_stream(report.window_end),
+        &event,
+        &meta,
+    )
+    .await?;
     Ok(())
 }
 

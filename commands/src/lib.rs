@@ -17,12 +17,11 @@ pub mod client_auth;
 /// has always used.
 pub use ::crypto;
 pub mod journal;
-pub mod jwt;
+pub use jose::jwt;
 pub mod keys;
 mod locks;
 pub mod organization;
 pub mod registration;
-pub mod throttle;
 pub mod tokens;
 
 pub use bus::{CommandBus, CommandError, Outcome};

@@ -1,7 +1,7 @@
-//! Issuing and revoking access tokens on the command side: what a grant's
-//! token claims (decided from the grant and the time, no I/O), and the
-//! journal facts recorded before a token is handed out or once it is
-//! revoked. Signing is the caller's, with the key ring it keeps current.
+//! Issuing and revoking access tokens: what a grant's token claims (decided
+//! from the grant and the time, no I/O), signing it with the key ring the
+//! caller keeps current, and the journal facts recorded before a token is
+//! handed out or once it is revoked.
 
 use std::sync::Arc;
 
@@ -13,12 +13,11 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::bus::CommandBus;
 use crate::journal;
 use crate::jwt::AccessTokenClaims;
 
-/// The claim that binds an access token to the instance (auth token) it
-/// was issued to.
-pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
+pub use domain::token::AUTH_TOKEN_CLAIM;
 
 /// What an access token is issued for.
 pub struct Grant<'a> {
@@ -78,8 +77,48 @@ pub fn decide(
     (claims, issued)
 }
 
+/// Why no token was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("signing: {0}")]
+    Keys(#[from] jose::KeyError),
+    #[error(transparent)]
+    Log(#[from] eventlog::Error),
+}
+
+/// Issues the access token `grant` earns now: decides its claims, signs
+/// them with `sign` (the active key of the caller's ring) and records the
+/// issue in the log before returning the token.
+pub async fn issue(
+    bus: &CommandBus,
+    issuer: &str,
+    grant: &Grant<'_>,
+    sign: impl FnOnce(&AccessTokenClaims) -> Result<String, jose::KeyError>,
+    metadata: &Metadata,
+) -> Result<(String, AccessTokenClaims), IssueError> {
+    let (claims, issued) = decide(issuer, grant, Uuid::now_v7(), bus.clock().now());
+    let token = sign(&claims)?;
+    record_issued(bus.log(), issued, metadata).await?;
+    metrics::counter!("idp_tokens_issued_total", "grant_type" => grant.grant_type.to_owned())
+        .increment(1);
+    Ok((token, claims))
+}
+
+/// Revokes the access token `jti` of `client_id`, alive until
+/// `expires_at`: the revocation is recorded for every node to apply.
+pub async fn revoke(
+    bus: &CommandBus,
+    jti: Uuid,
+    client_id: Uuid,
+    expires_at: OffsetDateTime,
+    metadata: &Metadata,
+) -> Result<AppendResult, eventlog::Error> {
+    let now = bus.clock().now();
+    record_revoked(bus.log(), jti, client_id, expires_at, now, metadata).await
+}
+
 /// Records an issued token; the token is handed out only once this holds.
-pub async fn record_issued(
+async fn record_issued(
     log: &Arc<dyn EventLog>,
     issued: TokenIssued,
     metadata: &Metadata,
@@ -89,7 +128,7 @@ pub async fn record_issued(
 }
 
 /// Records the revocation of a token that lives until `expires_at`.
-pub async fn record_revoked(
+async fn record_revoked(
     log: &Arc<dyn EventLog>,
     jti: Uuid,
     client_id: Uuid,

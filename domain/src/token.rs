@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 use crate::decider::{DecodeError, DomainEvent};
 
+/// The claim that binds an access token to the instance (auth token) it
+/// was issued to.
+pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
+
 pub const ISSUED_V1: &str = "token.issued.v1";
 pub const REVOKED_V1: &str = "token.revoked.v1";
 pub const CLIENT_AUTH_FAILED_V1: &str = "client.authentication_failed.v1";

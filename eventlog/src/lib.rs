@@ -28,6 +28,7 @@ mod error;
 mod open;
 mod port;
 pub mod postgres;
+mod reader;
 pub mod redact;
 pub mod sqlite;
 mod subscription;
@@ -43,6 +44,7 @@ pub use data::{EventData, Stored, holds_key};
 pub use error::Error;
 pub use open::{LogOptions, open};
 pub use port::{Direction, EventLog};
+pub use reader::LogReader;
 pub use subscription::Subscription;
 pub use types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,

@@ -14,6 +14,7 @@
 // Unit tests read the wall clock freely; server code takes it from a Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod key_store;
 pub mod log;
 pub mod pseudonyms;
 pub mod stores;
@@ -241,10 +242,8 @@ pub async fn export(
 /// The organizations whose events name `subject` (the metadata's, or the
 /// `organization_id` an event's data records): an organization's admin may
 /// act on a subject only when all of them are its own.
-pub async fn organizations_of(
-    log: &Arc<dyn EventLog>,
-    subject: &str,
-) -> Result<Vec<Uuid>, PrivacyError> {
+pub async fn organizations_of(bus: &CommandBus, subject: &str) -> Result<Vec<Uuid>, PrivacyError> {
+    let log = bus.log();
     check_subject(subject)?;
     let mut found: Vec<Uuid> = Vec::new();
     for e in log.read_subject(subject).await? {
@@ -268,11 +267,12 @@ pub async fn organizations_of(
 /// `organization_id`; the lookup is recorded (`privacy.subject_found.v1`,
 /// without the name) when it finds someone.
 pub async fn found(
-    log: &Arc<dyn EventLog>,
+    bus: &CommandBus,
     subject: &str,
     organization_id: Uuid,
     metadata: &Metadata,
 ) -> Result<usize, PrivacyError> {
+    let log = bus.log();
     let events = log.read_subject(subject).await?.len();
     if events == 0 {
         return Err(PrivacyError::UnknownSubject);
@@ -287,10 +287,11 @@ pub async fn found(
 }
 
 pub async fn hand_out(
-    log: &Arc<dyn EventLog>,
+    bus: &CommandBus,
     subject: &str,
     metadata: &Metadata,
 ) -> Result<SubjectExport, PrivacyError> {
+    let log = bus.log();
     let doc = export(log, subject, metadata.occurred_at).await?;
     if doc.events.is_empty() {
         return Err(PrivacyError::UnknownSubject);
@@ -357,11 +358,12 @@ pub struct Erasure {
 /// models drop the person's values when they apply the erasure event.
 /// A subject no event names and no key belongs to is unknown.
 pub async fn erase(
-    log: &Arc<dyn EventLog>,
+    bus: &CommandBus,
     keys: &SubjectKeys,
     subject: &str,
     metadata: &Metadata,
 ) -> Result<Erasure, PrivacyError> {
+    let log = bus.log();
     check_subject(subject)?;
     // A subject nothing is held about (a mistyped id) is refused rather
     // than recorded as erased. Erasing again is allowed: the first erasure

@@ -96,7 +96,7 @@ pub async fn open_stores(
     let db_url = &settings.read_models_url;
     let keys_db = match &settings.keys_url {
         Some(url) => Some(
-            projections::subject_keys::open(url, settings.max_connections)
+            crate::key_store::open(url, settings.max_connections)
                 .await
                 .map_err(|e| StoreError::read_db(url, &e))?,
         ),
@@ -106,7 +106,14 @@ pub async fn open_stores(
         && settings.legacy_read_models
         && ReadDb::holds_read_models(log_url).await
     {
-        let dropped = ReadDb::retire_read_models(log_url, keys_db, &projections::all())
+        let old = ReadDb::connect_unmigrated(log_url, 1)
+            .await
+            .map_err(|e| StoreError::read_db(log_url, &e))?;
+        crate::key_store::move_all(&old, keys_db)
+            .await
+            .map_err(|e| StoreError::read_db(log_url, &e))?;
+        old.pool.close().await;
+        let dropped = ReadDb::retire_read_models(log_url, &projections::all())
             .await
             .map_err(|e| StoreError::read_db(log_url, &e))?;
         tracing::warn!(
@@ -129,7 +136,7 @@ pub async fn open_stores(
     let keys_db = match keys_db {
         Some(keys_db) => {
             // A data directory from before kept the keys with the read models.
-            let moved = projections::subject_keys::move_all(&read_db, &keys_db)
+            let moved = crate::key_store::move_all(&read_db, &keys_db)
                 .await
                 .map_err(|e| StoreError::read_db(db_url, &e))?;
             if moved > 0 {

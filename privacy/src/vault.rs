@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::key_store as subject_keys;
 use commands::Clock;
 use commands::crypto::{self, MasterKey};
-use projections::{ProjectionError, ReadDb, subject_keys};
+use projections::{ProjectionError, ReadDb};
 use time::format_description::well_known::Rfc3339;
 
 /// A subject's data key.

@@ -82,7 +82,10 @@ impl ReadDb {
     }
 
     /// Connects with the read database's settings, without its schema.
-    pub(crate) async fn connect_unmigrated(
+    /// Connects without applying the read-model migrations (for a
+    /// database that holds something else, or before its read models are
+    /// retired).
+    pub async fn connect_unmigrated(
         url: &str,
         max_connections: u32,
     ) -> Result<Self, ProjectionError> {
@@ -157,9 +160,9 @@ impl ReadDb {
     }
 
     /// Takes the read models out of the SQLite database at `url`, where an
-    /// older data directory kept them beside the log: the subject keys are
-    /// moved into `keys` first (see [`crate::subject_keys::move_all`]), then
-    /// every read-model table (each projection's tables with any generation
+    /// older data directory kept them beside the log. The caller moves the
+    /// subject keys out first (they are not read models); then every
+    /// read-model table (each projection's tables with any generation
     /// a rebuild left, the checkpoints, the migrations) is dropped in one
     /// transaction, with deleted pages overwritten, and the file
     /// checkpointed. Nothing else in the file is touched. The read models
@@ -167,7 +170,6 @@ impl ReadDb {
     /// tables were dropped.
     pub async fn retire_read_models(
         url: &str,
-        keys: &ReadDb,
         projections: &[Arc<dyn crate::Projection>],
     ) -> Result<usize, ProjectionError> {
         let old = Self::connect_unmigrated(url, 1).await?;
@@ -176,7 +178,6 @@ impl ReadDb {
                 "read models are retired only from a SQLite file".into(),
             ));
         }
-        crate::subject_keys::move_all(&old, keys).await?;
         let mut names: Vec<String> = vec![
             "subject_keys".into(),
             "projection_checkpoints".into(),

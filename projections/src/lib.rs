@@ -21,7 +21,8 @@ pub mod organizations;
 pub mod rebuild;
 pub mod registration;
 mod runner;
-pub mod subject_keys;
+pub mod throttle;
+pub mod tokens;
 pub mod views;
 
 pub use db::{Dialect, ReadDb};

@@ -62,7 +62,7 @@ pub async fn find(
         .and_then(|ids| ids.subject(q.organization_id, &q.user_name))
         .ok_or_else(|| Problem::bad_request("user_name must not be blank"))?;
     let meta = ctx.metadata(caller.actor(), Some(q.organization_id));
-    let events = privacy::found(&state.log, &subject, q.organization_id, &meta)
+    let events = privacy::found(&state.bus, &subject, q.organization_id, &meta)
         .await
         .map_err(Problem::from)?;
     Ok(Json(FoundSubject { subject, events }))
@@ -76,7 +76,7 @@ async fn subject_within(
     caller: &AdminCaller,
     subject: &str,
 ) -> Result<Option<Uuid>, Problem> {
-    let orgs = privacy::organizations_of(&state.log, subject)
+    let orgs = privacy::organizations_of(&state.bus, subject)
         .await
         .map_err(Problem::from)?;
     if caller.platform {
@@ -107,7 +107,7 @@ pub async fn export(
     let Path(subject) = path?;
     let organization = subject_within(&state, &caller, &subject).await?;
     let meta = ctx.metadata(caller.actor(), organization);
-    let doc = privacy::hand_out(&state.log, &subject, &meta)
+    let doc = privacy::hand_out(&state.bus, &subject, &meta)
         .await
         .map_err(Problem::from)?;
     let mut resp = Json(doc).into_response();
@@ -180,7 +180,7 @@ pub async fn erase(
     let Path(subject) = path?;
     let organization = subject_within(&state, &caller, &subject).await?;
     let meta = ctx.metadata(caller.actor(), organization);
-    let done = privacy::erase(&state.log, &state.subject_keys, &subject, &meta)
+    let done = privacy::erase(&state.bus, &state.subject_keys, &subject, &meta)
         .await
         .map_err(Problem::from)?;
     // Once the read models have applied the erasure, push SQLite's

@@ -180,8 +180,7 @@ pub async fn create(
         .map_err(|_| Problem::validation("expires_at must be an RFC 3339 date-time"))?;
     let client = state
         .tokens
-        .clients
-        .get(&state.log, body.client_id)
+        .client(body.client_id)
         .await
         .map_err(|e| Problem::internal(&e))?
         .filter(|c| !c.deleted && caller.may_act_in(c.organization_id))
@@ -327,8 +326,7 @@ pub async fn delete_auth_token(
     let Path(id) = path?;
     let organization = state
         .tokens
-        .auth_tokens
-        .get(&state.log, id)
+        .auth_token(id)
         .await
         .map_err(|e| Problem::internal(&e))?
         .map(|a| a.organization_id);

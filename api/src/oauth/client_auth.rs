@@ -59,17 +59,7 @@ impl Form {
     }
 }
 
-/// What a failure report records besides the counts: how the client
-/// tried, why it failed last, and the request's metadata.
-#[derive(Clone, Debug)]
-pub struct FailureNote {
-    pub auth_method: &'static str,
-    pub reason: &'static str,
-    pub metadata: domain::Metadata,
-}
-
-/// Failed client authentications by (canonical client id, source address).
-pub type ClientThrottle = commands::throttle::Throttle<(String, String), FailureNote>;
+pub use projections::tokens::{ClientThrottle, FailureNote};
 
 /// The client id a throttle counts under: a GUID in its one canonical form
 /// (however it was spelled: upper case, without hyphens, in braces), else
@@ -235,7 +225,7 @@ pub async fn authenticate(
                 ),
             };
             if let Some((report, note)) = throttle.failed(key.clone(), note, now) {
-                record_failures(&state.log, &key.0, &report, &note).await;
+                record_failures(&state.bus, &key.0, &report, &note).await;
             }
             Err(OAuthError::invalid_client(
                 "client authentication failed",
@@ -247,13 +237,13 @@ pub async fn authenticate(
 
 /// Records counted failures through the command side.
 async fn record_failures(
-    log: &Arc<dyn eventlog::EventLog>,
+    bus: &commands::CommandBus,
     client_id: &str,
     report: &domain::throttle::Report,
     note: &FailureNote,
 ) {
     if let Err(e) = commands::client_auth::record_failures(
-        log,
+        bus,
         client_id,
         note.auth_method,
         note.reason,
@@ -271,13 +261,13 @@ async fn record_failures(
 pub async fn flush_failures(state: &AppState, all: bool) {
     let due = state.tokens.client_throttle.due(state.clock.now(), all);
     for ((client_id, _), report, note) in due {
-        record_failures(&state.log, &client_id, &report, &note).await;
+        record_failures(&state.bus, &client_id, &report, &note).await;
     }
 }
 
 async fn load_client(state: &AppState, id: &str) -> Result<(Uuid, Arc<Client>), &'static str> {
     let client_id = Uuid::parse_str(id).map_err(|_| "unknown client")?;
-    match state.tokens.clients.get(&state.log, client_id).await {
+    match state.tokens.client(client_id).await {
         Ok(Some(c)) if c.is_active() => Ok((client_id, c)),
         Ok(Some(_)) => Err("client disabled or deleted"),
         Ok(None) => Err("unknown client"),
@@ -354,7 +344,7 @@ async fn verify(
                 OffsetDateTime::from_unix_timestamp(claims.exp).map_err(|_| "bad exp")?;
             let meta = ctx.metadata(Actor::client(id.to_string()), Some(client.organization_id));
             let spent = commands::client_auth::spend_assertion(
-                &state.log,
+                &state.bus,
                 id,
                 &subject,
                 &claims.jti,

@@ -16,7 +16,7 @@ use super::client_auth::{AuthenticatedClient, Form};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
 use crate::state::AppState;
-use crate::tokens::{IssueRequest, TokenService};
+use commands::tokens::Grant;
 
 /// The token type of auth tokens, for `subject_token_type`.
 pub const AUTH_TOKEN_TYPE: &str = "urn:idp:params:oauth:token-type:auth_token";
@@ -34,13 +34,12 @@ async fn answer(
 ) -> Result<Response, OAuthError> {
     let exchange = grant == GrantType::TokenExchange;
     let meta = ctx.metadata(
-        TokenService::actor_for(auth.client_id),
+        domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
     let (token, claims) = state
-        .tokens
-        .issue(
-            IssueRequest {
+        .issue_token(
+            Grant {
                 client_id: auth.client_id,
                 client: &auth.client,
                 grant_type: grant.as_str(),
@@ -83,8 +82,7 @@ async fn owned_by(
 ) -> Result<Arc<AuthToken>, OAuthError> {
     let owner = state
         .tokens
-        .auth_tokens
-        .get(&state.log, auth_token_id)
+        .auth_token(auth_token_id)
         .await
         .map_err(|e| OAuthError::server_error(&e))?
         .ok_or_else(|| OAuthError::invalid_grant(format!("unknown {what}")))?;
@@ -133,7 +131,7 @@ pub async fn token_exchange(
         .ok_or_else(|| OAuthError::invalid_grant("the auth token is malformed"))?;
     owned_by(state, auth_token_id, &auth, "auth token").await?;
     let meta = ctx.metadata(
-        TokenService::actor_for(auth.client_id),
+        domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
     let (_, grant) = registration::exchange(&state.bus, subject, &scope, &meta)
@@ -181,7 +179,7 @@ pub async fn refresh(
     };
     let scope = narrowed_scope(form.get("scope"), &original, &auth.client.settings.scopes)?;
     let meta = ctx.metadata(
-        TokenService::actor_for(auth.client_id),
+        domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
     match registration::refresh(&state.bus, presented, form.get("scope"), &meta)

@@ -19,7 +19,6 @@ use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
 use crate::state::AppState;
-use crate::tokens::TokenService;
 
 type FormResult = Result<AxumForm<Vec<(String, String)>>, axum::extract::rejection::FormRejection>;
 
@@ -150,7 +149,7 @@ pub async fn revoke(
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         let meta = ctx.metadata(
-            TokenService::actor_for(caller.client_id),
+            domain::Actor::client(caller.client_id.to_string()),
             Some(caller.client.organization_id),
         );
         if looks_like_refresh_token(token) {
@@ -161,8 +160,7 @@ pub async fn revoke(
             // Tokens that are not (or no longer) valid, or not the caller's,
             // need nothing: 200, as RFC 7009 §2.2 says of invalid tokens.
             state
-                .tokens
-                .revoke(&valid, &meta)
+                .revoke_token(&valid, &meta)
                 .await
                 .map_err(|e| OAuthError::server_error(&e))?;
         }
@@ -185,7 +183,7 @@ async fn revoke_refresh(
     let Some((chain_id, _, _)) = registration::parse_refresh_token(token) else {
         return Ok(());
     };
-    match state.tokens.auth_tokens.get(&state.log, chain_id).await {
+    match state.tokens.auth_token(chain_id).await {
         Ok(Some(chain)) if chain.client_id == caller.client_id => {}
         Ok(_) => return Ok(()),
         Err(e) => return Err(OAuthError::server_error(&e)),

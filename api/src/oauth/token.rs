@@ -11,7 +11,7 @@ use super::client_auth::{AuthenticatedClient, Form, authenticate};
 use super::error::{OAuthError, no_store};
 use crate::context::RequestContext;
 use crate::state::AppState;
-use crate::tokens::{IssueRequest, TokenService};
+use commands::tokens::Grant;
 
 pub async fn token(
     State(state): State<AppState>,
@@ -66,13 +66,12 @@ async fn client_credentials(
         .settings
         .audience_for(form.get("resource"), &state.tokens.issuer)?;
     let meta = ctx.metadata(
-        TokenService::actor_for(auth.client_id),
+        domain::Actor::client(auth.client_id.to_string()),
         Some(client.organization_id),
     );
     let (token, claims) = state
-        .tokens
-        .issue(
-            IssueRequest {
+        .issue_token(
+            Grant {
                 client_id: auth.client_id,
                 client,
                 grant_type: GrantType::ClientCredentials.as_str(),

@@ -6,4 +6,5 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bus;
+mod jwt;
 mod keys;

@@ -79,7 +79,7 @@ async fn keys_verify_only_what_they_may() {
     s.wait_ready().await;
     let admin = s.admin().await;
     let state = &s.server().state;
-    let ring = commands::keys::load_ring(&state.log, &state.master_key)
+    let ring = commands::keys::load_ring(state.bus.log(), &state.master_key)
         .await
         .unwrap();
     let now = clock.now().unix_timestamp();
@@ -144,7 +144,7 @@ async fn keys_verify_only_what_they_may() {
         commands::keys::generate(&state.bus, &state.master_key, KeyAlgorithm::ES256, &meta)
             .await
             .unwrap();
-    let ring = commands::keys::load_ring(&state.log, &state.master_key)
+    let ring = commands::keys::load_ring(state.bus.log(), &state.master_key)
         .await
         .unwrap();
     let entry = ring.get(&pending).unwrap();
@@ -572,7 +572,7 @@ async fn failed_client_authentication_slows_its_source_and_is_counted() {
         confidential(&admin.organization_id, "client_secret_basic", &["read"]),
     )
     .await;
-    let log = Arc::clone(&s.server().state.log);
+    let log = Arc::clone(s.server().state.bus.log());
     let attacker = from_address([127, 0, 0, 1]);
     let owner = from_address([127, 0, 0, 2]);
 
@@ -629,7 +629,7 @@ async fn failed_client_authentication_slows_its_source_and_is_counted() {
     assert_eq!(basic_grant(&attacker, &s, &id, &secret).await.0, 200);
 
     // Everything counted is in the log once the server stops: the 401s.
-    let log = Arc::clone(&s.server().state.log);
+    let log = Arc::clone(s.server().state.bus.log());
     s.stop().await;
     let counted: u64 = failure_events(&log)
         .await

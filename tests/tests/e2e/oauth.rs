@@ -422,7 +422,7 @@ async fn token_endpoint_errors_follow_rfc_6749() {
     // Failed authentications are in the log, counted, with who tried: the
     // first of a window at once, the rest when the window closes (here, at
     // shutdown).
-    let log = Arc::clone(&s.server().state.log);
+    let log = Arc::clone(s.server().state.bus.log());
     let mut s = s;
     s.stop().await;
     let failures = log

@@ -342,7 +342,7 @@ async fn data_subject_requests(store: Store) {
     }
 
     // Nothing else in the log changed: the chain and anchors still verify.
-    let log = std::sync::Arc::clone(&s.server().state.log);
+    let log = std::sync::Arc::clone(s.server().state.bus.log());
     log.seal().await.unwrap();
     let report = log.verify(&|_| {}).await.unwrap();
     assert_eq!(report.problems, 0, "{report:?}");

@@ -1,28 +1,30 @@
-//! Issuing and validating access tokens: the signing key ring, the cache of
-//! client state, and the revocation list, kept current from the log.
+//! The token views: what validating and signing access tokens reads on every
+//! request, kept current from the log by one subscription: the signing key
+//! ring, the clients and auth tokens by id, the revocations in force, and
+//! the waits of the failed client authentication throttle that any node
+//! began.
 //!
 //! One place decides whether a token is good: signature by a key of ours,
 //! issuer, expiry, not revoked, and its client still active. Introspection
-//! and the admin API's bearer check both ask [`TokenService::validate`].
+//! and the admin API's bearer check both ask [`TokenViews::validate`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use commands::Clock;
-use commands::crypto::MasterKey;
-use commands::jwt::{AccessTokenClaims, sign_access_token, verify_access_token};
-use commands::keys::KeyRing;
-use domain::throttle::ThrottlePolicy;
-
-use crate::oauth::client_auth::ClientThrottle;
+use crypto::MasterKey;
 use domain::client::Client;
 use domain::registration::AuthToken;
 use domain::signing_key::KeyAlgorithm;
+use domain::throttle::ThrottlePolicy;
 use domain::token::TokenEvent;
-use domain::{Actor, Metadata};
+use eventlog::clock::Clock;
 use eventlog::{EventLog, Filter, Position, RecordedEvent};
+use jose::{AccessTokenClaims, KeyError, KeyRing, sign_access_token, verify_access_token};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::throttle::Throttle;
+use crate::views::{AggregateCache, Revocations};
 
 /// Why a token is not good (callers answer `active: false` or 401 alike).
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +50,29 @@ pub struct ValidToken {
     pub scope: String,
 }
 
-pub use projections::views::{AggregateCache, Revocations};
+/// How long a key just written may take to become readable.
+const READABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Verified tokens remembered at most.
 const VERIFIED_ENTRIES: usize = 50_000;
 
 pub type ClientCache = AggregateCache<Client>;
 
-/// What an access token is issued for.
-pub type IssueRequest<'a> = commands::tokens::Grant<'a>;
+/// What a failure report records besides the counts: how the client
+/// tried, why it failed last, and the request's metadata.
+#[derive(Clone, Debug)]
+pub struct FailureNote {
+    pub auth_method: &'static str,
+    pub reason: &'static str,
+    pub metadata: domain::Metadata,
+}
 
-pub struct TokenService {
+/// Failed client authentications by (canonical client id, source address).
+pub type ClientThrottle = Throttle<(String, String), FailureNote>;
+
+pub use domain::token::AUTH_TOKEN_CLAIM;
+
+pub struct TokenViews {
     pub issuer: String,
     pub token_endpoint: String,
     log: Arc<dyn EventLog>,
@@ -75,7 +89,7 @@ pub struct TokenService {
     pub client_throttle: ClientThrottle,
 }
 
-impl TokenService {
+impl TokenViews {
     pub fn new(
         issuer: String,
         log: Arc<dyn EventLog>,
@@ -108,7 +122,7 @@ impl TokenService {
     /// Brings the key ring up to the log until `kid` is the active key of
     /// its algorithm (after a rotation here, so that the next token is
     /// signed with the new key).
-    pub async fn catch_up_keys(&self, kid: &str) -> Result<(), commands::keys::KeyError> {
+    pub async fn catch_up_keys(&self, kid: &str) -> Result<(), KeyError> {
         self.catch_up_keys_until(|r: &KeyRing| {
             r.get(kid)
                 .is_some_and(|e| r.active(e.alg).is_some_and(|a| a.kid == kid))
@@ -121,18 +135,13 @@ impl TokenService {
     pub async fn catch_up_keys_until(
         &self,
         done: impl Fn(&KeyRing) -> bool,
-    ) -> Result<(), commands::keys::KeyError> {
+    ) -> Result<(), KeyError> {
         let mut ring = match self.keys.read() {
             Ok(r) => r.clone(),
             Err(_) => return Ok(()),
         };
-        ring.catch_up_until(
-            &self.log,
-            &self.master,
-            done,
-            commands::keys::READABLE_WITHIN,
-        )
-        .await?;
+        ring.catch_up_until(&self.log, &self.master, done, READABLE_WITHIN)
+            .await?;
         if let Ok(mut current) = self.keys.write()
             && ring.position() > current.position()
         {
@@ -239,50 +248,30 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// Signs an access token and records the issue in the log before
-    /// returning it.
-    pub async fn issue(
-        &self,
-        req: IssueRequest<'_>,
-        meta: &Metadata,
-    ) -> Result<(String, AccessTokenClaims), IssueError> {
-        let (claims, issued) =
-            commands::tokens::decide(&self.issuer, &req, Uuid::now_v7(), self.clock.now());
-        let token = {
-            let ring = self
-                .keys
-                .read()
-                .map_err(|_| IssueError::Keys("key ring poisoned".into()))?;
-            sign_access_token(&ring, KeyAlgorithm::ES256, &claims)
-                .map_err(|e| IssueError::Keys(e.to_string()))?
-        };
-        commands::tokens::record_issued(&self.log, issued, meta).await?;
-        metrics::counter!("idp_tokens_issued_total", "grant_type" => req.grant_type.to_owned())
-            .increment(1);
-        Ok((token, claims))
+    /// Signs `claims` with the active ES256 key.
+    pub fn sign(&self, claims: &AccessTokenClaims) -> Result<String, KeyError> {
+        let ring = self.keys.read().map_err(|_| KeyError::Poisoned)?;
+        sign_access_token(&ring, KeyAlgorithm::ES256, claims)
     }
 
-    /// Revokes a valid token; the revocation is recorded, then applied here
-    /// at once (other nodes apply it from the log).
-    pub async fn revoke(&self, token: &ValidToken, meta: &Metadata) -> Result<(), IssueError> {
-        let jti = Uuid::parse_str(&token.jti).map_err(|_| IssueError::Keys("bad jti".into()))?;
-        let expires_at = OffsetDateTime::from_unix_timestamp(token.claims.exp)
-            .map_err(|_| IssueError::Keys("bad exp".into()))?;
-        commands::tokens::record_revoked(
-            &self.log,
-            jti,
-            token.client_id,
-            expires_at,
-            self.clock.now(),
-            meta,
-        )
-        .await?;
+    /// The client `id` as the log has it now.
+    pub async fn client(&self, id: Uuid) -> Result<Option<Arc<Client>>, eventlog::Error> {
+        self.clients.get(&self.log, id).await
+    }
+
+    /// The auth token `id` as the log has it now.
+    pub async fn auth_token(&self, id: Uuid) -> Result<Option<Arc<AuthToken>>, eventlog::Error> {
+        self.auth_tokens.get(&self.log, id).await
+    }
+
+    /// Applies a revocation recorded here at once (other nodes apply it
+    /// from the log).
+    pub fn revoked_here(&self, token: &ValidToken) {
         self.revoked.revoked(
             token.jti.clone(),
             token.claims.exp,
             self.clock.now().unix_timestamp(),
         );
-        Ok(())
     }
 
     /// Applies an event from the log to the in-memory views.
@@ -430,24 +419,10 @@ impl TokenService {
             }
         }
     }
-
-    pub fn actor_for(client_id: Uuid) -> Actor {
-        Actor::client(client_id.to_string())
-    }
 }
-
-pub use commands::tokens::AUTH_TOKEN_CLAIM;
 
 fn stream_id(e: &RecordedEvent) -> Option<Uuid> {
     e.stream
         .split_once('-')
         .and_then(|(_, id)| Uuid::parse_str(id).ok())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum IssueError {
-    #[error("signing: {0}")]
-    Keys(String),
-    #[error(transparent)]
-    Log(#[from] eventlog::Error),
 }

@@ -7,8 +7,7 @@
 
 use sqlx::Row;
 
-use crate::db::ReadDb;
-use crate::runner::ProjectionError;
+use projections::{ProjectionError, ReadDb};
 
 /// The table as [`open`] creates it; the read-model migration 0005 creates
 /// the same one among the read models.

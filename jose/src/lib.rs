@@ -1,0 +1,16 @@
+//! Signing keys and the JWTs they sign: the key ring folded from the log's
+//! `signingkey` events (keyring.rs) and RFC 9068 access tokens signed with
+//! its active key and verified against the keys it holds (jwt.rs).
+//!
+//! Both sides read it: the command side signs what it issues and rotates
+//! keys, the projections' token views verify what is presented. It records
+//! nothing: generating, activating and retiring keys are commands.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
+pub mod jwt;
+pub mod keyring;
+
+pub use jwt::{AccessTokenClaims, Audience, JwtError, sign_access_token, verify_access_token};
+pub use keyring::{Entry, KeyError, KeyRing};
