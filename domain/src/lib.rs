@@ -13,15 +13,24 @@
 pub mod auth_token;
 pub mod client;
 pub mod decider;
+pub mod group;
 pub mod jwk;
 pub mod metadata;
 pub mod organization;
+pub mod password;
 pub mod pii;
 pub mod privacy;
 pub mod registration;
+pub mod reservation;
 pub mod signing_key;
 pub mod throttle;
 pub mod token;
+pub mod user;
+
+mod group_tree;
+mod user_command;
+mod user_event;
+mod user_profile;
 
 pub use decider::{Aggregate, DecodeError, DomainEvent};
 pub use metadata::{Actor, ActorKind, Metadata};
