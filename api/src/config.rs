@@ -64,6 +64,22 @@ pub struct Config {
     /// `IDP_HTTP_MAX_CONNECTIONS`: open connections at most; one more is
     /// answered 503 and closed.
     pub http_max_connections: usize,
+    /// `IDP_PASSWORD_MIN_LENGTH`: the shortest password accepted, in
+    /// characters (NIST SP 800-63B: at least 8; 15 for single-factor).
+    pub password_min_length: usize,
+    /// `IDP_PASSWORD_MAX_LENGTH`: the longest password accepted.
+    pub password_max_length: usize,
+    /// `IDP_PASSWORD_DENY_LIST`: a file of refused passwords, one per line.
+    pub password_deny_list: Option<PathBuf>,
+    /// `IDP_PASSWORD_ARGON2_MEMORY_KIB`: argon2id memory cost.
+    pub password_argon2_memory_kib: u32,
+    /// `IDP_PASSWORD_ARGON2_ITERATIONS`: argon2id time cost.
+    pub password_argon2_iterations: u32,
+    /// `IDP_PASSWORD_ARGON2_PARALLELISM`: argon2id lanes.
+    pub password_argon2_parallelism: u32,
+    /// `IDP_PASSWORD_HASH_THREADS`: password hashes computed at once at
+    /// most; default the number of cores.
+    pub password_hash_threads: Option<usize>,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -85,6 +101,13 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_HTTP_HEADER_TIMEOUT_SECONDS",
     "IDP_HTTP_REQUEST_TIMEOUT_SECONDS",
     "IDP_HTTP_MAX_CONNECTIONS",
+    "IDP_PASSWORD_MIN_LENGTH",
+    "IDP_PASSWORD_MAX_LENGTH",
+    "IDP_PASSWORD_DENY_LIST",
+    "IDP_PASSWORD_ARGON2_MEMORY_KIB",
+    "IDP_PASSWORD_ARGON2_ITERATIONS",
+    "IDP_PASSWORD_ARGON2_PARALLELISM",
+    "IDP_PASSWORD_HASH_THREADS",
     "IDP_CONFIG",
 ];
 
@@ -107,6 +130,13 @@ impl Default for Config {
             secret_allow_never_expiring: false,
             http_header_timeout_seconds: 10,
             http_request_timeout_seconds: 30,
+            password_min_length: 12,
+            password_max_length: 128,
+            password_deny_list: None,
+            password_argon2_memory_kib: 19 * 1024,
+            password_argon2_iterations: 2,
+            password_argon2_parallelism: 1,
+            password_hash_threads: None,
             http_max_connections: 10_000,
         }
     }

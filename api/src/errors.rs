@@ -169,6 +169,82 @@ impl From<PrivacyError> for Problem {
     }
 }
 
+impl From<commands::user::UserFailure> for Problem {
+    fn from(e: commands::user::UserFailure) -> Self {
+        use commands::user::UserFailure as F;
+        use domain::user::UserError as E;
+        match e {
+            F::User(E::Invalid { field, reason }) => {
+                Problem::validation(format!("{field}: {reason}")).with("field", field)
+            }
+            F::User(E::NotFound) => Problem::not_found("user"),
+            F::User(E::AlreadyExists) => {
+                Problem::conflict("user-id-taken", "a user with this user_id exists")
+            }
+            F::User(e @ E::Deactivated) => Problem::conflict("user-deactivated", e.to_string()),
+            F::User(e @ E::NoPassword) => Problem::conflict("no-password", e.to_string()),
+            F::Taken { field } => Problem::conflict(
+                if field == "email" {
+                    "email-taken"
+                } else {
+                    "username-taken"
+                },
+                format!("the {field} is taken in this organization"),
+            )
+            .with("field", field),
+            F::Password(r) => Problem::validation(format!("password: {r}"))
+                .with("field", "password")
+                .with("rule", r.rule()),
+            F::UnknownOrganization => Problem::validation("organization_id names no organization")
+                .with("field", "organization_id"),
+            F::Stale { actual, .. } => Problem::stale(actual),
+            F::Contention { .. } => Problem::unavailable(e.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl From<commands::group::GroupFailure> for Problem {
+    fn from(e: commands::group::GroupFailure) -> Self {
+        use commands::group::GroupFailure as F;
+        use domain::group::{GroupError as E, GroupTreeError as T};
+        match e {
+            F::Group(E::NotFound) => Problem::not_found("group"),
+            F::Group(E::AlreadyExists) => {
+                Problem::conflict("group-id-taken", "a group with this group_id exists")
+            }
+            F::Group(e @ E::InvalidName) => {
+                Problem::validation(e.to_string()).with("field", "name")
+            }
+            F::Group(e @ E::InvalidDescription) => {
+                Problem::validation(e.to_string()).with("field", "description")
+            }
+            F::Tree(T::Cycle { path }) => Problem::conflict(
+                "group-cycle",
+                "a group cannot contain itself, directly or through other groups",
+            )
+            .with(
+                "cycle",
+                path.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ),
+            F::Tree(T::Forgotten { .. }) => Problem::not_found("group"),
+            F::UnknownOrganization => Problem::validation("organization_id names no organization")
+                .with("field", "organization_id"),
+            F::UnknownUser(id) => Problem::validation(format!(
+                "user {id} is not a user of the group's organization"
+            ))
+            .with("field", "user_id"),
+            F::UnknownGroup(id) => {
+                Problem::validation(format!("group {id} is not a group of the organization"))
+                    .with("field", "group_id")
+            }
+            F::Stale { actual, .. } => Problem::stale(actual),
+            F::Contention { .. } => Problem::unavailable(e.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

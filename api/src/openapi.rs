@@ -3,11 +3,14 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{Page, audit, clients, keys, organizations, privacy, registration};
+use crate::admin::{
+    Page, audit, clients, groups, keys, organizations, privacy, registration, user_bulk,
+    user_history, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "idp admin API", description = "Organizations, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests. \
+    info(title = "idp admin API", description = "Organizations, users and groups, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests. \
         Every endpoint needs a bearer access token with the `idp:admin` scope; errors are RFC 9457 \
         problem documents (application/problem+json)."),
     paths(
@@ -19,6 +22,11 @@ use crate::admin::{Page, audit, clients, keys, organizations, privacy, registrat
         registration::instances, registration::delete_auth_token, crate::registration::consume,
         audit::list, audit::export, audit::event,
         privacy::find, privacy::export, privacy::correct, privacy::erase,
+        users::create, users::list, user_history::show, users::update, users::remove,
+        users::deactivate, users::reactivate, users::set_password, users::clear_password,
+        users::groups, user_history::history, user_bulk::bulk,
+        groups::create, groups::list, groups::show, groups::update, groups::remove,
+        groups::members, groups::add_member, groups::remove_member,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -34,6 +42,13 @@ use crate::admin::{Page, audit, clients, keys, organizations, privacy, registrat
         privacy::FoundSubject, privacy::Correction, privacy::Corrected,
         ::privacy::SubjectExport, ::privacy::SubjectData, ::privacy::InstanceRecord,
         ::privacy::ExportedEvent, ::privacy::ErasureRecord, ::privacy::Erasure,
+        ::privacy::people::UserRecord, ::privacy::people::CredentialRecord,
+        users::CreateUser, users::UpdateUser, users::UserView, users::UserPage, users::ProfileBody,
+        users::ProfilePatchBody, users::AddressBody, users::AttributeBody, users::SetPassword,
+        users::UserGroupView, user_history::ChangeView,
+        user_bulk::BulkRequest, user_bulk::BulkResult, user_bulk::BulkResponse,
+        groups::CreateGroup, groups::UpdateGroup, groups::AddMember, groups::GroupView,
+        groups::MemberView, Page<groups::GroupView>, Page<groups::MemberView>,
     )),
     modifiers(&BearerAuth),
 )]

@@ -77,6 +77,20 @@ impl Problem {
         .detail(detail)
     }
 
+    /// 412: an `If-Match` names a revision the resource has moved on from.
+    pub fn stale(current: Option<u64>) -> Self {
+        let p = Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "The resource changed since it was read",
+        )
+        .detail("If-Match names an older version: read the resource again");
+        match current {
+            Some(r) => p.with("current_etag", format!("\"{r}\"")),
+            None => p,
+        }
+    }
+
     pub fn limit(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, slug, "A limit is reached").detail(detail)
     }

@@ -45,6 +45,8 @@ pub enum StartError {
     Keys(String),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    #[error("passwords: {0}")]
+    Passwords(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -179,6 +181,7 @@ impl Server {
             master_key.clone(),
             ring,
         ));
+        let passwords = Arc::new(passwords(&config)?);
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
         let state = AppState {
             config: Arc::new(config),
@@ -191,6 +194,7 @@ impl Server {
             metrics,
             tokens,
             subject_keys,
+            passwords,
         };
         tracing::info!(
             %addr,
@@ -298,6 +302,37 @@ impl ShutdownSignals {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The password policy, deny list and hasher the configuration names.
+fn passwords(config: &Config) -> Result<commands::password::Passwords, StartError> {
+    let denied = match &config.password_deny_list {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError::Passwords(format!("{}: {e}", path.display())))?;
+            commands::password::Passwords::read_deny_list(&text)
+        }
+        None => Vec::new(),
+    };
+    let policy = domain::password::PasswordPolicy {
+        min_length: config.password_min_length,
+        max_length: config.password_max_length,
+    };
+    if policy.min_length < 1 || policy.max_length < policy.min_length {
+        return Err(StartError::Passwords(
+            "IDP_PASSWORD_MIN_LENGTH must be at least 1 and at most IDP_PASSWORD_MAX_LENGTH".into(),
+        ));
+    }
+    let params = commands::password::HashParams {
+        memory_kib: config.password_argon2_memory_kib,
+        iterations: config.password_argon2_iterations,
+        parallelism: config.password_argon2_parallelism,
+    };
+    let threads = config.password_hash_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    commands::password::Passwords::new(policy, denied, params, threads)
+        .map_err(|e| StartError::Passwords(e.to_string()))
 }
 
 /// Says how far behind the log the read models start and, once they have

@@ -32,6 +32,8 @@ pub struct AppState {
     /// What token validation and signing read, kept current from the log.
     pub tokens: Arc<TokenViews>,
     pub subject_keys: Arc<SubjectKeys>,
+    /// The password policy and the bounded hashing pool.
+    pub passwords: Arc<commands::password::Passwords>,
 }
 
 impl AppState {

@@ -525,7 +525,9 @@ fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
         .unwrap();
     let text = stdout_of(&out);
     assert!(
-        text.starts_with("rebuilt organizations, clients, registration, audit: 3000 events in "),
+        text.starts_with(
+            "rebuilt organizations, clients, registration, audit, users: 3000 events in "
+        ),
         "{text}"
     );
     assert!(text.trim_end().ends_with(" events/s"), "{text}");

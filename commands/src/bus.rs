@@ -114,8 +114,28 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// `attempts` times without landing.
     #[error("the stream kept changing under the command ({attempts} attempts)")]
     Contention { attempts: usize },
+    /// The caller acted on revision `expected` (an `If-Match`), and the
+    /// stream has moved on.
+    #[error("the stream is at revision {actual:?}, not {expected}")]
+    Stale { expected: u64, actual: Option<u64> },
     #[error(transparent)]
     Log(eventlog::Error),
+}
+
+/// How a command is decided: on a state read from the log just now
+/// (`fresh`) or from the cache, and only at a revision (`precondition`).
+struct Decide {
+    fresh: bool,
+    precondition: Option<u64>,
+}
+
+impl Decide {
+    fn fresh(fresh: bool) -> Self {
+        Self {
+            fresh,
+            precondition: None,
+        }
+    }
 }
 
 /// Loads a stream, folds it, decides, and appends with `Exact(revision)`;
@@ -224,7 +244,52 @@ impl CommandBus {
             }
         };
         self.core
-            .decide_and_append::<A>(&stream, state, revision, fresh, command, metadata)
+            .decide_and_append::<A>(
+                &stream,
+                state,
+                revision,
+                Decide::fresh(fresh),
+                command,
+                metadata,
+            )
+            .await
+    }
+
+    /// [`Self::execute`], only if the stream is at revision `expected` when
+    /// the command is decided and appended (an `If-Match` on the revision
+    /// a caller read): otherwise [`CommandError::Stale`], and nothing is
+    /// written. A conflict with another writer is never decided again.
+    pub async fn execute_at<A>(
+        &self,
+        id: &str,
+        expected: u64,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Outcome, CommandError<A::Error>>
+    where
+        A: Aggregate + Clone,
+        A::Command: Clone,
+    {
+        let stream = Self::stream_name::<A>(id);
+        let _serialized = self.core.locks.lock(&stream).await;
+        let mut state = A::default();
+        let revision = self
+            .core
+            .catch_up(&stream, &mut state, None)
+            .await
+            .map_err(CommandError::Log)?;
+        self.core
+            .decide_and_append::<A>(
+                &stream,
+                state,
+                revision,
+                Decide {
+                    fresh: true,
+                    precondition: Some(expected),
+                },
+                command,
+                metadata,
+            )
             .await
     }
 
@@ -254,7 +319,14 @@ impl CommandBus {
         // is still empty, which the append would tell; refusing a brand-new
         // stream's first command reads the log to be sure.
         self.core
-            .decide_and_append::<A>(&stream, state, revision, false, command, metadata)
+            .decide_and_append::<A>(
+                &stream,
+                state,
+                revision,
+                Decide::fresh(false),
+                command,
+                metadata,
+            )
             .await
     }
 
@@ -319,7 +391,7 @@ impl Core {
         stream: &str,
         mut state: A,
         mut revision: Option<u64>,
-        mut fresh: bool,
+        how: Decide,
         command: A::Command,
         metadata: &Metadata,
     ) -> Result<Outcome, CommandError<A::Error>>
@@ -327,7 +399,19 @@ impl Core {
         A: Aggregate + Clone,
         A::Command: Clone,
     {
+        let Decide {
+            mut fresh,
+            precondition,
+        } = how;
         for attempt in 0..self.max_attempts {
+            if let Some(expected) = precondition
+                && revision != Some(expected)
+            {
+                return Err(CommandError::Stale {
+                    expected,
+                    actual: revision,
+                });
+            }
             let now = self.clock.now();
             let events = match state.decide(command.clone(), now) {
                 Ok(events) => events,

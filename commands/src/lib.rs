@@ -18,11 +18,14 @@ pub mod client_auth;
 pub use ::crypto;
 pub mod journal;
 pub use jose::jwt;
+pub mod group;
 pub mod keys;
 mod locks;
 pub mod organization;
+pub mod password;
 pub mod registration;
 pub mod tokens;
+pub mod user;
 
 pub use bus::{CommandBus, CommandError, Outcome};
 pub use eventlog::clock::{Clock, ManualClock, SystemClock, monotonic};

@@ -124,6 +124,8 @@ impl From<CommandError<RegistrationTokenError>> for RegistrationFailure {
         match e {
             CommandError::Domain(e) => Self::RegistrationToken(e),
             CommandError::Contention { attempts } => Self::Contention { attempts },
+            // Registration commands carry no precondition on a revision.
+            CommandError::Stale { .. } => Self::Contention { attempts: 1 },
             CommandError::Log(e) => Self::Log(e),
         }
     }
@@ -134,6 +136,8 @@ impl From<CommandError<AuthTokenError>> for RegistrationFailure {
         match e {
             CommandError::Domain(e) => Self::AuthToken(e),
             CommandError::Contention { attempts } => Self::Contention { attempts },
+            // Registration commands carry no precondition on a revision.
+            CommandError::Stale { .. } => Self::Contention { attempts: 1 },
             CommandError::Log(e) => Self::Log(e),
         }
     }

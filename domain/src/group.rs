@@ -55,6 +55,12 @@ pub enum GroupCommand {
     Describe {
         description: String,
     },
+    /// A rename and a new description decided together (either may be
+    /// absent): both or neither are recorded.
+    Change {
+        name: Option<String>,
+        description: Option<String>,
+    },
     Delete,
     AddUser {
         user_id: Uuid,
@@ -323,6 +329,16 @@ impl Aggregate for Group {
                         at: now,
                     })]
                 })
+            }
+            GroupCommand::Change { name, description } => {
+                let mut events = Vec::new();
+                if let Some(name) = name {
+                    events.extend(self.decide(GroupCommand::Rename { name }, now)?);
+                }
+                if let Some(description) = description {
+                    events.extend(self.decide(GroupCommand::Describe { description }, now)?);
+                }
+                Ok(events)
             }
             GroupCommand::Delete => Ok(vec![GroupEvent::Deleted(GroupDeleted {
                 group_id,

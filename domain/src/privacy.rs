@@ -128,6 +128,10 @@ pub trait Pseudonyms: Send + Sync {
     /// The subject of an installation named by its device alone: the device
     /// name is still someone's. Never equal to a user name's subject.
     fn installation_subject(&self, organization: uuid::Uuid, instance_id: &str) -> String;
+    /// The claim (a reservation stream's id: 64 lowercase hex digits) of a
+    /// normalized unique value of `kind` (`username`, `email`) within an
+    /// organization: keyed, so the log never shows which value is taken.
+    fn claim(&self, organization: uuid::Uuid, kind: &str, normalized: &str) -> String;
 }
 
 #[cfg(test)]

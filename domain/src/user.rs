@@ -278,19 +278,30 @@ impl User {
             .as_ref()
             .map_or(self.phone_number.is_some(), Option::is_some);
         check_verified("phone_verified", phone_verified, phone_present)?;
-        let profile = match c.profile {
-            Some(p) => {
+        let current_profile = self.profile.value().cloned().unwrap_or_default();
+        let profile = match (c.profile, c.profile_patch) {
+            (None, None) => None,
+            (whole, patch) => {
+                let base = whole.unwrap_or(current_profile);
+                let p = patch.map_or(base.clone(), |patch| patch.apply(&base));
                 let p = validate_profile(p)?;
                 (self.profile.value() != Some(&p)).then_some(p)
             }
-            None => None,
         };
-        let attributes = match c.attributes {
-            Some(a) => {
+        let current_attributes = self.attributes.value().cloned().unwrap_or_default();
+        let attributes = match (c.attributes, c.attributes_patch) {
+            (None, None) => None,
+            (whole, patch) => {
+                let mut a = whole.unwrap_or(current_attributes);
+                for (name, value) in patch.unwrap_or_default() {
+                    match value {
+                        Some(v) => a.insert(name, v),
+                        None => a.remove(&name),
+                    };
+                }
                 let a = validate_attributes(a)?;
                 (self.attributes.value() != Some(&a)).then_some(a)
             }
-            None => None,
         };
 
         let mut events = Vec::new();
@@ -450,6 +461,7 @@ impl Aggregate for User {
                 profile,
                 attributes,
                 created_by,
+                password,
             } => {
                 if self.created {
                     return Err(UserError::AlreadyExists);
@@ -463,7 +475,10 @@ impl Aggregate for User {
                     .transpose()?;
                 check_verified("email_verified", email_verified, email.is_some())?;
                 check_verified("phone_verified", phone_verified, phone_number.is_some())?;
-                Ok(vec![UserEvent::Created(UserCreated {
+                if let Some(p) = &password {
+                    check_password_hash(&p.hash)?;
+                }
+                let mut events = vec![UserEvent::Created(UserCreated {
                     user_id: id,
                     organization_id,
                     username: Pii::new(username),
@@ -477,7 +492,16 @@ impl Aggregate for User {
                     attributes: Pii::new(validate_attributes(attributes)?),
                     created_by,
                     at: now,
-                })])
+                })];
+                if let Some(p) = password {
+                    events.push(UserEvent::PasswordSet(PasswordSet {
+                        user_id: id,
+                        hash: Pii::new(p.hash),
+                        must_change: p.must_change,
+                        at: now,
+                    }));
+                }
+                Ok(events)
             }
             _ if !self.exists() => Err(UserError::NotFound),
             UserCommand::Change { changes } => self.change(changes, now),

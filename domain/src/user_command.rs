@@ -6,7 +6,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::user_profile::{Attributes, Profile};
+use crate::user_profile::{Address, AttributeValue, Attributes, Profile};
 
 /// Shown in place of a personal value or a secret.
 struct Redacted;
@@ -23,6 +23,8 @@ fn redacted<T>(value: &Option<T>) -> Option<Redacted> {
 
 /// Claims are the names of reservation streams (keyed hashes the command
 /// side computes, see [`crate::reservation`]); they are not personal.
+// A command lives for one decision: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum UserCommand {
     Create {
@@ -41,6 +43,9 @@ pub enum UserCommand {
         attributes: Attributes,
         /// The actor id of whoever created the user.
         created_by: String,
+        /// An initial password (a PHC string computed by the command side),
+        /// recorded in the same append as the creation.
+        password: Option<InitialPassword>,
     },
     Change {
         changes: UserChanges,
@@ -80,6 +85,7 @@ impl fmt::Debug for UserCommand {
                 phone_number,
                 phone_verified,
                 created_by,
+                password,
                 ..
             } => f
                 .debug_struct("Create")
@@ -95,6 +101,7 @@ impl fmt::Debug for UserCommand {
                 .field("profile", &Redacted)
                 .field("attributes", &Redacted)
                 .field("created_by", created_by)
+                .field("password", password)
                 .finish(),
             Self::Change { changes } => f.debug_struct("Change").field("changes", changes).finish(),
             Self::Deactivate => f.write_str("Deactivate"),
@@ -112,6 +119,23 @@ impl fmt::Debug for UserCommand {
             Self::RecordSignIn => f.write_str("RecordSignIn"),
             Self::Delete => f.write_str("Delete"),
         }
+    }
+}
+
+/// The password a user is created with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InitialPassword {
+    /// A PHC string (`$argon2id$…`).
+    pub hash: String,
+    pub must_change: bool,
+}
+
+impl fmt::Debug for InitialPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitialPassword")
+            .field("hash", &Redacted)
+            .field("must_change", &self.must_change)
+            .finish()
     }
 }
 
@@ -163,6 +187,62 @@ pub struct UserChanges {
     pub profile: Option<Profile>,
     /// Replaces all the attributes.
     pub attributes: Option<Attributes>,
+    /// Changes some profile fields of the profile as it is when the change
+    /// is decided (after `profile`, if both are given).
+    pub profile_patch: Option<ProfilePatch>,
+    /// Sets (`Some`) or removes (`None`) some attributes of those the user
+    /// has when the change is decided (after `attributes`).
+    pub attributes_patch: Option<AttributesPatch>,
+}
+
+/// Attribute changes: a name to its new value, or to None to remove it.
+pub type AttributesPatch = std::collections::BTreeMap<String, Option<AttributeValue>>;
+
+/// Changes to some profile fields: absent leaves a field, `Some(None)`
+/// clears it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProfilePatch {
+    pub given_name: Option<Option<String>>,
+    pub family_name: Option<Option<String>>,
+    pub middle_name: Option<Option<String>>,
+    pub nickname: Option<Option<String>>,
+    pub name: Option<Option<String>>,
+    pub gender: Option<Option<String>>,
+    pub birthdate: Option<Option<String>>,
+    pub address: Option<Option<Address>>,
+    pub locale: Option<Option<String>>,
+    pub zoneinfo: Option<Option<String>>,
+    pub picture: Option<Option<String>>,
+}
+
+impl ProfilePatch {
+    /// `profile` with these changes.
+    pub fn apply(&self, profile: &Profile) -> Profile {
+        let mut p = profile.clone();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { p.$f = v.clone(); } )* };
+        }
+        set!(
+            given_name,
+            family_name,
+            middle_name,
+            nickname,
+            name,
+            gender,
+            birthdate,
+            address,
+            locale,
+            zoneinfo,
+            picture
+        );
+        p
+    }
+}
+
+impl fmt::Debug for ProfilePatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProfilePatch(<redacted>)")
+    }
 }
 
 impl fmt::Debug for UserChanges {
@@ -175,6 +255,8 @@ impl fmt::Debug for UserChanges {
             .field("phone_verified", &self.phone_verified)
             .field("profile", &redacted(&self.profile))
             .field("attributes", &redacted(&self.attributes))
+            .field("profile_patch", &self.profile_patch)
+            .field("attributes_patch", &redacted(&self.attributes_patch))
             .finish()
     }
 }

@@ -59,6 +59,7 @@ fn create() -> UserCommand {
         profile: profile(),
         attributes: attributes(),
         created_by: "admin".into(),
+        password: None,
     }
 }
 
@@ -462,6 +463,8 @@ fn a_change_records_only_what_changed() {
         phone_verified: Some(false),
         profile: Some(profile()),
         attributes: Some(attributes()),
+        profile_patch: None,
+        attributes_patch: None,
     };
     assert_eq!(
         given_when::<User>(&given, change(same.clone()), LATER),
@@ -859,4 +862,69 @@ fn refusals_say_the_field_not_the_value() {
     let shown = err.to_string();
     assert!(shown.starts_with("invalid email: "), "{shown}");
     assert!(!shown.contains("secret-person"));
+}
+
+#[test]
+fn an_initial_password_is_recorded_with_the_creation() {
+    let UserCommand::Create { .. } = create() else {
+        unreachable!()
+    };
+    let mut command = create();
+    if let UserCommand::Create { password, .. } = &mut command {
+        *password = Some(InitialPassword {
+            hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            must_change: true,
+        });
+    }
+    assert!(!format!("{command:?}").contains("argon2id"));
+    let events = given_when::<User>(&[], command, NOW).unwrap();
+    assert_eq!(events.len(), 2);
+    let user = User::fold(&events);
+    let password = user.password.expect("a password");
+    assert!(password.must_change);
+    assert_eq!(password.set_at, NOW);
+}
+
+#[test]
+fn patches_change_only_the_fields_they_name() {
+    let given = [created()];
+    let mut attrs = AttributesPatch::new();
+    attrs.insert("floor".into(), Some(AttributeValue::One("3".into())));
+    let changes = UserChanges {
+        profile_patch: Some(ProfilePatch {
+            nickname: Some(Some("Countess".into())),
+            ..ProfilePatch::default()
+        }),
+        attributes_patch: Some(attrs),
+        ..UserChanges::default()
+    };
+    let events = given_when::<User>(&given, change(changes), LATER).unwrap();
+    let user = User::fold(given.iter().chain(&events));
+    let p = user.profile.value().unwrap();
+    assert_eq!(p.nickname.as_deref(), Some("Countess"));
+    assert_eq!(p.given_name, profile().given_name, "other fields are kept");
+    let a = user.attributes.value().unwrap();
+    assert_eq!(a.get("floor"), Some(&AttributeValue::One("3".into())));
+    assert_eq!(a.len(), attributes().len() + 1);
+    // Clearing a field and removing an attribute.
+    let mut remove = AttributesPatch::new();
+    remove.insert("floor".into(), None);
+    let clear = UserChanges {
+        profile_patch: Some(ProfilePatch {
+            nickname: Some(None),
+            ..ProfilePatch::default()
+        }),
+        attributes_patch: Some(remove),
+        ..UserChanges::default()
+    };
+    let more = given_when::<User>(
+        &[given[0].clone()]
+            .into_iter()
+            .chain(events)
+            .collect::<Vec<_>>(),
+        change(clear),
+        LATER,
+    )
+    .unwrap();
+    assert_eq!(more.len(), 2);
 }

@@ -16,6 +16,7 @@
 
 pub mod key_store;
 pub mod log;
+pub mod people;
 pub mod pseudonyms;
 pub mod stores;
 pub mod vault;
@@ -101,7 +102,7 @@ impl TryFrom<&RecordedEvent> for ExportedEvent {
             actor_id: m.actor.id.clone(),
             source_ip: m.source_ip.clone(),
             user_agent: m.user_agent.clone(),
-            data: data.into_owned(),
+            data: people::exported_data(e, data.into_owned()),
         })
     }
 }
@@ -136,6 +137,10 @@ pub struct ErasureRecord {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubjectData {
     pub instances: Vec<InstanceRecord>,
+    /// The user the subject is (subjects `user:…`), replayed from their
+    /// stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<people::UserRecord>,
 }
 
 /// Everything held about one subject.
@@ -215,6 +220,7 @@ pub async fn export(
         }
         events.extend(history);
     }
+    let user = people::user_record(log, subject, &events).await?;
     // One entry per event, in log order.
     let by_position: BTreeMap<Position, RecordedEvent> =
         events.into_iter().map(|e| (e.position, e)).collect();
@@ -231,7 +237,7 @@ pub async fn export(
         subject: subject.to_owned(),
         generated_at: rfc3339(now),
         erasure,
-        current: SubjectData { instances },
+        current: SubjectData { instances, user },
         events: by_position
             .values()
             .map(ExportedEvent::try_from)
@@ -372,6 +378,11 @@ pub async fn erase(
     // reading (and opening) every event about them.
     if keys.key(subject).await?.is_none() && log.read_subject(subject).await?.is_empty() {
         return Err(PrivacyError::UnknownSubject);
+    }
+    // A user erased as a subject is deleted too: their username and email
+    // are given back, and they can no longer be changed or sign in.
+    if let Some(user_id) = people::user_of_subject(subject) {
+        people::delete_if_live(bus, user_id, metadata).await?;
     }
     let erased_at = metadata.occurred_at;
     let event = PrivacyEvent::Erased(SubjectErased {

@@ -67,7 +67,30 @@ impl PersonIds {
     }
 }
 
+impl PersonIds {
+    /// The claim of a unique value: 64 hex digits of a MAC under a label
+    /// of its own, so a claim never equals a subject's digits.
+    pub fn claim(&self, organization: uuid::Uuid, kind: &str, normalized: &str) -> String {
+        let mac = hmac(
+            &self.0,
+            &[
+                b"reservation\0",
+                organization.as_bytes(),
+                b"\0",
+                kind.as_bytes(),
+                b"\0",
+                normalized.as_bytes(),
+            ],
+        );
+        hex::encode(mac)
+    }
+}
+
 impl Pseudonyms for PersonIds {
+    fn claim(&self, organization: uuid::Uuid, kind: &str, normalized: &str) -> String {
+        PersonIds::claim(self, organization, kind, normalized)
+    }
+
     fn subject(&self, organization: uuid::Uuid, user_name: &str) -> Option<String> {
         PersonIds::subject(self, organization, user_name)
     }

@@ -59,6 +59,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006", "audit_compact"),
     migration!(7, "0007", "audit_uuid_bytes"),
     migration!(8, "0008", "audit_by_source_ip"),
+    migration!(9, "0009", "users"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -23,6 +23,8 @@ pub mod registration;
 mod runner;
 pub mod throttle;
 pub mod tokens;
+mod user_queries;
+pub mod users;
 pub mod views;
 
 pub use db::{Dialect, ReadDb};
@@ -39,5 +41,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(clients::ClientsProjection),
         std::sync::Arc::new(registration::RegistrationProjection),
         std::sync::Arc::new(audit::AuditProjection),
+        std::sync::Arc::new(users::UsersProjection),
     ]
 }

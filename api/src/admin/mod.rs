@@ -4,10 +4,14 @@
 pub mod audit;
 pub mod auth;
 pub mod clients;
+pub mod groups;
 pub mod keys;
 pub mod organizations;
 pub mod privacy;
 pub mod registration;
+pub mod user_bulk;
+pub mod user_history;
+pub mod users;
 
 use std::time::Duration;
 
@@ -29,6 +33,8 @@ pub fn router() -> Router<AppState> {
         .merge(registration::router())
         .merge(audit::router())
         .merge(privacy::router())
+        .merge(users::router())
+        .merge(groups::router())
 }
 
 /// Page size bounds for every list.

@@ -121,12 +121,18 @@ pub async fn export(
 pub struct Correction {
     pub user_name: Option<String>,
     pub device_name: Option<String>,
+    /// For a user (`user:…`): the profile fields to correct (`null` clears
+    /// one).
+    pub profile: Option<super::users::ProfilePatchBody>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Corrected {
     /// The auth tokens whose instance values changed.
     pub auth_token_ids: Vec<String>,
+    /// The user whose profile was corrected, if the subject is a user's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 /// Record corrected values for every instance of the subject. Needs
@@ -145,6 +151,19 @@ pub async fn correct(
     let Path(subject) = path?;
     let organization = subject_within(&state, &caller, &subject).await?;
     let meta = ctx.metadata(caller.actor(), organization);
+    if let Some(user_id) = privacy::people::user_of_subject(&subject) {
+        let patch = body.profile.ok_or_else(|| {
+            Problem::validation("name the profile fields to correct").with("field", "profile")
+        })?;
+        let out = privacy::people::correct_profile(&state.bus, user_id, patch.into(), &meta)
+            .await
+            .map_err(Problem::from)?;
+        super::settle(&state, &out).await?;
+        return Ok(Json(Corrected {
+            auth_token_ids: vec![],
+            user_id: Some(user_id.to_string()),
+        }));
+    }
     let (changed, last) = privacy::correct(
         &state.bus,
         &subject,
@@ -159,6 +178,7 @@ pub async fn correct(
     }
     Ok(Json(Corrected {
         auth_token_ids: changed.iter().map(Uuid::to_string).collect(),
+        user_id: None,
     }))
 }
 

@@ -644,6 +644,7 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
         erased.subject = Some(subject.clone());
         append(domain::privacy::privacy_stream(&subject), vec![erased]).await;
     }
+    write_people(log, org, round, now).await;
     append(
         "authfailures-bench".into(),
         vec![encode(
@@ -883,7 +884,7 @@ async fn rebuild_under_writes(env: Env) {
         during.load(Ordering::SeqCst) > 0,
         "writes arrived while rebuilding"
     );
-    assert_eq!(summary.switched_at.len(), 4);
+    assert_eq!(summary.switched_at.len(), 5);
 
     assert!(
         handle.wait_for(end, Duration::from_secs(60)).await,
@@ -950,7 +951,7 @@ async fn interrupted_rebuild(env: Env) {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(next.len(), 4, "{next:?}");
+    assert_eq!(next.len(), 5, "{next:?}");
     let resume: Vec<eventlog::Position> = sqlx::query(
         "SELECT commit_pos, prepare_pos FROM projection_checkpoints WHERE name LIKE '%#next'",
     )
@@ -993,4 +994,126 @@ async fn an_interrupted_rebuild_resumes_on_postgres() {
         return;
     };
     interrupted_rebuild(env).await;
+}
+
+/// Users (changed, deactivated, one of every two deleted), groups with
+/// members, and a nesting, for `write_mix`.
+async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: OffsetDateTime) {
+    use domain::Pii;
+    use domain::group::{GroupCreated, GroupEvent, GroupMembership, GroupNested, GroupTreeEvent};
+    use domain::user::{
+        AttributeValue, Attributes, EmailChanged, Profile, ProfileChanged, UserCreated,
+        UserDeleted, UserEvent, UserFact,
+    };
+    use eventlog::{ExpectedRevision, encode};
+    let (user, gone, parent, child) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let mut attributes = Attributes::new();
+    attributes.insert(
+        "city".into(),
+        AttributeValue::Many(vec!["Paris".into(), "Lyon".into()]),
+    );
+    let created = |id: Uuid, name: String| {
+        UserEvent::Created(UserCreated {
+            user_id: id,
+            organization_id: org,
+            username: Pii::new(name),
+            username_claim: "ab".repeat(16),
+            email: None,
+            email_claim: None,
+            email_verified: false,
+            phone_number: None,
+            phone_verified: false,
+            profile: Pii::new(Profile::default()),
+            attributes: Pii::new(attributes.clone()),
+            created_by: "admin".into(),
+            at: now,
+        })
+    };
+    let fact = |id: Uuid| UserFact {
+        user_id: id,
+        at: now,
+    };
+    let user_events = [
+        created(user, format!("user-{round}")),
+        UserEvent::EmailChanged(EmailChanged {
+            user_id: user,
+            email: Some(Pii::new(format!("u{round}@example.org"))),
+            claim: Some("cd".repeat(16)),
+            released_claim: None,
+            verified: true,
+            at: now,
+        }),
+        UserEvent::ProfileChanged(ProfileChanged {
+            user_id: user,
+            profile: Pii::new(Profile {
+                given_name: Some("Ada".into()),
+                ..Profile::default()
+            }),
+            at: now,
+        }),
+        UserEvent::Deactivated(fact(user)),
+        UserEvent::SignedIn(fact(user)),
+    ];
+    let append = |stream: String, events: Vec<eventlog::NewEvent>| {
+        let log = Arc::clone(log);
+        async move {
+            log.append(&stream, ExpectedRevision::Any, events)
+                .await
+                .unwrap();
+        }
+    };
+    append(
+        format!("user-{user}"),
+        user_events.iter().map(|e| encode(e, &meta())).collect(),
+    )
+    .await;
+    let mut gone_events = vec![encode(&created(gone, format!("gone-{round}")), &meta())];
+    if round % 2 == 0 {
+        gone_events.push(encode(
+            &UserEvent::Deleted(UserDeleted {
+                user_id: gone,
+                released_claims: vec!["ab".repeat(16)],
+                at: now,
+            }),
+            &meta(),
+        ));
+    }
+    append(format!("user-{gone}"), gone_events).await;
+    for (g, name) in [(parent, "parent"), (child, "child")] {
+        let group = GroupEvent::Created(GroupCreated {
+            group_id: g,
+            organization_id: org,
+            name: format!("{name} {round}"),
+            description: String::new(),
+            created_by: "admin".into(),
+            at: now,
+        });
+        let member = GroupEvent::UserAdded(GroupMembership {
+            group_id: g,
+            user_id: user,
+            at: now,
+        });
+        append(
+            format!("group-{g}"),
+            vec![encode(&group, &meta()), encode(&member, &meta())],
+        )
+        .await;
+    }
+    append(
+        format!("grouptree-{org}"),
+        vec![encode(
+            &GroupTreeEvent::Nested(GroupNested {
+                parent,
+                child,
+                at: now,
+            }),
+            &meta(),
+        )],
+    )
+    .await;
 }

@@ -13,3 +13,4 @@ mod health;
 mod oauth;
 mod privacy;
 mod registration;
+mod users;

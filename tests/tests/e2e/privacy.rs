@@ -60,7 +60,7 @@ fn device_of(user_name: &str, instance: &str) -> String {
 }
 
 /// Every file under `dir`, read whole.
-fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -76,7 +76,7 @@ fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())

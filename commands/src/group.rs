@@ -1,0 +1,214 @@
+//! Command handlers of groups and their nesting (see `domain::group`).
+//!
+//! A group's user members are in the group's stream; groups inside groups
+//! are edges of the organization's group tree (one stream), so a cycle is
+//! refused against a single state whatever runs concurrently.
+
+use domain::Metadata;
+use domain::group::{Group, GroupCommand, GroupError, GroupTree, GroupTreeCommand, GroupTreeError};
+use domain::organization::Organization;
+use domain::user::User;
+use uuid::Uuid;
+
+use crate::bus::{CommandBus, CommandError, Outcome};
+
+/// Why a group command did not happen. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupFailure {
+    #[error(transparent)]
+    Group(GroupError),
+    #[error(transparent)]
+    Tree(GroupTreeError),
+    #[error("the organization does not exist")]
+    UnknownOrganization,
+    #[error("no user {0} in the group's organization")]
+    UnknownUser(Uuid),
+    #[error("no group {0} in the organization")]
+    UnknownGroup(Uuid),
+    #[error("the stream kept changing under the command ({attempts} attempts)")]
+    Contention { attempts: usize },
+    #[error("the group changed since revision {expected}")]
+    Stale { expected: u64, actual: Option<u64> },
+    #[error(transparent)]
+    Log(#[from] eventlog::Error),
+}
+
+impl From<CommandError<GroupError>> for GroupFailure {
+    fn from(e: CommandError<GroupError>) -> Self {
+        match e {
+            CommandError::Domain(e) => Self::Group(e),
+            CommandError::Contention { attempts } => Self::Contention { attempts },
+            CommandError::Stale { expected, actual } => Self::Stale { expected, actual },
+            CommandError::Log(e) => Self::Log(e),
+        }
+    }
+}
+
+impl From<CommandError<GroupTreeError>> for GroupFailure {
+    fn from(e: CommandError<GroupTreeError>) -> Self {
+        match e {
+            CommandError::Domain(e) => Self::Tree(e),
+            CommandError::Contention { attempts } => Self::Contention { attempts },
+            CommandError::Stale { expected, actual } => Self::Stale { expected, actual },
+            CommandError::Log(e) => Self::Log(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, GroupFailure>;
+
+pub async fn create(
+    bus: &CommandBus,
+    id: Uuid,
+    organization_id: Uuid,
+    name: String,
+    description: String,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let (org, _) = bus
+        .load::<Organization>(&organization_id.to_string())
+        .await?;
+    if org.id.is_none() {
+        return Err(GroupFailure::UnknownOrganization);
+    }
+    let command = GroupCommand::Create {
+        id,
+        organization_id,
+        name,
+        description,
+        created_by: meta.actor.id.clone().unwrap_or_default(),
+    };
+    Ok(bus
+        .execute_new::<Group>(&id.to_string(), command, meta)
+        .await?)
+}
+
+async fn execute(
+    bus: &CommandBus,
+    group_id: Uuid,
+    if_revision: Option<u64>,
+    command: GroupCommand,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let id = group_id.to_string();
+    Ok(match if_revision {
+        Some(expected) => {
+            bus.execute_at::<Group>(&id, expected, command, meta)
+                .await?
+        }
+        None => bus.execute::<Group>(&id, command, meta).await?,
+    })
+}
+
+/// Renames and/or describes a group, in one append.
+pub async fn change(
+    bus: &CommandBus,
+    group_id: Uuid,
+    if_revision: Option<u64>,
+    name: Option<String>,
+    description: Option<String>,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = GroupCommand::Change { name, description };
+    execute(bus, group_id, if_revision, command, meta).await
+}
+
+/// The group `id` of `organization`, if it exists.
+async fn live_group(bus: &CommandBus, id: Uuid) -> Result<Group> {
+    let (group, _) = bus.load::<Group>(&id.to_string()).await?;
+    if !group.exists() {
+        return Err(GroupFailure::UnknownGroup(id));
+    }
+    Ok(group)
+}
+
+/// Deletes a group: it leaves the organization's tree first (so nothing
+/// nests it meanwhile), then its stream records the deletion.
+pub async fn delete(
+    bus: &CommandBus,
+    group_id: Uuid,
+    if_revision: Option<u64>,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let group = live_group(bus, group_id).await?;
+    if let Some(expected) = if_revision {
+        let (_, revision) = bus.load::<Group>(&group_id.to_string()).await?;
+        if revision != Some(expected) {
+            return Err(GroupFailure::Stale {
+                expected,
+                actual: revision,
+            });
+        }
+    }
+    bus.execute::<GroupTree>(
+        &group.organization_id.to_string(),
+        GroupTreeCommand::Forget { group: group_id },
+        meta,
+    )
+    .await?;
+    execute(bus, group_id, if_revision, GroupCommand::Delete, meta).await
+}
+
+/// Adds a user of the group's organization to the group.
+pub async fn add_user(
+    bus: &CommandBus,
+    group_id: Uuid,
+    user_id: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let group = live_group(bus, group_id).await?;
+    let (user, _) = bus.load::<User>(&user_id.to_string()).await?;
+    if !user.exists() || user.organization_id != group.organization_id {
+        return Err(GroupFailure::UnknownUser(user_id));
+    }
+    execute(bus, group_id, None, GroupCommand::AddUser { user_id }, meta).await
+}
+
+pub async fn remove_user(
+    bus: &CommandBus,
+    group_id: Uuid,
+    user_id: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    execute(
+        bus,
+        group_id,
+        None,
+        GroupCommand::RemoveUser { user_id },
+        meta,
+    )
+    .await
+}
+
+/// Makes group `child` a member of group `parent` (both of one
+/// organization); a cycle is refused by the organization's tree.
+pub async fn nest(bus: &CommandBus, parent: Uuid, child: Uuid, meta: &Metadata) -> Result<Outcome> {
+    let p = live_group(bus, parent).await?;
+    let c = live_group(bus, child).await?;
+    if c.organization_id != p.organization_id {
+        return Err(GroupFailure::UnknownGroup(child));
+    }
+    Ok(bus
+        .execute::<GroupTree>(
+            &p.organization_id.to_string(),
+            GroupTreeCommand::Nest { parent, child },
+            meta,
+        )
+        .await?)
+}
+
+pub async fn unnest(
+    bus: &CommandBus,
+    parent: Uuid,
+    child: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let p = live_group(bus, parent).await?;
+    Ok(bus
+        .execute::<GroupTree>(
+            &p.organization_id.to_string(),
+            GroupTreeCommand::Unnest { parent, child },
+            meta,
+        )
+        .await?)
+}

@@ -1,0 +1,213 @@
+//! Passwords as credentials: the policy a new password must pass
+//! (`domain::password`, with the configured deny list) and argon2id hashing
+//! in PHC form. Hashing and verifying run on a bounded pool of blocking
+//! threads, so a burst of them never stalls the async workers and never
+//! takes more than its share of the cores.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use argon2::password_hash::PasswordHasher as _;
+use argon2::password_hash::PasswordVerifier as _;
+use argon2::{Algorithm, Argon2, Params, Version};
+use domain::password::{PasswordPolicy, PasswordRefused, normalize_password};
+use tokio::sync::Semaphore;
+
+/// The argon2id cost parameters. The default is OWASP's first
+/// recommendation: 19 MiB of memory, 2 iterations, 1 lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self {
+            memory_kib: Params::DEFAULT_M_COST,
+            iterations: Params::DEFAULT_T_COST,
+            parallelism: Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the argon2 parameters are not usable: {0}")]
+    Params(String),
+    #[error("hashing failed: {0}")]
+    Hashing(String),
+    #[error("the hashing pool is closed")]
+    PoolClosed,
+}
+
+/// The password policy, the deny list and the hasher.
+pub struct Passwords {
+    policy: PasswordPolicy,
+    /// Denied passwords, normalized and lower-cased.
+    denied: HashSet<String>,
+    params: Params,
+    pool: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("policy", &self.policy)
+            .field("denied", &self.denied.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Passwords {
+    /// `threads` hashes run at most at once (at least one).
+    pub fn new(
+        policy: PasswordPolicy,
+        denied: impl IntoIterator<Item = String>,
+        params: HashParams,
+        threads: usize,
+    ) -> Result<Self, PasswordError> {
+        let params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| PasswordError::Params(e.to_string()))?;
+        Ok(Self {
+            policy,
+            denied: denied
+                .into_iter()
+                .map(|d| normalize_password(d.trim()).to_lowercase())
+                .filter(|d| !d.is_empty())
+                .collect(),
+            params,
+            pool: Arc::new(Semaphore::new(threads.max(1))),
+        })
+    }
+
+    /// A deny list file: one password per line; blank lines and lines
+    /// starting with `#` are skipped.
+    pub fn read_deny_list(text: &str) -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn policy(&self) -> &PasswordPolicy {
+        &self.policy
+    }
+
+    /// Whether `password` may be set for the user named `username` with
+    /// `email`; the refusal says which rule.
+    pub fn check(
+        &self,
+        password: &str,
+        username: &str,
+        email: Option<&str>,
+    ) -> Result<(), PasswordRefused> {
+        self.policy.check(password, username, email, |candidate| {
+            self.denied.contains(candidate)
+        })
+    }
+
+    fn hasher(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// The PHC string of `password` (its NFKC form), with a fresh salt.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let normalized = normalize_password(password);
+        let hasher = self.hasher();
+        let _permit = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
+        tokio::task::spawn_blocking(move || {
+            hasher
+                .hash_password(normalized.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| PasswordError::Hashing(e.to_string()))
+        })
+        .await
+        .map_err(|e| PasswordError::Hashing(e.to_string()))?
+    }
+
+    /// Whether `password` matches the PHC string `hash` (with the
+    /// parameters the hash names).
+    pub async fn verify(&self, hash: &str, password: &str) -> Result<bool, PasswordError> {
+        let normalized = normalize_password(password);
+        let hash = hash.to_owned();
+        let hasher = self.hasher();
+        let _permit = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::PoolClosed)?;
+        tokio::task::spawn_blocking(move || {
+            hasher
+                .verify_password(normalized.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await
+        .map_err(|e| PasswordError::Hashing(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Passwords {
+        let params = HashParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        Passwords::new(
+            PasswordPolicy::default(),
+            Passwords::read_deny_list("# common\nCorrectHorseBatteryStaple\n\n"),
+            params,
+            2,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hash_is_argon2id_salted_and_verifies_only_its_password() {
+        let p = cheap();
+        let a = p.hash("a long enough passphrase").await.unwrap();
+        let b = p.hash("a long enough passphrase").await.unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{a}");
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(p.verify(&a, "a long enough passphrase").await.unwrap());
+        assert!(!p.verify(&a, "a long enough passphrasE").await.unwrap());
+        assert!(!p.verify("not a hash", "x").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_nfkc_form_is_what_is_hashed() {
+        let p = cheap();
+        // U+FB01 (the "fi" ligature) is NFKC "fi".
+        let h = p.hash("pro\u{FB01}le of a passphrase").await.unwrap();
+        assert!(p.verify(&h, "profile of a passphrase").await.unwrap());
+    }
+
+    #[test]
+    fn the_deny_list_is_read_case_insensitively() {
+        let p = cheap();
+        assert_eq!(
+            p.check("correcthorsebatterystaple", "ada", None),
+            Err(PasswordRefused::Denied)
+        );
+        assert_eq!(
+            p.check("short", "ada", None).unwrap_err().rule(),
+            "min_length"
+        );
+        assert!(p.check("a perfectly fine passphrase", "ada", None).is_ok());
+    }
+}
