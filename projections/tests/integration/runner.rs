@@ -1073,7 +1073,7 @@ async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Offse
     )
     .await;
     let mut gone_events = vec![encode(&created(gone, format!("gone-{round}")), &meta())];
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         gone_events.push(encode(
             &UserEvent::Deleted(UserDeleted {
                 user_id: gone,
