@@ -261,3 +261,26 @@ fn group_events_round_trip_through_their_stored_form() {
         Err(DecodeError::UnknownType(_))
     ));
 }
+
+#[test]
+fn a_change_renames_and_describes_together_or_not_at_all() {
+    let events = given_when::<Group>(
+        &[created()],
+        GroupCommand::Change {
+            name: Some("Ops".into()),
+            description: Some("on call".into()),
+        },
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(events.len(), 2);
+    let refused = given_when::<Group>(
+        &[created()],
+        GroupCommand::Change {
+            name: Some("Ops".into()),
+            description: Some("x".repeat(MAX_DESCRIPTION_LEN + 1)),
+        },
+        NOW,
+    );
+    assert_eq!(refused, Err(GroupError::InvalidDescription));
+}

@@ -50,6 +50,10 @@ pub fn router() -> Router<AppState> {
             "/admin/users/{id}/password",
             put(set_password).delete(clear_password),
         )
+        .route(
+            "/admin/users/{id}/password/require-change",
+            post(require_password_change),
+        )
 }
 
 // --- wire types ------------------------------------------------------------
@@ -797,6 +801,43 @@ pub async fn clear_password(
     let out = commands::user::clear_password(&state.bus, id, &meta).await?;
     settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether the password must change at the next sign-in.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequireChange {
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Require (or stop requiring) that the user change their password at the
+/// next sign-in. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/users/{id}/password/require-change",
+    params(("id" = Uuid, Path, description = "The user's id")), request_body = RequireChange,
+    responses((status = 200, body = UserView, description = "done"), (status = 404, description = "not found (or in another organization)"),
+        (status = 409, description = "the user has no password")),
+    security(("bearer" = ["idp:admin"])), tag = "users")]
+pub async fn require_password_change(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+    Body(body): Body<RequireChange>,
+) -> Result<Response, Problem> {
+    let Path(id) = path?;
+    let organization = load_for(&state, &caller, id).await?.organization_id;
+    let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
+    let out = commands::user::require_password_change(&state.bus, id, body.required, &meta).await?;
+    settle(&state, &out).await?;
+    Ok(with_etag(
+        load_for(&state, &caller, id).await?,
+        StatusCode::OK,
+    ))
 }
 
 /// A group a user is in.

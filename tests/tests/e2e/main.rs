@@ -13,4 +13,5 @@ mod health;
 mod oauth;
 mod privacy;
 mod registration;
+mod user_privacy;
 mod users;

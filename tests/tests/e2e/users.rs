@@ -217,6 +217,20 @@ async fn lifecycle(store: Store) {
         ),
         (Some(true), Some(false))
     );
+    let (st, _, u) = call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("{path}/password/require-change"),
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (st, u["must_change_password"].as_bool()),
+        (200, Some(true)),
+        "{u}"
+    );
     let (st, _, _) = call(
         &s,
         &admin,
