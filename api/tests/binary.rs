@@ -387,11 +387,20 @@ impl Drop for Node {
 }
 
 fn node(database_url: &str, master_key: &str) -> Node {
+    node_of(database_url, master_key, None)
+}
+
+/// A node; with `issuer`, of a deployment whose nodes share that issuer.
+fn node_of(database_url: &str, master_key: &str, issuer: Option<&str>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_idp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_idp"));
+    command.env_clear();
+    if let Some(issuer) = issuer {
+        command.env("IDP_ISSUER", issuer);
+    }
+    let child = command
         .current_dir(dir.path())
-        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("IDP_LISTEN", format!("127.0.0.1:{port}"))
         .env("IDP_DATA_DIR", dir.path().join("data"))
@@ -506,6 +515,78 @@ fn two_serve_processes_sharing_postgres_honour_a_registration_count() {
         let ok = statuses.iter().filter(|s| **s == 201).count();
         let refused = statuses.iter().filter(|s| **s == 403).count();
         assert_eq!((ok, refused), (50, 150), "{statuses:?}");
+        drop(second);
+        drop(first);
+    });
+}
+
+/// Two `idp serve` processes sharing one PostgreSQL database: 50
+/// creations of one username (in spellings that normalize alike), half at
+/// each node, give exactly one user.
+#[test]
+fn two_serve_processes_sharing_postgres_create_one_user_per_username() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: two idp serve processes on PostgreSQL: TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let db = eventlog::postgres::create_scratch_database(&admin_url, "binary_two_nodes_users")
+            .await
+            .unwrap();
+        let key = "6b".repeat(32);
+        let issuer = "http://idp.nodes.test";
+        let first = node_of(&db, &key, Some(issuer));
+        let second = node_of(&db, &key, Some(issuer));
+        let boot: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(first._dir.path().join("data/bootstrap.json")).unwrap(),
+        )
+        .unwrap();
+        let base1 = format!("http://127.0.0.1:{}", first.port);
+        let base2 = format!("http://127.0.0.1:{}", second.port);
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{base2}/oauth/token"))
+            .basic_auth(
+                boot["client_id"].as_str().unwrap(),
+                Some(boot["client_secret"].as_str().unwrap()),
+            )
+            .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bearer = token["access_token"].as_str().unwrap().to_owned();
+        let spellings = ["linus", "Linus", "LINUS", "\u{ff4c}inus"];
+        let calls = (0..50).map(|i| {
+            let http = http.clone();
+            let url = format!("{}/admin/users", if i % 2 == 0 { &base1 } else { &base2 });
+            let body = serde_json::json!({
+                "organization_id": boot["organization_id"],
+                "username": spellings[i % spellings.len()],
+            });
+            let bearer = bearer.clone();
+            async move {
+                http.post(url)
+                    .bearer_auth(bearer)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        let created = statuses.iter().filter(|s| **s == 201).count();
+        let taken = statuses.iter().filter(|s| **s == 409).count();
+        assert_eq!((created, taken), (1, 49), "{statuses:?}");
         drop(second);
         drop(first);
     });

@@ -54,7 +54,7 @@ pub struct ExchangeArgs {
 }
 
 /// What one phase measured.
-struct Phase {
+pub(crate) struct Phase {
     elapsed: Duration,
     latencies: Vec<Duration>,
     /// Responses per HTTP status; `error` for requests that got none.
@@ -63,7 +63,7 @@ struct Phase {
 }
 
 impl Phase {
-    fn line(&self, label: &str, name: &str) -> String {
+    pub(crate) fn line(&self, label: &str, name: &str) -> String {
         let n = self.latencies.len() as f64;
         let (p50, p99, _) = percentiles(self.latencies.clone());
         format!(
@@ -84,7 +84,7 @@ impl Phase {
 /// Runs `request(i)` for i = 0, 1, … up to `total` (or until `deadline`)
 /// with `concurrency` requests in flight. `request` answers the HTTP status
 /// (`None`: no response) and whether it counts as a success.
-async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     concurrency: usize,
     total: usize,
     deadline: Option<Instant>,

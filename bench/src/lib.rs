@@ -24,6 +24,7 @@ use eventlog::{EventLog, ExpectedRevision, Filter, LogOptions, Position, Subscri
 use uuid::Uuid;
 
 mod exchange;
+pub mod people;
 pub mod queries;
 
 pub use exchange::ExchangeArgs;
@@ -65,6 +66,12 @@ pub enum BenchCommand {
     /// Token exchanges over HTTP against a running server: consumes auth
     /// tokens from a registration token, then trades each once.
     Exchange(ExchangeArgs),
+    /// Write many users (and one with a long history) into the configured
+    /// store.
+    PeopleSeed(people::PeopleSeedArgs),
+    /// User creations, searches, filtered lists and `as_of` reads over HTTP
+    /// against a running server.
+    People(people::PeopleArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +117,11 @@ where
             return queries::run(&stores, q).await.map_err(BenchError::Setup);
         }
         Some(BenchCommand::Exchange(x)) => return exchange::run(x).await,
+        Some(BenchCommand::PeopleSeed(p)) => {
+            let stores = open().await.map_err(BenchError::Setup)?;
+            return people::seed(&stores, p).await;
+        }
+        Some(BenchCommand::People(p)) => return people::run(p).await,
         None => {}
     }
     let _tmp;

@@ -133,7 +133,10 @@ async fn reserve(
             organization_id,
             kind,
         };
-        match bus.execute::<Reservation>(claim, command, meta).await {
+        // Most claims are of values nobody holds: decided on the empty
+        // state without reading, and decided again on what is there if the
+        // stream exists.
+        match bus.execute_new::<Reservation>(claim, command, meta).await {
             Ok(_) => return Ok(()),
             Err(CommandError::Domain(ReservationError::Taken { holder })) => {
                 if !orphaned(bus, claim, holder).await? {
@@ -198,6 +201,13 @@ async fn release(bus: &CommandBus, claim: &str, owner: Uuid, meta: &Metadata) {
 }
 
 async fn organization_exists(bus: &CommandBus, id: Uuid) -> Result<()> {
+    // An organization, once created, stays: a cached one will do.
+    if bus
+        .cached::<Organization>(&id.to_string())
+        .is_some_and(|o| o.id.is_some())
+    {
+        return Ok(());
+    }
     let (org, _) = bus.load::<Organization>(&id.to_string()).await?;
     if org.id.is_none() {
         return Err(UserFailure::UnknownOrganization);

@@ -408,7 +408,7 @@ async fn snapshot(db: &ReadDb) -> Vec<(String, Vec<Vec<String>>)> {
     for p in projections::all() {
         for t in p.tables() {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT * FROM {t} ORDER BY 1, 2"
+                "SELECT * FROM {t} ORDER BY 1, 2, 3"
             )))
             .fetch_all(&db.pool)
             .await
