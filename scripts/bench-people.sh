@@ -97,7 +97,13 @@ wait_ready() {
     echo "bench-people: the server is not ready" >&2
     exit 1
 }
-rss() { awk '/VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$server_pid/status"; }
+# Resident memory, and how much of it is the process's own (anonymous) rather than
+# pages of the database files it maps.
+rss() {
+    awk '/^VmRSS/ { t = $2 } /^RssAnon/ { a = $2 } /^RssFile/ { f = $2 }
+        END { printf "%.0f MiB (anonymous %.0f MiB, mapped files %.0f MiB)", t / 1024, a / 1024, f / 1024 }' \
+        "/proc/$server_pid/status"
+}
 
 # A first start creates the store, the master key and the admin client.
 start_server

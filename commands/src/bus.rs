@@ -218,6 +218,23 @@ impl CommandBus {
             .map(|(state, _)| state)
     }
 
+    /// The aggregate `id` from the cache, or read from the log and cached:
+    /// for facts that never change once true (an organization exists).
+    pub async fn load_cached<A: Aggregate + Clone>(&self, id: &str) -> Result<A, eventlog::Error> {
+        let stream = Self::stream_name::<A>(id);
+        if let Some((state, _)) = self.core.cache.get::<A>(&stream) {
+            return Ok(state);
+        }
+        let _serialized = self.core.locks.lock(&stream).await;
+        if let Some((state, _)) = self.core.cache.get::<A>(&stream) {
+            return Ok(state);
+        }
+        let mut state = A::default();
+        let revision = self.core.catch_up(&stream, &mut state, None).await?;
+        self.core.cache.put(&stream, state.clone(), revision);
+        Ok(state)
+    }
+
     /// Executes `command` against aggregate `id`.
     pub async fn execute<A>(
         &self,

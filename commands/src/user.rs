@@ -202,17 +202,22 @@ async fn release(bus: &CommandBus, claim: &str, owner: Uuid, meta: &Metadata) {
 
 async fn organization_exists(bus: &CommandBus, id: Uuid) -> Result<()> {
     // An organization, once created, stays: a cached one will do.
+    // One not seen yet may have been created on another node since: read.
     if bus
-        .cached::<Organization>(&id.to_string())
-        .is_some_and(|o| o.id.is_some())
+        .load_cached::<Organization>(&id.to_string())
+        .await?
+        .id
+        .is_some()
+        || bus
+            .load::<Organization>(&id.to_string())
+            .await?
+            .0
+            .id
+            .is_some()
     {
         return Ok(());
     }
-    let (org, _) = bus.load::<Organization>(&id.to_string()).await?;
-    if org.id.is_none() {
-        return Err(UserFailure::UnknownOrganization);
-    }
-    Ok(())
+    Err(UserFailure::UnknownOrganization)
 }
 
 /// Creates a user: checks every value, claims the username (and the email

@@ -39,7 +39,7 @@ use crate::verify::VerifyReport;
 const SCHEMA: &str = include_str!("../../migrations/eventlog/sqlite.sql");
 /// The most appends one group commit takes.
 const MAX_GROUP: usize = 1024;
-const READERS_KEPT: usize = 8;
+const READERS_KEPT: usize = 64;
 /// The most blocks one automatic seal writes before the writer takes the
 /// next appends (a log from before chains is backfilled a slice at a time).
 const AUTO_SEAL_BLOCKS: usize = 4;

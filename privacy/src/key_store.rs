@@ -98,13 +98,14 @@ pub async fn sealed(db: &ReadDb, subject: &str) -> Result<Option<String>, Projec
 }
 
 /// Stores a sealed key unless `subject` already has one (the first stored
-/// wins when two writers race).
+/// wins when two writers race); true if this one was stored.
 pub async fn insert(
     db: &ReadDb,
     subject: &str,
     sealed: &str,
     created_at: &str,
-) -> Result<(), ProjectionError> {
+) -> Result<bool, ProjectionError> {
+    let _turn = db.write_turn().await;
     let mut conn = db.pool.acquire().await?;
     insert_on(&mut conn, subject, sealed, created_at).await
 }
@@ -114,8 +115,8 @@ async fn insert_on(
     subject: &str,
     sealed: &str,
     created_at: &str,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
+) -> Result<bool, ProjectionError> {
+    let done = sqlx::query(
         "INSERT INTO subject_keys (subject, sealed_key, created_at) VALUES ($1, $2, $3)
          ON CONFLICT (subject) DO NOTHING",
     )
@@ -124,11 +125,12 @@ async fn insert_on(
     .bind(created_at.to_owned())
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
 /// Deletes the subject's key; true if there was one.
 pub async fn delete(db: &ReadDb, subject: &str) -> Result<bool, ProjectionError> {
+    let _turn = db.write_turn().await;
     let done = sqlx::query("DELETE FROM subject_keys WHERE subject = $1")
         .bind(subject.to_owned())
         .execute(&db.pool)

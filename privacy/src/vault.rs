@@ -24,6 +24,9 @@ pub enum VaultError {
     Unsealable(String),
 }
 
+/// Keys kept in memory at most.
+const CACHED_KEYS: usize = 50_000;
+
 pub struct SubjectKeys {
     db: ReadDb,
     master: MasterKey,
@@ -52,10 +55,13 @@ impl SubjectKeys {
     }
 
     fn remember(&self, subject: &str, key: DataKey) {
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(subject.to_owned(), key);
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a replay of a million people must not keep a million
+        // keys in memory. Past the bound the cache starts over.
+        if cache.len() >= CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(subject.to_owned(), key);
     }
 
     pub fn evict(&self, subject: &str) {
@@ -89,13 +95,18 @@ impl SubjectKeys {
     /// The subject's key, created on first use. Two writers creating the same
     /// subject's key at once both end up with the one stored first.
     pub async fn key_or_create(&self, subject: &str) -> Result<DataKey, VaultError> {
-        if let Some(key) = self.key(subject).await? {
+        if let Some(key) = self.cached(subject) {
             return Ok(key);
         }
+        // Most subjects seen here for the first time are new: one insert,
+        // and a read only when the subject had a key after all.
         let fresh: DataKey = rand::random();
         let sealed = crypto::seal(&self.master, subject.as_bytes(), &fresh);
         let now = self.clock.now().format(&Rfc3339).unwrap_or_default();
-        subject_keys::insert(&self.db, subject, &sealed, &now).await?;
+        if subject_keys::insert(&self.db, subject, &sealed, &now).await? {
+            self.remember(subject, fresh);
+            return Ok(fresh);
+        }
         self.load(subject)
             .await?
             .ok_or_else(|| VaultError::Unsealable(subject.to_owned()))

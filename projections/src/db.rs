@@ -71,6 +71,40 @@ const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub struct ReadDb {
     pub pool: AnyPool,
     pub dialect: Dialect,
+    /// This process's writers of a SQLite database take turns here rather
+    /// than in SQLite's busy handler, which sleeps whole milliseconds.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A transaction that writes: on SQLite it holds the process's write turn
+/// until it ends. Reads as the connection it runs on.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl ReadDb {
@@ -137,7 +171,11 @@ impl ReadDb {
             })
             .connect(&url)
             .await?;
-        Ok(Self { pool, dialect })
+        Ok(Self {
+            pool,
+            dialect,
+            write_turn: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Whether the SQLite database at `url` already holds read models (it
@@ -223,14 +261,31 @@ impl ReadDb {
         Ok(())
     }
 
-    /// Begins a transaction that will write (see [`SQLITE_BEGIN_WRITE`]).
-    pub async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, ProjectionError> {
+    /// Begins a transaction that will write (see [`SQLITE_BEGIN_WRITE`]);
+    /// on SQLite, after this process's other writers of the database.
+    pub async fn begin_write(&self) -> Result<WriteTx, ProjectionError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite => {
+                let turn = Arc::clone(&self.write_turn).lock_owned().await;
+                WriteTx {
+                    tx: self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
+                    _turn: Some(turn),
+                }
+            }
+            Dialect::Postgres => WriteTx {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
         })
+    }
+
+    /// Runs one writing statement (or autocommit batch) in this process's
+    /// write turn (see [`Self::begin_write`]).
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(Arc::clone(&self.write_turn).lock_owned().await),
+            Dialect::Postgres => None,
+        }
     }
 
     async fn migrate(&self) -> Result<(), ProjectionError> {

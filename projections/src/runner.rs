@@ -37,6 +37,12 @@ impl From<sqlx::Error> for ProjectionError {
     }
 }
 
+/// How many events a runner may read past its stored checkpoint without
+/// writing it, while none of them is its projection's.
+const UNSTORED_EVENTS: usize = 10_000;
+/// And for how long.
+const UNSTORED_FOR: Duration = Duration::from_secs(1);
+
 /// A read model fed by the log.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -472,14 +478,33 @@ async fn run_projection(
     position.send_replace(committed);
     let mut sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
     let mut last_count = eventlog::clock::monotonic() - Duration::from_secs(60);
+    // `committed` is how far this runner has read; `stored` the checkpoint
+    // as written. A batch the projection has nothing to do with moves only
+    // the first, for a while: its checkpoint is written with the next rows,
+    // or after UNSTORED_FOR (re-reading a few skipped events after a
+    // restart changes nothing).
+    let mut stored = committed;
+    let mut stored_at = eventlog::clock::monotonic();
+    let mut unstored = 0usize;
     loop {
         let batch = tokio::select! {
             _ = stop.changed() => break,
             b = sub.next_batch() => b,
         };
+        if let Ok(batch) = &batch
+            && let Some(last) = batch.last()
+            && !batch.iter().any(|e| p.handles(e))
+            && unstored + batch.len() < UNSTORED_EVENTS
+            && stored_at.elapsed() < UNSTORED_FOR
+        {
+            unstored += batch.len();
+            committed = last.position;
+            position.send_replace(committed);
+            continue;
+        }
         let result = match batch {
             Ok(batch) if batch.is_empty() => continue,
-            Ok(batch) => apply_batch(&db, p.as_ref(), committed, &batch)
+            Ok(batch) => apply_batch(&db, p.as_ref(), stored, &batch)
                 .await
                 .map(|at| (at, batch)),
             Err(e) => Err(e.into()),
@@ -491,6 +516,7 @@ async fn run_projection(
                     Ok(Some(at)) => {
                         tracing::info!(projection = name, from = %committed, to = %at, "checkpoint moved by another process (a switched-in rebuild or another node); continuing from it");
                         committed = at;
+                        (stored, stored_at, unstored) = (at, eventlog::clock::monotonic(), 0);
                         position.send_replace(at);
                         sub = Subscription::new(
                             Arc::clone(&log),
@@ -524,6 +550,7 @@ async fn run_projection(
             }
             Ok((Some(at), batch)) => {
                 committed = at;
+                (stored, stored_at, unstored) = (at, eventlog::clock::monotonic(), 0);
                 position.send_replace(at);
                 metrics::counter!("idp_projection_events_total", "projection" => name)
                     .increment(batch.len() as u64);
@@ -553,10 +580,36 @@ async fn run_projection(
                     _ = stop.changed() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                committed = stored;
+                unstored = 0;
                 sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
             }
         }
     }
+    // A graceful stop writes down how far it read.
+    if committed > stored
+        && let Err(e) = store_checkpoint(&db, p.as_ref(), stored, committed).await
+    {
+        tracing::warn!(projection = name, error = %e, "cannot store the checkpoint at stop; the next start reads a few events again");
+    }
+}
+
+/// Moves the checkpoint from `from` to `to` past events the projection does
+/// not handle (nothing else is written); false if it was no longer at
+/// `from`.
+async fn store_checkpoint(
+    db: &ReadDb,
+    p: &dyn Projection,
+    from: Position,
+    to: Position,
+) -> Result<bool, ProjectionError> {
+    let mut tx = db.begin_write().await?;
+    if !advance(&mut tx, p.name(), p.version(), from, to, 0).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The live checkpoint of `p`, if it was written by this version.

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use domain::group::{GroupEvent, GroupTreeEvent};
 use domain::pii::Pii;
-use domain::user::{AttributeValue, Attributes, UserEvent, normalize_identifier};
+use domain::user::{AttributeValue, Attributes, UserCreated, UserEvent, normalize_identifier};
 use eventlog::RecordedEvent;
 use sqlx::AnyConnection;
 
@@ -139,6 +139,90 @@ async fn forget_user(
     Ok(())
 }
 
+/// The columns of a new user's row.
+const USER_INSERT: &str = "id, organization_id, username, username_key, email, email_key,
+    email_verified, phone_number, phone_verified, profile, attributes, status, has_password,
+    must_change_password, password_set_at, created_at, updated_at, last_sign_in_at, revision";
+
+/// Rows inserted per statement (each user row binds 14 values).
+const ROWS_PER_INSERT: usize = 200;
+
+/// Inserts new users (and their attribute values), many per statement.
+async fn insert_created(
+    conn: &mut AnyConnection,
+    tables: Tables,
+    created: &[(String, i64, UserCreated)],
+) -> Result<(), ProjectionError> {
+    let users = tables.name("users");
+    let attrs = tables.name("user_attributes");
+    for chunk in created.chunks(ROWS_PER_INSERT) {
+        let mut sql = format!("INSERT INTO {users} ({USER_INSERT}) VALUES ");
+        let mut binds = Vec::with_capacity(chunk.len() * 14);
+        let mut attribute_rows = Vec::new();
+        for (i, (id, rev, c)) in chunk.iter().enumerate() {
+            let n = i * 14;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'active', 0, 0, NULL, ${}, ${}, NULL, ${})",
+                n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8, n + 9, n + 10, n + 11,
+                n + 12, n + 13, n + 14,
+            ));
+            let username = clear(&c.username);
+            let email = clear_opt(&c.email);
+            let at = text(c.at);
+            binds.extend(binds![
+                Some(id.clone()),
+                Some(c.organization_id.to_string()),
+                Some(username.clone()),
+                Some(normalize_identifier(&username)),
+                email.clone(),
+                email.as_deref().map(normalize_identifier),
+                c.email_verified,
+                clear_opt(&c.phone_number),
+                c.phone_verified,
+                Some(json(&c.profile)),
+                Some(json(&c.attributes)),
+                Some(at.clone()),
+                Some(at),
+                *rev,
+            ]);
+            if let Some(attributes) = c.attributes.value() {
+                for (name, value) in attributes.iter() {
+                    let values: Vec<String> = match value {
+                        AttributeValue::One(v) => vec![v.clone()],
+                        AttributeValue::Many(vs) => vs.clone(),
+                    };
+                    for v in values {
+                        attribute_rows.push((id.clone(), name.clone(), v));
+                    }
+                }
+            }
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        exec(conn, sql, binds).await?;
+        for rows in attribute_rows.chunks(ROWS_PER_INSERT * 2) {
+            let mut sql = format!("INSERT INTO {attrs} (user_id, name, value) VALUES ");
+            let mut binds = Vec::with_capacity(rows.len() * 3);
+            for (i, (user, name, value)) in rows.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+                binds.extend(binds![
+                    Some(user.clone()),
+                    Some(name.clone()),
+                    Some(value.clone())
+                ]);
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            exec(conn, sql, binds).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn apply_user(
     conn: &mut AnyConnection,
     tables: Tables,
@@ -153,39 +237,7 @@ async fn apply_user(
         format!("UPDATE {users} SET {set}, updated_at = $1, revision = $2 WHERE id = $3")
     };
     match event {
-        UserEvent::Created(c) => {
-            let username = clear(&c.username);
-            let email = clear_opt(&c.email);
-            exec(
-                conn,
-                format!(
-                    "INSERT INTO {users} (id, organization_id, username, username_key, email, email_key,
-                         email_verified, phone_number, phone_verified, profile, attributes, status,
-                         has_password, must_change_password, password_set_at, created_at, updated_at,
-                         last_sign_in_at, revision)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                         'active', 0, 0, NULL, $12, $12, NULL, $13)
-                     ON CONFLICT (id) DO NOTHING"
-                ),
-                binds![
-                    Some(id.clone()),
-                    Some(c.organization_id.to_string()),
-                    Some(username.clone()),
-                    Some(normalize_identifier(&username)),
-                    email.clone(),
-                    email.as_deref().map(normalize_identifier),
-                    c.email_verified,
-                    clear_opt(&c.phone_number),
-                    c.phone_verified,
-                    Some(json(&c.profile)),
-                    Some(json(&c.attributes)),
-                    Some(at),
-                    rev,
-                ],
-            )
-            .await?;
-            set_attributes(conn, tables, &id, &c.attributes).await?;
-        }
+        UserEvent::Created(c) => insert_created(conn, tables, &[(id, rev, c)]).await?,
         UserEvent::UsernameChanged(c) => {
             let username = clear(&c.username);
             exec(
@@ -467,6 +519,35 @@ impl Projection for UsersProjection {
     fn handles(&self, e: &RecordedEvent) -> bool {
         matches!(e.category(), "user" | "group" | "grouptree")
             || e.event_type == domain::privacy::SUBJECT_ERASED_V1
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        tables: Tables,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // Creations come in runs (an import, a burst of sign-ups): each run
+        // is inserted many rows per statement; everything else one by one,
+        // in order.
+        let mut run: Vec<(String, i64, UserCreated)> = Vec::new();
+        for e in events {
+            if e.event_type == domain::user::CREATED_V1
+                && let UserEvent::Created(c) = eventlog::decode::<UserEvent>(e)?
+            {
+                run.push((id_of(e).to_owned(), e.revision as i64, c));
+                continue;
+            }
+            if !run.is_empty() {
+                insert_created(conn, tables, &run).await?;
+                run.clear();
+            }
+            self.apply(conn, tables, e).await?;
+        }
+        if !run.is_empty() {
+            insert_created(conn, tables, &run).await?;
+        }
+        Ok(())
     }
 
     async fn apply(

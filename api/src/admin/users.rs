@@ -525,7 +525,12 @@ pub async fn create(
     };
     let out = commands::user::create(&state.bus, &state.passwords, new, &meta).await?;
     settle(&state, &out).await?;
-    let view = load_for(&state, &caller, id).await?;
+    // The user as the command left them (the bus keeps the state it just
+    // appended); the read model has it too once settled.
+    let view = match (state.bus.cached::<User>(&id.to_string()), out.revision) {
+        (Some(user), Some(revision)) if user.exists() => UserView::of_state(&user, revision),
+        _ => load_for(&state, &caller, id).await?,
+    };
     let mut resp = with_etag(view, StatusCode::CREATED);
     if let Ok(v) = HeaderValue::from_str(&format!("/admin/users/{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
