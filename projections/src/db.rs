@@ -60,6 +60,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007", "audit_uuid_bytes"),
     migration!(8, "0008", "audit_by_source_ip"),
     migration!(9, "0009", "users"),
+    migration!(10, "0010", "user_attributes_by_organization"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -126,9 +126,12 @@ fn where_clause(f: &UserFilter) -> (String, Vec<String>) {
         binds.push(v);
         format!("${}", binds.len())
     };
+    // Within one organization, each sub-select below is one index range.
+    let mut in_org = String::new();
     if let Some(org) = &f.organization_id {
         let p = param(&mut binds, org.clone());
         sql.push_str(&format!(" AND organization_id = {p}"));
+        in_org = format!(" AND organization_id = {p}");
     }
     if let Some(q) = f.search.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         // Prefix ranges rather than LIKE, so that the indexes serve them.
@@ -143,9 +146,10 @@ fn where_clause(f: &UserFilter) -> (String, Vec<String>) {
             param(&mut binds, format!("{id}\u{10FFFF}")),
         );
         sql.push_str(&format!(
-            " AND ((username_key >= {lo} AND username_key < {hi})
-                OR (email_key >= {lo} AND email_key < {hi})
-                OR (id >= {ilo} AND id < {ihi}))"
+            " AND id IN (
+                SELECT id FROM users WHERE username_key >= {lo} AND username_key < {hi}{in_org}
+                UNION SELECT id FROM users WHERE email_key >= {lo} AND email_key < {hi}{in_org}
+                UNION SELECT id FROM users WHERE id >= {ilo} AND id < {ihi})"
         ));
     }
     if let Some(status) = &f.status {
@@ -181,7 +185,8 @@ fn where_clause(f: &UserFilter) -> (String, Vec<String>) {
             param(&mut binds, value.clone()),
         );
         sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM user_attributes a WHERE a.user_id = users.id AND a.name = {n} AND a.value = {v})"
+            " AND id IN (SELECT user_id FROM user_attributes
+                WHERE name = {n} AND value = {v}{in_org})"
         ));
     }
     (sql, binds)

@@ -109,9 +109,16 @@ async fn set_attributes(
             exec(
                 conn,
                 format!(
-                    "INSERT INTO {t} (user_id, name, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {t} (user_id, organization_id, name, value)
+                     SELECT $1, organization_id, $2, $3 FROM {} WHERE id = $1
+                     ON CONFLICT DO NOTHING",
+                    tables.name("users")
                 ),
-                binds![Some(user_id.to_owned()), Some(name.clone()), Some(v.clone())],
+                binds![
+                    Some(user_id.to_owned()),
+                    Some(name.clone()),
+                    Some(v.clone())
+                ],
             )
             .await?;
         }
@@ -195,7 +202,12 @@ async fn insert_created(
                         AttributeValue::Many(vs) => vs.clone(),
                     };
                     for v in values {
-                        attribute_rows.push((id.clone(), name.clone(), v));
+                        attribute_rows.push((
+                            id.clone(),
+                            c.organization_id.to_string(),
+                            name.clone(),
+                            v,
+                        ));
                     }
                 }
             }
@@ -203,15 +215,18 @@ async fn insert_created(
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
         exec(conn, sql, binds).await?;
         for rows in attribute_rows.chunks(ROWS_PER_INSERT * 2) {
-            let mut sql = format!("INSERT INTO {attrs} (user_id, name, value) VALUES ");
-            let mut binds = Vec::with_capacity(rows.len() * 3);
-            for (i, (user, name, value)) in rows.iter().enumerate() {
+            let mut sql =
+                format!("INSERT INTO {attrs} (user_id, organization_id, name, value) VALUES ");
+            let mut binds = Vec::with_capacity(rows.len() * 4);
+            for (i, (user, org, name, value)) in rows.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3));
+                let n = i * 4;
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
                 binds.extend(binds![
                     Some(user.clone()),
+                    Some(org.clone()),
                     Some(name.clone()),
                     Some(value.clone())
                 ]);
@@ -509,7 +524,8 @@ impl Projection for UsersProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: attribute values carry their user's organization.
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
