@@ -61,6 +61,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008", "audit_by_source_ip"),
     migration!(9, "0009", "users"),
     migration!(10, "0010", "user_attributes_by_organization"),
+    migration!(11, "0011", "users_by_status"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write
