@@ -204,6 +204,15 @@ impl From<commands::user::UserFailure> for Problem {
     }
 }
 
+impl From<privacy::people::DeleteUserError> for Problem {
+    fn from(e: privacy::people::DeleteUserError) -> Self {
+        match e {
+            privacy::people::DeleteUserError::User(u) => u.into(),
+            privacy::people::DeleteUserError::Privacy(p) => p.into(),
+        }
+    }
+}
+
 impl From<commands::group::GroupFailure> for Problem {
     fn from(e: commands::group::GroupFailure) -> Self {
         use commands::group::GroupFailure as F;

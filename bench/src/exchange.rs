@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -87,7 +87,7 @@ impl Phase {
 pub(crate) async fn drive<F, Fut>(
     concurrency: usize,
     total: usize,
-    deadline: Option<Instant>,
+    duration: Option<Duration>,
     request: F,
 ) -> Result<Phase, BenchError>
 where
@@ -97,6 +97,7 @@ where
     let request = Arc::new(request);
     let next = Arc::new(AtomicUsize::new(0));
     let started = eventlog::clock::monotonic();
+    let deadline = duration.map(|d| started + d);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let (request, next) = (Arc::clone(&request), Arc::clone(&next));
@@ -188,26 +189,30 @@ pub async fn run(args: ExchangeArgs) -> Result<(), BenchError> {
     let tokens = Arc::new(tokens);
     let url = format!("{base}/oauth/token");
     let client_id = args.client_id.clone();
-    let deadline = eventlog::clock::monotonic() + Duration::from_secs(args.duration);
-    let exchange = drive(args.concurrency, total, Some(deadline), move |i| {
-        let request = http.post(&url).form(&[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("client_id", client_id.as_str()),
-            ("subject_token", tokens[i].as_str()),
-            ("subject_token_type", AUTH_TOKEN_TYPE),
-        ]);
-        async move {
-            let Ok(resp) = request.send().await else {
-                return (None, false);
-            };
-            let status = resp.status().as_u16();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            let ok = status == 200
-                && body["access_token"].is_string()
-                && body["refresh_token"].is_string();
-            (Some(status), ok)
-        }
-    })
+    let exchange = drive(
+        args.concurrency,
+        total,
+        Some(Duration::from_secs(args.duration)),
+        move |i| {
+            let request = http.post(&url).form(&[
+                ("grant_type", TOKEN_EXCHANGE),
+                ("client_id", client_id.as_str()),
+                ("subject_token", tokens[i].as_str()),
+                ("subject_token_type", AUTH_TOKEN_TYPE),
+            ]);
+            async move {
+                let Ok(resp) = request.send().await else {
+                    return (None, false);
+                };
+                let status = resp.status().as_u16();
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                let ok = status == 200
+                    && body["access_token"].is_string()
+                    && body["refresh_token"].is_string();
+                (Some(status), ok)
+            }
+        },
+    )
     .await?;
     println!("{}", exchange.line(&args.label, "exchange"));
     if exchange.latencies.len() == total {

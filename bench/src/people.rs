@@ -150,7 +150,7 @@ async fn append(log: &Arc<dyn EventLog>, stream: &str, e: NewEvent) -> Result<()
 
 /// Writes the users; prints the ids the HTTP benchmark needs.
 pub async fn seed(stores: &Stores, args: PeopleSeedArgs) -> Result<(), BenchError> {
-    let started = eventlog::clock::monotonic();
+    let started = stores.clock.now();
     let ids: Arc<dyn Pseudonyms> = Arc::new(privacy::PersonIds::derive(&stores.master_key));
     let now = stores.clock.now();
     let since = now - time::Duration::days(365);
@@ -224,7 +224,7 @@ pub async fn seed(stores: &Stores, args: PeopleSeedArgs) -> Result<(), BenchErro
             )
             .await?;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (stores.clock.now() - started).as_seconds_f64();
     println!(
         "seeded {} users over {} organizations ({} events) in {secs:.1} s, {:.0} users/s",
         args.users,
@@ -333,29 +333,33 @@ pub async fn run(args: PeopleArgs) -> Result<(), BenchError> {
 
     // Creations: unique usernames and emails, no password.
     let run = Uuid::now_v7().simple().to_string();
-    let deadline = eventlog::clock::monotonic() + Duration::from_secs(args.duration);
     let create = {
         let (http, token) = (http.clone(), token.clone());
         let url = format!("{base}/admin/users");
         let run = run.clone();
-        drive(args.concurrency, usize::MAX, Some(deadline), move |i| {
-            let request = http.post(&url).bearer_auth(&token).json(&json!({
-                "organization_id": org,
-                "username": format!("b{}-{i}", &run[20..]),
-                "email": format!("b{}-{i}@bench.example", &run[20..]),
-                "profile": {"given_name": "Bench", "family_name": format!("User {i}")},
-                "attributes": {"department": "bench"},
-            }));
-            async move {
-                match request.send().await {
-                    Ok(r) => {
-                        let s = r.status().as_u16();
-                        (Some(s), s == 201 && r.bytes().await.is_ok())
+        drive(
+            args.concurrency,
+            usize::MAX,
+            Some(Duration::from_secs(args.duration)),
+            move |i| {
+                let request = http.post(&url).bearer_auth(&token).json(&json!({
+                    "organization_id": org,
+                    "username": format!("b{}-{i}", &run[20..]),
+                    "email": format!("b{}-{i}@bench.example", &run[20..]),
+                    "profile": {"given_name": "Bench", "family_name": format!("User {i}")},
+                    "attributes": {"department": "bench"},
+                }));
+                async move {
+                    match request.send().await {
+                        Ok(r) => {
+                            let s = r.status().as_u16();
+                            (Some(s), s == 201 && r.bytes().await.is_ok())
+                        }
+                        Err(_) => (None, false),
                     }
-                    Err(_) => (None, false),
                 }
-            }
-        })
+            },
+        )
         .await?
     };
     println!("{}", create.line(&args.label, "create"));

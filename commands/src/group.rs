@@ -122,8 +122,10 @@ async fn live_group(bus: &CommandBus, id: Uuid) -> Result<Group> {
     Ok(group)
 }
 
-/// Deletes a group: it leaves the organization's tree first (so nothing
-/// nests it meanwhile), then its stream records the deletion.
+/// Deletes a group (at `if_revision`, if given), then takes it out of the
+/// organization's tree: every edge it had goes, and it is never nested
+/// again. A nesting decided between the two (it saw the group alive) is
+/// among the edges the tree then forgets.
 pub async fn delete(
     bus: &CommandBus,
     group_id: Uuid,
@@ -131,22 +133,14 @@ pub async fn delete(
     meta: &Metadata,
 ) -> Result<Outcome> {
     let group = live_group(bus, group_id).await?;
-    if let Some(expected) = if_revision {
-        let (_, revision) = bus.load::<Group>(&group_id.to_string()).await?;
-        if revision != Some(expected) {
-            return Err(GroupFailure::Stale {
-                expected,
-                actual: revision,
-            });
-        }
-    }
+    let deleted = execute(bus, group_id, if_revision, GroupCommand::Delete, meta).await?;
     bus.execute::<GroupTree>(
         &group.organization_id.to_string(),
         GroupTreeCommand::Forget { group: group_id },
         meta,
     )
     .await?;
-    execute(bus, group_id, if_revision, GroupCommand::Delete, meta).await
+    Ok(deleted)
 }
 
 /// Adds a user of the group's organization to the group.

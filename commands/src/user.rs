@@ -147,14 +147,14 @@ async fn reserve(
                 let release = ReservationCommand::Release { owner: holder };
                 bus.execute::<Reservation>(claim, release, meta)
                     .await
-                    .map_err(reservation_failure)?;
+                    .map_err(|e| reservation_failure(e, kind))?;
             }
             Err(CommandError::Domain(ReservationError::Mismatch)) => {
                 return Err(UserFailure::Taken {
                     field: field_of(kind),
                 });
             }
-            Err(e) => return Err(reservation_failure(e)),
+            Err(e) => return Err(reservation_failure(e, kind)),
         }
     }
     Err(UserFailure::Taken {
@@ -162,13 +162,13 @@ async fn reserve(
     })
 }
 
-fn reservation_failure(e: CommandError<ReservationError>) -> UserFailure {
+fn reservation_failure(e: CommandError<ReservationError>, kind: ReservationKind) -> UserFailure {
     match e {
         CommandError::Contention { attempts } => UserFailure::Contention { attempts },
         CommandError::Log(e) => UserFailure::Log(e),
-        CommandError::Domain(_) | CommandError::Stale { .. } => {
-            UserFailure::Taken { field: "username" }
-        }
+        CommandError::Domain(_) | CommandError::Stale { .. } => UserFailure::Taken {
+            field: field_of(kind),
+        },
     }
 }
 

@@ -48,6 +48,11 @@ pub fn user_subject(id: Uuid) -> String {
 /// "ＡＤＭＩＮ" (fullwidth) and "Admin" are the same name. There is no case
 /// folding beyond lowercasing: "ß" stays "ß" and "ẞ" becomes "ß", but
 /// neither equals "ss".
+/// The user a subject names (the inverse of [`user_subject`]).
+pub fn user_of_subject(subject: &str) -> Option<Uuid> {
+    Uuid::try_parse(subject.strip_prefix("user:")?).ok()
+}
+
 pub fn normalize_identifier(s: &str) -> String {
     let lowered = s.trim().nfkc().collect::<String>().to_lowercase();
     lowered.nfkc().collect()
@@ -139,6 +144,16 @@ fn same_value(current: &Option<Pii<String>>, new: &Option<String>) -> bool {
 pub enum UserStatus {
     Active,
     Deactivated,
+}
+
+impl UserStatus {
+    /// As stored and shown: `active`, `deactivated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

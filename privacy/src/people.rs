@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use commands::CommandBus;
 use commands::user::{UserFailure, UserPatch};
 use domain::group::GroupEvent;
-use domain::user::{PASSWORD_SET_V1, ProfilePatch, User, UserEvent, UserStatus};
+use domain::user::{PASSWORD_SET_V1, ProfilePatch, User, UserEvent};
 use domain::{Aggregate, Metadata};
 use eventlog::{Direction, RecordedEvent};
 use serde::Serialize;
@@ -17,10 +17,7 @@ use uuid::Uuid;
 
 use crate::{Erasure, PrivacyError, SubjectKeys, erase, rfc3339};
 
-/// The user a subject names, if it is a user's.
-pub fn user_of_subject(subject: &str) -> Option<Uuid> {
-    Uuid::try_parse(subject.strip_prefix("user:")?).ok()
-}
+pub use domain::user::user_of_subject;
 
 /// What the export says of a credential: that it exists, since when, and
 /// what it requires; never its material.
@@ -108,11 +105,7 @@ pub async fn user_record(
             .attributes
             .value()
             .and_then(|a| serde_json::to_value(a).ok()),
-        status: match user.status {
-            UserStatus::Active => "active",
-            UserStatus::Deactivated => "deactivated",
-        }
-        .to_owned(),
+        status: user.status.as_str().to_owned(),
         deleted: user.deleted,
         created_at: rfc3339(user.created_at),
         updated_at: rfc3339(user.updated_at),

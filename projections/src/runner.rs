@@ -41,7 +41,7 @@ impl From<sqlx::Error> for ProjectionError {
 /// writing it, while none of them is its projection's.
 const UNSTORED_EVENTS: usize = 10_000;
 /// And for how long.
-const UNSTORED_FOR: Duration = Duration::from_secs(1);
+const UNSTORED_FOR: time::Duration = time::Duration::seconds(1);
 
 /// A read model fed by the log.
 #[async_trait]
@@ -484,7 +484,7 @@ async fn run_projection(
     // or after UNSTORED_FOR (re-reading a few skipped events after a
     // restart changes nothing).
     let mut stored = committed;
-    let mut stored_at = eventlog::clock::monotonic();
+    let mut stored_at = clock.now();
     let mut unstored = 0usize;
     loop {
         let batch = tokio::select! {
@@ -495,7 +495,7 @@ async fn run_projection(
             && let Some(last) = batch.last()
             && !batch.iter().any(|e| p.handles(e))
             && unstored + batch.len() < UNSTORED_EVENTS
-            && stored_at.elapsed() < UNSTORED_FOR
+            && clock.now() - stored_at < UNSTORED_FOR
         {
             unstored += batch.len();
             committed = last.position;
@@ -516,7 +516,7 @@ async fn run_projection(
                     Ok(Some(at)) => {
                         tracing::info!(projection = name, from = %committed, to = %at, "checkpoint moved by another process (a switched-in rebuild or another node); continuing from it");
                         committed = at;
-                        (stored, stored_at, unstored) = (at, eventlog::clock::monotonic(), 0);
+                        (stored, stored_at, unstored) = (at, clock.now(), 0);
                         position.send_replace(at);
                         sub = Subscription::new(
                             Arc::clone(&log),
@@ -550,7 +550,7 @@ async fn run_projection(
             }
             Ok((Some(at), batch)) => {
                 committed = at;
-                (stored, stored_at, unstored) = (at, eventlog::clock::monotonic(), 0);
+                (stored, stored_at, unstored) = (at, clock.now(), 0);
                 position.send_replace(at);
                 metrics::counter!("idp_projection_events_total", "projection" => name)
                     .increment(batch.len() as u64);

@@ -33,12 +33,6 @@ fn json<T: serde::Serialize>(v: &Pii<T>) -> String {
         .unwrap_or_else(|| "{}".into())
 }
 
-/// `user:` and the simple form of the id: the subject of a user's events.
-fn user_of_subject(subject: &str) -> Option<String> {
-    let simple = subject.strip_prefix("user:")?;
-    uuid::Uuid::try_parse(simple).ok().map(|u| u.to_string())
-}
-
 /// The parameters of a statement, each read into a [`Bind`].
 macro_rules! binds {
     ($($v:expr),* $(,)?) => { vec![$(Bind::from($v)),*] };
@@ -325,10 +319,11 @@ async fn apply_user(
         }
         UserEvent::Deactivated(_) | UserEvent::Reactivated(_) => {
             let status = if matches!(event, UserEvent::Deactivated(_)) {
-                "deactivated"
+                domain::user::UserStatus::Deactivated
             } else {
-                "active"
-            };
+                domain::user::UserStatus::Active
+            }
+            .as_str();
             exec(
                 conn,
                 update("status = $4"),
@@ -573,7 +568,12 @@ impl Projection for UsersProjection {
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         if e.event_type == domain::privacy::SUBJECT_ERASED_V1 {
-            if let Some(user) = e.subject.as_deref().and_then(user_of_subject) {
+            if let Some(user) = e
+                .subject
+                .as_deref()
+                .and_then(domain::user::user_of_subject)
+                .map(|u| u.to_string())
+            {
                 forget_user(conn, tables, &user).await?;
             }
             return Ok(());

@@ -346,11 +346,7 @@ impl UserView {
                 .value()
                 .and_then(|a| serde_json::to_value(a).ok())
                 .unwrap_or(Value::Null),
-            status: match user.status {
-                UserStatus::Active => "active",
-                UserStatus::Deactivated => "deactivated",
-            }
-            .to_owned(),
+            status: user.status.as_str().to_owned(),
             has_password: user.password.is_some(),
             must_change_password: user.password.as_ref().is_some_and(|p| p.must_change),
             password_set_at: user.password.as_ref().map(|p| rfc3339(p.set_at)),
@@ -575,8 +571,9 @@ pub async fn list(
         }
     };
     if let Some(s) = &q.status
-        && s != "active"
-        && s != "deactivated"
+        && ![UserStatus::Active, UserStatus::Deactivated]
+            .iter()
+            .any(|known| known.as_str() == s)
     {
         return Err(Problem::bad_request(
             "status must be `active` or `deactivated`",
@@ -750,12 +747,8 @@ pub async fn remove(
     let expected = if_match(&headers)?;
     let organization = load_for(&state, &caller, id).await?.organization_id;
     let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
-    let erased = privacy::people::delete_user(&state.bus, &state.subject_keys, id, expected, &meta)
-        .await
-        .map_err(|e| match e {
-            privacy::people::DeleteUserError::User(u) => Problem::from(u),
-            privacy::people::DeleteUserError::Privacy(p) => Problem::from(p),
-        })?;
+    let erased =
+        privacy::people::delete_user(&state.bus, &state.subject_keys, id, expected, &meta).await?;
     super::settle_at(&state, erased.position).await?;
     Ok(StatusCode::NO_CONTENT)
 }
