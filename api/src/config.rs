@@ -80,6 +80,14 @@ pub struct Config {
     /// `IDP_PASSWORD_HASH_THREADS`: password hashes computed at once at
     /// most; default the number of cores.
     pub password_hash_threads: Option<usize>,
+    /// `IDP_SIGN_IN_TIMEOUT_SECONDS`: how long the steps of one sign-in
+    /// may take, from its start.
+    pub sign_in_timeout_seconds: u64,
+    /// `IDP_SESSION_LIFETIME_SECONDS`: how long a session lasts at most.
+    pub session_lifetime_seconds: u64,
+    /// `IDP_SESSION_IDLE_SECONDS`: how long a session may go unused
+    /// (at least 120).
+    pub session_idle_seconds: u64,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -108,6 +116,9 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_PASSWORD_ARGON2_ITERATIONS",
     "IDP_PASSWORD_ARGON2_PARALLELISM",
     "IDP_PASSWORD_HASH_THREADS",
+    "IDP_SIGN_IN_TIMEOUT_SECONDS",
+    "IDP_SESSION_LIFETIME_SECONDS",
+    "IDP_SESSION_IDLE_SECONDS",
     "IDP_CONFIG",
 ];
 
@@ -137,6 +148,9 @@ impl Default for Config {
             password_argon2_iterations: 2,
             password_argon2_parallelism: 1,
             password_hash_threads: None,
+            sign_in_timeout_seconds: 600,
+            session_lifetime_seconds: 12 * 3600,
+            session_idle_seconds: 1800,
             http_max_connections: 10_000,
         }
     }
@@ -211,6 +225,16 @@ impl Config {
             && self.eventstore_url.is_none()
             && self.data_dir.join("idp.db").exists()
             && !self.data_dir.join("read.db").exists()
+    }
+
+    /// How long a sign-in and the session it opens last.
+    pub fn sign_in_times(&self) -> commands::sign_in::SignInTimes {
+        let secs = |s: u64| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2));
+        commands::sign_in::SignInTimes {
+            sign_in: secs(self.sign_in_timeout_seconds.max(1)),
+            session_lifetime: secs(self.session_lifetime_seconds.max(120)),
+            session_idle: secs(self.session_idle_seconds.max(120)),
+        }
     }
 
     /// The configuration as it may be shown: secrets masked.

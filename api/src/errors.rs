@@ -126,6 +126,9 @@ impl From<CommandError<OrganizationError>> for Problem {
             CommandError::Domain(e @ OrganizationError::InvalidName) => {
                 Problem::validation(e.to_string())
             }
+            CommandError::Domain(OrganizationError::InvalidSignInPolicy(e)) => {
+                Problem::validation(e.to_string()).with("field", e.field)
+            }
             other => Problem::internal(&other),
         }
     }
@@ -249,6 +252,79 @@ impl From<commands::group::GroupFailure> for Problem {
             }
             F::Stale { actual, .. } => Problem::stale(actual),
             F::Contention { .. } => Problem::unavailable(e.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+/// The sign-in flow API's refusals.
+impl From<commands::sign_in::SignInFailure> for Problem {
+    fn from(e: commands::sign_in::SignInFailure) -> Self {
+        use commands::sign_in::SignInFailure as F;
+        use domain::sign_in::SignInError as S;
+        match e {
+            F::SignIn(S::NotFound) => Problem::refused(
+                StatusCode::NOT_FOUND,
+                "sign-in-not-found",
+                "no sign-in with this id belongs to this browser",
+            ),
+            F::SignIn(e @ S::Expired) => {
+                Problem::refused(StatusCode::GONE, "sign-in-expired", e.to_string())
+            }
+            F::SignIn(e @ S::Completed) => {
+                Problem::refused(StatusCode::CONFLICT, "sign-in-completed", e.to_string())
+            }
+            F::SignIn(e @ (S::MethodNotAllowed(_) | S::NotFirstFactor(_) | S::AlreadyUsed(_))) => {
+                Problem::refused(StatusCode::CONFLICT, "step-not-allowed", e.to_string())
+            }
+            F::SignIn(S::OtherUser) => Problem::refused(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "the identifier or the password is not right",
+            ),
+            F::SignIn(e @ S::StepsRemaining { remaining }) => {
+                Problem::refused(StatusCode::CONFLICT, "steps-remaining", e.to_string())
+                    .with("remaining_factors", remaining)
+            }
+            F::SignIn(e @ S::Invalid { field, .. }) => {
+                Problem::validation(e.to_string()).with("field", field)
+            }
+            F::SignIn(e @ S::AlreadyExists) => Problem::internal(&e),
+            F::UnknownOrganization => {
+                Problem::validation("no such organization").with("field", "organization_id")
+            }
+            F::UnknownClient => {
+                Problem::validation("no such client in this organization, or it is disabled")
+                    .with("field", "client_id")
+            }
+            F::UserInactive => Problem::refused(
+                StatusCode::FORBIDDEN,
+                "sign-in-refused",
+                "this person may not sign in",
+            ),
+            F::Contention { .. } => Problem::unavailable("the sign-in is busy; try the step again"),
+            other @ (F::Session(_) | F::NoPseudonyms | F::Hashing(_) | F::Log(_)) => {
+                Problem::internal(&other)
+            }
+        }
+    }
+}
+
+/// A session that does not authenticate, or could not be changed.
+impl From<commands::session::SessionFailure> for Problem {
+    fn from(e: commands::session::SessionFailure) -> Self {
+        use commands::session::SessionFailure as F;
+        use domain::session::SessionError as S;
+        match e {
+            F::Session(S::NotFound)
+            | F::Session(S::Revoked)
+            | F::Session(S::Expired)
+            | F::UserInactive => Problem::refused(
+                StatusCode::UNAUTHORIZED,
+                "no-session",
+                "sign in first: there is no valid session cookie",
+            ),
+            F::Contention { .. } => Problem::unavailable("the session is busy; try again"),
             other => Problem::internal(&other),
         }
     }

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
+pub mod authentication;
 pub mod authorization;
 pub mod bootstrap;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod problem;
 pub mod registration;
+pub mod self_service;
 pub mod serve;
 pub mod server;
 pub mod state;

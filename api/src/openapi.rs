@@ -4,15 +4,17 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::{
-    Page, audit, clients, groups, keys, organizations, privacy, registration, user_bulk,
+    Page, audit, clients, groups, keys, organizations, privacy, registration, sign_in, user_bulk,
     user_history, users,
 };
+use crate::{authentication, self_service};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "idp admin API", description = "Organizations, users and groups, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests. \
-        Every endpoint needs a bearer access token with the `idp:admin` scope; errors are RFC 9457 \
-        problem documents (application/problem+json)."),
+    info(title = "idp admin API", description = "Organizations, users and groups, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests, \
+        sign-in policies and sessions; the sign-in flow (`/authentication`) and what a signed-in person does for themselves (`/self`). \
+        Every `/admin` endpoint needs a bearer access token with the `idp:admin` scope; `/authentication` needs the sign-in's cookie \
+        after its start, `/self` a session cookie. Errors are RFC 9457 problem documents (application/problem+json)."),
     paths(
         organizations::create, organizations::list, organizations::show, organizations::rename,
         clients::create, clients::list, clients::show, clients::update, clients::remove,
@@ -27,6 +29,11 @@ use crate::admin::{
         users::groups, user_history::history, user_bulk::bulk,
         groups::create, groups::list, groups::show, groups::update, groups::remove,
         groups::members, groups::add_member, groups::remove_member,
+        sign_in::show_policy, sign_in::set_policy, sign_in::user_sessions, sign_in::revoke_session,
+        sign_in::revoke_user_sessions, sign_in::unlock,
+        authentication::start, authentication::status, authentication::authenticate, authentication::complete,
+        self_service::me, self_service::list_sessions, self_service::revoke_session,
+        self_service::revoke_others, self_service::sign_out,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -49,6 +56,10 @@ use crate::admin::{
         user_bulk::BulkRequest, user_bulk::BulkResult, user_bulk::BulkResponse,
         groups::CreateGroup, groups::UpdateGroup, groups::AddMember, groups::GroupView,
         groups::MemberView, Page<groups::GroupView>, Page<groups::MemberView>,
+        sign_in::PolicyBody,
+        authentication::StartBody, authentication::StepView, authentication::SignInView,
+        authentication::AuthenticateBody, authentication::CompleteBody, authentication::CompletedView,
+        self_service::MeView, self_service::SessionView, self_service::SessionList, self_service::Revoked,
     )),
     modifiers(&BearerAuth),
 )]

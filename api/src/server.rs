@@ -396,6 +396,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::oauth::router())
+        .merge(crate::authentication::router())
+        .merge(crate::self_service::router())
         .layer(trace)
         .merge(probes)
         .method_not_allowed_fallback(method_not_allowed)

@@ -24,6 +24,8 @@ mod locks;
 pub mod organization;
 pub mod password;
 pub mod registration;
+pub mod session;
+pub mod sign_in;
 pub mod tokens;
 pub mod user;
 

@@ -49,6 +49,10 @@ pub struct Passwords {
     denied: HashSet<String>,
     params: Params,
     pool: Arc<Semaphore>,
+    /// A hash of a random password at the current parameters: verified
+    /// against when there is no user or no password, so that an unknown
+    /// name costs what a wrong password costs.
+    dummy: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -84,6 +88,7 @@ impl Passwords {
                 .collect(),
             params,
             pool: Arc::new(Semaphore::new(threads.max(1))),
+            dummy: std::sync::OnceLock::new(),
         })
     }
 
@@ -135,6 +140,36 @@ impl Passwords {
         })
         .await
         .map_err(|e| PasswordError::Hashing(e.to_string()))?
+    }
+
+    /// Spends the time of one verification and answers `false`: for an
+    /// identifier nobody has, or a user without a password.
+    pub async fn verify_nothing(&self, password: &str) -> Result<bool, PasswordError> {
+        let dummy = match self.dummy.get() {
+            Some(d) => d.clone(),
+            None => {
+                let fresh = self.hash(&crypto::new_secret()).await?;
+                self.dummy.get_or_init(|| fresh).clone()
+            }
+        };
+        self.verify(&dummy, password).await?;
+        Ok(false)
+    }
+
+    /// Whether a stored hash was made with other parameters (or another
+    /// algorithm) than the configured ones: it is replaced at the next
+    /// successful sign-in.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(hash) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        parsed.algorithm != argon2::Algorithm::Argon2id.ident()
+            || params.m_cost() != self.params.m_cost()
+            || params.t_cost() != self.params.t_cost()
+            || params.p_cost() != self.params.p_cost()
     }
 
     /// Whether `password` matches the PHC string `hash` (with the
@@ -195,6 +230,27 @@ mod tests {
         // U+FB01 (the "fi" ligature) is NFKC "fi".
         let h = p.hash("pro\u{FB01}le of a passphrase").await.unwrap();
         assert!(p.verify(&h, "profile of a passphrase").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_other_parameters_wants_a_rehash() {
+        let p = cheap();
+        let h = p.hash("a long enough passphrase").await.unwrap();
+        assert!(!p.needs_rehash(&h));
+        let stronger = Passwords::new(
+            PasswordPolicy::default(),
+            Vec::new(),
+            HashParams {
+                memory_kib: 128,
+                iterations: 1,
+                parallelism: 1,
+            },
+            1,
+        )
+        .unwrap();
+        assert!(stronger.needs_rehash(&h));
+        assert!(p.needs_rehash("not a hash"));
+        assert!(!p.verify_nothing("anything at all").await.unwrap());
     }
 
     #[test]

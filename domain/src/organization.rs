@@ -6,13 +6,24 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::decider::{Aggregate, DecodeError, DomainEvent};
+use crate::sign_in_policy::{PolicyInvalid, SignInPolicy};
 
 pub const MAX_NAME_LEN: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrganizationCommand {
-    Create { id: Uuid, name: String },
-    Rename { name: String },
+    Create {
+        id: Uuid,
+        name: String,
+    },
+    Rename {
+        name: String,
+    },
+    /// What signing in to the organization takes (see
+    /// [`crate::sign_in_policy`]).
+    SetSignInPolicy {
+        policy: SignInPolicy,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,20 +39,28 @@ pub struct OrganizationRenamed {
     pub name: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInPolicySet {
+    pub policy: SignInPolicy,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrganizationEvent {
     Created(OrganizationCreated),
     Renamed(OrganizationRenamed),
+    SignInPolicySet(SignInPolicySet),
 }
 
 pub const CREATED_V1: &str = "organization.created.v1";
 pub const RENAMED_V1: &str = "organization.renamed.v1";
+pub const SIGN_IN_POLICY_SET_V1: &str = "organization.sign_in_policy_set.v1";
 
 impl DomainEvent for OrganizationEvent {
     fn event_type(&self) -> &'static str {
         match self {
             Self::Created(_) => CREATED_V1,
             Self::Renamed(_) => RENAMED_V1,
+            Self::SignInPolicySet(_) => SIGN_IN_POLICY_SET_V1,
         }
     }
 
@@ -50,6 +69,7 @@ impl DomainEvent for OrganizationEvent {
         match self {
             Self::Created(e) => serde_json::to_value(e),
             Self::Renamed(e) => serde_json::to_value(e),
+            Self::SignInPolicySet(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -66,6 +86,9 @@ impl DomainEvent for OrganizationEvent {
             RENAMED_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::Renamed)
                 .map_err(malformed),
+            SIGN_IN_POLICY_SET_V1 => serde::Deserialize::deserialize(data)
+                .map(Self::SignInPolicySet)
+                .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -79,12 +102,16 @@ pub enum OrganizationError {
     NotFound,
     #[error("the name must be 1 to {MAX_NAME_LEN} characters and not blank")]
     InvalidName,
+    #[error("the sign-in policy is refused: {0}")]
+    InvalidSignInPolicy(PolicyInvalid),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Organization {
     pub id: Option<Uuid>,
     pub name: String,
+    /// What signing in takes; the default policy until one is set.
+    pub sign_in_policy: SignInPolicy,
 }
 
 fn valid_name(name: &str) -> Result<String, OrganizationError> {
@@ -108,6 +135,7 @@ impl Aggregate for Organization {
                 self.name = e.name.clone();
             }
             OrganizationEvent::Renamed(e) => self.name = e.name.clone(),
+            OrganizationEvent::SignInPolicySet(e) => self.sign_in_policy = e.policy.clone(),
         }
         self
     }
@@ -140,6 +168,20 @@ impl Aggregate for Organization {
                     name,
                 })])
             }
+            OrganizationCommand::SetSignInPolicy { policy } => {
+                if self.id.is_none() {
+                    return Err(OrganizationError::NotFound);
+                }
+                let policy = policy
+                    .validate()
+                    .map_err(OrganizationError::InvalidSignInPolicy)?;
+                if policy == self.sign_in_policy {
+                    return Ok(vec![]);
+                }
+                Ok(vec![OrganizationEvent::SignInPolicySet(SignInPolicySet {
+                    policy,
+                })])
+            }
         }
     }
 }
@@ -170,6 +212,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(events, vec![created("Acme")]);
+    }
+
+    #[test]
+    fn a_sign_in_policy_is_validated_and_set_only_when_it_changes() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let two = SignInPolicy {
+            factors_required: 2,
+            ..SignInPolicy::default()
+        };
+        let set = given_when::<Organization>(
+            &[created("Acme")],
+            OrganizationCommand::SetSignInPolicy {
+                policy: two.clone(),
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        let mut all = vec![created("Acme")];
+        all.extend(set);
+        assert_eq!(Organization::fold(&all).sign_in_policy, two);
+        assert_eq!(
+            given_when::<Organization>(
+                &all,
+                OrganizationCommand::SetSignInPolicy { policy: two },
+                now
+            ),
+            Ok(vec![])
+        );
+        let impossible = SignInPolicy {
+            factors_required: 9,
+            ..SignInPolicy::default()
+        };
+        assert!(matches!(
+            given_when::<Organization>(
+                &all,
+                OrganizationCommand::SetSignInPolicy { policy: impossible },
+                now
+            ),
+            Err(OrganizationError::InvalidSignInPolicy(_))
+        ));
     }
 
     #[test]

@@ -203,7 +203,13 @@ pub fn revocation_stream(at: OffsetDateTime) -> String {
 pub const JOURNAL_CATEGORIES: &[&str] = &["tokens", "revocations", "authfailures"];
 
 /// The event types appended to journal streams, and to no other stream.
-pub const JOURNAL_EVENT_TYPES: &[&str] = &[ISSUED_V1, REVOKED_V1, CLIENT_AUTH_FAILED_V1];
+pub const JOURNAL_EVENT_TYPES: &[&str] = &[
+    ISSUED_V1,
+    REVOKED_V1,
+    CLIENT_AUTH_FAILED_V1,
+    crate::sign_in::STEP_FAILED_V1,
+    crate::sign_in::UNLOCKED_V1,
+];
 
 fn day(at: OffsetDateTime) -> String {
     let d = at.date();

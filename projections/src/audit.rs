@@ -24,7 +24,11 @@ use crate::runner::{Projection, ProjectionError};
 
 /// The event types that record a refusal: their entries have the outcome
 /// `failure`, every other event's `success`.
-pub const FAILURE_EVENT_TYPES: &[&str] = &[CLIENT_AUTH_FAILED_V1, AUTH_TOKEN_REUSE_DETECTED_V1];
+pub const FAILURE_EVENT_TYPES: &[&str] = &[
+    CLIENT_AUTH_FAILED_V1,
+    AUTH_TOKEN_REUSE_DETECTED_V1,
+    domain::sign_in::STEP_FAILED_V1,
+];
 
 /// Whether an audited action succeeded or recorded a refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

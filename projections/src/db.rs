@@ -62,6 +62,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009", "users"),
     migration!(10, "0010", "user_attributes_by_organization"),
     migration!(11, "0011", "users_by_status"),
+    migration!(12, "0012", "sessions"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -21,6 +21,7 @@ pub mod organizations;
 pub mod rebuild;
 pub mod registration;
 mod runner;
+pub mod sessions;
 pub mod throttle;
 pub mod tokens;
 mod user_queries;
@@ -42,5 +43,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(registration::RegistrationProjection),
         std::sync::Arc::new(audit::AuditProjection),
         std::sync::Arc::new(users::UsersProjection),
+        std::sync::Arc::new(sessions::SessionsProjection),
     ]
 }

@@ -76,6 +76,8 @@ impl Projection for OrganizationsProjection {
                 .execute(conn)
                 .await?;
             }
+            // Not handled (see `handles`): the policy is read from the log.
+            OrganizationEvent::SignInPolicySet(_) => {}
         }
         Ok(())
     }

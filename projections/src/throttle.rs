@@ -40,11 +40,9 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
         map.get(key).and_then(|(a, _)| a.wait(now))
     }
 
-    /// Counts a failure; answers the report to record at once when the
-    /// failure begins a wait.
-    pub fn failed(&self, key: K, note: N, now: OffsetDateTime) -> Option<(Report, N)> {
-        let mut map = self.entries.write().ok()?;
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+    /// Makes room for `key` when the table is full.
+    fn make_room(&self, map: &mut HashMap<K, (Attempts, Option<N>)>, key: &K, now: OffsetDateTime) {
+        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
             map.retain(|_, (a, _)| !a.is_idle(&self.policy, now));
             if map.len() >= MAX_ENTRIES {
                 // Still full of live entries: forget those not waiting (their
@@ -52,6 +50,35 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
                 map.retain(|_, (a, _)| a.wait(now).is_some());
             }
         }
+    }
+
+    /// Counts a failure that is recorded on its own (not in windowed
+    /// reports): answers the failures in a row and the end of the wait it
+    /// began, as the record of it says.
+    pub fn count(&self, key: K, now: OffsetDateTime) -> (u32, Option<OffsetDateTime>) {
+        let Ok(mut map) = self.entries.write() else {
+            return (0, None);
+        };
+        self.make_room(&mut map, &key, now);
+        let (attempts, _) = map.entry(key).or_default();
+        attempts.fail(&self.policy, now);
+        attempts.unreported = 0;
+        attempts.window_start = None;
+        (attempts.failures, attempts.blocked_until)
+    }
+
+    /// Forgets every entry whose key `matches` (an unlock).
+    pub fn forget(&self, matches: impl Fn(&K) -> bool) {
+        if let Ok(mut map) = self.entries.write() {
+            map.retain(|k, _| !matches(k));
+        }
+    }
+
+    /// Counts a failure; answers the report to record at once when the
+    /// failure begins a wait.
+    pub fn failed(&self, key: K, note: N, now: OffsetDateTime) -> Option<(Report, N)> {
+        let mut map = self.entries.write().ok()?;
+        self.make_room(&mut map, &key, now);
         let (attempts, last) = map.entry(key).or_default();
         let report = attempts.fail(&self.policy, now);
         *last = Some(note.clone());
@@ -125,6 +152,24 @@ mod tests {
         assert!(t.wait(&attacker, T0).is_some());
         assert_eq!(t.wait(&owner, T0), None, "another source is not slowed");
         assert!(t.due(T0 + Duration::hours(1), true).is_empty());
+    }
+
+    #[test]
+    fn failures_counted_one_by_one_begin_waits_and_an_unlock_forgets_them() {
+        let t: Throttle<(&str, &str), ()> = Throttle::new(ThrottlePolicy::default());
+        let key = ("user:1", "203.0.113.9");
+        for n in 1..=5 {
+            assert_eq!(t.count(key, T0), (n, None), "five are free");
+        }
+        let (failures, until) = t.count(key, T0);
+        assert_eq!((failures, until), (6, Some(T0 + Duration::seconds(1))));
+        assert!(t.wait(&key, T0).is_some());
+        assert!(
+            t.due(T0 + Duration::minutes(1), true).is_empty(),
+            "nothing to report"
+        );
+        t.forget(|k| k.0 == "user:1");
+        assert_eq!(t.wait(&key, T0), None);
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct FailureNote {
 /// Failed client authentications by (canonical client id, source address).
 pub type ClientThrottle = Throttle<(String, String), FailureNote>;
 
+/// Failed sign-in steps by (account, source address): an account is
+/// `user:{id}` or the keyed claim of an identifier nobody holds.
+pub type UserThrottle = Throttle<(String, String), ()>;
+
 pub use domain::token::AUTH_TOKEN_CLAIM;
 
 pub struct TokenViews {
@@ -87,6 +91,9 @@ pub struct TokenViews {
     revoked: Revocations,
     /// Failed client authentications, with the waits other nodes began.
     pub client_throttle: ClientThrottle,
+    /// Failed sign-in steps by account and source address (every failure
+    /// is recorded; each node counts them all).
+    pub user_throttle: UserThrottle,
 }
 
 impl TokenViews {
@@ -109,6 +116,7 @@ impl TokenViews {
             verified: RwLock::new(HashMap::new()),
             revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
+            user_throttle: UserThrottle::new(ThrottlePolicy::default()),
         }
     }
 
@@ -314,8 +322,25 @@ impl TokenViews {
         }
     }
 
-    /// A wait another node (or this one, before a restart) began.
+    /// A wait another node (or this one, before a restart) began; a failed
+    /// sign-in step anywhere; an unlock.
     fn observe_failures(&self, e: &RecordedEvent) {
+        use domain::sign_in::{STEP_FAILED_V1, SignInStepFailed, SignInUnlocked, UNLOCKED_V1};
+        if e.event_type == STEP_FAILED_V1 {
+            if let Ok(f) = eventlog::decode::<SignInStepFailed>(e) {
+                let source = e.metadata.source_ip.clone().unwrap_or_default();
+                self.user_throttle
+                    .observe((f.account, source), f.failures, f.blocked_until);
+            }
+            return;
+        }
+        if e.event_type == UNLOCKED_V1 {
+            if let Ok(u) = eventlog::decode::<SignInUnlocked>(e) {
+                let account = format!("user:{}", u.user_id.simple());
+                self.user_throttle.forget(|(a, _)| *a == account);
+            }
+            return;
+        }
         if let Ok(TokenEvent::ClientAuthFailed(f)) = eventlog::decode::<TokenEvent>(e)
             && f.blocked_until.is_some()
         {

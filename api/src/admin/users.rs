@@ -687,6 +687,17 @@ async fn status_change(
         commands::user::reactivate(&state.bus, id, expected, &meta).await?
     };
     settle(state, &out).await?;
+    if deactivate {
+        // Sessions already refuse a deactivated user; this records why
+        // they ended.
+        super::sign_in::revoke_sessions_of(
+            state,
+            id,
+            domain::session::RevokeReason::UserDeactivated,
+            &meta,
+        )
+        .await?;
+    }
     Ok(with_etag(
         load_for(state, caller, id).await?,
         StatusCode::OK,

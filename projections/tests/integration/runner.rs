@@ -645,6 +645,7 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
         append(domain::privacy::privacy_stream(&subject), vec![erased]).await;
     }
     write_people(log, org, round, now).await;
+    write_sessions(log, org, round, now).await;
     append(
         "authfailures-bench".into(),
         vec![encode(
@@ -884,7 +885,7 @@ async fn rebuild_under_writes(env: Env) {
         during.load(Ordering::SeqCst) > 0,
         "writes arrived while rebuilding"
     );
-    assert_eq!(summary.switched_at.len(), 5);
+    assert_eq!(summary.switched_at.len(), 6);
 
     assert!(
         handle.wait_for(end, Duration::from_secs(60)).await,
@@ -951,7 +952,7 @@ async fn interrupted_rebuild(env: Env) {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(next.len(), 5, "{next:?}");
+    assert_eq!(next.len(), 6, "{next:?}");
     let resume: Vec<eventlog::Position> = sqlx::query(
         "SELECT commit_pos, prepare_pos FROM projection_checkpoints WHERE name LIKE '%#next'",
     )
@@ -1116,4 +1117,82 @@ async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Offse
         )],
     )
     .await;
+}
+
+/// Sessions of a person: one used then revoked, one found expired, one of a
+/// person deleted in even rounds.
+async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: OffsetDateTime) {
+    use domain::Pii;
+    use domain::session::{
+        RevokeReason, SessionCreated, SessionEvent, SessionFact, SessionRevoked,
+    };
+    use domain::sign_in_policy::Method;
+    use domain::user::{UserDeleted, UserEvent};
+    use eventlog::{ExpectedRevision, encode};
+    let (user, gone) = (Uuid::now_v7(), Uuid::now_v7());
+    let created = |session: Uuid, user: Uuid| {
+        SessionEvent::Created(SessionCreated {
+            session_id: session,
+            user_id: user,
+            organization_id: org,
+            sign_in_id: Uuid::now_v7(),
+            secret_hash: "ab".repeat(32),
+            methods: vec![Method::Password, Method::Totp],
+            auth_time: now,
+            expires_at: now + time::Duration::hours(12),
+            idle_timeout_seconds: 1800,
+            source_ip: Some(Pii::new(format!("192.0.2.{}", round % 250))),
+            user_agent: Some(Pii::new("test-agent/1.0".into())),
+            at: now,
+        })
+    };
+    let fact = |session: Uuid, user: Uuid, secs: i64| SessionFact {
+        session_id: session,
+        user_id: user,
+        at: now + time::Duration::seconds(secs),
+    };
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let streams = [
+        (
+            a,
+            vec![
+                created(a, user),
+                SessionEvent::Used(fact(a, user, 90)),
+                SessionEvent::Revoked(SessionRevoked {
+                    session_id: a,
+                    user_id: user,
+                    reason: RevokeReason::ByUser,
+                    at: now + time::Duration::seconds(100),
+                }),
+            ],
+        ),
+        (
+            b,
+            vec![created(b, user), SessionEvent::Expired(fact(b, user, 3600))],
+        ),
+        (c, vec![created(c, gone)]),
+    ];
+    for (id, events) in streams {
+        log.append(
+            &format!("session-{id}"),
+            ExpectedRevision::Any,
+            events.iter().map(|e| encode(e, &meta())).collect(),
+        )
+        .await
+        .unwrap();
+    }
+    if round.is_multiple_of(2) {
+        let deleted = UserEvent::Deleted(UserDeleted {
+            user_id: gone,
+            released_claims: vec![],
+            at: now,
+        });
+        log.append(
+            &format!("user-{gone}"),
+            ExpectedRevision::Any,
+            vec![encode(&deleted, &meta())],
+        )
+        .await
+        .unwrap();
+    }
 }

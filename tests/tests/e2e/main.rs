@@ -13,5 +13,6 @@ mod health;
 mod oauth;
 mod privacy;
 mod registration;
+mod sign_in;
 mod user_privacy;
 mod users;

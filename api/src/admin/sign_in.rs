@@ -1,0 +1,274 @@
+//! Signing in, from the admin side: an organization's sign-in policy, a
+//! user's sessions (list, revoke), and lifting the waits a user's failed
+//! sign-ins began.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use domain::organization::{Organization, OrganizationCommand};
+use domain::session::RevokeReason;
+use domain::sign_in_policy::{Method, SignInPolicy};
+use projections::sessions;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AdminCaller;
+use super::users::organization_of;
+use crate::context::RequestContext;
+use crate::extract::Body;
+use crate::problem::Problem;
+use crate::self_service::{Revoked, SessionList, SessionView, revoke_all};
+use crate::state::AppState;
+
+type PathRejection = axum::extract::rejection::PathRejection;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/organizations/{id}/sign-in-policy",
+            get(show_policy).put(set_policy),
+        )
+        .route("/admin/users/{id}/sessions", get(user_sessions))
+        .route(
+            "/admin/users/{id}/sessions/revoke",
+            post(revoke_user_sessions),
+        )
+        .route(
+            "/admin/users/{id}/sessions/{session}",
+            delete(revoke_session),
+        )
+        .route("/admin/users/{id}/unlock", post(unlock))
+}
+
+/// What signing in to an organization takes.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBody {
+    /// The methods that may be used at all: `password`, `email`, `sms`,
+    /// `whatsapp`, `totp`, `passkey`, `sso`.
+    pub methods: Vec<String>,
+    /// The methods a sign-in may begin with (a subset of `methods`).
+    pub first_factors: Vec<String>,
+    /// Factors a sign-in needs, 1 to 3 (a passkey that verified the user
+    /// counts as two).
+    pub factors_required: u8,
+    /// Whether a code sent by email, SMS or WhatsApp may begin a sign-in.
+    #[serde(default)]
+    pub passwordless_codes: bool,
+}
+
+impl From<&SignInPolicy> for PolicyBody {
+    fn from(p: &SignInPolicy) -> Self {
+        let names = |s: &std::collections::BTreeSet<Method>| {
+            s.iter().map(|m| m.as_str().to_owned()).collect()
+        };
+        Self {
+            methods: names(&p.methods),
+            first_factors: names(&p.first_factors),
+            factors_required: p.factors_required,
+            passwordless_codes: p.passwordless_codes,
+        }
+    }
+}
+
+fn methods(
+    field: &'static str,
+    names: &[String],
+) -> Result<std::collections::BTreeSet<Method>, Problem> {
+    names
+        .iter()
+        .map(|n| {
+            Method::parse(n).ok_or_else(|| {
+                Problem::validation(format!("unknown method in {field}")).with("field", field)
+            })
+        })
+        .collect()
+}
+
+async fn organization(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+) -> Result<Organization, Problem> {
+    caller.within(Some(id), "organization")?;
+    let (org, _) = state
+        .bus
+        .load::<Organization>(&id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if org.id.is_none() {
+        return Err(Problem::not_found("organization"));
+    }
+    Ok(org)
+}
+
+/// The organization's sign-in policy (the default one until set). Needs
+/// `idp:admin`.
+#[utoipa::path(get, path = "/admin/organizations/{id}/sign-in-policy",
+    params(("id" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = PolicyBody, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn show_policy(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<PolicyBody>, Problem> {
+    let Path(id) = path?;
+    let org = organization(&state, &caller, id).await?;
+    Ok(Json(PolicyBody::from(&org.sign_in_policy)))
+}
+
+/// Set the organization's sign-in policy: the methods allowed, which may
+/// begin, how many factors. Sign-ins already started keep the policy they
+/// started under. Needs `idp:admin`.
+#[utoipa::path(put, path = "/admin/organizations/{id}/sign-in-policy",
+    params(("id" = Uuid, Path, description = "The organization's id")), request_body = PolicyBody,
+    responses((status = 200, body = PolicyBody, description = "done"), (status = 404, description = "not found"),
+        (status = 422, description = "a policy nobody could meet, or an unknown method")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+    Body(body): Body<PolicyBody>,
+) -> Result<Json<PolicyBody>, Problem> {
+    let Path(id) = path?;
+    organization(&state, &caller, id).await?;
+    let policy = SignInPolicy {
+        methods: methods("methods", &body.methods)?,
+        first_factors: methods("first_factors", &body.first_factors)?,
+        factors_required: body.factors_required,
+        passwordless_codes: body.passwordless_codes,
+    };
+    let meta = ctx.metadata(caller.actor(), Some(id));
+    state
+        .bus
+        .execute::<Organization>(
+            &id.to_string(),
+            OrganizationCommand::SetSignInPolicy { policy },
+            &meta,
+        )
+        .await?;
+    let org = organization(&state, &caller, id).await?;
+    Ok(Json(PolicyBody::from(&org.sign_in_policy)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionsQuery {
+    /// Include sessions that were revoked or expired.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// A user's sessions, newest first (live ones, or all with `ended`).
+/// Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/users/{id}/sessions",
+    params(("id" = Uuid, Path, description = "The user's id"), SessionsQuery),
+    responses((status = 200, body = SessionList, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<SessionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SessionList>, Problem> {
+    let Path(id) = path?;
+    let Query(q) = query?;
+    organization_of(&state, &caller, id).await?;
+    let now = state.clock.now();
+    let rows = sessions::sessions_of(&state.read_db, &id.to_string(), q.ended)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(SessionList {
+        items: rows
+            .into_iter()
+            .map(|r| SessionView::of(r, now, None))
+            .filter(|v| q.ended || v.active)
+            .collect(),
+    }))
+}
+
+/// Revoke one session of a user. Needs `idp:admin`.
+#[utoipa::path(delete, path = "/admin/users/{id}/sessions/{session}",
+    params(("id" = Uuid, Path, description = "The user's id"), ("session" = Uuid, Path, description = "The session's id")),
+    responses((status = 204, description = "revoked"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path((user, session)) = path?;
+    let org = organization_of(&state, &caller, user).await?;
+    match commands::session::load(&state.bus, session).await {
+        Ok(s) if s.user_id == user => {}
+        _ => return Err(Problem::not_found("session")),
+    }
+    let meta = ctx.metadata(caller.actor(), Some(org));
+    revoke_all(&state, vec![session], RevokeReason::ByAdmin, &meta).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revoke every session of a user. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/users/{id}/sessions/revoke",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 200, body = Revoked, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<Revoked>, Problem> {
+    let Path(user) = path?;
+    let org = organization_of(&state, &caller, user).await?;
+    let meta = ctx.metadata(caller.actor(), Some(org));
+    let revoked = revoke_sessions_of(&state, user, RevokeReason::ByAdmin, &meta).await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// Revokes every live session of `user` the read model lists.
+pub async fn revoke_sessions_of(
+    state: &AppState,
+    user: Uuid,
+    reason: RevokeReason,
+    meta: &domain::Metadata,
+) -> Result<usize, Problem> {
+    let rows = sessions::sessions_of(&state.read_db, &user.to_string(), false)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .filter_map(|r| Uuid::parse_str(&r.id).ok())
+        .collect();
+    revoke_all(state, ids, reason, meta).await
+}
+
+/// Lift every wait the user's failed sign-ins began, from every address,
+/// on every node. Needs `idp:admin`.
+#[utoipa::path(post, path = "/admin/users/{id}/unlock",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "unlocked"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn unlock(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(user) = path?;
+    let org = organization_of(&state, &caller, user).await?;
+    let meta = ctx.metadata(caller.actor(), Some(org));
+    commands::sign_in::unlock(&state.bus, user, &meta)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    // This node forgets at once; the others when they read the event.
+    let account = commands::sign_in::account_of_user(user);
+    state.tokens.user_throttle.forget(|(a, _)| *a == account);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,574 @@
+//! `/authentication/…`: the sign-in flow API. A browser (or the login
+//! pages) starts a sign-in, takes the steps its organization's policy asks
+//! for, and completes it into a session cookie. JSON in and out; errors are
+//! RFC 9457 problems.
+//!
+//! Every call after the start must come with the `idp_signin` cookie the
+//! start set: a sign-in is bound to the browser that began it. A failed
+//! step is recorded and counted per account and source address
+//! (`domain::throttle`): past five, that source waits before its next
+//! attempt is checked, and only that source.
+
+pub mod cookies;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use commands::sign_in::{Attempt, StartSignIn};
+use domain::sign_in::{FailureReason, SignIn, SignInState, SignInStepFailed};
+use domain::sign_in_policy::Method;
+use domain::user::User;
+use domain::{Actor, ActorKind, Metadata};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::extract::Body;
+use crate::problem::Problem;
+use crate::state::AppState;
+use cookies::{SESSION_COOKIE, SIGN_IN_COOKIE};
+
+/// The methods this server can verify today; a policy may name more.
+pub const OFFERED: &[Method] = &[Method::Password];
+
+/// The longest password read (longer ones are refused unread: argon2id
+/// would hash them, and no policy sets a password that long).
+const MAX_PASSWORD_BYTES: usize = 1024;
+/// The longest identifier read.
+const MAX_IDENTIFIER_BYTES: usize = 512;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/authentication/start", post(start))
+        .route("/authentication/status", get(status))
+        .route("/authentication/authenticate", post(authenticate))
+        .route("/authentication/complete", post(complete))
+}
+
+// --- wire types ------------------------------------------------------------
+
+/// What a sign-in is for.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// The organization to sign in to (the client's when only the client
+    /// is named).
+    pub organization_id: Option<Uuid>,
+    /// The client the sign-in serves, if any.
+    pub client_id: Option<Uuid>,
+    /// A path on this server to continue to once signed in (the
+    /// authorization request, say).
+    pub continue_to: Option<String>,
+    /// An identifier to show prefilled; echoed, never stored.
+    pub login_hint: Option<String>,
+}
+
+/// A step that succeeded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepView {
+    pub method: &'static str,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// Where a sign-in stands and what may come next.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SignInView {
+    pub session_id: Uuid,
+    pub organization_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Uuid>,
+    /// `in_progress`, `completed` or `expired`.
+    pub state: &'static str,
+    /// RFC 3339: the steps must be done by then.
+    pub expires_at: String,
+    pub completed_steps: Vec<StepView>,
+    /// Factors the policy requires in all.
+    pub required_factors: u8,
+    /// Factors still needed.
+    pub remaining_factors: u8,
+    /// The methods the next step may use (for this person, once a step has
+    /// said who they are).
+    pub methods: Vec<&'static str>,
+    /// Whether `/authentication/complete` would succeed now.
+    pub can_complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+}
+
+/// One step. `password` takes `identifier` and `password`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticateBody {
+    pub session_id: Uuid,
+    /// `password`, `email`, `sms`, `whatsapp`, `totp`, `passkey` or `sso`.
+    pub method: String,
+    /// A username or an email address.
+    pub identifier: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    pub session_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusQuery {
+    pub session_id: Uuid,
+}
+
+/// The session a completed sign-in opened (its cookie is set beside).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompletedView {
+    /// The new session's id (not the sign-in's).
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    /// Authentication method references (RFC 8176).
+    pub amr: Vec<&'static str>,
+    pub methods: Vec<&'static str>,
+    /// RFC 3339: when the last step succeeded.
+    pub auth_time: String,
+    /// RFC 3339: the session's absolute expiry.
+    pub expires_at: String,
+    /// Where to go next, when the sign-in was started for something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continue_to: Option<String>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn anonymous() -> Actor {
+    Actor {
+        kind: ActorKind::Anonymous,
+        id: None,
+    }
+}
+
+/// Whether `user` holds a credential of `method`.
+fn holds(user: &User, method: Method) -> bool {
+    match method {
+        Method::Password => user.password.is_some(),
+        Method::Email => user.email.is_some() && user.email_verified,
+        Method::Sms | Method::Whatsapp => user.phone_number.is_some() && user.phone_verified,
+        Method::Totp | Method::Passkey | Method::Sso => false,
+    }
+}
+
+/// The methods the next step may use: allowed by the policy, offered by
+/// this server, and (once known) held by the person.
+fn next_methods(sign_in: &SignIn, user: Option<&User>) -> Vec<Method> {
+    sign_in
+        .policy
+        .next_methods(&sign_in.factors())
+        .into_iter()
+        .filter(|m| OFFERED.contains(m))
+        .filter(|m| user.is_none_or(|u| holds(u, *m)))
+        .collect()
+}
+
+async fn view(
+    state: &AppState,
+    sign_in: &SignIn,
+    login_hint: Option<String>,
+) -> Result<SignInView, Problem> {
+    let now = state.clock.now();
+    let user = match sign_in.user_id {
+        Some(id) => Some(
+            state
+                .bus
+                .load::<User>(&id.to_string())
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .0,
+        ),
+        None => None,
+    };
+    let phase = sign_in.state(now);
+    let remaining = sign_in.remaining();
+    Ok(SignInView {
+        session_id: sign_in.id,
+        organization_id: sign_in.organization_id,
+        client_id: sign_in.client_id,
+        state: phase.as_str(),
+        expires_at: rfc3339(sign_in.expires_at),
+        completed_steps: sign_in
+            .steps
+            .iter()
+            .map(|s| StepView {
+                method: s.factor.method.as_str(),
+                at: rfc3339(s.at),
+            })
+            .collect(),
+        required_factors: sign_in.policy.factors_required,
+        remaining_factors: remaining,
+        methods: match phase {
+            SignInState::InProgress => next_methods(sign_in, user.as_ref())
+                .into_iter()
+                .map(Method::as_str)
+                .collect(),
+            _ => Vec::new(),
+        },
+        can_complete: phase == SignInState::InProgress && remaining == 0 && user.is_some(),
+        login_hint,
+    })
+}
+
+/// The sign-in `id`, if this browser's cookie is the one it was started
+/// with; otherwise as though there were none.
+async fn bound(state: &AppState, headers: &HeaderMap, id: Uuid) -> Result<SignIn, Problem> {
+    let not_found = || {
+        Problem::refused(
+            StatusCode::NOT_FOUND,
+            "sign-in-not-found",
+            "no sign-in with this id belongs to this browser (its cookie is missing or is another's)",
+        )
+    };
+    let cookie =
+        cookies::read(headers, &cookie_name(state, SIGN_IN_COOKIE)).ok_or_else(not_found)?;
+    let sign_in = match commands::sign_in::load(&state.bus, id).await {
+        Ok(s) => s,
+        Err(commands::sign_in::SignInFailure::SignIn(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if !commands::crypto::secret_matches(&cookie, &sign_in.browser_hash) {
+        return Err(not_found());
+    }
+    Ok(sign_in)
+}
+
+/// The name a cookie goes by: with the `__Host-` prefix whenever it is
+/// `Secure`, so no other host can plant it.
+pub fn cookie_name(state: &AppState, base: &str) -> String {
+    if cookies::insecure_ok(&state.config.issuer()) {
+        base.to_owned()
+    } else {
+        format!("__Host-{base}")
+    }
+}
+
+/// Refuses a sign-in that is over; records an expiry found here.
+async fn live(state: &AppState, sign_in: &SignIn, meta: &Metadata) -> Result<(), Problem> {
+    match sign_in.state(state.clock.now()) {
+        SignInState::InProgress => Ok(()),
+        SignInState::Completed => Err(commands::sign_in::SignInFailure::SignIn(
+            domain::sign_in::SignInError::Completed,
+        )
+        .into()),
+        SignInState::Expired => {
+            commands::sign_in::expire(&state.bus, sign_in.id, meta).await;
+            Err(
+                commands::sign_in::SignInFailure::SignIn(domain::sign_in::SignInError::Expired)
+                    .into(),
+            )
+        }
+    }
+}
+
+// --- handlers ----------------------------------------------------------------
+
+/// Start a sign-in for an organization (and perhaps a client). Answers
+/// the methods the first step may use and what the policy requires, and
+/// sets the `idp_signin` cookie the next calls must carry. No
+/// authentication.
+#[utoipa::path(post, path = "/authentication/start", request_body = StartBody,
+    responses((status = 201, body = SignInView, description = "started"),
+        (status = 422, description = "an unknown organization or client, or a continue_to that is not a path here")),
+    tag = "authentication")]
+pub async fn start(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body<StartBody>,
+) -> Result<Response, Problem> {
+    let name = cookie_name(&state, SIGN_IN_COOKIE);
+    let (secret, fresh) = match cookies::read(&headers, &name) {
+        Some(v) if v.len() >= 43 => (v, false),
+        _ => (commands::crypto::new_secret(), true),
+    };
+    let login_hint = body
+        .login_hint
+        .map(|h| h.chars().take(MAX_IDENTIFIER_BYTES).collect::<String>());
+    let id = Uuid::now_v7();
+    let meta = ctx.metadata(anonymous(), body.organization_id);
+    let start = StartSignIn {
+        id,
+        organization_id: body.organization_id,
+        client_id: body.client_id,
+        continue_to: body.continue_to,
+        browser_hash: commands::crypto::hash_secret(&secret),
+    };
+    let sign_in =
+        commands::sign_in::start(&state.bus, start, state.config.sign_in_times(), &meta).await?;
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(view(&state, &sign_in, login_hint).await?),
+    )
+        .into_response();
+    if fresh && let Some(v) = cookies::set(&name, &secret, None, &state.config.issuer()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// Where a sign-in stands: the steps done, the factors still required,
+/// the methods the next step may use, its expiry. Needs the sign-in's
+/// cookie.
+#[utoipa::path(get, path = "/authentication/status", params(StatusQuery),
+    responses((status = 200, body = SignInView, description = "done"),
+        (status = 404, description = "no such sign-in for this browser")),
+    tag = "authentication")]
+pub async fn status(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SignInView>, Problem> {
+    let Query(q) = query?;
+    let sign_in = bound(&state, &headers, q.session_id).await?;
+    if sign_in.state(state.clock.now()) == SignInState::Expired && !sign_in.expired {
+        let meta = ctx.metadata(anonymous(), Some(sign_in.organization_id));
+        commands::sign_in::expire(&state.bus, sign_in.id, &meta).await;
+    }
+    Ok(Json(view(&state, &sign_in, None).await?))
+}
+
+/// Take one step of a sign-in. `password`: `identifier` (a username or an
+/// email address) and `password`. A wrong password, an unknown identifier
+/// and a user who may not sign in get the same answer in the same time;
+/// past five failures from one address, that address waits (429 with
+/// `Retry-After`). Needs the sign-in's cookie.
+#[utoipa::path(post, path = "/authentication/authenticate", request_body = AuthenticateBody,
+    responses((status = 200, body = SignInView, description = "the step succeeded"),
+        (status = 400, description = "an unknown method, a method this server does not offer, or a missing field"),
+        (status = 401, description = "the credentials were not accepted"),
+        (status = 404, description = "no such sign-in for this browser"),
+        (status = 409, description = "the step is not allowed now (policy, order, already done or complete)"),
+        (status = 410, description = "the sign-in has expired"),
+        (status = 429, description = "too many failures from this address: wait Retry-After seconds")),
+    tag = "authentication")]
+pub async fn authenticate(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body<AuthenticateBody>,
+) -> Result<Response, Problem> {
+    let method = Method::parse(&body.method).ok_or_else(|| {
+        Problem::refused(
+            StatusCode::BAD_REQUEST,
+            "unknown-method",
+            format!(
+                "unknown method; one of: {}",
+                Method::ALL.map(Method::as_str).join(", ")
+            ),
+        )
+    })?;
+    let sign_in = bound(&state, &headers, body.session_id).await?;
+    let meta = ctx.metadata(anonymous(), Some(sign_in.organization_id));
+    live(&state, &sign_in, &meta).await?;
+    if method == Method::Sso {
+        return Err(Problem::refused(
+            StatusCode::BAD_REQUEST,
+            "method-unavailable",
+            "no upstream identity provider is configured for this organization",
+        ));
+    }
+    sign_in
+        .policy
+        .may_take(&sign_in.factors(), method)
+        .map_err(|_| step_not_allowed(&sign_in, method))?;
+    if !OFFERED.contains(&method) {
+        return Err(Problem::refused(
+            StatusCode::BAD_REQUEST,
+            "method-unavailable",
+            format!(
+                "this server does not offer the method {} yet",
+                method.as_str()
+            ),
+        ));
+    }
+    let identifier = body.identifier.as_deref().unwrap_or_default().trim();
+    let password = body.password.as_deref().unwrap_or_default();
+    if identifier.is_empty() || password.is_empty() {
+        return Err(
+            Problem::validation("password needs identifier and password").with(
+                "field",
+                if identifier.is_empty() {
+                    "identifier"
+                } else {
+                    "password"
+                },
+            ),
+        );
+    }
+    if identifier.len() > MAX_IDENTIFIER_BYTES || password.len() > MAX_PASSWORD_BYTES {
+        return Err(Problem::validation(
+            "the identifier or the password is too long",
+        ));
+    }
+    let found =
+        commands::sign_in::identify(&state.bus, sign_in.organization_id, identifier).await?;
+    let key = (
+        found.account.clone(),
+        ctx.source_ip.clone().unwrap_or_default(),
+    );
+    let throttle = &state.tokens.user_throttle;
+    if let Some(wait) = throttle.wait(&key, state.clock.now()) {
+        metrics::counter!("idp_sign_in_throttled_total").increment(1);
+        return Ok(too_many(wait));
+    }
+    let attempt =
+        commands::sign_in::verify_password(&state.bus, &state.passwords, found, password, &meta)
+            .await?;
+    step_result(&state, &sign_in, method, attempt, key, &meta).await
+}
+
+/// Records a verified step, or counts and records its failure.
+async fn step_result(
+    state: &AppState,
+    sign_in: &SignIn,
+    method: Method,
+    attempt: Attempt,
+    key: (String, String),
+    meta: &Metadata,
+) -> Result<Response, Problem> {
+    let throttle = &state.tokens.user_throttle;
+    let reason = match (attempt.outcome, attempt.user_id) {
+        (Ok(()), Some(user_id)) => {
+            let mut meta = meta.clone();
+            meta.actor = Actor::user(user_id.to_string());
+            match commands::sign_in::succeed(&state.bus, sign_in.id, method, user_id, false, &meta)
+                .await
+            {
+                Ok(after) => {
+                    throttle.succeeded(&key);
+                    metrics::counter!("idp_sign_in_steps_total", "method" => method.as_str(), "outcome" => "success").increment(1);
+                    return Ok(Json(view(state, &after, None).await?).into_response());
+                }
+                Err(commands::sign_in::SignInFailure::SignIn(
+                    domain::sign_in::SignInError::OtherUser,
+                )) => FailureReason::OtherUser,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (Err(reason), _) => reason,
+        (Ok(()), None) => FailureReason::UnknownUser,
+    };
+    metrics::counter!("idp_sign_in_steps_total", "method" => method.as_str(), "outcome" => "failure").increment(1);
+    let now = state.clock.now();
+    let (failures, blocked_until) = throttle.count(key.clone(), now);
+    let failure = SignInStepFailed {
+        sign_in_id: sign_in.id,
+        organization_id: sign_in.organization_id,
+        method,
+        reason,
+        user_id: attempt.user_id,
+        account: key.0,
+        failures,
+        blocked_until,
+        at: now,
+    };
+    if let Err(e) = commands::sign_in::record_failure(&state.bus, &failure, meta).await {
+        tracing::error!(error = %e, "a failed sign-in step could not be recorded");
+    }
+    Err(Problem::refused(
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+        "the identifier or the password is not right",
+    ))
+}
+
+fn step_not_allowed(sign_in: &SignIn, method: Method) -> Problem {
+    let allowed: Vec<&str> = sign_in
+        .policy
+        .next_methods(&sign_in.factors())
+        .into_iter()
+        .map(Method::as_str)
+        .collect();
+    Problem::refused(
+        StatusCode::CONFLICT,
+        "step-not-allowed",
+        format!(
+            "the policy does not allow the method {} at this step",
+            method.as_str()
+        ),
+    )
+    .with("methods", allowed)
+}
+
+/// 429 with the seconds to wait.
+fn too_many(wait: time::Duration) -> Response {
+    let secs = u64::try_from(wait.whole_seconds()).unwrap_or(0) + 1;
+    let problem = Problem::refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-attempts",
+        "too many failed attempts from this address: wait before trying again",
+    )
+    .with("retry_after", secs);
+    let mut resp = problem.into_response();
+    if let Ok(v) = secs.to_string().parse() {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Complete a sign-in whose policy is met: opens a session (a new id and
+/// secret, in the `idp_session` cookie) bound to the person, the methods
+/// used and the time. Needs the sign-in's cookie.
+#[utoipa::path(post, path = "/authentication/complete", request_body = CompleteBody,
+    responses((status = 200, body = CompletedView, description = "signed in; the session cookie is set"),
+        (status = 403, description = "the person may no longer sign in"),
+        (status = 404, description = "no such sign-in for this browser"),
+        (status = 409, description = "steps remain, or the sign-in is already complete"),
+        (status = 410, description = "the sign-in has expired")),
+    tag = "authentication")]
+pub async fn complete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body<CompleteBody>,
+) -> Result<Response, Problem> {
+    let sign_in = bound(&state, &headers, body.session_id).await?;
+    let mut meta = ctx.metadata(anonymous(), Some(sign_in.organization_id));
+    live(&state, &sign_in, &meta).await?;
+    if let Some(user) = sign_in.user_id {
+        meta.actor = Actor::user(user.to_string());
+    }
+    let times = state.config.sign_in_times();
+    let done = commands::sign_in::complete(&state.bus, sign_in.id, times, &meta).await?;
+    // The person's next request (their sessions, say) reads this.
+    if let Some(at) = done.position {
+        crate::admin::settle_at(&state, at).await?;
+    }
+    let session = &done.session;
+    let body = CompletedView {
+        session_id: session.id,
+        user_id: session.user_id,
+        organization_id: session.organization_id,
+        amr: session.amr(),
+        methods: session.methods.iter().map(|m| m.as_str()).collect(),
+        auth_time: rfc3339(session.auth_time),
+        expires_at: rfc3339(session.expires_at),
+        continue_to: done.sign_in.continue_to.clone(),
+    };
+    let mut resp = Json(body).into_response();
+    let issuer = state.config.issuer();
+    let max_age = times.session_lifetime.whole_seconds();
+    if let Some(v) = cookies::set(
+        &cookie_name(&state, SESSION_COOKIE),
+        &done.cookie,
+        Some(max_age),
+        &issuer,
+    ) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,531 @@
+//! The session a person holds once signed in: created by a completed
+//! sign-in ([`crate::sign_in`]), carried by a cookie whose secret only its
+//! SHA-256 is kept of, bound to the user, the methods they used and when.
+//! It ends when revoked (by the person, an admin, their deactivation or
+//! erasure, a sign-out), when it has not been used for its idle timeout, or
+//! at its absolute expiry.
+//!
+//! Use is recorded at most once per [`USE_RECORDED_EVERY`], so a busy
+//! session does not write on every request; idle expiry is decided from
+//! the last recorded use.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::decider::{Aggregate, DecodeError, DomainEvent};
+use crate::pii::Pii;
+use crate::registration::decode_as;
+use crate::sign_in_policy::Method;
+use crate::user::user_subject;
+
+pub const CREATED_V1: &str = "session.created.v1";
+pub const USED_V1: &str = "session.used.v1";
+pub const REVOKED_V1: &str = "session.revoked.v1";
+pub const EXPIRED_V1: &str = "session.expired.v1";
+
+/// How often a session's use is recorded at most.
+pub const USE_RECORDED_EVERY: Duration = Duration::seconds(60);
+
+/// The shortest idle timeout: longer than the use recording interval, so a
+/// session in use never idles out.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::seconds(120);
+
+/// Why a session was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// The person signed out.
+    SignedOut,
+    /// The person revoked it (from another session, or this one).
+    ByUser,
+    ByAdmin,
+    UserDeactivated,
+    UserDeleted,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed_out",
+            Self::ByUser => "by_user",
+            Self::ByAdmin => "by_admin",
+            Self::UserDeactivated => "user_deactivated",
+            Self::UserDeleted => "user_deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCreated {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub sign_in_id: Uuid,
+    /// SHA-256 (hex) of the cookie's secret.
+    pub secret_hash: String,
+    pub methods: Vec<Method>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub auth_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub idle_timeout_seconds: i64,
+    /// Where the session began: personal data, under the user's key.
+    #[serde(default)]
+    pub source_ip: Option<Pii<String>>,
+    #[serde(default)]
+    pub user_agent: Option<Pii<String>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Something happened to a session: used, expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionFact {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRevoked {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub reason: RevokeReason,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Created(SessionCreated),
+    Used(SessionFact),
+    Revoked(SessionRevoked),
+    Expired(SessionFact),
+}
+
+impl SessionEvent {
+    pub fn user_id(&self) -> Uuid {
+        match self {
+            Self::Created(e) => e.user_id,
+            Self::Used(e) | Self::Expired(e) => e.user_id,
+            Self::Revoked(e) => e.user_id,
+        }
+    }
+}
+
+impl DomainEvent for SessionEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Created(_) => CREATED_V1,
+            Self::Used(_) => USED_V1,
+            Self::Revoked(_) => REVOKED_V1,
+            Self::Expired(_) => EXPIRED_V1,
+        }
+    }
+
+    fn to_data(&self) -> Value {
+        // Structs of ids, strings and times: serializing cannot fail.
+        match self {
+            Self::Created(e) => serde_json::to_value(e),
+            Self::Used(e) | Self::Expired(e) => serde_json::to_value(e),
+            Self::Revoked(e) => serde_json::to_value(e),
+        }
+        .unwrap_or(Value::Null)
+    }
+
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
+        match event_type {
+            CREATED_V1 => decode_as(event_type, data).map(Self::Created),
+            USED_V1 => decode_as(event_type, data).map(Self::Used),
+            REVOKED_V1 => decode_as(event_type, data).map(Self::Revoked),
+            EXPIRED_V1 => decode_as(event_type, data).map(Self::Expired),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+
+    fn subject(&self) -> Option<String> {
+        Some(user_subject(self.user_id()))
+    }
+}
+
+/// A session to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub sign_in_id: Uuid,
+    pub secret_hash: String,
+    pub methods: Vec<Method>,
+    pub auth_time: OffsetDateTime,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    Create(Box<NewSession>),
+    /// The session was used now: recorded when the last recorded use is
+    /// [`USE_RECORDED_EVERY`] old. Refused once the session is over.
+    Use,
+    Revoke {
+        reason: RevokeReason,
+    },
+    /// Records that the session ran out of time (nothing while it has not,
+    /// or once it is over).
+    Expire,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("the session already exists")]
+    AlreadyExists,
+    #[error("there is no such session")]
+    NotFound,
+    #[error("the session was revoked")]
+    Revoked,
+    #[error("the session has expired")]
+    Expired,
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub created: bool,
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub sign_in_id: Uuid,
+    pub secret_hash: String,
+    pub methods: Vec<Method>,
+    pub auth_time: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub idle_timeout: Duration,
+    pub revoked: Option<RevokeReason>,
+    pub expired: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            created: false,
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            organization_id: Uuid::nil(),
+            sign_in_id: Uuid::nil(),
+            secret_hash: String::new(),
+            methods: Vec::new(),
+            auth_time: OffsetDateTime::UNIX_EPOCH,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            last_used_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            idle_timeout: Duration::ZERO,
+            revoked: None,
+            expired: false,
+        }
+    }
+}
+
+impl Session {
+    /// When it idles out unless used before.
+    pub fn idle_expires_at(&self) -> OffsetDateTime {
+        self.last_used_at + self.idle_timeout
+    }
+
+    /// Whether it may be used at `now`, and why not.
+    pub fn check(&self, now: OffsetDateTime) -> Result<(), SessionError> {
+        if !self.created {
+            return Err(SessionError::NotFound);
+        }
+        if self.revoked.is_some() {
+            return Err(SessionError::Revoked);
+        }
+        if self.expired || now >= self.expires_at || now >= self.idle_expires_at() {
+            return Err(SessionError::Expired);
+        }
+        Ok(())
+    }
+
+    /// The authentication method references (RFC 8176) of its methods,
+    /// with `mfa` when more than one was used.
+    pub fn amr(&self) -> Vec<&'static str> {
+        let mut amr: Vec<&'static str> = Vec::new();
+        for m in &self.methods {
+            if !amr.contains(&m.amr()) {
+                amr.push(m.amr());
+            }
+        }
+        if self.methods.len() > 1 {
+            amr.push("mfa");
+        }
+        amr
+    }
+
+    fn fact(&self, now: OffsetDateTime) -> SessionFact {
+        SessionFact {
+            session_id: self.id,
+            user_id: self.user_id,
+            at: now,
+        }
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Aggregate for Session {
+    type Event = SessionEvent;
+    type Command = SessionCommand;
+    type Error = SessionError;
+    const CATEGORY: &'static str = "session";
+
+    fn evolve(mut self, event: &SessionEvent) -> Self {
+        match event {
+            SessionEvent::Created(e) => {
+                self.created = true;
+                self.id = e.session_id;
+                self.user_id = e.user_id;
+                self.organization_id = e.organization_id;
+                self.sign_in_id = e.sign_in_id;
+                self.secret_hash = e.secret_hash.clone();
+                self.methods = e.methods.clone();
+                self.auth_time = e.auth_time;
+                self.created_at = e.at;
+                self.last_used_at = e.at;
+                self.expires_at = e.expires_at;
+                self.idle_timeout = Duration::seconds(e.idle_timeout_seconds);
+            }
+            SessionEvent::Used(e) => self.last_used_at = e.at,
+            SessionEvent::Revoked(e) => self.revoked = Some(e.reason),
+            SessionEvent::Expired(_) => self.expired = true,
+        }
+        self
+    }
+
+    fn decide(
+        &self,
+        command: SessionCommand,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionEvent>, SessionError> {
+        match command {
+            SessionCommand::Create(new) => {
+                let NewSession {
+                    id,
+                    user_id,
+                    organization_id,
+                    sign_in_id,
+                    secret_hash,
+                    methods,
+                    auth_time,
+                    lifetime,
+                    idle_timeout,
+                    source_ip,
+                    user_agent,
+                } = *new;
+                if self.created {
+                    return Err(SessionError::AlreadyExists);
+                }
+                if !is_sha256_hex(&secret_hash) {
+                    return Err(SessionError::Invalid {
+                        field: "secret_hash",
+                        reason: "must be a SHA-256 digest in lowercase hex",
+                    });
+                }
+                if methods.is_empty() {
+                    return Err(SessionError::Invalid {
+                        field: "methods",
+                        reason: "a session follows at least one step",
+                    });
+                }
+                if idle_timeout < MIN_IDLE_TIMEOUT || lifetime < idle_timeout {
+                    return Err(SessionError::Invalid {
+                        field: "idle_timeout",
+                        reason: "must be at least two minutes and at most the lifetime",
+                    });
+                }
+                Ok(vec![SessionEvent::Created(SessionCreated {
+                    session_id: id,
+                    user_id,
+                    organization_id,
+                    sign_in_id,
+                    secret_hash,
+                    methods,
+                    auth_time,
+                    expires_at: now + lifetime,
+                    idle_timeout_seconds: idle_timeout.whole_seconds(),
+                    source_ip: source_ip.map(Pii::new),
+                    user_agent: user_agent.map(Pii::new),
+                    at: now,
+                })])
+            }
+            SessionCommand::Use => {
+                self.check(now)?;
+                Ok(if now - self.last_used_at >= USE_RECORDED_EVERY {
+                    vec![SessionEvent::Used(self.fact(now))]
+                } else {
+                    vec![]
+                })
+            }
+            SessionCommand::Revoke { reason } => {
+                if !self.created {
+                    return Err(SessionError::NotFound);
+                }
+                Ok(if self.revoked.is_some() || self.expired {
+                    vec![]
+                } else {
+                    vec![SessionEvent::Revoked(SessionRevoked {
+                        session_id: self.id,
+                        user_id: self.user_id,
+                        reason,
+                        at: now,
+                    })]
+                })
+            }
+            SessionCommand::Expire => {
+                let due = matches!(self.check(now), Err(SessionError::Expired)) && !self.expired;
+                Ok(if due {
+                    vec![SessionEvent::Expired(self.fact(now))]
+                } else {
+                    vec![]
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decider::given_when;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn create() -> SessionCommand {
+        SessionCommand::Create(Box::new(NewSession {
+            id: Uuid::from_u128(1),
+            user_id: Uuid::from_u128(2),
+            organization_id: Uuid::from_u128(3),
+            sign_in_id: Uuid::from_u128(4),
+            secret_hash: "0f".repeat(32),
+            methods: vec![Method::Password, Method::Totp],
+            auth_time: now(),
+            lifetime: Duration::hours(12),
+            idle_timeout: Duration::minutes(30),
+            source_ip: Some("192.0.2.1".into()),
+            user_agent: None,
+        }))
+    }
+
+    fn created() -> Vec<SessionEvent> {
+        given_when::<Session>(&[], create(), now()).unwrap()
+    }
+
+    #[test]
+    fn a_session_is_created_once_and_names_its_user_as_subject() {
+        let events = created();
+        assert_eq!(events[0].subject(), Some(user_subject(Uuid::from_u128(2))));
+        assert_eq!(
+            given_when::<Session>(&events, create(), now()),
+            Err(SessionError::AlreadyExists)
+        );
+        let s = Session::fold(&events);
+        assert_eq!(s.amr(), vec!["pwd", "otp", "mfa"]);
+        assert_eq!(s.check(now()), Ok(()));
+    }
+
+    #[test]
+    fn use_is_recorded_at_most_once_a_minute_and_keeps_it_from_idling_out() {
+        let mut events = created();
+        let soon = now() + Duration::seconds(30);
+        assert_eq!(
+            given_when::<Session>(&events, SessionCommand::Use, soon).unwrap(),
+            vec![]
+        );
+        let later = now() + Duration::minutes(20);
+        let used = given_when::<Session>(&events, SessionCommand::Use, later).unwrap();
+        assert_eq!(used.len(), 1);
+        events.extend(used);
+        let s = Session::fold(&events);
+        // 45 minutes after creation, 25 after the recorded use: still live.
+        assert_eq!(s.check(now() + Duration::minutes(45)), Ok(()));
+        assert_eq!(
+            s.check(now() + Duration::minutes(51)),
+            Err(SessionError::Expired)
+        );
+    }
+
+    #[test]
+    fn an_idle_or_old_session_is_over_and_its_expiry_recorded_once() {
+        let events = created();
+        let idle = now() + Duration::minutes(31);
+        assert_eq!(
+            given_when::<Session>(&events, SessionCommand::Use, idle),
+            Err(SessionError::Expired)
+        );
+        let expired = given_when::<Session>(&events, SessionCommand::Expire, idle).unwrap();
+        assert_eq!(expired.len(), 1);
+        let mut all = events.clone();
+        all.extend(expired);
+        assert_eq!(
+            given_when::<Session>(&all, SessionCommand::Expire, idle).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            given_when::<Session>(&events, SessionCommand::Expire, now()).unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_revoked_session_is_over_and_revoking_again_changes_nothing() {
+        let mut events = created();
+        let revoke = SessionCommand::Revoke {
+            reason: RevokeReason::ByAdmin,
+        };
+        events.extend(given_when::<Session>(&events, revoke.clone(), now()).unwrap());
+        assert_eq!(
+            Session::fold(&events).check(now()),
+            Err(SessionError::Revoked)
+        );
+        assert_eq!(
+            given_when::<Session>(&events, revoke, now()).unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            given_when::<Session>(&events, SessionCommand::Use, now()),
+            Err(SessionError::Revoked)
+        );
+    }
+
+    #[test]
+    fn an_idle_timeout_shorter_than_the_use_interval_is_refused() {
+        let mut c = create();
+        if let SessionCommand::Create(new) = &mut c {
+            new.idle_timeout = Duration::seconds(60);
+        }
+        assert!(matches!(
+            given_when::<Session>(&[], c, now()),
+            Err(SessionError::Invalid {
+                field: "idle_timeout",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,723 @@
+//! Signing people in through the flow API, with a cookie-keeping client
+//! against the real server: password sign-in into a session, the cookies'
+//! attributes, identical answers for an unknown user, a wrong password and
+//! a deactivated user, the throttle per account and address (a stranger
+//! elsewhere locks nobody out) with the admin's unlock, policies, sessions
+//! listed and revoked by the person and the admin, expiries by the clock.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use commands::ManualClock;
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::Duration;
+
+use crate::harness::{Admin, Store, TestServer, http};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser: keeps cookies, and comes from `source` on the loopback.
+fn browser(source: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .local_address(IpAddr::V4(source))
+        .build()
+        .unwrap()
+}
+
+fn home() -> reqwest::Client {
+    browser(Ipv4Addr::new(127, 0, 0, 1))
+}
+
+/// `(status, headers, body)`.
+async fn send(
+    c: &reqwest::Client,
+    method: Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = c.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+async fn admin_call(
+    s: &TestServer,
+    admin: &Admin,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (st, _, v) = s.call(method, path, &admin.token, body).await;
+    (st, v)
+}
+
+async fn create_user(
+    s: &TestServer,
+    admin: &Admin,
+    username: &str,
+    password: Option<&str>,
+) -> String {
+    let mut body = json!({
+        "organization_id": admin.organization_id,
+        "username": username,
+        "email": format!("{}@example.org", username.to_lowercase()),
+        "email_verified": true,
+    });
+    if let Some(p) = password {
+        body["password"] = json!(p);
+    }
+    let (st, v) = admin_call(s, admin, Method::POST, "/admin/users", Some(body)).await;
+    assert_eq!(st, 201, "{v}");
+    v["user_id"].as_str().unwrap().to_owned()
+}
+
+async fn start(s: &TestServer, c: &reqwest::Client, admin: &Admin) -> (String, Value) {
+    let (st, _, v) = send(
+        c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"organization_id": admin.organization_id, "login_hint": "ada"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    (v["session_id"].as_str().unwrap().to_owned(), v)
+}
+
+async fn password(
+    s: &TestServer,
+    c: &reqwest::Client,
+    sign_in: &str,
+    identifier: &str,
+    password: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(
+        c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(json!({"session_id": sign_in, "method": "password",
+                    "identifier": identifier, "password": password})),
+    )
+    .await
+}
+
+async fn complete(
+    s: &TestServer,
+    c: &reqwest::Client,
+    sign_in: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(
+        c,
+        Method::POST,
+        s.url("/authentication/complete"),
+        Some(json!({"session_id": sign_in})),
+    )
+    .await
+}
+
+/// Signs `identifier` in with `c`; answers the completion's body.
+async fn sign_in(s: &TestServer, c: &reqwest::Client, admin: &Admin, identifier: &str) -> Value {
+    let (id, _) = start(s, c, admin).await;
+    let (st, _, v) = password(s, c, &id, identifier, PASSWORD).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _, v) = complete(s, c, &id).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+fn set_cookies(h: &reqwest::header::HeaderMap) -> Vec<String> {
+    h.get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn actions_about(s: &TestServer, admin: &Admin, user: &str) -> Vec<String> {
+    let subject = format!("user:{}", user.replace('-', ""));
+    for _ in 0..200 {
+        let (st, v) = admin_call(
+            s,
+            admin,
+            Method::GET,
+            &format!("/admin/audit?subject={subject}&limit=200"),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let actions: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect();
+        if actions.iter().any(|a| a == "session.created.v1") {
+            return actions;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the sign-in never reached the audit trail");
+}
+
+async fn password_sign_in(store: Store) {
+    let Some(s) = TestServer::start(store, "sign_in_password").await else {
+        return;
+    };
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+
+    let (st, headers, started) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"organization_id": admin.organization_id, "login_hint": "ada"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{started}");
+    assert_eq!(started["state"], "in_progress");
+    assert_eq!(started["methods"], json!(["password"]));
+    assert_eq!(started["required_factors"], 1);
+    assert_eq!(started["login_hint"], "ada");
+    assert_eq!(started["can_complete"], false);
+    let cookie = set_cookies(&headers).pop().unwrap();
+    assert!(cookie.starts_with("idp_signin="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http on loopback: {cookie}"
+    );
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("idp_signin=");
+    assert!(!value.contains(&ada) && !value.contains(&ada.replace('-', "")));
+    let id = started["session_id"].as_str().unwrap().to_owned();
+
+    let (st, _, status) = send(
+        &c,
+        Method::GET,
+        s.url(&format!("/authentication/status?session_id={id}")),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{status}");
+    assert_eq!(status["remaining_factors"], 1);
+
+    // The email address works as an identifier too, in any case.
+    let (st, _, after) = password(&s, &c, &id, "ADA@example.org", PASSWORD).await;
+    assert_eq!(st, 200, "{after}");
+    assert_eq!(after["completed_steps"][0]["method"], "password");
+    assert_eq!(after["remaining_factors"], 0);
+    assert_eq!(after["can_complete"], true);
+
+    let (st, headers, done) = complete(&s, &c, &id).await;
+    assert_eq!(st, 200, "{done}");
+    assert_eq!(done["user_id"], ada.as_str());
+    assert_eq!(done["amr"], json!(["pwd"]));
+    assert_ne!(done["session_id"], id.as_str(), "a new id: no fixation");
+    let session_cookie = set_cookies(&headers).pop().unwrap();
+    assert!(
+        session_cookie.starts_with("idp_session="),
+        "{session_cookie}"
+    );
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("Max-Age=43200"));
+
+    // The sign-in is over; the session works.
+    let (st, _, v) = complete(&s, &c, &id).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("sign-in-completed")),
+        "{v}"
+    );
+    let (st, _, me) = send(&c, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 200, "{me}");
+    assert_eq!(me["user_id"], ada.as_str());
+    assert_eq!(me["username"], "Ada");
+    assert_eq!(me["session_id"], done["session_id"]);
+    let (st, _, list) = send(&c, Method::GET, s.url("/self/sessions"), None).await;
+    assert_eq!(st, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["current"], true);
+    assert_eq!(items[0]["source_ip"], "127.0.0.1");
+    assert_eq!(items[0]["methods"], json!(["password"]));
+
+    // Without the cookie there is no session.
+    let (st, _, v) = send(&http(), Method::GET, s.url("/self"), None).await;
+    assert_eq!((st, v["error"].as_str()), (401, Some("no-session")));
+
+    // The user's last sign-in, and every step in the trail about them.
+    let (_, user) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/users/{ada}"),
+        None,
+    )
+    .await;
+    assert!(user["last_sign_in_at"].is_string(), "{user}");
+    let actions = actions_about(&s, &admin, &ada).await;
+    for a in [
+        "signin.step_succeeded.v1",
+        "signin.completed.v1",
+        "session.created.v1",
+        "user.signed_in.v1",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_person_signs_in_with_a_password_on_sqlite() {
+    password_sign_in(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_person_signs_in_with_a_password_on_postgres() {
+    password_sign_in(Store::Postgres).await;
+}
+
+#[tokio::test]
+async fn refusals_tell_nothing_and_change_nothing() {
+    let s = TestServer::start(Store::Sqlite, "sign_in_refusals")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let bob = create_user(&s, &admin, "Bob", Some(PASSWORD)).await;
+    create_user(&s, &admin, "Cy", None).await;
+    let (st, _) = admin_call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/users/{bob}/deactivate"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let c = home();
+    let (id, _) = start(&s, &c, &admin).await;
+
+    // Unknown user, wrong password, deactivated user with the right one,
+    // a user without a password: one answer.
+    let mut answers = Vec::new();
+    for (who, pw) in [
+        ("nobody", PASSWORD),
+        ("ada", "not the password"),
+        ("bob", PASSWORD),
+        ("cy", PASSWORD),
+    ] {
+        let (st, _, v) = password(&s, &c, &id, who, pw).await;
+        answers.push((st, v));
+    }
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0].1["error"], "invalid-credentials");
+    for a in &answers[1..] {
+        assert_eq!(a, &answers[0]);
+    }
+
+    // Out of order, unknown, unavailable, missing fields.
+    let step = |method: &str| json!({"session_id": id, "method": method, "identifier": "ada", "password": PASSWORD});
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(step("totp")),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("step-not-allowed")),
+        "{v}"
+    );
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(step("carrier-pigeon")),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("unknown-method")),
+        "{v}"
+    );
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(step("sso")),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("method-unavailable")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no upstream identity provider")
+    );
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(json!({"session_id": id, "method": "password", "identifier": "ada"})),
+    )
+    .await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("password")), "{v}");
+    let (st, _, v) = complete(&s, &c, &id).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("steps-remaining")),
+        "{v}"
+    );
+
+    // Another browser (another cookie, or none) does not reach the sign-in.
+    let other = home();
+    start(&s, &other, &admin).await;
+    let (st, _, v) = password(&s, &other, &id, "ada", PASSWORD).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (404, Some("sign-in-not-found")),
+        "{v}"
+    );
+    let (st, _, _) = send(
+        &http(),
+        Method::GET,
+        s.url(&format!("/authentication/status?session_id={id}")),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // Unknown organization or a continue_to off this server: refused.
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"organization_id": uuid::Uuid::now_v7()})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (422, Some("organization_id")),
+        "{v}"
+    );
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"organization_id": admin.organization_id, "continue_to": "//evil.example/"})),
+    )
+    .await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("continue_to")), "{v}");
+
+    // Nothing failed took a step: the right password still completes.
+    let (st, _, v) = password(&s, &c, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _, v) = complete(&s, &c, &id).await;
+    assert_eq!(
+        (st, v["user_id"].as_str()),
+        (200, Some(ada.as_str())),
+        "{v}"
+    );
+    let actions = actions_about(&s, &admin, &ada).await;
+    assert!(
+        actions.iter().any(|a| a == "signin.step_failed.v1"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn failures_slow_only_their_source_and_an_admin_unlocks() {
+    let s = TestServer::start(Store::Sqlite, "sign_in_lockout")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let attacker = browser(Ipv4Addr::new(127, 0, 0, 2));
+    let (id, _) = start(&s, &attacker, &admin).await;
+    for _ in 0..6 {
+        let (st, _, v) = password(&s, &attacker, &id, "ada", "guess guess guess").await;
+        assert_eq!(st, 401, "{v}");
+    }
+    let (st, headers, v) = password(&s, &attacker, &id, "ada", PASSWORD).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{v}"
+    );
+    assert!(headers.get("retry-after").is_some());
+    // An unknown name is throttled the same way.
+    for _ in 0..6 {
+        password(&s, &attacker, &id, "nobody", "guess guess guess").await;
+    }
+    let (st, _, _) = password(&s, &attacker, &id, "nobody", "guess guess guess").await;
+    assert_eq!(st, 429);
+
+    // The owner, elsewhere, is not slowed down.
+    sign_in(&s, &home(), &admin, "ada").await;
+
+    // The admin lifts the wait: the attacker's next attempt is checked.
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/users/{ada}/unlock"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    let (st, _, v) = password(&s, &attacker, &id, "ada", "guess guess guess").await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/users/{}/unlock", uuid::Uuid::now_v7()),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+}
+
+#[tokio::test]
+async fn a_policy_of_two_factors_is_not_met_by_a_password() {
+    let s = TestServer::start(Store::Sqlite, "sign_in_policy")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let path = format!(
+        "/admin/organizations/{}/sign-in-policy",
+        admin.organization_id
+    );
+    let (st, v) = admin_call(&s, &admin, Method::GET, &path, None).await;
+    assert_eq!((st, v["factors_required"].as_u64()), (200, Some(1)), "{v}");
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(json!({
+            "methods": ["password", "totp"], "first_factors": ["password"], "factors_required": 3
+        })),
+    )
+    .await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (422, Some("factors_required")),
+        "{v}"
+    );
+    let (st, v) = admin_call(&s, &admin, Method::PUT, &path, Some(json!({
+        "methods": ["password", "telepathy"], "first_factors": ["password"], "factors_required": 1
+    }))).await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("methods")), "{v}");
+    let (st, v) = admin_call(&s, &admin, Method::PUT, &path, Some(json!({
+        "methods": ["password", "totp", "passkey"], "first_factors": ["password"], "factors_required": 2
+    }))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["first_factors"], json!(["password"]));
+
+    let c = home();
+    let (id, started) = start(&s, &c, &admin).await;
+    assert_eq!(started["required_factors"], 2);
+    let (st, _, after) = password(&s, &c, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 200, "{after}");
+    assert_eq!(after["remaining_factors"], 1);
+    assert_eq!(after["can_complete"], false);
+    let (st, _, v) = complete(&s, &c, &id).await;
+    assert_eq!((st, v["remaining_factors"].as_u64()), (409, Some(1)), "{v}");
+    let (st, _, _) = send(&c, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401, "no session");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_revoked_and_expire() {
+    let (s, clock): (TestServer, Arc<ManualClock>) =
+        TestServer::start_clocked(Store::Sqlite, "sign_in_sessions")
+            .await
+            .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let (laptop, phone, tablet) = (home(), home(), home());
+    let first = sign_in(&s, &laptop, &admin, "ada").await;
+    sign_in(&s, &phone, &admin, "ada").await;
+    sign_in(&s, &tablet, &admin, "ada").await;
+
+    // The admin sees three; revokes the tablet's.
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/users/{ada}/sessions"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "{v}");
+    let (_, _, tab) = send(&tablet, Method::GET, s.url("/self"), None).await;
+    let tablet_session = tab["session_id"].as_str().unwrap().to_owned();
+    let (st, _) = admin_call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/users/{ada}/sessions/{tablet_session}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _, _) = send(&tablet, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401, "a revoked session works nowhere");
+
+    // The laptop revokes every other one.
+    let (st, _, v) = send(
+        &laptop,
+        Method::POST,
+        s.url("/self/sessions/revoke-others"),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["revoked"].as_u64()), (200, Some(1)), "{v}");
+    let (st, _, _) = send(&phone, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401);
+    let (_, _, list) = send(&laptop, Method::GET, s.url("/self/sessions"), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/users/{ada}/sessions?ended=true"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let reasons: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["end_reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"by_admin") && reasons.contains(&"by_user"),
+        "{v}"
+    );
+
+    // A cross-site change is refused.
+    let r = laptop
+        .post(s.url("/self/sign-out"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Idle for longer than the idle timeout: over, and recorded.
+    clock.advance(Duration::minutes(31));
+    let (st, _, _) = send(&laptop, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401);
+    let ended = ended_sessions(&s, &admin, &ada, |items| {
+        items
+            .iter()
+            .any(|i| i["id"] == first["session_id"] && i["end_reason"] == "expired")
+    })
+    .await;
+    assert!(!ended.is_empty());
+
+    // A sign-in left for longer than its timeout cannot go on.
+    let (id, _) = start(&s, &laptop, &admin).await;
+    clock.advance(Duration::minutes(11));
+    let (st, _, v) = password(&s, &laptop, &id, "ada", PASSWORD).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (410, Some("sign-in-expired")),
+        "{v}"
+    );
+    let (st, _, v) = send(
+        &laptop,
+        Method::GET,
+        s.url(&format!("/authentication/status?session_id={id}")),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("expired")), "{v}");
+
+    // Signing out ends the session and clears its cookie; deactivation
+    // ends every session.
+    sign_in(&s, &laptop, &admin, "ada").await;
+    let (st, headers, _) = send(&laptop, Method::POST, s.url("/self/sign-out"), None).await;
+    assert_eq!(st, 204);
+    assert!(
+        set_cookies(&headers)
+            .iter()
+            .any(|c| c.starts_with("idp_session=;") && c.contains("Max-Age=0"))
+    );
+    let (st, _, _) = send(&laptop, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401);
+    sign_in(&s, &phone, &admin, "ada").await;
+    let (st, _) = admin_call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/users/{ada}/deactivate"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, _) = send(&phone, Method::GET, s.url("/self"), None).await;
+    assert_eq!(st, 401);
+    ended_sessions(&s, &admin, &ada, |items| {
+        items.iter().any(|i| i["end_reason"] == "user_deactivated")
+    })
+    .await;
+}
+
+/// The user's sessions, ended ones included, once `until` holds of them.
+async fn ended_sessions(
+    s: &TestServer,
+    admin: &Admin,
+    user: &str,
+    until: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (st, v) = admin_call(
+            s,
+            admin,
+            Method::GET,
+            &format!("/admin/users/{user}/sessions?ended=true"),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let items = v["items"].as_array().unwrap().clone();
+        if until(&items) {
+            return items;
+        }
+        last = v;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the sessions never became as expected: {last}");
+}
