@@ -111,6 +111,17 @@ impl TestServer {
         self.server.as_ref().unwrap()
     }
 
+    /// Stops the server gracefully and starts it again on the same storage,
+    /// with the clock `clock`.
+    pub async fn restart_clocked(&mut self, clock: std::sync::Arc<commands::ManualClock>) {
+        self.server.take().unwrap().shutdown().await;
+        let server = Server::start_with_clock(self.config.clone(), clock)
+            .await
+            .unwrap();
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     /// Stops the server gracefully and keeps the storage for a restart.
     pub async fn stop(&mut self) -> (Config, Option<tempfile::TempDir>) {
         self.server.take().unwrap().shutdown().await;

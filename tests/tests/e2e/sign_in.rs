@@ -501,6 +501,36 @@ async fn failures_slow_only_their_source_and_an_admin_unlocks() {
     assert_eq!(st, 404, "{v}");
 }
 
+/// A wait begun before a restart is still imposed after it: the failures
+/// are in the log, and a start reads the day's.
+#[tokio::test]
+async fn a_wait_survives_a_restart() {
+    let (mut s, clock) = TestServer::start_clocked(Store::Sqlite, "sign_in_restart")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let attacker = browser(Ipv4Addr::new(127, 0, 0, 3));
+    let (id, _) = start(&s, &attacker, &admin).await;
+    for _ in 0..6 {
+        password(&s, &attacker, &id, "ada", "guess guess guess").await;
+    }
+    s.restart_clocked(clock.clone()).await;
+    let restarted = s;
+    restarted.wait_ready().await;
+    let (st, _, v) = password(&restarted, &attacker, &id, "ada", PASSWORD).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{v}"
+    );
+    // Once the wait is over, the right password is checked.
+    clock.advance(Duration::seconds(2));
+    let (st, _, v) = password(&restarted, &attacker, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 200, "{v}");
+}
+
 #[tokio::test]
 async fn a_policy_of_two_factors_is_not_met_by_a_password() {
     let s = TestServer::start(Store::Sqlite, "sign_in_policy")
