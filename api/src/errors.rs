@@ -280,7 +280,7 @@ impl From<commands::sign_in::SignInFailure> for Problem {
             F::SignIn(S::OtherUser) => Problem::refused(
                 StatusCode::UNAUTHORIZED,
                 "invalid-credentials",
-                "the identifier or the password is not right",
+                "the identifier, the password or the code is not right",
             ),
             F::SignIn(e @ S::StepsRemaining { remaining }) => {
                 Problem::refused(StatusCode::CONFLICT, "steps-remaining", e.to_string())
@@ -326,6 +326,33 @@ impl From<commands::session::SessionFailure> for Problem {
             ),
             F::Contention { .. } => Problem::unavailable("the session is busy; try again"),
             other => Problem::internal(&other),
+        }
+    }
+}
+
+/// A credential that could not be enrolled, checked or removed.
+impl From<commands::credentials::CredentialFailure> for Problem {
+    fn from(e: commands::credentials::CredentialFailure) -> Self {
+        use commands::credentials::CredentialFailure as F;
+        use domain::credentials::CredentialsError as C;
+        match e {
+            F::Credentials(e @ C::NoTotp) => {
+                Problem::refused(StatusCode::NOT_FOUND, "no-totp", e.to_string())
+            }
+            F::Credentials(e @ C::TotpReplayed) => {
+                Problem::refused(StatusCode::CONFLICT, "code-used", e.to_string())
+            }
+            F::Credentials(e @ C::Invalid { field, .. }) => {
+                Problem::validation(e.to_string()).with("field", field)
+            }
+            F::WrongCode => Problem::validation("the code is not right").with("field", "code"),
+            F::Session(_) => Problem::refused(
+                StatusCode::UNAUTHORIZED,
+                "no-session",
+                "sign in first: there is no valid session cookie",
+            ),
+            F::Contention { .. } => Problem::unavailable("busy; try again"),
+            other @ F::Log(_) => Problem::internal(&other),
         }
     }
 }

@@ -30,10 +30,12 @@ use crate::{authentication, self_service};
         groups::create, groups::list, groups::show, groups::update, groups::remove,
         groups::members, groups::add_member, groups::remove_member,
         sign_in::show_policy, sign_in::set_policy, sign_in::user_sessions, sign_in::revoke_session,
-        sign_in::revoke_user_sessions, sign_in::unlock,
+        sign_in::revoke_user_sessions, sign_in::unlock, sign_in::remove_totp,
         authentication::start, authentication::status, authentication::authenticate, authentication::complete,
         self_service::me, self_service::list_sessions, self_service::revoke_session,
         self_service::revoke_others, self_service::sign_out,
+        self_service::methods::list, self_service::methods::step_up, self_service::methods::set_password,
+        self_service::methods::begin_totp, self_service::methods::confirm_totp, self_service::methods::remove_totp,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -60,6 +62,9 @@ use crate::{authentication, self_service};
         authentication::StartBody, authentication::StepView, authentication::SignInView,
         authentication::AuthenticateBody, authentication::CompleteBody, authentication::CompletedView,
         self_service::MeView, self_service::SessionView, self_service::SessionList, self_service::Revoked,
+        self_service::methods::MethodsView, self_service::methods::PasswordMethod, self_service::methods::TotpMethod,
+        self_service::methods::AddressMethod, self_service::methods::StepUpBody, self_service::methods::SteppedUp,
+        self_service::methods::NewPassword, self_service::methods::TotpEnrolment, self_service::methods::ConfirmTotp,
     )),
     modifiers(&BearerAuth),
 )]

@@ -13,6 +13,7 @@ mod batch;
 mod bus;
 pub mod client;
 pub mod client_auth;
+pub mod credentials;
 /// Secrets and sealing (the `crypto` crate), under the path the command side
 /// has always used.
 pub use ::crypto;
@@ -27,6 +28,7 @@ pub mod registration;
 pub mod session;
 pub mod sign_in;
 pub mod tokens;
+pub mod totp;
 pub mod user;
 
 pub use bus::{CommandBus, CommandError, Outcome};

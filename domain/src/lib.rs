@@ -12,6 +12,7 @@
 
 pub mod auth_token;
 pub mod client;
+pub mod credentials;
 pub mod decider;
 pub mod group;
 pub mod jwk;

@@ -24,6 +24,11 @@ pub const CREATED_V1: &str = "session.created.v1";
 pub const USED_V1: &str = "session.used.v1";
 pub const REVOKED_V1: &str = "session.revoked.v1";
 pub const EXPIRED_V1: &str = "session.expired.v1";
+pub const VERIFIED_V1: &str = "session.verified.v1";
+
+/// How recent a verification must be for a change to one's own sign-in
+/// methods (step-up).
+pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
 
 /// How often a session's use is recorded at most.
 pub const USE_RECORDED_EVERY: Duration = Duration::seconds(60);
@@ -98,12 +103,23 @@ pub struct SessionRevoked {
     pub at: OffsetDateTime,
 }
 
+/// The person proved again who they are (a step-up), with `method`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionVerified {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub method: Method,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     Created(SessionCreated),
     Used(SessionFact),
     Revoked(SessionRevoked),
     Expired(SessionFact),
+    Verified(SessionVerified),
 }
 
 impl SessionEvent {
@@ -112,6 +128,7 @@ impl SessionEvent {
             Self::Created(e) => e.user_id,
             Self::Used(e) | Self::Expired(e) => e.user_id,
             Self::Revoked(e) => e.user_id,
+            Self::Verified(e) => e.user_id,
         }
     }
 }
@@ -123,6 +140,7 @@ impl DomainEvent for SessionEvent {
             Self::Used(_) => USED_V1,
             Self::Revoked(_) => REVOKED_V1,
             Self::Expired(_) => EXPIRED_V1,
+            Self::Verified(_) => VERIFIED_V1,
         }
     }
 
@@ -132,6 +150,7 @@ impl DomainEvent for SessionEvent {
             Self::Created(e) => serde_json::to_value(e),
             Self::Used(e) | Self::Expired(e) => serde_json::to_value(e),
             Self::Revoked(e) => serde_json::to_value(e),
+            Self::Verified(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -145,6 +164,7 @@ impl DomainEvent for SessionEvent {
             USED_V1 => decode_as(event_type, data).map(Self::Used),
             REVOKED_V1 => decode_as(event_type, data).map(Self::Revoked),
             EXPIRED_V1 => decode_as(event_type, data).map(Self::Expired),
+            VERIFIED_V1 => decode_as(event_type, data).map(Self::Verified),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -182,6 +202,11 @@ pub enum SessionCommand {
     /// Records that the session ran out of time (nothing while it has not,
     /// or once it is over).
     Expire,
+    /// The person proved again who they are with `method` (verified by the
+    /// command side).
+    Verify {
+        method: Method,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -217,6 +242,9 @@ pub struct Session {
     pub idle_timeout: Duration,
     pub revoked: Option<RevokeReason>,
     pub expired: bool,
+    /// When the person last proved who they are: the sign-in, or a
+    /// step-up since.
+    pub verified_at: OffsetDateTime,
 }
 
 impl Default for Session {
@@ -236,6 +264,7 @@ impl Default for Session {
             idle_timeout: Duration::ZERO,
             revoked: None,
             expired: false,
+            verified_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 }
@@ -258,6 +287,11 @@ impl Session {
             return Err(SessionError::Expired);
         }
         Ok(())
+    }
+
+    /// Whether the person proved who they are within [`STEP_UP_WINDOW`].
+    pub fn freshly_verified(&self, now: OffsetDateTime) -> bool {
+        now - self.verified_at <= STEP_UP_WINDOW
     }
 
     /// The authentication method references (RFC 8176) of its methods,
@@ -309,7 +343,9 @@ impl Aggregate for Session {
                 self.last_used_at = e.at;
                 self.expires_at = e.expires_at;
                 self.idle_timeout = Duration::seconds(e.idle_timeout_seconds);
+                self.verified_at = e.auth_time;
             }
+            SessionEvent::Verified(e) => self.verified_at = e.at,
             SessionEvent::Used(e) => self.last_used_at = e.at,
             SessionEvent::Revoked(e) => self.revoked = Some(e.reason),
             SessionEvent::Expired(_) => self.expired = true,
@@ -395,6 +431,15 @@ impl Aggregate for Session {
                         at: now,
                     })]
                 })
+            }
+            SessionCommand::Verify { method } => {
+                self.check(now)?;
+                Ok(vec![SessionEvent::Verified(SessionVerified {
+                    session_id: self.id,
+                    user_id: self.user_id,
+                    method,
+                    at: now,
+                })])
             }
             SessionCommand::Expire => {
                 let due = matches!(self.check(now), Err(SessionError::Expired)) && !self.expired;
@@ -512,6 +557,26 @@ mod tests {
             given_when::<Session>(&events, SessionCommand::Use, now()),
             Err(SessionError::Revoked)
         );
+    }
+
+    #[test]
+    fn a_step_up_is_fresh_for_five_minutes() {
+        let mut events = created();
+        let s = Session::fold(&events);
+        assert!(s.freshly_verified(now() + Duration::minutes(5)));
+        assert!(!s.freshly_verified(now() + Duration::minutes(6)));
+        let later = now() + Duration::minutes(20);
+        events.extend(
+            given_when::<Session>(
+                &events,
+                SessionCommand::Verify {
+                    method: Method::Password,
+                },
+                later,
+            )
+            .unwrap(),
+        );
+        assert!(Session::fold(&events).freshly_verified(later + Duration::minutes(4)));
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub enum FailureReason {
     Deactivated,
     /// The step named another person than the steps before it.
     OtherUser,
+    /// A one-time code that was already used.
+    Replayed,
 }
 
 impl FailureReason {
@@ -159,6 +161,7 @@ impl FailureReason {
             Self::NoCredential => "no_credential",
             Self::Deactivated => "deactivated",
             Self::OtherUser => "other_user",
+            Self::Replayed => "replayed",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use commands::CommandBus;
 use commands::user::{UserFailure, UserPatch};
+use domain::credentials::{Credentials, CredentialsEvent, TOTP_ENROLLED_V1};
 use domain::group::GroupEvent;
 use domain::user::{PASSWORD_SET_V1, ProfilePatch, User, UserEvent};
 use domain::{Aggregate, Metadata};
@@ -23,11 +24,14 @@ pub use domain::user::user_of_subject;
 /// what it requires; never its material.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialRecord {
-    /// `password`.
+    /// `password` or `totp`.
     #[serde(rename = "type")]
     pub kind: String,
     pub created_at: String,
     pub must_change: bool,
+    /// When it last signed the person in (not tracked for passwords).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
 }
 
 /// A user as their stream leaves them.
@@ -76,6 +80,14 @@ pub async fn user_record(
     for e in &history {
         user = user.evolve(&eventlog::decode::<UserEvent>(e)?);
     }
+    let credentials_stream = CommandBus::stream_name::<Credentials>(&id.to_string());
+    let mut credentials = Credentials::default();
+    for e in &bus_log
+        .read_stream(&credentials_stream, Direction::Forwards, None, usize::MAX)
+        .await?
+    {
+        credentials = credentials.evolve(&eventlog::decode::<CredentialsEvent>(e)?);
+    }
     let mut groups = BTreeSet::new();
     for e in events.iter().filter(|e| e.category() == "group") {
         match eventlog::decode::<GroupEvent>(e) {
@@ -117,7 +129,14 @@ pub async fn user_record(
                 kind: "password".into(),
                 created_at: rfc3339(p.set_at),
                 must_change: p.must_change,
+                last_used_at: None,
             })
+            .chain(credentials.totp.iter().map(|t| CredentialRecord {
+                kind: "totp".into(),
+                created_at: rfc3339(t.enrolled_at),
+                must_change: false,
+                last_used_at: t.last_used_at.map(rfc3339),
+            }))
             .collect(),
         groups: groups.into_iter().collect(),
     }))
@@ -125,12 +144,16 @@ pub async fn user_record(
 
 /// An event's data as the export shows it: credential material withheld.
 pub(crate) fn exported_data(e: &RecordedEvent, mut data: Value) -> Value {
-    if e.event_type == PASSWORD_SET_V1
-        && let Some(o) = data.as_object_mut()
-        && o.contains_key("hash")
+    let field = match e.event_type.as_str() {
+        PASSWORD_SET_V1 => "hash",
+        TOTP_ENROLLED_V1 => "secret",
+        _ => return data,
+    };
+    if let Some(o) = data.as_object_mut()
+        && o.contains_key(field)
     {
         o.insert(
-            "hash".into(),
+            field.into(),
             serde_json::json!({ "$withheld": "credential" }),
         );
     }

@@ -206,6 +206,8 @@ impl Projection for SessionsProjection {
                 .execute(conn)
                 .await?;
             }
+            // A step-up changes nothing listed.
+            SessionEvent::Verified(_) => {}
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
             delete(revoke_session),
         )
         .route("/admin/users/{id}/unlock", post(unlock))
+        .route("/admin/users/{id}/methods/totp", delete(remove_totp))
 }
 
 /// What signing in to an organization takes.
@@ -270,5 +271,25 @@ pub async fn unlock(
     // This node forgets at once; the others when they read the event.
     let account = commands::sign_in::account_of_user(user);
     state.tokens.user_throttle.forget(|(a, _)| *a == account);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Remove a user's authenticator app (a lost phone): they sign in without
+/// it, as far as the policy allows, and may enrol a new one. Needs
+/// `idp:admin`.
+#[utoipa::path(delete, path = "/admin/users/{id}/methods/totp",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "removed (or there was none)"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn remove_totp(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(user) = path?;
+    let org = organization_of(&state, &caller, user).await?;
+    let meta = ctx.metadata(caller.actor(), Some(org));
+    commands::credentials::remove_totp(&state.bus, user, &meta).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

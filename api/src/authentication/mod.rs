@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use commands::sign_in::{Attempt, StartSignIn};
+use domain::credentials::Credentials;
 use domain::sign_in::{FailureReason, SignIn, SignInState, SignInStepFailed};
 use domain::sign_in_policy::Method;
 use domain::user::User;
@@ -32,11 +33,11 @@ use crate::state::AppState;
 use cookies::{SESSION_COOKIE, SIGN_IN_COOKIE};
 
 /// The methods this server can verify today; a policy may name more.
-pub const OFFERED: &[Method] = &[Method::Password];
+pub const OFFERED: &[Method] = &[Method::Password, Method::Totp];
 
 /// The longest password read (longer ones are refused unread: argon2id
 /// would hash them, and no policy sets a password that long).
-const MAX_PASSWORD_BYTES: usize = 1024;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// The longest identifier read.
 const MAX_IDENTIFIER_BYTES: usize = 512;
 
@@ -99,7 +100,10 @@ pub struct SignInView {
     pub login_hint: Option<String>,
 }
 
-/// One step. `password` takes `identifier` and `password`.
+/// One step. `password` takes `password` and `identifier` (optional once
+/// a step said who the person is); `totp` takes `code`, the six digits
+/// the authenticator app shows (and `identifier` when it is the first
+/// step).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthenticateBody {
@@ -109,6 +113,7 @@ pub struct AuthenticateBody {
     /// A username or an email address.
     pub identifier: Option<String>,
     pub password: Option<String>,
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -153,25 +158,45 @@ fn anonymous() -> Actor {
     }
 }
 
-/// Whether `user` holds a credential of `method`.
-fn holds(user: &User, method: Method) -> bool {
-    match method {
-        Method::Password => user.password.is_some(),
-        Method::Email => user.email.is_some() && user.email_verified,
-        Method::Sms | Method::Whatsapp => user.phone_number.is_some() && user.phone_verified,
-        Method::Totp | Method::Passkey | Method::Sso => false,
+/// A person and the credentials they hold.
+pub struct Holder {
+    pub user: User,
+    pub credentials: Credentials,
+}
+
+impl Holder {
+    pub async fn load(state: &AppState, user_id: Uuid) -> Result<Self, Problem> {
+        let (user, _) = state
+            .bus
+            .load::<User>(&user_id.to_string())
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        let credentials = commands::credentials::load(&state.bus, user_id).await?;
+        Ok(Self { user, credentials })
+    }
+
+    /// Whether the person holds a credential of `method`.
+    pub fn holds(&self, method: Method) -> bool {
+        let u = &self.user;
+        match method {
+            Method::Password => u.password.is_some(),
+            Method::Email => u.email.is_some() && u.email_verified,
+            Method::Sms | Method::Whatsapp => u.phone_number.is_some() && u.phone_verified,
+            Method::Totp => self.credentials.totp.is_some(),
+            Method::Passkey | Method::Sso => false,
+        }
     }
 }
 
 /// The methods the next step may use: allowed by the policy, offered by
 /// this server, and (once known) held by the person.
-fn next_methods(sign_in: &SignIn, user: Option<&User>) -> Vec<Method> {
+fn next_methods(sign_in: &SignIn, holder: Option<&Holder>) -> Vec<Method> {
     sign_in
         .policy
         .next_methods(&sign_in.factors())
         .into_iter()
         .filter(|m| OFFERED.contains(m))
-        .filter(|m| user.is_none_or(|u| holds(u, *m)))
+        .filter(|m| holder.is_none_or(|h| h.holds(*m)))
         .collect()
 }
 
@@ -181,15 +206,8 @@ async fn view(
     login_hint: Option<String>,
 ) -> Result<SignInView, Problem> {
     let now = state.clock.now();
-    let user = match sign_in.user_id {
-        Some(id) => Some(
-            state
-                .bus
-                .load::<User>(&id.to_string())
-                .await
-                .map_err(|e| Problem::internal(&e))?
-                .0,
-        ),
+    let holder = match sign_in.user_id {
+        Some(id) => Some(Holder::load(state, id).await?),
         None => None,
     };
     let phase = sign_in.state(now);
@@ -211,13 +229,13 @@ async fn view(
         required_factors: sign_in.policy.factors_required,
         remaining_factors: remaining,
         methods: match phase {
-            SignInState::InProgress => next_methods(sign_in, user.as_ref())
+            SignInState::InProgress => next_methods(sign_in, holder.as_ref())
                 .into_iter()
                 .map(Method::as_str)
                 .collect(),
             _ => Vec::new(),
         },
-        can_complete: phase == SignInState::InProgress && remaining == 0 && user.is_some(),
+        can_complete: phase == SignInState::InProgress && remaining == 0 && holder.is_some(),
         login_hint,
     })
 }
@@ -342,8 +360,10 @@ pub async fn status(
 }
 
 /// Take one step of a sign-in. `password`: `identifier` (a username or an
-/// email address) and `password`. A wrong password, an unknown identifier
-/// and a user who may not sign in get the same answer in the same time;
+/// email address) and `password`; `totp`: `code` (and `identifier` when
+/// it comes first). A wrong password or code, an unknown identifier, a
+/// code used before and a user who may not sign in get the same answer (a
+/// password in the same time);
 /// past five failures from one address, that address waits (429 with
 /// `Retry-After`). Needs the sign-in's cookie.
 #[utoipa::path(post, path = "/authentication/authenticate", request_body = AuthenticateBody,
@@ -395,27 +415,7 @@ pub async fn authenticate(
             ),
         ));
     }
-    let identifier = body.identifier.as_deref().unwrap_or_default().trim();
-    let password = body.password.as_deref().unwrap_or_default();
-    if identifier.is_empty() || password.is_empty() {
-        return Err(
-            Problem::validation("password needs identifier and password").with(
-                "field",
-                if identifier.is_empty() {
-                    "identifier"
-                } else {
-                    "password"
-                },
-            ),
-        );
-    }
-    if identifier.len() > MAX_IDENTIFIER_BYTES || password.len() > MAX_PASSWORD_BYTES {
-        return Err(Problem::validation(
-            "the identifier or the password is too long",
-        ));
-    }
-    let found =
-        commands::sign_in::identify(&state.bus, sign_in.organization_id, identifier).await?;
+    let found = who(&state, &sign_in, body.identifier.as_deref()).await?;
     let key = (
         found.account.clone(),
         ctx.source_ip.clone().unwrap_or_default(),
@@ -425,10 +425,105 @@ pub async fn authenticate(
         metrics::counter!("idp_sign_in_throttled_total").increment(1);
         return Ok(too_many(wait));
     }
-    let attempt =
-        commands::sign_in::verify_password(&state.bus, &state.passwords, found, password, &meta)
-            .await?;
+    let attempt = match method {
+        Method::Password => {
+            let password = required(body.password.as_deref(), "password", MAX_PASSWORD_BYTES)?;
+            commands::sign_in::verify_password(&state.bus, &state.passwords, found, password, &meta)
+                .await?
+        }
+        Method::Totp => {
+            let code = required(body.code.as_deref(), "code", 16)?;
+            verify_code(&state, found, code, &meta).await?
+        }
+        _ => return Err(not_offered(method)),
+    };
     step_result(&state, &sign_in, method, attempt, key, &meta).await
+}
+
+/// A method this server does not verify yet.
+fn not_offered(method: Method) -> Problem {
+    Problem::refused(
+        StatusCode::BAD_REQUEST,
+        "method-unavailable",
+        format!(
+            "this server does not offer the method {} yet",
+            method.as_str()
+        ),
+    )
+}
+
+/// A field a step needs, present and not too long.
+pub fn required<'a>(
+    value: Option<&'a str>,
+    field: &'static str,
+    max: usize,
+) -> Result<&'a str, Problem> {
+    match value {
+        Some(v) if !v.is_empty() && v.len() <= max => Ok(v),
+        Some(v) if !v.is_empty() => {
+            Err(Problem::validation(format!("{field} is too long")).with("field", field))
+        }
+        _ => Err(Problem::validation(format!("this step needs {field}")).with("field", field)),
+    }
+}
+
+/// Whom a step is about: the person the identifier names, or else the
+/// person earlier steps identified.
+async fn who(
+    state: &AppState,
+    sign_in: &SignIn,
+    identifier: Option<&str>,
+) -> Result<commands::sign_in::Identified, Problem> {
+    let identifier = identifier.map(str::trim).filter(|i| !i.is_empty());
+    match (identifier, sign_in.user_id) {
+        (Some(i), _) => {
+            if i.len() > MAX_IDENTIFIER_BYTES {
+                return Err(
+                    Problem::validation("identifier is too long").with("field", "identifier")
+                );
+            }
+            Ok(commands::sign_in::identify(&state.bus, sign_in.organization_id, i).await?)
+        }
+        (None, Some(user_id)) => {
+            let (user, _) = state
+                .bus
+                .load::<User>(&user_id.to_string())
+                .await
+                .map_err(|e| Problem::internal(&e))?;
+            Ok(commands::sign_in::Identified {
+                account: commands::sign_in::account_of_user(user_id),
+                user: user.exists().then_some(user),
+            })
+        }
+        (None, None) => {
+            Err(Problem::validation("this step needs identifier").with("field", "identifier"))
+        }
+    }
+}
+
+/// Checks an authenticator app's code of whom `found` names.
+pub async fn verify_code(
+    state: &AppState,
+    found: commands::sign_in::Identified,
+    code: &str,
+    meta: &Metadata,
+) -> Result<Attempt, Problem> {
+    let Some(user) = found.user else {
+        return Ok(Attempt {
+            account: found.account,
+            user_id: None,
+            outcome: Err(FailureReason::UnknownUser),
+        });
+    };
+    let outcome = match commands::credentials::verify_totp(&state.bus, user.id, code, meta).await? {
+        Ok(()) if !user.is_active() => Err(FailureReason::Deactivated),
+        other => other,
+    };
+    Ok(Attempt {
+        account: found.account,
+        user_id: Some(user.id),
+        outcome,
+    })
 }
 
 /// Records a verified step, or counts and records its failure.
@@ -462,15 +557,48 @@ async fn step_result(
         (Err(reason), _) => reason,
         (Ok(()), None) => FailureReason::UnknownUser,
     };
-    metrics::counter!("idp_sign_in_steps_total", "method" => method.as_str(), "outcome" => "failure").increment(1);
+    Err(failed(
+        state,
+        Failed {
+            sign_in_id: sign_in.id,
+            organization_id: sign_in.organization_id,
+            method,
+            reason,
+            user_id: attempt.user_id,
+        },
+        key,
+        meta,
+    )
+    .await)
+}
+
+/// A failed verification: of a sign-in's step, or of a step-up (then the
+/// session's id stands for the sign-in's).
+pub struct Failed {
+    pub sign_in_id: Uuid,
+    pub organization_id: Uuid,
+    pub method: Method,
+    pub reason: FailureReason,
+    pub user_id: Option<Uuid>,
+}
+
+/// Counts a failed verification against the throttle, records it, and
+/// answers the one refusal every failure gets.
+pub async fn failed(
+    state: &AppState,
+    f: Failed,
+    key: (String, String),
+    meta: &Metadata,
+) -> Problem {
+    metrics::counter!("idp_sign_in_steps_total", "method" => f.method.as_str(), "outcome" => "failure").increment(1);
     let now = state.clock.now();
-    let (failures, blocked_until) = throttle.count(key.clone(), now);
+    let (failures, blocked_until) = state.tokens.user_throttle.count(key.clone(), now);
     let failure = SignInStepFailed {
-        sign_in_id: sign_in.id,
-        organization_id: sign_in.organization_id,
-        method,
-        reason,
-        user_id: attempt.user_id,
+        sign_in_id: f.sign_in_id,
+        organization_id: f.organization_id,
+        method: f.method,
+        reason: f.reason,
+        user_id: f.user_id,
         account: key.0,
         failures,
         blocked_until,
@@ -479,11 +607,11 @@ async fn step_result(
     if let Err(e) = commands::sign_in::record_failure(&state.bus, &failure, meta).await {
         tracing::error!(error = %e, "a failed sign-in step could not be recorded");
     }
-    Err(Problem::refused(
+    Problem::refused(
         StatusCode::UNAUTHORIZED,
         "invalid-credentials",
-        "the identifier or the password is not right",
-    ))
+        "the identifier, the password or the code is not right",
+    )
 }
 
 fn step_not_allowed(sign_in: &SignIn, method: Method) -> Problem {
@@ -505,7 +633,7 @@ fn step_not_allowed(sign_in: &SignIn, method: Method) -> Problem {
 }
 
 /// 429 with the seconds to wait.
-fn too_many(wait: time::Duration) -> Response {
+pub fn too_many(wait: time::Duration) -> Response {
     let secs = u64::try_from(wait.whole_seconds()).unwrap_or(0) + 1;
     let problem = Problem::refused(
         StatusCode::TOO_MANY_REQUESTS,

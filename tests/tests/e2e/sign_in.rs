@@ -751,3 +751,209 @@ async fn ended_sessions(
     }
     panic!("the sessions never became as expected: {last}");
 }
+
+/// The TOTP code of `secret` at the server's clock.
+fn code(secret: &str, clock: &ManualClock) -> String {
+    use commands::Clock;
+    commands::totp::code_at(secret, clock.now().unix_timestamp()).unwrap()
+}
+
+async fn totp_step(s: &TestServer, c: &reqwest::Client, sign_in: &str, code: &str) -> (u16, Value) {
+    let (st, _, v) = send(
+        c,
+        Method::POST,
+        s.url("/authentication/authenticate"),
+        Some(json!({"session_id": sign_in, "method": "totp", "code": code})),
+    )
+    .await;
+    (st, v)
+}
+
+/// An authenticator app enrolled from the person's own session, then
+/// asked for as a second factor; a code is good once; removing it needs a
+/// fresh step-up; the export names it and withholds its secret.
+#[tokio::test]
+async fn an_authenticator_app_is_a_second_factor_used_once() {
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "sign_in_totp")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+    sign_in(&s, &c, &admin, "ada").await;
+
+    // Enrol: a secret, its URI and QR code; a wrong code records nothing.
+    let (st, _, enrolment) = send(&c, Method::POST, s.url("/self/methods/totp"), None).await;
+    assert_eq!(st, 200, "{enrolment}");
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    assert!(
+        enrolment["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/Default:Ada?")
+    );
+    assert!(
+        enrolment["qr_code"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/svg+xml;base64,")
+    );
+    let confirm = |code: String| json!({"enrolment": enrolment["enrolment"], "code": code});
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/self/methods/totp/confirm"),
+        Some(confirm("000000".into())),
+    )
+    .await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("code")), "{v}");
+    let (_, _, methods) = send(&c, Method::GET, s.url("/self/methods"), None).await;
+    assert_eq!(methods["totp"]["enrolled"], false, "{methods}");
+    let enrolling_code = code(&secret, &clock);
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/self/methods/totp/confirm"),
+        Some(confirm(enrolling_code.clone())),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    let (_, _, methods) = send(&c, Method::GET, s.url("/self/methods"), None).await;
+    assert_eq!(methods["totp"]["enrolled"], true, "{methods}");
+    assert!(
+        !methods.to_string().contains(&secret),
+        "the secret is never shown again"
+    );
+    // Another session cannot use this session's enrolment token.
+    let other = home();
+    sign_in(&s, &other, &admin, "ada").await;
+    let (st, _, v) = send(
+        &other,
+        Method::POST,
+        s.url("/self/methods/totp/confirm"),
+        Some(confirm(enrolling_code.clone())),
+    )
+    .await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("enrolment")), "{v}");
+
+    // Two factors: a password, then the app.
+    let path = format!(
+        "/admin/organizations/{}/sign-in-policy",
+        admin.organization_id
+    );
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(json!({
+            "methods": ["password", "totp"], "first_factors": ["password"], "factors_required": 2
+        })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let b = home();
+    let (id, _) = start(&s, &b, &admin).await;
+    let (st, _, after) = password(&s, &b, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 200, "{after}");
+    assert_eq!(after["methods"], json!(["totp"]));
+    // The code that confirmed the enrolment is used up; so is a wrong one.
+    let (st, v) = totp_step(&s, &b, &id, &enrolling_code).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (401, Some("invalid-credentials")),
+        "{v}"
+    );
+    clock.advance(Duration::seconds(30));
+    let fresh = code(&secret, &clock);
+    let (st, v) = totp_step(&s, &b, &id, &fresh).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["can_complete"], true);
+    let (st, _, done) = complete(&s, &b, &id).await;
+    assert_eq!(st, 200, "{done}");
+    assert_eq!(done["amr"], json!(["pwd", "otp", "mfa"]));
+    // The same code in another sign-in, a step later still: refused once used.
+    let (id2, _) = start(&s, &b, &admin).await;
+    password(&s, &b, &id2, "ada", PASSWORD).await;
+    let (st, _) = totp_step(&s, &b, &id2, &fresh).await;
+    assert_eq!(st, 401, "a code is accepted once");
+
+    // Removing the app needs a fresh proof.
+    clock.advance(Duration::minutes(6));
+    let (st, _, v) = send(&b, Method::DELETE, s.url("/self/methods/totp"), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("step-up-required")),
+        "{v}"
+    );
+    let (st, _, _) = send(
+        &b,
+        Method::POST,
+        s.url("/self/step-up"),
+        Some(json!({"method": "password", "password": "wrong wrong wrong"})),
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, _, v) = send(
+        &b,
+        Method::POST,
+        s.url("/self/step-up"),
+        Some(json!({"method": "totp", "code": code(&secret, &clock)})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["step_up_until"].is_string());
+
+    // The export names the app and withholds its secret.
+    let subject = format!("user:{}", ada.replace('-', ""));
+    let (st, export) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/subjects/{subject}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{export}");
+    let text = export.to_string();
+    assert!(text.contains("\"type\":\"totp\""), "{text}");
+    assert!(!text.contains(&secret), "no TOTP secret in the export");
+
+    let (st, _, _) = send(&b, Method::DELETE, s.url("/self/methods/totp"), None).await;
+    assert_eq!(st, 204);
+    let (_, _, methods) = send(&b, Method::GET, s.url("/self/methods"), None).await;
+    assert_eq!(methods["totp"]["enrolled"], false, "{methods}");
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/users/{ada}/methods/totp"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204, "an admin's removal is idempotent too: {v}");
+    // A new password, under the fresh step-up; the old one no longer works.
+    let (st, _, v) = send(
+        &b,
+        Method::PUT,
+        s.url("/self/methods/password"),
+        Some(json!({"password": "short"})),
+    )
+    .await;
+    assert_eq!(st, 422, "{v}");
+    let (st, _, v) = send(
+        &b,
+        Method::PUT,
+        s.url("/self/methods/password"),
+        Some(json!({"password": "an entirely new passphrase"})),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    let d = home();
+    let (id3, _) = start(&s, &d, &admin).await;
+    let (st, _, _) = password(&s, &d, &id3, "ada", PASSWORD).await;
+    assert_eq!(st, 401, "the old password no longer works");
+    let (st, _, v) = password(&s, &d, &id3, "ada", "an entirely new passphrase").await;
+    assert_eq!(st, 200, "{v}");
+}

@@ -26,8 +26,11 @@ use crate::context::RequestContext;
 use crate::problem::Problem;
 use crate::state::AppState;
 
+pub mod methods;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(methods::router())
         .route("/self", get(me))
         .route("/self/sessions", get(list_sessions))
         .route("/self/sessions/{id}", delete(revoke_session))

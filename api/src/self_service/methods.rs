@@ -1,0 +1,395 @@
+//! `/self/methods/…` and `/self/step-up`: a person's own sign-in methods.
+//! Adding, changing or removing one needs a fresh proof of who they are: a
+//! sign-in or a step-up (a password or an authenticator code) within
+//! [`STEP_UP_WINDOW`].
+//!
+//! Enrolling an authenticator app takes two calls: the first answers a new
+//! secret (as an `otpauth://` URI and a QR code) with an enrolment token,
+//! the secret sealed under the master key for this session and ten
+//! minutes; the second carries the token and a code the app computed, and
+//! only then is the secret recorded. An enrolment left halfway records
+//! nothing.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use commands::sign_in::{Identified, account_of_user};
+use domain::session::STEP_UP_WINDOW;
+use domain::sign_in_policy::Method;
+use domain::user::User;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::SessionCaller;
+use crate::authentication::{
+    Failed, Holder, MAX_PASSWORD_BYTES, failed, required, too_many, verify_code,
+};
+use crate::extract::Body;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// How long an enrolment token may be confirmed.
+const ENROLMENT_SECONDS: i64 = 600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/self/methods", get(list))
+        .route("/self/step-up", post(step_up))
+        .route("/self/methods/password", put(set_password))
+        .route("/self/methods/totp", post(begin_totp).delete(remove_totp))
+        .route("/self/methods/totp/confirm", post(confirm_totp))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasswordMethod {
+    pub set: bool,
+    pub set_at: Option<String>,
+    /// A new password must be chosen.
+    pub must_change: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TotpMethod {
+    pub enrolled: bool,
+    pub enrolled_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AddressMethod {
+    pub value: Option<String>,
+    pub verified: bool,
+}
+
+/// The person's sign-in methods.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MethodsView {
+    pub password: PasswordMethod,
+    pub totp: TotpMethod,
+    pub email: AddressMethod,
+    pub phone: AddressMethod,
+    /// Until when a change to a method needs no new step-up (RFC 3339), if
+    /// it is fresh now.
+    pub step_up_until: Option<String>,
+}
+
+/// The person's sign-in methods and what each holds (never a secret).
+/// Needs a session.
+#[utoipa::path(get, path = "/self/methods", responses((status = 200, body = MethodsView, description = "done"),
+    (status = 401, description = "no valid session cookie")), tag = "self")]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> Result<Json<MethodsView>, Problem> {
+    let h = Holder::load(&state, caller.session.user_id).await?;
+    let u = &h.user;
+    let totp = h.credentials.totp.as_ref();
+    let until = caller.session.verified_at + STEP_UP_WINDOW;
+    Ok(Json(MethodsView {
+        password: PasswordMethod {
+            set: u.password.is_some(),
+            set_at: u.password.as_ref().map(|p| rfc3339(p.set_at)),
+            must_change: u.password.as_ref().is_some_and(|p| p.must_change),
+        },
+        totp: TotpMethod {
+            enrolled: totp.is_some(),
+            enrolled_at: totp.map(|t| rfc3339(t.enrolled_at)),
+            last_used_at: totp.and_then(|t| t.last_used_at).map(rfc3339),
+        },
+        email: AddressMethod {
+            value: u.email.as_ref().and_then(|e| e.value().cloned()),
+            verified: u.email_verified,
+        },
+        phone: AddressMethod {
+            value: u.phone_number.as_ref().and_then(|p| p.value().cloned()),
+            verified: u.phone_verified,
+        },
+        step_up_until: (state.clock.now() < until).then(|| rfc3339(until)),
+    }))
+}
+
+/// Refuses a change unless the session proved who the person is lately.
+fn must_be_fresh(state: &AppState, caller: &SessionCaller) -> Result<(), Problem> {
+    if caller.session.freshly_verified(state.clock.now()) {
+        return Ok(());
+    }
+    Err(Problem::refused(
+        StatusCode::FORBIDDEN,
+        "step-up-required",
+        "prove who you are again (POST /self/step-up) before changing a sign-in method",
+    ))
+}
+
+/// A proof of who one is: `password` with `password`, or `totp` with
+/// `code`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    pub method: String,
+    pub password: Option<String>,
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SteppedUp {
+    /// Until when changes to methods need no new step-up (RFC 3339).
+    pub step_up_until: String,
+}
+
+/// Prove again who one is, with a method one holds: changes to sign-in
+/// methods are allowed for five minutes after. Failures count like failed
+/// sign-in steps. Needs a session.
+#[utoipa::path(post, path = "/self/step-up", request_body = StepUpBody,
+    responses((status = 200, body = SteppedUp, description = "verified"),
+        (status = 401, description = "no valid session cookie, or the proof was not accepted"),
+        (status = 429, description = "too many failures from this address")), tag = "self")]
+pub async fn step_up(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    Body(body): Body<StepUpBody>,
+) -> Result<Response, Problem> {
+    let session = &caller.session;
+    let meta = caller.metadata();
+    let method = match Method::parse(&body.method) {
+        Some(m @ (Method::Password | Method::Totp)) => m,
+        _ => {
+            return Err(
+                Problem::validation("a step-up is a password or a totp code")
+                    .with("field", "method"),
+            );
+        }
+    };
+    let key = (
+        account_of_user(session.user_id),
+        caller.ctx.source_ip.clone().unwrap_or_default(),
+    );
+    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
+        return Ok(too_many(wait));
+    }
+    let (user, _) = state
+        .bus
+        .load::<User>(&session.user_id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let found = Identified {
+        account: key.0.clone(),
+        user: Some(user),
+    };
+    let attempt = if method == Method::Password {
+        let password = required(body.password.as_deref(), "password", MAX_PASSWORD_BYTES)?;
+        commands::sign_in::verify_password(&state.bus, &state.passwords, found, password, &meta)
+            .await?
+    } else {
+        let code = required(body.code.as_deref(), "code", 16)?;
+        verify_code(&state, found, code, &meta).await?
+    };
+    if let Err(reason) = attempt.outcome {
+        let f = Failed {
+            sign_in_id: session.id,
+            organization_id: session.organization_id,
+            method,
+            reason,
+            user_id: Some(session.user_id),
+        };
+        return Err(failed(&state, f, key, &meta).await);
+    }
+    state.tokens.user_throttle.succeeded(&key);
+    let after = commands::credentials::step_up(&state.bus, session.id, method, &meta).await?;
+    Ok(Json(SteppedUp {
+        step_up_until: rfc3339(after.verified_at + STEP_UP_WINDOW),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    pub password: String,
+}
+
+/// Set a new password (the policy applies). Needs a session with a fresh
+/// step-up.
+#[utoipa::path(put, path = "/self/methods/password", request_body = NewPassword,
+    responses((status = 204, description = "set"), (status = 401, description = "no valid session cookie"),
+        (status = 403, description = "a step-up is needed first"),
+        (status = 422, description = "the policy refuses the password (the rule is named)")), tag = "self")]
+pub async fn set_password(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    Body(body): Body<NewPassword>,
+) -> Result<Response, Problem> {
+    must_be_fresh(&state, &caller)?;
+    let user_id = caller.session.user_id;
+    let meta = caller.metadata();
+    commands::user::set_password(
+        &state.bus,
+        &state.passwords,
+        user_id,
+        &body.password,
+        false,
+        &meta,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A new authenticator app secret to enrol.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TotpEnrolment {
+    /// Send back with a code to confirm (valid ten minutes, this session
+    /// only).
+    pub enrolment: String,
+    /// The secret in base32, for typing into an app by hand.
+    pub secret: String,
+    pub otpauth_uri: String,
+    /// The URI as a QR code: an SVG image as a `data:` URI.
+    pub qr_code: String,
+}
+
+fn enrolment_aad(session: Uuid) -> Vec<u8> {
+    format!("totp-enrolment:{}", session.simple()).into_bytes()
+}
+
+/// Begin enrolling an authenticator app: answers a new secret to show (as
+/// a QR code) and an enrolment token. Nothing is recorded until the
+/// confirmation. Needs a session with a fresh step-up.
+#[utoipa::path(post, path = "/self/methods/totp",
+    responses((status = 200, body = TotpEnrolment, description = "scan it, then confirm with a code"),
+        (status = 401, description = "no valid session cookie"), (status = 403, description = "a step-up is needed first")),
+    tag = "self")]
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> Result<Json<TotpEnrolment>, Problem> {
+    must_be_fresh(&state, &caller)?;
+    let (user, _) = state
+        .bus
+        .load::<User>(&caller.session.user_id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let account = user.username.value().cloned().unwrap_or_default();
+    let issuer = organization_name(&state, caller.session.organization_id).await;
+    let secret = commands::totp::new_secret();
+    let uri = commands::totp::otpauth_uri(&secret, &issuer, &account)
+        .ok_or_else(|| Problem::internal(&"the otpauth URI could not be made"))?;
+    let expires = state.clock.now().unix_timestamp() + ENROLMENT_SECONDS;
+    let enrolment = commands::crypto::seal(
+        &state.master_key,
+        &enrolment_aad(caller.session.id),
+        format!("{secret}:{expires}").as_bytes(),
+    );
+    Ok(Json(TotpEnrolment {
+        enrolment,
+        qr_code: format!(
+            "data:image/svg+xml;base64,{}",
+            STANDARD.encode(qr_svg(&uri))
+        ),
+        otpauth_uri: uri,
+        secret,
+    }))
+}
+
+async fn organization_name(state: &AppState, id: Uuid) -> String {
+    match state
+        .bus
+        .load_cached::<domain::organization::Organization>(&id.to_string())
+        .await
+    {
+        Ok(org) if !org.name.is_empty() => org.name,
+        _ => "idp".into(),
+    }
+}
+
+/// The QR code of `text` as an SVG document (dark modules as one path).
+fn qr_svg(text: &str) -> String {
+    use qrcodegen::{QrCode, QrCodeEcc};
+    let Ok(qr) = QrCode::encode_text(text, QrCodeEcc::Medium) else {
+        return String::new();
+    };
+    let border = 4;
+    let size = qr.size() + 2 * border;
+    let mut path = String::new();
+    for y in 0..qr.size() {
+        for x in 0..qr.size() {
+            if qr.get_module(x, y) {
+                path.push_str(&format!("M{},{}h1v1h-1z", x + border, y + border));
+            }
+        }
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {size} {size}\" shape-rendering=\"crispEdges\">\
+         <title>QR code to enrol an authenticator app</title>\
+         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/><path d=\"{path}\" fill=\"#000000\"/></svg>"
+    )
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    pub enrolment: String,
+    /// A code the app shows for the new secret.
+    pub code: String,
+}
+
+/// Confirm an authenticator app with a code it computed: records the
+/// secret (encrypted under the person's key), replacing an earlier one.
+/// Needs the session that began the enrolment.
+#[utoipa::path(post, path = "/self/methods/totp/confirm", request_body = ConfirmTotp,
+    responses((status = 204, description = "enrolled"), (status = 401, description = "no valid session cookie"),
+        (status = 422, description = "the code or the enrolment token is not right, or the enrolment expired")),
+    tag = "self")]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    Body(body): Body<ConfirmTotp>,
+) -> Result<Response, Problem> {
+    let bad = || {
+        Problem::validation("the enrolment token is not one of this session's, or it expired")
+            .with("field", "enrolment")
+    };
+    let opened = commands::crypto::open(
+        &state.master_key,
+        &enrolment_aad(caller.session.id),
+        &body.enrolment,
+    )
+    .map_err(|_| bad())?;
+    let text = String::from_utf8(opened).map_err(|_| bad())?;
+    let (secret, expires) = text.split_once(':').ok_or_else(bad)?;
+    let expires: i64 = expires.parse().map_err(|_| bad())?;
+    if state.clock.now().unix_timestamp() > expires {
+        return Err(bad());
+    }
+    let meta = caller.metadata();
+    commands::credentials::enrol_totp(
+        &state.bus,
+        caller.session.user_id,
+        secret.to_owned(),
+        &body.code,
+        &meta,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Remove the authenticator app. Needs a session with a fresh step-up.
+#[utoipa::path(delete, path = "/self/methods/totp",
+    responses((status = 204, description = "removed (or there was none)"), (status = 401, description = "no valid session cookie"),
+        (status = 403, description = "a step-up is needed first")), tag = "self")]
+pub async fn remove_totp(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> Result<Response, Problem> {
+    must_be_fresh(&state, &caller)?;
+    let meta = caller.metadata();
+    commands::credentials::remove_totp(&state.bus, caller.session.user_id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
