@@ -88,6 +88,19 @@ pub struct Config {
     /// `IDP_SESSION_IDLE_SECONDS`: how long a session may go unused
     /// (at least 120).
     pub session_idle_seconds: u64,
+    /// `IDP_SMTP_URL`: the SMTP server codes and notices are mailed
+    /// through (`smtp://host:port`, `smtp://host?tls=required`,
+    /// `smtps://host`); none keeps email in the outbox.
+    pub smtp_url: Option<String>,
+    /// `IDP_SMTP_FROM`: the sender of those emails.
+    pub smtp_from: String,
+    /// `IDP_SMS_WEBHOOK_URL`: the HTTP gateway SMS messages are posted to;
+    /// none keeps them in the outbox.
+    pub sms_webhook_url: Option<String>,
+    /// `IDP_WHATSAPP_WEBHOOK_URL`: the same for WhatsApp messages.
+    pub whatsapp_webhook_url: Option<String>,
+    /// `IDP_WEBHOOK_SECRET`: sent to the gateways in `X-Webhook-Secret`.
+    pub webhook_secret: Option<String>,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -119,6 +132,11 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_SIGN_IN_TIMEOUT_SECONDS",
     "IDP_SESSION_LIFETIME_SECONDS",
     "IDP_SESSION_IDLE_SECONDS",
+    "IDP_SMTP_URL",
+    "IDP_SMTP_FROM",
+    "IDP_SMS_WEBHOOK_URL",
+    "IDP_WHATSAPP_WEBHOOK_URL",
+    "IDP_WEBHOOK_SECRET",
     "IDP_CONFIG",
 ];
 
@@ -151,6 +169,11 @@ impl Default for Config {
             sign_in_timeout_seconds: 600,
             session_lifetime_seconds: 12 * 3600,
             session_idle_seconds: 1800,
+            smtp_url: None,
+            smtp_from: "idp <no-reply@localhost>".into(),
+            sms_webhook_url: None,
+            whatsapp_webhook_url: None,
+            webhook_secret: None,
             http_max_connections: 10_000,
         }
     }
@@ -246,6 +269,12 @@ impl Config {
         c.database_url = c.database_url.map(|u| redact_url(&u));
         c.eventstore_url = c.eventstore_url.map(|u| redact_url(&u));
         c.keys_database_url = c.keys_database_url.map(|u| redact_url(&u));
+        c.smtp_url = c.smtp_url.map(|u| redact_url(&u));
+        c.sms_webhook_url = c.sms_webhook_url.map(|u| redact_url(&u));
+        c.whatsapp_webhook_url = c.whatsapp_webhook_url.map(|u| redact_url(&u));
+        if c.webhook_secret.is_some() {
+            c.webhook_secret = Some("<redacted>".into());
+        }
         c
     }
 }

@@ -289,6 +289,20 @@ impl From<commands::sign_in::SignInFailure> for Problem {
             F::SignIn(e @ S::Invalid { field, .. }) => {
                 Problem::validation(e.to_string()).with("field", field)
             }
+            F::SignIn(e @ S::NoCode) => {
+                Problem::refused(StatusCode::CONFLICT, "no-code", e.to_string())
+            }
+            F::SignIn(e @ S::CodeExpired) => {
+                Problem::refused(StatusCode::GONE, "code-expired", e.to_string())
+            }
+            F::SignIn(e @ S::CodeExhausted) => {
+                Problem::refused(StatusCode::CONFLICT, "code-exhausted", e.to_string())
+            }
+            F::SignIn(e @ (S::CodeRecentlySent | S::TooManyCodes)) => Problem::refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-codes",
+                e.to_string(),
+            ),
             F::SignIn(e @ S::AlreadyExists) => Problem::internal(&e),
             F::UnknownOrganization => {
                 Problem::validation("no such organization").with("field", "organization_id")

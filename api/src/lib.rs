@@ -19,6 +19,7 @@ pub mod context;
 pub mod errors;
 pub mod extract;
 pub mod master_key;
+pub mod notify;
 pub mod oauth;
 pub mod openapi;
 pub mod problem;

@@ -47,6 +47,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("passwords: {0}")]
     Passwords(String),
+    #[error("messages: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -182,6 +184,10 @@ impl Server {
             ring,
         ));
         let passwords = Arc::new(passwords(&config)?);
+        let notifier = Arc::new(crate::notify::Notifier::from_config(
+            &config,
+            clock.clone(),
+        )?);
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
         let state = AppState {
             config: Arc::new(config),
@@ -195,6 +201,7 @@ impl Server {
             tokens,
             subject_keys,
             passwords,
+            notifier,
         };
         tracing::info!(
             %addr,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub subject_keys: Arc<SubjectKeys>,
     /// The password policy and the bounded hashing pool.
     pub passwords: Arc<commands::password::Passwords>,
+    /// Email, SMS and WhatsApp providers, and the outbox.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl AppState {

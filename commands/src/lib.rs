@@ -22,6 +22,7 @@ pub use jose::jwt;
 pub mod group;
 pub mod keys;
 mod locks;
+pub mod notification;
 pub mod organization;
 pub mod password;
 pub mod registration;

@@ -326,6 +326,69 @@ pub async fn succeed(
     load(bus, sign_in_id).await
 }
 
+/// A new six-digit code, uniformly drawn.
+pub fn new_code() -> String {
+    format!("{:06}", rand::random_range(0..1_000_000u32))
+}
+
+/// Records a code sent by `method` for `user_id` (none: an identifier
+/// nobody holds, the code goes nowhere); `code_hash` is its keyed digest.
+pub async fn send_code(
+    bus: &CommandBus,
+    sign_in_id: Uuid,
+    method: Method,
+    user_id: Option<Uuid>,
+    code_hash: String,
+    meta: &Metadata,
+) -> Result<SignIn> {
+    let command = SignInCommand::SendCode {
+        method,
+        user_id,
+        code_hash,
+    };
+    bus.execute::<SignIn>(&sign_in_id.to_string(), command, meta)
+        .await?;
+    load(bus, sign_in_id).await
+}
+
+/// What checking an entered code did.
+#[derive(Debug)]
+pub enum CodeCheck {
+    /// The step succeeded: the sign-in after it.
+    Accepted(Box<SignIn>),
+    /// A wrong code, recorded; the person the sent code was for, if any.
+    Rejected { user_id: Option<Uuid> },
+}
+
+/// Checks an entered code (`code_hash`, its keyed digest).
+pub async fn check_code(
+    bus: &CommandBus,
+    sign_in_id: Uuid,
+    code_hash: String,
+    meta: &Metadata,
+) -> Result<CodeCheck> {
+    let before = load(bus, sign_in_id).await?;
+    let pending_for = before.code.as_ref().and_then(|c| c.user_id);
+    let mut meta = meta.clone();
+    if let Some(user) = pending_for {
+        meta.actor = domain::Actor::user(user.to_string());
+    }
+    bus.execute::<SignIn>(
+        &sign_in_id.to_string(),
+        SignInCommand::CheckCode { code_hash },
+        &meta,
+    )
+    .await?;
+    let after = load(bus, sign_in_id).await?;
+    if after.steps.len() > before.steps.len() {
+        Ok(CodeCheck::Accepted(Box::new(after)))
+    } else {
+        Ok(CodeCheck::Rejected {
+            user_id: pending_for,
+        })
+    }
+}
+
 /// Records a failed step in the day's `authfailures` journal.
 pub async fn record_failure(
     bus: &CommandBus,

@@ -56,6 +56,24 @@ pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     computed.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// HMAC-SHA256 of `value` under a key derived from the master key for
+/// `purpose`, as hex: the stored form of short secrets (a six-digit code)
+/// that a plain hash would not hide, since anyone could try them all.
+pub fn keyed_digest(master: &MasterKey, purpose: &str, value: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let derived = Sha256::new()
+        .chain_update(b"idp keyed digest\0")
+        .chain_update(purpose.as_bytes())
+        .chain_update(master.bytes())
+        .finalize();
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&derived) else {
+        return String::new();
+    };
+    mac.update(value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// The length of an XChaCha20-Poly1305 nonce.
 const NONCE_LEN: usize = 24;
 /// The length of a Poly1305 tag.
@@ -128,6 +146,18 @@ pub fn open(master: &MasterKey, aad: &[u8], sealed: &str) -> Result<Vec<u8>, Cry
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_digests_depend_on_the_key_the_purpose_and_the_value() {
+        let a = MasterKey::from_bytes([1; MASTER_KEY_LEN]);
+        let b = MasterKey::from_bytes([2; MASTER_KEY_LEN]);
+        let d = keyed_digest(&a, "code", "123456");
+        assert_eq!(d.len(), 64);
+        assert_eq!(d, keyed_digest(&a, "code", "123456"));
+        assert_ne!(d, keyed_digest(&b, "code", "123456"));
+        assert_ne!(d, keyed_digest(&a, "other", "123456"));
+        assert_ne!(d, keyed_digest(&a, "code", "123457"));
+    }
 
     #[test]
     fn secrets_are_long_random_and_stored_hashed() {

@@ -17,6 +17,7 @@ pub mod decider;
 pub mod group;
 pub mod jwk;
 pub mod metadata;
+pub mod notification;
 pub mod organization;
 pub mod password;
 pub mod pii;

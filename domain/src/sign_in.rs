@@ -25,6 +25,17 @@ pub const STARTED_V1: &str = "signin.started.v1";
 pub const STEP_SUCCEEDED_V1: &str = "signin.step_succeeded.v1";
 pub const COMPLETED_V1: &str = "signin.completed.v1";
 pub const EXPIRED_V1: &str = "signin.expired.v1";
+pub const CODE_SENT_V1: &str = "signin.code_sent.v1";
+pub const CODE_REJECTED_V1: &str = "signin.code_rejected.v1";
+
+/// How long a code sent by email, SMS or WhatsApp may be used.
+pub const CODE_LIFETIME: time::Duration = time::Duration::minutes(10);
+/// Wrong codes a sent code survives; the next check is refused.
+pub const CODE_ATTEMPTS: u8 = 5;
+/// Codes one sign-in may send at most.
+pub const MAX_CODES_SENT: u8 = 5;
+/// How long a sign-in waits before sending another code.
+pub const CODE_RESEND_AFTER: time::Duration = time::Duration::seconds(30);
 /// A journal event (in `authfailures-{day}`), never in a sign-in stream.
 pub const STEP_FAILED_V1: &str = "signin.step_failed.v1";
 /// A journal event (in `authfailures-{day}`): an admin lifted the waits
@@ -83,12 +94,39 @@ pub struct SignInExpired {
     pub at: OffsetDateTime,
 }
 
+/// A one-time code was sent (or, for an identifier nobody holds, made
+/// and sent nowhere, so that the answer is the same). Only its keyed hash
+/// is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSent {
+    pub sign_in_id: Uuid,
+    pub method: Method,
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    pub code_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A wrong code was entered; `attempts` wrong ones so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRejected {
+    pub sign_in_id: Uuid,
+    pub attempts: u8,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignInEvent {
     Started(SignInStarted),
     StepSucceeded(StepSucceeded),
     Completed(SignInCompleted),
     Expired(SignInExpired),
+    CodeSent(CodeSent),
+    CodeRejected(CodeRejected),
 }
 
 impl DomainEvent for SignInEvent {
@@ -98,6 +136,8 @@ impl DomainEvent for SignInEvent {
             Self::StepSucceeded(_) => STEP_SUCCEEDED_V1,
             Self::Completed(_) => COMPLETED_V1,
             Self::Expired(_) => EXPIRED_V1,
+            Self::CodeSent(_) => CODE_SENT_V1,
+            Self::CodeRejected(_) => CODE_REJECTED_V1,
         }
     }
 
@@ -108,6 +148,8 @@ impl DomainEvent for SignInEvent {
             Self::StepSucceeded(e) => serde_json::to_value(e),
             Self::Completed(e) => serde_json::to_value(e),
             Self::Expired(e) => serde_json::to_value(e),
+            Self::CodeSent(e) => serde_json::to_value(e),
+            Self::CodeRejected(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -121,6 +163,8 @@ impl DomainEvent for SignInEvent {
             STEP_SUCCEEDED_V1 => decode_as(event_type, data).map(Self::StepSucceeded),
             COMPLETED_V1 => decode_as(event_type, data).map(Self::Completed),
             EXPIRED_V1 => decode_as(event_type, data).map(Self::Expired),
+            CODE_SENT_V1 => decode_as(event_type, data).map(Self::CodeSent),
+            CODE_REJECTED_V1 => decode_as(event_type, data).map(Self::CodeRejected),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -129,7 +173,8 @@ impl DomainEvent for SignInEvent {
         match self {
             Self::StepSucceeded(e) => Some(user_subject(e.user_id)),
             Self::Completed(e) => Some(user_subject(e.user_id)),
-            Self::Started(_) | Self::Expired(_) => None,
+            Self::CodeSent(e) => e.user_id.map(user_subject),
+            Self::Started(_) | Self::Expired(_) | Self::CodeRejected(_) => None,
         }
     }
 }
@@ -267,6 +312,16 @@ pub enum SignInCommand {
     /// Records that the sign-in ran out of time (nothing once recorded, or
     /// while time remains).
     Expire,
+    /// Records a code sent by `method` (its keyed hash), replacing any
+    /// earlier one.
+    SendCode {
+        method: Method,
+        user_id: Option<Uuid>,
+        code_hash: String,
+    },
+    /// Checks an entered code (its keyed hash, computed as the sent one
+    /// was): the step succeeds, or a rejection is recorded.
+    CheckCode { code_hash: String },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -294,6 +349,37 @@ pub enum SignInError {
         field: &'static str,
         reason: &'static str,
     },
+    #[error("no code was sent in this sign-in")]
+    NoCode,
+    #[error("the code has expired: ask for a new one")]
+    CodeExpired,
+    #[error("too many wrong codes: ask for a new one")]
+    CodeExhausted,
+    #[error("a code was sent moments ago: wait before asking for another")]
+    CodeRecentlySent,
+    #[error("this sign-in has sent as many codes as it may")]
+    TooManyCodes,
+}
+
+/// A code sent and not yet used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCode {
+    pub method: Method,
+    pub user_id: Option<Uuid>,
+    pub hash: String,
+    pub sent_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Wrong codes entered so far.
+    pub attempts: u8,
+}
+
+/// Compares two digests in time that does not depend on where they differ.
+fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Where the sign-in stands.
@@ -339,6 +425,8 @@ pub struct SignIn {
     pub session_id: Option<Uuid>,
     pub completed_at: Option<OffsetDateTime>,
     pub expired: bool,
+    pub code: Option<PendingCode>,
+    pub codes_sent: u8,
 }
 
 impl Default for SignIn {
@@ -358,6 +446,8 @@ impl Default for SignIn {
             session_id: None,
             completed_at: None,
             expired: false,
+            code: None,
+            codes_sent: 0,
         }
     }
 }
@@ -447,6 +537,9 @@ impl Aggregate for SignIn {
                 self.expires_at = e.expires_at;
             }
             SignInEvent::StepSucceeded(e) => {
+                if self.code.as_ref().is_some_and(|c| c.method == e.method) {
+                    self.code = None;
+                }
                 self.user_id = Some(e.user_id);
                 self.steps.push(Step {
                     factor: Factor {
@@ -461,6 +554,22 @@ impl Aggregate for SignIn {
                 self.completed_at = Some(e.at);
             }
             SignInEvent::Expired(_) => self.expired = true,
+            SignInEvent::CodeSent(e) => {
+                self.codes_sent = self.codes_sent.saturating_add(1);
+                self.code = Some(PendingCode {
+                    method: e.method,
+                    user_id: e.user_id,
+                    hash: e.code_hash.clone(),
+                    sent_at: e.at,
+                    expires_at: e.expires_at,
+                    attempts: 0,
+                });
+            }
+            SignInEvent::CodeRejected(e) => {
+                if let Some(c) = &mut self.code {
+                    c.attempts = e.attempts;
+                }
+            }
         }
         self
     }
@@ -558,6 +667,74 @@ impl Aggregate for SignIn {
                     methods: self.methods(),
                     at: now,
                 })])
+            }
+            SignInCommand::SendCode {
+                method,
+                user_id,
+                code_hash,
+            } => {
+                self.live(now)?;
+                if !method.is_sent_code() {
+                    return Err(SignInError::Invalid {
+                        field: "method",
+                        reason: "only email, sms and whatsapp send codes",
+                    });
+                }
+                if !is_sha256_hex(&code_hash) {
+                    return Err(SignInError::Invalid {
+                        field: "code_hash",
+                        reason: "must be a SHA-256 digest in lowercase hex",
+                    });
+                }
+                if self.user_id.is_some_and(|u| Some(u) != user_id) {
+                    return Err(SignInError::OtherUser);
+                }
+                self.policy
+                    .may_take(&self.factors(), method)
+                    .map_err(|_| SignInError::MethodNotAllowed(method.as_str()))?;
+                if self.codes_sent >= MAX_CODES_SENT {
+                    return Err(SignInError::TooManyCodes);
+                }
+                if self
+                    .code
+                    .as_ref()
+                    .is_some_and(|c| now - c.sent_at < CODE_RESEND_AFTER)
+                {
+                    return Err(SignInError::CodeRecentlySent);
+                }
+                Ok(vec![SignInEvent::CodeSent(CodeSent {
+                    sign_in_id: self.id,
+                    method,
+                    user_id,
+                    code_hash,
+                    expires_at: (now + CODE_LIFETIME).min(self.expires_at),
+                    at: now,
+                })])
+            }
+            SignInCommand::CheckCode { code_hash } => {
+                self.live(now)?;
+                let code = self.code.as_ref().ok_or(SignInError::NoCode)?;
+                if now >= code.expires_at {
+                    return Err(SignInError::CodeExpired);
+                }
+                if code.attempts >= CODE_ATTEMPTS {
+                    return Err(SignInError::CodeExhausted);
+                }
+                match code.user_id {
+                    Some(user_id) if same_digest(&code.hash, &code_hash) => self.decide(
+                        SignInCommand::Succeed {
+                            method: code.method,
+                            user_id,
+                            user_verified: false,
+                        },
+                        now,
+                    ),
+                    _ => Ok(vec![SignInEvent::CodeRejected(CodeRejected {
+                        sign_in_id: self.id,
+                        attempts: code.attempts.saturating_add(1),
+                        at: now,
+                    })]),
+                }
             }
             SignInCommand::Expire => {
                 if !self.started {

@@ -209,3 +209,97 @@ fn events_round_trip() {
     assert_eq!(back, failed);
     assert_eq!(failed.subject(), None);
 }
+
+fn passwordless() -> SignInPolicy {
+    SignInPolicy {
+        first_factors: [Method::Password, Method::Email].into_iter().collect(),
+        passwordless_codes: true,
+        ..SignInPolicy::default()
+    }
+}
+
+fn send(user: Option<u128>, hash: &str) -> SignInCommand {
+    SignInCommand::SendCode {
+        method: Method::Email,
+        user_id: user.map(Uuid::from_u128),
+        code_hash: hash.repeat(32),
+    }
+}
+
+fn check(hash: &str) -> SignInCommand {
+    SignInCommand::CheckCode {
+        code_hash: hash.repeat(32),
+    }
+}
+
+#[test]
+fn a_sent_code_completes_its_step_once() {
+    let mut all = vec![started(passwordless())];
+    all.extend(given_when::<SignIn>(&all, send(Some(7), "aa"), now()).unwrap());
+    let ok = given_when::<SignIn>(&all, check("aa"), now()).unwrap();
+    assert!(matches!(&ok[0], SignInEvent::StepSucceeded(s) if s.method == Method::Email));
+    all.extend(ok);
+    let s = SignIn::fold(&all);
+    assert_eq!(s.code, None, "used up");
+    assert_eq!(s.remaining(), 0);
+}
+
+#[test]
+fn wrong_codes_are_counted_and_the_sixth_check_refused() {
+    let mut all = vec![started(passwordless())];
+    all.extend(given_when::<SignIn>(&all, send(Some(7), "aa"), now()).unwrap());
+    for n in 1..=CODE_ATTEMPTS {
+        let r = given_when::<SignIn>(&all, check("bb"), now()).unwrap();
+        assert!(matches!(&r[0], SignInEvent::CodeRejected(c) if c.attempts == n));
+        all.extend(r);
+    }
+    assert_eq!(
+        given_when::<SignIn>(&all, check("aa"), now()),
+        Err(SignInError::CodeExhausted),
+        "even the right one, once exhausted"
+    );
+}
+
+#[test]
+fn codes_expire_are_not_resent_at_once_and_are_bounded() {
+    let SignInEvent::Started(mut long) = started(passwordless()) else {
+        unreachable!()
+    };
+    long.expires_at = now() + Duration::hours(1);
+    let mut all = vec![SignInEvent::Started(long)];
+    all.extend(given_when::<SignIn>(&all, send(Some(7), "aa"), now()).unwrap());
+    assert_eq!(
+        given_when::<SignIn>(&all, check("aa"), now() + CODE_LIFETIME),
+        Err(SignInError::CodeExpired)
+    );
+    assert_eq!(
+        given_when::<SignIn>(&all, send(Some(7), "cc"), now() + Duration::seconds(5)),
+        Err(SignInError::CodeRecentlySent)
+    );
+    let mut t = now();
+    for _ in 1..MAX_CODES_SENT {
+        t += CODE_RESEND_AFTER;
+        all.extend(given_when::<SignIn>(&all, send(Some(7), "cc"), t).unwrap());
+    }
+    assert_eq!(
+        given_when::<SignIn>(&all, send(Some(7), "dd"), t + CODE_RESEND_AFTER),
+        Err(SignInError::TooManyCodes)
+    );
+}
+
+#[test]
+fn a_code_for_nobody_never_matches_and_codes_need_the_policy() {
+    let mut all = vec![started(passwordless())];
+    all.extend(given_when::<SignIn>(&all, send(None, "aa"), now()).unwrap());
+    let r = given_when::<SignIn>(&all, check("aa"), now()).unwrap();
+    assert!(matches!(&r[0], SignInEvent::CodeRejected(_)));
+    let strict = [started(SignInPolicy::default())];
+    assert_eq!(
+        given_when::<SignIn>(&strict, send(Some(7), "aa"), now()),
+        Err(SignInError::MethodNotAllowed("email"))
+    );
+    assert_eq!(
+        given_when::<SignIn>(&strict, check("aa"), now()),
+        Err(SignInError::NoCode)
+    );
+}

@@ -63,6 +63,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010", "user_attributes_by_organization"),
     migration!(11, "0011", "users_by_status"),
     migration!(12, "0012", "sessions"),
+    migration!(13, "0013", "notifications"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -17,6 +17,7 @@ pub mod clients;
 mod db;
 mod fields;
 mod generation;
+pub mod notifications;
 pub mod organizations;
 pub mod rebuild;
 pub mod registration;
@@ -44,5 +45,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(audit::AuditProjection),
         std::sync::Arc::new(users::UsersProjection),
         std::sync::Arc::new(sessions::SessionsProjection),
+        std::sync::Arc::new(notifications::NotificationsProjection),
     ]
 }

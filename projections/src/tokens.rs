@@ -94,6 +94,9 @@ pub struct TokenViews {
     /// Failed sign-in steps by account and source address (every failure
     /// is recorded; each node counts them all).
     pub user_throttle: UserThrottle,
+    /// Codes sent by account and by source address, on this node: a
+    /// few are free, then each waits longer.
+    pub code_throttle: UserThrottle,
 }
 
 impl TokenViews {
@@ -117,6 +120,7 @@ impl TokenViews {
             revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
             user_throttle: UserThrottle::new(ThrottlePolicy::default()),
+            code_throttle: UserThrottle::new(ThrottlePolicy::default()),
         }
     }
 

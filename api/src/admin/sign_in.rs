@@ -41,6 +41,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/users/{id}/unlock", post(unlock))
         .route("/admin/users/{id}/methods/totp", delete(remove_totp))
+        .route("/admin/users/{id}/notifications", get(user_notifications))
+        .route("/admin/outbox", get(outbox))
 }
 
 /// What signing in to an organization takes.
@@ -292,4 +294,94 @@ pub async fn remove_totp(
     let meta = ctx.metadata(caller.actor(), Some(org));
     commands::credentials::remove_totp(&state.bus, user, &meta).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A message sent to a person (never its text).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotificationView {
+    pub id: String,
+    /// `email`, `sms` or `whatsapp`.
+    pub channel: String,
+    /// `sign_in_code` or `lockout_notice`.
+    pub purpose: String,
+    pub recipient: Option<String>,
+    /// `queued`, `sent` or `failed`.
+    pub status: String,
+    /// `smtp`, `webhook` or `outbox`.
+    pub provider: Option<String>,
+    /// The provider's reason for a failure.
+    pub reason: Option<String>,
+    pub queued_at: String,
+    pub settled_at: Option<String>,
+}
+
+impl From<projections::notifications::NotificationRow> for NotificationView {
+    fn from(r: projections::notifications::NotificationRow) -> Self {
+        Self {
+            id: r.id,
+            channel: r.channel,
+            purpose: r.purpose,
+            recipient: r.recipient,
+            status: r.status,
+            provider: r.provider,
+            reason: r.reason,
+            queued_at: r.queued_at,
+            settled_at: r.settled_at,
+        }
+    }
+}
+
+/// The messages sent to a user, newest first, with their delivery status.
+/// Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/users/{id}/notifications",
+    params(("id" = Uuid, Path, description = "The user's id"), super::PageQuery),
+    responses((status = 200, body = super::Page<NotificationView>, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn user_notifications(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<super::Page<NotificationView>>, Problem> {
+    let Path(user) = path?;
+    let Query(page) = query?;
+    let limit = page.limit()?;
+    organization_of(&state, &caller, user).await?;
+    let before = match &page.cursor {
+        Some(c) => Some(
+            c.split_once('|')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| Problem::bad_request("malformed cursor"))?,
+        ),
+        None => None,
+    };
+    let rows = projections::notifications::notifications_of(
+        &state.read_db,
+        &user.to_string(),
+        before,
+        limit + 1,
+    )
+    .await
+    .map_err(|e| Problem::internal(&e))?;
+    let items: Vec<NotificationView> = rows.into_iter().map(NotificationView::from).collect();
+    Ok(Json(super::Page::from_overfetch(items, limit, |n| {
+        format!("{}|{}", n.queued_at, n.id)
+    })))
+}
+
+/// The development mailbox: the last messages of channels with no
+/// provider configured, newest first, text included (this node's memory
+/// only). Needs the platform admin.
+#[utoipa::path(get, path = "/admin/outbox",
+    responses((status = 200, body = Vec<crate::notify::OutboxEntry>, description = "done"),
+        (status = 403, description = "only the platform admin reads the outbox")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn outbox(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+) -> Result<Json<Vec<crate::notify::OutboxEntry>>, Problem> {
+    if !caller.platform {
+        return Err(Problem::forbidden_organization());
+    }
+    Ok(Json(state.notifier.outbox.list()))
 }

@@ -18,6 +18,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use commands::sign_in::{Attempt, StartSignIn};
 use domain::credentials::Credentials;
+use domain::notification::Channel;
+
+use crate::notify;
 use domain::sign_in::{FailureReason, SignIn, SignInState, SignInStepFailed};
 use domain::sign_in_policy::Method;
 use domain::user::User;
@@ -33,7 +36,13 @@ use crate::state::AppState;
 use cookies::{SESSION_COOKIE, SIGN_IN_COOKIE};
 
 /// The methods this server can verify today; a policy may name more.
-pub const OFFERED: &[Method] = &[Method::Password, Method::Totp];
+pub const OFFERED: &[Method] = &[
+    Method::Password,
+    Method::Email,
+    Method::Sms,
+    Method::Whatsapp,
+    Method::Totp,
+];
 
 /// The longest password read (longer ones are refused unread: argon2id
 /// would hash them, and no policy sets a password that long).
@@ -47,6 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/authentication/status", get(status))
         .route("/authentication/authenticate", post(authenticate))
         .route("/authentication/complete", post(complete))
+        .route("/authentication/verify-otp", post(verify_otp))
 }
 
 // --- wire types ------------------------------------------------------------
@@ -96,8 +106,29 @@ pub struct SignInView {
     pub methods: Vec<&'static str>,
     /// Whether `/authentication/complete` would succeed now.
     pub can_complete: bool,
+    /// The code sent last and not yet used, if any (never the code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+}
+
+/// A code sent and not yet used.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CodeView {
+    /// `email`, `sms` or `whatsapp`.
+    pub method: &'static str,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// A code to check.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyOtpBody {
+    pub session_id: Uuid,
+    /// The six digits received.
+    pub code: String,
 }
 
 /// One step. `password` takes `password` and `identifier` (optional once
@@ -236,6 +267,14 @@ async fn view(
             _ => Vec::new(),
         },
         can_complete: phase == SignInState::InProgress && remaining == 0 && holder.is_some(),
+        code: sign_in
+            .code
+            .as_ref()
+            .filter(|c| c.expires_at > now && phase == SignInState::InProgress)
+            .map(|c| CodeView {
+                method: c.method.as_str(),
+                expires_at: rfc3339(c.expires_at),
+            }),
         login_hint,
     })
 }
@@ -435,9 +474,161 @@ pub async fn authenticate(
             let code = required(body.code.as_deref(), "code", 16)?;
             verify_code(&state, found, code, &meta).await?
         }
+        Method::Email | Method::Sms | Method::Whatsapp => {
+            return send_code(&state, &sign_in, method, found, key.1, &meta).await;
+        }
         _ => return Err(not_offered(method)),
     };
     step_result(&state, &sign_in, method, attempt, key, &meta).await
+}
+
+/// Where a code of `method` goes for `user`: their verified address or
+/// number.
+fn address(user: &User, method: Method) -> Option<String> {
+    let verified = match method {
+        Method::Email => user.email_verified.then_some(user.email.as_ref()),
+        Method::Sms | Method::Whatsapp => user.phone_verified.then_some(user.phone_number.as_ref()),
+        _ => None,
+    };
+    verified.flatten().and_then(|v| v.value().cloned())
+}
+
+fn channel_of(method: Method) -> Channel {
+    match method {
+        Method::Sms => Channel::Sms,
+        Method::Whatsapp => Channel::Whatsapp,
+        _ => Channel::Email,
+    }
+}
+
+/// How a code is kept: its keyed digest, bound to the sign-in.
+fn code_hash(state: &AppState, sign_in: Uuid, code: &str) -> String {
+    commands::crypto::keyed_digest(
+        &state.master_key,
+        "sign-in code",
+        &format!("{}:{}", sign_in.simple(), code.trim()),
+    )
+}
+
+/// Sends a one-time code to the person's verified address or number. An
+/// identifier nobody holds (or a person without one, or deactivated) gets
+/// the same answer, and the code goes nowhere. Sending is limited per
+/// account and per source address.
+async fn send_code(
+    state: &AppState,
+    sign_in: &SignIn,
+    method: Method,
+    found: commands::sign_in::Identified,
+    source: String,
+    meta: &Metadata,
+) -> Result<Response, Problem> {
+    let now = state.clock.now();
+    let sends = &state.tokens.code_throttle;
+    let by_account = (found.account.clone(), String::new());
+    let by_source = (String::new(), source);
+    for k in [&by_account, &by_source] {
+        if let Some(wait) = sends.wait(k, now) {
+            return Ok(too_many(wait));
+        }
+    }
+    let target = found
+        .user
+        .as_ref()
+        .filter(|u| u.is_active())
+        .and_then(|u| address(u, method).map(|to| (u.id, to)));
+    if target.is_none() && sign_in.user_id.is_some() {
+        return Err(Problem::refused(
+            StatusCode::CONFLICT,
+            "step-not-allowed",
+            format!(
+                "there is no verified address for the method {}",
+                method.as_str()
+            ),
+        ));
+    }
+    sends.count(by_account, now);
+    sends.count(by_source, now);
+    let code = commands::sign_in::new_code();
+    let hash = code_hash(state, sign_in.id, &code);
+    let user_id = target.as_ref().map(|(id, _)| *id);
+    let after =
+        commands::sign_in::send_code(&state.bus, sign_in.id, method, user_id, hash, meta).await?;
+    if let Some((user_id, to)) = target {
+        let organization = organization_name(state, sign_in.organization_id).await;
+        let message = notify::code_message(channel_of(method), to, &code, &organization);
+        state
+            .notifier
+            .deliver(&state.bus, user_id, sign_in.organization_id, message, meta)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(view(state, &after, None).await?)).into_response())
+}
+
+/// The organization's name, as messages and enrolments show it.
+pub async fn organization_name(state: &AppState, id: Uuid) -> String {
+    match state
+        .bus
+        .load_cached::<domain::organization::Organization>(&id.to_string())
+        .await
+    {
+        Ok(org) if !org.name.is_empty() => org.name,
+        _ => "idp".into(),
+    }
+}
+
+/// Check a code sent by email, SMS or WhatsApp in this sign-in. A wrong
+/// code counts like a failed step; five wrong ones use the code up; it
+/// works once, for ten minutes. Needs the sign-in's cookie.
+#[utoipa::path(post, path = "/authentication/verify-otp", request_body = VerifyOtpBody,
+    responses((status = 200, body = SignInView, description = "the step succeeded"),
+        (status = 401, description = "the code is not right"),
+        (status = 404, description = "no such sign-in for this browser"),
+        (status = 409, description = "no code was sent, or too many wrong ones were entered"),
+        (status = 410, description = "the code or the sign-in has expired"),
+        (status = 429, description = "too many failures from this address")),
+    tag = "authentication")]
+pub async fn verify_otp(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body<VerifyOtpBody>,
+) -> Result<Response, Problem> {
+    let sign_in = bound(&state, &headers, body.session_id).await?;
+    let meta = ctx.metadata(anonymous(), Some(sign_in.organization_id));
+    live(&state, &sign_in, &meta).await?;
+    let pending = sign_in.code.as_ref().ok_or_else(|| {
+        Problem::from(commands::sign_in::SignInFailure::SignIn(
+            domain::sign_in::SignInError::NoCode,
+        ))
+    })?;
+    let account = match pending.user_id {
+        Some(user) => commands::sign_in::account_of_user(user),
+        None => format!("signin:{}", sign_in.id.simple()),
+    };
+    let key = (account, ctx.source_ip.clone().unwrap_or_default());
+    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
+        return Ok(too_many(wait));
+    }
+    let code = required(Some(body.code.as_str()), "code", 16)?;
+    let method = pending.method;
+    let hash = code_hash(&state, sign_in.id, code);
+    match commands::sign_in::check_code(&state.bus, sign_in.id, hash, &meta).await? {
+        commands::sign_in::CodeCheck::Accepted(after) => {
+            state.tokens.user_throttle.succeeded(&key);
+            Ok(Json(view(&state, &after, None).await?).into_response())
+        }
+        commands::sign_in::CodeCheck::Rejected { user_id } => {
+            let f = Failed {
+                sign_in_id: sign_in.id,
+                organization_id: sign_in.organization_id,
+                method,
+                reason: FailureReason::WrongCredential,
+                user_id,
+            };
+            Err(failed(&state, f, key, &meta).await)
+        }
+    }
 }
 
 /// A method this server does not verify yet.

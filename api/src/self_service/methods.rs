@@ -277,7 +277,8 @@ pub async fn begin_totp(
         .await
         .map_err(|e| Problem::internal(&e))?;
     let account = user.username.value().cloned().unwrap_or_default();
-    let issuer = organization_name(&state, caller.session.organization_id).await;
+    let issuer =
+        crate::authentication::organization_name(&state, caller.session.organization_id).await;
     let secret = commands::totp::new_secret();
     let uri = commands::totp::otpauth_uri(&secret, &issuer, &account)
         .ok_or_else(|| Problem::internal(&"the otpauth URI could not be made"))?;
@@ -296,17 +297,6 @@ pub async fn begin_totp(
         otpauth_uri: uri,
         secret,
     }))
-}
-
-async fn organization_name(state: &AppState, id: Uuid) -> String {
-    match state
-        .bus
-        .load_cached::<domain::organization::Organization>(&id.to_string())
-        .await
-    {
-        Ok(org) if !org.name.is_empty() => org.name,
-        _ => "idp".into(),
-    }
 }
 
 /// The QR code of `text` as an SVG document (dark modules as one path).

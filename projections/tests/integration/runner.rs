@@ -885,7 +885,7 @@ async fn rebuild_under_writes(env: Env) {
         during.load(Ordering::SeqCst) > 0,
         "writes arrived while rebuilding"
     );
-    assert_eq!(summary.switched_at.len(), 6);
+    assert_eq!(summary.switched_at.len(), 7);
 
     assert!(
         handle.wait_for(end, Duration::from_secs(60)).await,
@@ -952,7 +952,7 @@ async fn interrupted_rebuild(env: Env) {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(next.len(), 6, "{next:?}");
+    assert_eq!(next.len(), 7, "{next:?}");
     let resume: Vec<eventlog::Position> = sqlx::query(
         "SELECT commit_pos, prepare_pos FROM projection_checkpoints WHERE name LIKE '%#next'",
     )
@@ -1181,6 +1181,7 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
         .await
         .unwrap();
     }
+    write_notifications(log, org, user, gone, now).await;
     if round.is_multiple_of(2) {
         let deleted = UserEvent::Deleted(UserDeleted {
             user_id: gone,
@@ -1191,6 +1192,71 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
             &format!("user-{gone}"),
             ExpectedRevision::Any,
             vec![encode(&deleted, &meta())],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Messages: one sent, one failed, one of a person deleted in even rounds.
+async fn write_notifications(
+    log: &Arc<dyn EventLog>,
+    org: Uuid,
+    user: Uuid,
+    gone: Uuid,
+    now: OffsetDateTime,
+) {
+    use domain::Pii;
+    use domain::notification::{
+        Channel, NotificationEvent, NotificationFailed, NotificationQueued, NotificationSent,
+        Purpose,
+    };
+    use eventlog::{ExpectedRevision, encode};
+    let queued = |id: Uuid, user: Uuid, channel: Channel| {
+        NotificationEvent::Queued(NotificationQueued {
+            notification_id: id,
+            user_id: user,
+            organization_id: org,
+            channel,
+            purpose: Purpose::SignInCode,
+            recipient: Pii::new("+442071234567".into()),
+            at: now,
+        })
+    };
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let streams = [
+        (
+            a,
+            vec![
+                queued(a, user, Channel::Sms),
+                NotificationEvent::Sent(NotificationSent {
+                    notification_id: a,
+                    user_id: user,
+                    provider: "webhook".into(),
+                    at: now,
+                }),
+            ],
+        ),
+        (
+            b,
+            vec![
+                queued(b, user, Channel::Email),
+                NotificationEvent::Failed(NotificationFailed {
+                    notification_id: b,
+                    user_id: user,
+                    provider: "smtp".into(),
+                    reason: "connection refused".into(),
+                    at: now,
+                }),
+            ],
+        ),
+        (c, vec![queued(c, gone, Channel::Whatsapp)]),
+    ];
+    for (id, events) in streams {
+        log.append(
+            &format!("notification-{id}"),
+            ExpectedRevision::Any,
+            events.iter().map(|e| encode(e, &meta())).collect(),
         )
         .await
         .unwrap();

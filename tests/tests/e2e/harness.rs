@@ -66,13 +66,21 @@ impl TestServer {
         name: &str,
     ) -> Option<(Self, std::sync::Arc<commands::ManualClock>)> {
         let (config, dir) = Self::config(store, name).await?;
+        Some(Self::start_clocked_with(config, dir).await)
+    }
+
+    /// [`TestServer::start_clocked`] with a configuration of the test's.
+    pub async fn start_clocked_with(
+        config: Config,
+        dir: tempfile::TempDir,
+    ) -> (Self, std::sync::Arc<commands::ManualClock>) {
         let clock =
             std::sync::Arc::new(commands::ManualClock::new(time::OffsetDateTime::now_utc()));
         let server = Server::start_with_clock(config.clone(), clock.clone())
             .await
             .unwrap();
         let base = format!("http://{}", server.addr);
-        Some((
+        (
             Self {
                 data_dir: config.data_dir.clone(),
                 server: Some(server),
@@ -81,7 +89,7 @@ impl TestServer {
                 _dir: Some(dir),
             },
             clock,
-        ))
+        )
     }
 
     pub async fn start(store: Store, name: &str) -> Option<Self> {

@@ -15,10 +15,10 @@ use time::Duration;
 
 use crate::harness::{Admin, Store, TestServer, http};
 
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 /// A browser: keeps cookies, and comes from `source` on the loopback.
-fn browser(source: Ipv4Addr) -> reqwest::Client {
+pub fn browser(source: Ipv4Addr) -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .local_address(IpAddr::V4(source))
@@ -26,12 +26,12 @@ fn browser(source: Ipv4Addr) -> reqwest::Client {
         .unwrap()
 }
 
-fn home() -> reqwest::Client {
+pub fn home() -> reqwest::Client {
     browser(Ipv4Addr::new(127, 0, 0, 1))
 }
 
 /// `(status, headers, body)`.
-async fn send(
+pub async fn send(
     c: &reqwest::Client,
     method: Method,
     url: String,
@@ -52,7 +52,7 @@ async fn send(
     )
 }
 
-async fn admin_call(
+pub async fn admin_call(
     s: &TestServer,
     admin: &Admin,
     method: Method,
@@ -63,7 +63,7 @@ async fn admin_call(
     (st, v)
 }
 
-async fn create_user(
+pub async fn create_user(
     s: &TestServer,
     admin: &Admin,
     username: &str,
@@ -83,7 +83,7 @@ async fn create_user(
     v["user_id"].as_str().unwrap().to_owned()
 }
 
-async fn start(s: &TestServer, c: &reqwest::Client, admin: &Admin) -> (String, Value) {
+pub async fn start(s: &TestServer, c: &reqwest::Client, admin: &Admin) -> (String, Value) {
     let (st, _, v) = send(
         c,
         Method::POST,
@@ -95,7 +95,7 @@ async fn start(s: &TestServer, c: &reqwest::Client, admin: &Admin) -> (String, V
     (v["session_id"].as_str().unwrap().to_owned(), v)
 }
 
-async fn password(
+pub async fn password(
     s: &TestServer,
     c: &reqwest::Client,
     sign_in: &str,
@@ -112,7 +112,7 @@ async fn password(
     .await
 }
 
-async fn complete(
+pub async fn complete(
     s: &TestServer,
     c: &reqwest::Client,
     sign_in: &str,
@@ -127,7 +127,12 @@ async fn complete(
 }
 
 /// Signs `identifier` in with `c`; answers the completion's body.
-async fn sign_in(s: &TestServer, c: &reqwest::Client, admin: &Admin, identifier: &str) -> Value {
+pub async fn sign_in(
+    s: &TestServer,
+    c: &reqwest::Client,
+    admin: &Admin,
+    identifier: &str,
+) -> Value {
     let (id, _) = start(s, c, admin).await;
     let (st, _, v) = password(s, c, &id, identifier, PASSWORD).await;
     assert_eq!(st, 200, "{v}");
@@ -136,7 +141,7 @@ async fn sign_in(s: &TestServer, c: &reqwest::Client, admin: &Admin, identifier:
     v
 }
 
-fn set_cookies(h: &reqwest::header::HeaderMap) -> Vec<String> {
+pub fn set_cookies(h: &reqwest::header::HeaderMap) -> Vec<String> {
     h.get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
@@ -725,7 +730,7 @@ async fn sessions_are_listed_revoked_and_expire() {
 }
 
 /// The user's sessions, ended ones included, once `until` holds of them.
-async fn ended_sessions(
+pub async fn ended_sessions(
     s: &TestServer,
     admin: &Admin,
     user: &str,
