@@ -101,6 +101,15 @@ pub struct Config {
     pub whatsapp_webhook_url: Option<String>,
     /// `IDP_WEBHOOK_SECRET`: sent to the gateways in `X-Webhook-Secret`.
     pub webhook_secret: Option<String>,
+    /// `IDP_WEBAUTHN_RP_ID`: the relying party id passkeys are bound to (a
+    /// domain); default the host of the first origin.
+    pub webauthn_rp_id: Option<String>,
+    /// `IDP_WEBAUTHN_ORIGINS`: the origins pages ask for passkeys from,
+    /// comma-separated; default the issuer's (`http://localhost:PORT` for
+    /// an issuer on a loopback address).
+    pub webauthn_origins: Option<String>,
+    /// `IDP_WEBAUTHN_RP_NAME`: the name authenticators show.
+    pub webauthn_rp_name: String,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -137,6 +146,9 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_SMS_WEBHOOK_URL",
     "IDP_WHATSAPP_WEBHOOK_URL",
     "IDP_WEBHOOK_SECRET",
+    "IDP_WEBAUTHN_RP_ID",
+    "IDP_WEBAUTHN_ORIGINS",
+    "IDP_WEBAUTHN_RP_NAME",
     "IDP_CONFIG",
 ];
 
@@ -174,6 +186,9 @@ impl Default for Config {
             sms_webhook_url: None,
             whatsapp_webhook_url: None,
             webhook_secret: None,
+            webauthn_rp_id: None,
+            webauthn_origins: None,
+            webauthn_rp_name: "idp".into(),
             http_max_connections: 10_000,
         }
     }

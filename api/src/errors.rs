@@ -303,6 +303,9 @@ impl From<commands::sign_in::SignInFailure> for Problem {
                 "too-many-codes",
                 e.to_string(),
             ),
+            F::SignIn(e @ S::NoPasskeyChallenge) => {
+                Problem::refused(StatusCode::CONFLICT, "no-passkey-challenge", e.to_string())
+            }
             F::SignIn(e @ S::AlreadyExists) => Problem::internal(&e),
             F::UnknownOrganization => {
                 Problem::validation("no such organization").with("field", "organization_id")
@@ -360,6 +363,14 @@ impl From<commands::credentials::CredentialFailure> for Problem {
                 Problem::validation(e.to_string()).with("field", field)
             }
             F::WrongCode => Problem::validation("the code is not right").with("field", "code"),
+            F::Credentials(e @ C::NoPasskey) => Problem::not_found("passkey").detail(e.to_string()),
+            F::Credentials(e @ C::PasskeyExists) => {
+                Problem::conflict("passkey-exists", e.to_string())
+            }
+            F::Credentials(e @ C::TooManyPasskeys) => {
+                Problem::limit("too-many-passkeys", e.to_string())
+                    .with("limit", domain::credentials::MAX_PASSKEYS)
+            }
             F::Session(_) => Problem::refused(
                 StatusCode::UNAUTHORIZED,
                 "no-session",

@@ -22,6 +22,7 @@ pub mod master_key;
 pub mod notify;
 pub mod oauth;
 pub mod openapi;
+pub mod passkeys;
 pub mod problem;
 pub mod registration;
 pub mod self_service;

@@ -37,6 +37,8 @@ use crate::{authentication, self_service};
         self_service::revoke_others, self_service::sign_out,
         self_service::methods::list, self_service::methods::step_up, self_service::methods::set_password,
         self_service::methods::begin_totp, self_service::methods::confirm_totp, self_service::methods::remove_totp,
+        self_service::methods::begin_passkey, self_service::methods::confirm_passkey,
+        self_service::methods::rename_passkey, self_service::methods::remove_passkey,
     ),
     components(schemas(
         organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
@@ -67,6 +69,9 @@ use crate::{authentication, self_service};
         self_service::methods::MethodsView, self_service::methods::PasswordMethod, self_service::methods::TotpMethod,
         self_service::methods::AddressMethod, self_service::methods::StepUpBody, self_service::methods::SteppedUp,
         self_service::methods::NewPassword, self_service::methods::TotpEnrolment, self_service::methods::ConfirmTotp,
+        self_service::methods::PasskeyView, self_service::methods::PasskeyRegistration,
+        self_service::methods::ConfirmPasskey, self_service::methods::RenamePasskey,
+        authentication::PasskeyRequest,
     )),
     modifiers(&BearerAuth),
 )]

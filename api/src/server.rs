@@ -47,6 +47,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("passwords: {0}")]
     Passwords(String),
+    #[error("passkeys: {0}")]
+    Passkeys(String),
     #[error("messages: {0}")]
     Notify(#[from] crate::notify::NotifyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -184,6 +186,9 @@ impl Server {
             ring,
         ));
         let passwords = Arc::new(passwords(&config)?);
+        let passkeys = crate::passkeys::RelyingParty::from_config(&config)
+            .map_err(StartError::Passkeys)?
+            .map(Arc::new);
         let notifier = Arc::new(crate::notify::Notifier::from_config(
             &config,
             clock.clone(),
@@ -202,6 +207,7 @@ impl Server {
             subject_keys,
             passwords,
             notifier,
+            passkeys,
         };
         tracing::info!(
             %addr,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub passwords: Arc<commands::password::Passwords>,
     /// Email, SMS and WhatsApp providers, and the outbox.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The WebAuthn relying party; none when no origin has a domain.
+    pub passkeys: Option<Arc<crate::passkeys::RelyingParty>>,
 }
 
 impl AppState {

@@ -137,3 +137,71 @@ pub async fn step_up(
     .await?;
     Ok(bus.load::<Session>(&session_id.to_string()).await?.0)
 }
+
+/// A passkey to record.
+#[derive(Clone, Debug)]
+pub struct NewPasskey {
+    pub user_id: Uuid,
+    pub passkey_id: Uuid,
+    /// The authenticator's id for it, base64url.
+    pub credential_id: String,
+    pub name: String,
+    /// The relying party's record of it, as the WebAuthn library keeps it.
+    pub passkey: serde_json::Value,
+}
+
+pub async fn register_passkey(bus: &CommandBus, p: NewPasskey, meta: &Metadata) -> Result<Outcome> {
+    let command = CredentialsCommand::RegisterPasskey {
+        user_id: p.user_id,
+        passkey_id: p.passkey_id,
+        credential_id: p.credential_id,
+        name: p.name,
+        passkey: p.passkey,
+    };
+    Ok(bus
+        .execute::<Credentials>(&p.user_id.to_string(), command, meta)
+        .await?)
+}
+
+/// Records that a passkey signed its person in (with its new record when
+/// the counter or flags changed).
+pub async fn use_passkey(
+    bus: &CommandBus,
+    user_id: Uuid,
+    passkey_id: Uuid,
+    passkey: Option<serde_json::Value>,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = CredentialsCommand::UsePasskey {
+        passkey_id,
+        passkey,
+    };
+    Ok(bus
+        .execute::<Credentials>(&user_id.to_string(), command, meta)
+        .await?)
+}
+
+pub async fn rename_passkey(
+    bus: &CommandBus,
+    user_id: Uuid,
+    passkey_id: Uuid,
+    name: String,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = CredentialsCommand::RenamePasskey { passkey_id, name };
+    Ok(bus
+        .execute::<Credentials>(&user_id.to_string(), command, meta)
+        .await?)
+}
+
+pub async fn remove_passkey(
+    bus: &CommandBus,
+    user_id: Uuid,
+    passkey_id: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = CredentialsCommand::RemovePasskey { passkey_id };
+    Ok(bus
+        .execute::<Credentials>(&user_id.to_string(), command, meta)
+        .await?)
+}

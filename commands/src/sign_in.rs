@@ -351,6 +351,23 @@ pub async fn send_code(
     load(bus, sign_in_id).await
 }
 
+/// Records the state of a passkey ceremony the next passkey step answers.
+pub async fn challenge_passkey(
+    bus: &CommandBus,
+    sign_in_id: Uuid,
+    state: serde_json::Value,
+    user_id: Option<Uuid>,
+    meta: &Metadata,
+) -> Result<()> {
+    bus.execute::<SignIn>(
+        &sign_in_id.to_string(),
+        SignInCommand::ChallengePasskey { state, user_id },
+        meta,
+    )
+    .await?;
+    Ok(())
+}
+
 /// What checking an entered code did.
 #[derive(Debug)]
 pub enum CodeCheck {

@@ -27,6 +27,7 @@ pub const COMPLETED_V1: &str = "signin.completed.v1";
 pub const EXPIRED_V1: &str = "signin.expired.v1";
 pub const CODE_SENT_V1: &str = "signin.code_sent.v1";
 pub const CODE_REJECTED_V1: &str = "signin.code_rejected.v1";
+pub const PASSKEY_CHALLENGED_V1: &str = "signin.passkey_challenged.v1";
 
 /// How long a code sent by email, SMS or WhatsApp may be used.
 pub const CODE_LIFETIME: time::Duration = time::Duration::minutes(10);
@@ -119,6 +120,20 @@ pub struct CodeRejected {
     pub at: OffsetDateTime,
 }
 
+/// A passkey was asked for: the ceremony's state (its challenge), which
+/// the assertion must answer, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyChallenged {
+    pub sign_in_id: Uuid,
+    pub state: Value,
+    /// The person asked for, when the sign-in named one (no handle needed
+    /// in the answer then).
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignInEvent {
     Started(SignInStarted),
@@ -127,6 +142,7 @@ pub enum SignInEvent {
     Expired(SignInExpired),
     CodeSent(CodeSent),
     CodeRejected(CodeRejected),
+    PasskeyChallenged(PasskeyChallenged),
 }
 
 impl DomainEvent for SignInEvent {
@@ -138,6 +154,7 @@ impl DomainEvent for SignInEvent {
             Self::Expired(_) => EXPIRED_V1,
             Self::CodeSent(_) => CODE_SENT_V1,
             Self::CodeRejected(_) => CODE_REJECTED_V1,
+            Self::PasskeyChallenged(_) => PASSKEY_CHALLENGED_V1,
         }
     }
 
@@ -150,6 +167,7 @@ impl DomainEvent for SignInEvent {
             Self::Expired(e) => serde_json::to_value(e),
             Self::CodeSent(e) => serde_json::to_value(e),
             Self::CodeRejected(e) => serde_json::to_value(e),
+            Self::PasskeyChallenged(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -165,6 +183,7 @@ impl DomainEvent for SignInEvent {
             EXPIRED_V1 => decode_as(event_type, data).map(Self::Expired),
             CODE_SENT_V1 => decode_as(event_type, data).map(Self::CodeSent),
             CODE_REJECTED_V1 => decode_as(event_type, data).map(Self::CodeRejected),
+            PASSKEY_CHALLENGED_V1 => decode_as(event_type, data).map(Self::PasskeyChallenged),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -174,7 +193,10 @@ impl DomainEvent for SignInEvent {
             Self::StepSucceeded(e) => Some(user_subject(e.user_id)),
             Self::Completed(e) => Some(user_subject(e.user_id)),
             Self::CodeSent(e) => e.user_id.map(user_subject),
-            Self::Started(_) | Self::Expired(_) | Self::CodeRejected(_) => None,
+            Self::Started(_)
+            | Self::Expired(_)
+            | Self::CodeRejected(_)
+            | Self::PasskeyChallenged(_) => None,
         }
     }
 }
@@ -196,6 +218,9 @@ pub enum FailureReason {
     OtherUser,
     /// A one-time code that was already used.
     Replayed,
+    /// A passkey's signature counter went backwards: perhaps a cloned
+    /// authenticator.
+    CounterRegressed,
 }
 
 impl FailureReason {
@@ -207,6 +232,7 @@ impl FailureReason {
             Self::Deactivated => "deactivated",
             Self::OtherUser => "other_user",
             Self::Replayed => "replayed",
+            Self::CounterRegressed => "counter_regressed",
         }
     }
 }
@@ -322,6 +348,9 @@ pub enum SignInCommand {
     /// Checks an entered code (its keyed hash, computed as the sent one
     /// was): the step succeeds, or a rejection is recorded.
     CheckCode { code_hash: String },
+    /// Records the state of a passkey ceremony the next passkey step
+    /// answers (replacing an earlier one).
+    ChallengePasskey { state: Value, user_id: Option<Uuid> },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -359,6 +388,8 @@ pub enum SignInError {
     CodeRecentlySent,
     #[error("this sign-in has sent as many codes as it may")]
     TooManyCodes,
+    #[error("no passkey was asked for in this sign-in")]
+    NoPasskeyChallenge,
 }
 
 /// A code sent and not yet used.
@@ -427,6 +458,9 @@ pub struct SignIn {
     pub expired: bool,
     pub code: Option<PendingCode>,
     pub codes_sent: u8,
+    /// The passkey ceremony the next passkey step answers, and whom it
+    /// asked for.
+    pub passkey_challenge: Option<(Value, Option<Uuid>)>,
 }
 
 impl Default for SignIn {
@@ -448,6 +482,7 @@ impl Default for SignIn {
             expired: false,
             code: None,
             codes_sent: 0,
+            passkey_challenge: None,
         }
     }
 }
@@ -540,6 +575,9 @@ impl Aggregate for SignIn {
                 if self.code.as_ref().is_some_and(|c| c.method == e.method) {
                     self.code = None;
                 }
+                if e.method == Method::Passkey {
+                    self.passkey_challenge = None;
+                }
                 self.user_id = Some(e.user_id);
                 self.steps.push(Step {
                     factor: Factor {
@@ -569,6 +607,9 @@ impl Aggregate for SignIn {
                 if let Some(c) = &mut self.code {
                     c.attempts = e.attempts;
                 }
+            }
+            SignInEvent::PasskeyChallenged(e) => {
+                self.passkey_challenge = Some((e.state.clone(), e.user_id));
             }
         }
         self
@@ -634,6 +675,9 @@ impl Aggregate for SignIn {
                 let done = self.factors();
                 if !done.is_empty() && self.policy.remaining(&done) == 0 {
                     return Err(SignInError::AlreadyUsed(method.as_str()));
+                }
+                if method == Method::Passkey && self.passkey_challenge.is_none() {
+                    return Err(SignInError::NoPasskeyChallenge);
                 }
                 self.policy
                     .may_take(&done, method)
@@ -735,6 +779,21 @@ impl Aggregate for SignIn {
                         at: now,
                     })]),
                 }
+            }
+            SignInCommand::ChallengePasskey { state, user_id } => {
+                self.live(now)?;
+                self.policy
+                    .may_take(&self.factors(), Method::Passkey)
+                    .map_err(|_| SignInError::MethodNotAllowed(Method::Passkey.as_str()))?;
+                if self.user_id.is_some_and(|u| Some(u) != user_id) {
+                    return Err(SignInError::OtherUser);
+                }
+                Ok(vec![SignInEvent::PasskeyChallenged(PasskeyChallenged {
+                    sign_in_id: self.id,
+                    state,
+                    user_id,
+                    at: now,
+                })])
             }
             SignInCommand::Expire => {
                 if !self.started {

@@ -303,3 +303,32 @@ fn a_code_for_nobody_never_matches_and_codes_need_the_policy() {
         Err(SignInError::NoCode)
     );
 }
+
+#[test]
+fn a_passkey_step_answers_one_challenge_and_counts_twice_when_verified() {
+    let mut all = vec![started(two_factors())];
+    let passkey = SignInCommand::Succeed {
+        method: Method::Passkey,
+        user_id: Uuid::from_u128(7),
+        user_verified: true,
+    };
+    assert_eq!(
+        given_when::<SignIn>(&all, passkey.clone(), now()),
+        Err(SignInError::NoPasskeyChallenge)
+    );
+    all.extend(
+        given_when::<SignIn>(
+            &all,
+            SignInCommand::ChallengePasskey {
+                state: serde_json::json!({"challenge": "x"}),
+                user_id: None,
+            },
+            now(),
+        )
+        .unwrap(),
+    );
+    all.extend(given_when::<SignIn>(&all, passkey.clone(), now()).unwrap());
+    let s = SignIn::fold(&all);
+    assert_eq!(s.remaining(), 0, "a verified passkey is two factors");
+    assert_eq!(s.passkey_challenge, None, "answered once");
+}

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use commands::CommandBus;
 use commands::user::{UserFailure, UserPatch};
-use domain::credentials::{Credentials, CredentialsEvent, TOTP_ENROLLED_V1};
+use domain::credentials::{
+    Credentials, CredentialsEvent, PASSKEY_REGISTERED_V1, PASSKEY_USED_V1, TOTP_ENROLLED_V1,
+};
 use domain::group::GroupEvent;
 use domain::user::{PASSWORD_SET_V1, ProfilePatch, User, UserEvent};
 use domain::{Aggregate, Metadata};
@@ -24,7 +26,7 @@ pub use domain::user::user_of_subject;
 /// what it requires; never its material.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialRecord {
-    /// `password` or `totp`.
+    /// `password`, `totp` or `passkey`.
     #[serde(rename = "type")]
     pub kind: String,
     pub created_at: String,
@@ -137,6 +139,12 @@ pub async fn user_record(
                 must_change: false,
                 last_used_at: t.last_used_at.map(rfc3339),
             }))
+            .chain(credentials.passkeys.iter().map(|p| CredentialRecord {
+                kind: "passkey".into(),
+                created_at: rfc3339(p.created_at),
+                must_change: false,
+                last_used_at: p.last_used_at.map(rfc3339),
+            }))
             .collect(),
         groups: groups.into_iter().collect(),
     }))
@@ -147,6 +155,7 @@ pub(crate) fn exported_data(e: &RecordedEvent, mut data: Value) -> Value {
     let field = match e.event_type.as_str() {
         PASSWORD_SET_V1 => "hash",
         TOTP_ENROLLED_V1 => "secret",
+        PASSKEY_REGISTERED_V1 | PASSKEY_USED_V1 => "passkey",
         _ => return data,
     };
     if let Some(o) = data.as_object_mut()

@@ -145,6 +145,22 @@ pub struct AuthenticateBody {
     pub identifier: Option<String>,
     pub password: Option<String>,
     pub code: Option<String>,
+    /// `passkey`: the authenticator's answer
+    /// (`navigator.credentials.get(…).toJSON()`); without it, the step
+    /// answers the request options to pass to the authenticator.
+    #[schema(value_type = Option<Object>)]
+    pub assertion: Option<serde_json::Value>,
+}
+
+/// What to ask the authenticator for (`navigator.credentials.get`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasskeyRequest {
+    pub session_id: Uuid,
+    /// `{"publicKey": …}` (and `mediation` for a sign-in that has not said
+    /// who the person is): WebAuthn request options, binary values in
+    /// base64url.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -214,19 +230,20 @@ impl Holder {
             Method::Email => u.email.is_some() && u.email_verified,
             Method::Sms | Method::Whatsapp => u.phone_number.is_some() && u.phone_verified,
             Method::Totp => self.credentials.totp.is_some(),
-            Method::Passkey | Method::Sso => false,
+            Method::Passkey => !self.credentials.passkeys.is_empty(),
+            Method::Sso => false,
         }
     }
 }
 
 /// The methods the next step may use: allowed by the policy, offered by
 /// this server, and (once known) held by the person.
-fn next_methods(sign_in: &SignIn, holder: Option<&Holder>) -> Vec<Method> {
+fn next_methods(state: &AppState, sign_in: &SignIn, holder: Option<&Holder>) -> Vec<Method> {
     sign_in
         .policy
         .next_methods(&sign_in.factors())
         .into_iter()
-        .filter(|m| OFFERED.contains(m))
+        .filter(|m| offered(state, *m))
         .filter(|m| holder.is_none_or(|h| h.holds(*m)))
         .collect()
 }
@@ -260,7 +277,7 @@ async fn view(
         required_factors: sign_in.policy.factors_required,
         remaining_factors: remaining,
         methods: match phase {
-            SignInState::InProgress => next_methods(sign_in, holder.as_ref())
+            SignInState::InProgress => next_methods(state, sign_in, holder.as_ref())
                 .into_iter()
                 .map(Method::as_str)
                 .collect(),
@@ -444,15 +461,12 @@ pub async fn authenticate(
         .policy
         .may_take(&sign_in.factors(), method)
         .map_err(|_| step_not_allowed(&sign_in, method))?;
-    if !OFFERED.contains(&method) {
-        return Err(Problem::refused(
-            StatusCode::BAD_REQUEST,
-            "method-unavailable",
-            format!(
-                "this server does not offer the method {} yet",
-                method.as_str()
-            ),
-        ));
+    if !offered(&state, method) {
+        return Err(not_offered(method));
+    }
+    if method == Method::Passkey {
+        let source = ctx.source_ip.clone().unwrap_or_default();
+        return passkey_step(&state, &sign_in, &body, source, &meta).await;
     }
     let found = who(&state, &sign_in, body.identifier.as_deref()).await?;
     let key = (
@@ -628,6 +642,162 @@ pub async fn verify_otp(
             };
             Err(failed(&state, f, key, &meta).await)
         }
+    }
+}
+
+/// Whether this server verifies `method` (passkeys need a relying party).
+fn offered(state: &AppState, method: Method) -> bool {
+    OFFERED.contains(&method) || (method == Method::Passkey && state.passkeys.is_some())
+}
+
+/// A passkey step: without an assertion, asks for one (for whom the
+/// sign-in or the identifier names, or for anyone, usernameless); with
+/// one, checks it against the challenge recorded and the person's passkey.
+async fn passkey_step(
+    state: &AppState,
+    sign_in: &SignIn,
+    body: &AuthenticateBody,
+    source: String,
+    meta: &Metadata,
+) -> Result<Response, Problem> {
+    let rp = state
+        .passkeys
+        .as_ref()
+        .ok_or_else(|| not_offered(Method::Passkey))?;
+    let Some(raw) = &body.assertion else {
+        let identifier = body
+            .identifier
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty());
+        let known = match (identifier, sign_in.user_id) {
+            (Some(_), _) => who(state, sign_in, identifier).await?.user.map(|u| u.id),
+            (None, user) => user,
+        };
+        let (mut request, ceremony) = rp
+            .webauthn
+            .start_discoverable_authentication()
+            .map_err(|e| Problem::internal(&e))?;
+        if let Some(user) = known {
+            let credentials = commands::credentials::load(&state.bus, user).await?;
+            let allow: Vec<serde_json::Value> = credentials
+                .passkeys
+                .iter()
+                .map(|p| serde_json::json!({"type": "public-key", "id": p.credential_id}))
+                .collect();
+            if !allow.is_empty() {
+                request.public_key.allow_credentials =
+                    serde_json::from_value(serde_json::Value::Array(allow))
+                        .map_err(|e| Problem::internal(&e))?;
+                request.mediation = None;
+            }
+        }
+        let ceremony = serde_json::to_value(&ceremony).map_err(|e| Problem::internal(&e))?;
+        commands::sign_in::challenge_passkey(&state.bus, sign_in.id, ceremony, known, meta).await?;
+        let request = serde_json::to_value(&request).map_err(|e| Problem::internal(&e))?;
+        return Ok(Json(PasskeyRequest {
+            session_id: sign_in.id,
+            request,
+        })
+        .into_response());
+    };
+    let credential: webauthn_rs::prelude::PublicKeyCredential = serde_json::from_value(raw.clone())
+        .map_err(|e| {
+            Problem::validation(format!("the assertion is malformed: {e}"))
+                .with("field", "assertion")
+        })?;
+    let (ceremony, asked_for) = sign_in.passkey_challenge.clone().ok_or_else(|| {
+        Problem::from(commands::sign_in::SignInFailure::SignIn(
+            domain::sign_in::SignInError::NoPasskeyChallenge,
+        ))
+    })?;
+    let ceremony: webauthn_rs::prelude::DiscoverableAuthentication =
+        serde_json::from_value(ceremony).map_err(|e| Problem::internal(&e))?;
+    let user_id = match sign_in.user_id.or(asked_for) {
+        Some(u) => Some(u),
+        None => rp
+            .webauthn
+            .identify_discoverable_authentication(&credential)
+            .ok()
+            .map(|(u, _)| u),
+    };
+    let account = match user_id {
+        Some(u) => commands::sign_in::account_of_user(u),
+        None => format!("signin:{}", sign_in.id.simple()),
+    };
+    let key = (account, source);
+    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
+        return Ok(too_many(wait));
+    }
+    let failure = |reason, user_id| Failed {
+        sign_in_id: sign_in.id,
+        organization_id: sign_in.organization_id,
+        method: Method::Passkey,
+        reason,
+        user_id,
+    };
+    let Some(user_id) = user_id else {
+        return Err(failed(state, failure(FailureReason::UnknownUser, None), key, meta).await);
+    };
+    let holder = Holder::load(state, user_id).await?;
+    let id = crate::passkeys::credential_id(credential.get_credential_id());
+    let stored = holder
+        .credentials
+        .passkey_by_credential(&id)
+        .and_then(|p| Some((p.id, p.passkey.value()?.clone())));
+    let exists = holder.user.exists() && holder.user.organization_id == sign_in.organization_id;
+    let Some((passkey_id, record)) = stored.filter(|_| exists) else {
+        let reason = if exists {
+            FailureReason::NoCredential
+        } else {
+            FailureReason::UnknownUser
+        };
+        return Err(failed(state, failure(reason, exists.then_some(user_id)), key, meta).await);
+    };
+    let mut passkey: webauthn_rs::prelude::Passkey =
+        serde_json::from_value(record).map_err(|e| Problem::internal(&e))?;
+    let verified =
+        match rp
+            .webauthn
+            .finish_discoverable_authentication_v2(&credential, ceremony, &passkey)
+        {
+            Ok(result) => {
+                let changed = passkey.update_credential(&result) == Some(true);
+                let record = changed
+                    .then(|| serde_json::to_value(&passkey).ok())
+                    .flatten();
+                let mut meta = meta.clone();
+                meta.actor = Actor::user(user_id.to_string());
+                commands::credentials::use_passkey(&state.bus, user_id, passkey_id, record, &meta)
+                    .await?;
+                if holder.user.is_active() {
+                    Ok(result.user_verified())
+                } else {
+                    Err(FailureReason::Deactivated)
+                }
+            }
+            Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
+                Err(FailureReason::CounterRegressed)
+            }
+            Err(_) => Err(FailureReason::WrongCredential),
+        };
+    match verified {
+        Ok(user_verified) => {
+            let mut meta = meta.clone();
+            meta.actor = Actor::user(user_id.to_string());
+            let after = commands::sign_in::succeed(
+                &state.bus,
+                sign_in.id,
+                Method::Passkey,
+                user_id,
+                user_verified,
+                &meta,
+            )
+            .await?;
+            state.tokens.user_throttle.succeeded(&key);
+            Ok(Json(view(state, &after, None).await?).into_response())
+        }
+        Err(reason) => Err(failed(state, failure(reason, Some(user_id)), key, meta).await),
     }
 }
 

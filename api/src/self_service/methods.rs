@@ -10,10 +10,11 @@
 //! only then is the secret recorded. An enrolment left halfway records
 //! nothing.
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -43,6 +44,12 @@ pub fn router() -> Router<AppState> {
         .route("/self/methods/password", put(set_password))
         .route("/self/methods/totp", post(begin_totp).delete(remove_totp))
         .route("/self/methods/totp/confirm", post(confirm_totp))
+        .route("/self/methods/passkeys", post(begin_passkey))
+        .route("/self/methods/passkeys/confirm", post(confirm_passkey))
+        .route(
+            "/self/methods/passkeys/{id}",
+            patch(rename_passkey).delete(remove_passkey),
+        )
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -70,11 +77,32 @@ pub struct AddressMethod {
     pub verified: bool,
 }
 
+/// A passkey of the person's (never its key).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasskeyView {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+impl PasskeyView {
+    fn of(p: &domain::credentials::PasskeyCredential) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.value().cloned(),
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map(rfc3339),
+        }
+    }
+}
+
 /// The person's sign-in methods.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MethodsView {
     pub password: PasswordMethod,
     pub totp: TotpMethod,
+    pub passkeys: Vec<PasskeyView>,
     pub email: AddressMethod,
     pub phone: AddressMethod,
     /// Until when a change to a method needs no new step-up (RFC 3339), if
@@ -105,6 +133,7 @@ pub async fn list(
             enrolled_at: totp.map(|t| rfc3339(t.enrolled_at)),
             last_used_at: totp.and_then(|t| t.last_used_at).map(rfc3339),
         },
+        passkeys: h.credentials.passkeys.iter().map(PasskeyView::of).collect(),
         email: AddressMethod {
             value: u.email.as_ref().and_then(|e| e.value().cloned()),
             verified: u.email_verified,
@@ -381,5 +410,208 @@ pub async fn remove_totp(
     must_be_fresh(&state, &caller)?;
     let meta = caller.metadata();
     commands::credentials::remove_totp(&state.bus, caller.session.user_id, &meta).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A passkey to create with the authenticator.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasskeyRegistration {
+    /// Send back with the authenticator's answer (valid ten minutes, this
+    /// session only).
+    pub registration: String,
+    /// `{"publicKey": …}` for `navigator.credentials.create`, binary
+    /// values in base64url; a discoverable credential with user
+    /// verification is asked for.
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+fn registration_aad(session: Uuid) -> Vec<u8> {
+    format!("passkey-registration:{}", session.simple()).into_bytes()
+}
+
+fn relying_party(state: &AppState) -> Result<&crate::passkeys::RelyingParty, Problem> {
+    state.passkeys.as_deref().ok_or_else(|| {
+        Problem::refused(
+            StatusCode::BAD_REQUEST,
+            "method-unavailable",
+            "passkeys are not configured on this server (IDP_WEBAUTHN_ORIGINS)",
+        )
+    })
+}
+
+/// Begin adding a passkey: answers the options to create it with, and a
+/// registration token. Nothing is recorded until the confirmation. Needs
+/// a session with a fresh step-up.
+#[utoipa::path(post, path = "/self/methods/passkeys",
+    responses((status = 200, body = PasskeyRegistration, description = "create it, then confirm"),
+        (status = 401, description = "no valid session cookie"), (status = 403, description = "a step-up is needed first")),
+    tag = "self")]
+pub async fn begin_passkey(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> Result<Json<PasskeyRegistration>, Problem> {
+    must_be_fresh(&state, &caller)?;
+    let rp = relying_party(&state)?;
+    let holder = Holder::load(&state, caller.session.user_id).await?;
+    let username = holder.user.username.value().cloned().unwrap_or_default();
+    let display = holder
+        .user
+        .profile
+        .value()
+        .and_then(|p| p.name.clone())
+        .unwrap_or_else(|| username.clone());
+    let exclude: Vec<Vec<u8>> = holder
+        .credentials
+        .passkeys
+        .iter()
+        .filter_map(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&p.credential_id)
+                .ok()
+        })
+        .collect();
+    let (mut options, registration) = rp
+        .webauthn
+        .start_passkey_registration(holder.user.id, &username, &display, Some(exclude))
+        .map_err(|e| Problem::internal(&e))?;
+    // Discoverable, so that signing in needs no name.
+    if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+        selection.resident_key = serde_json::from_str("\"required\"").ok();
+    }
+    let expires = state.clock.now().unix_timestamp() + ENROLMENT_SECONDS;
+    let ceremony = serde_json::to_string(&registration).map_err(|e| Problem::internal(&e))?;
+    let sealed = commands::crypto::seal(
+        &state.master_key,
+        &registration_aad(caller.session.id),
+        format!("{expires}:{ceremony}").as_bytes(),
+    );
+    Ok(Json(PasskeyRegistration {
+        registration: sealed,
+        options: serde_json::to_value(&options).map_err(|e| Problem::internal(&e))?,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmPasskey {
+    pub registration: String,
+    /// The authenticator's answer (`navigator.credentials.create(…).toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+    /// What to call it (default `Passkey`).
+    pub name: Option<String>,
+}
+
+/// Confirm a passkey with the authenticator's answer: checks it
+/// (attestation, origin, user verification) and records it. Needs the
+/// session that began the registration.
+#[utoipa::path(post, path = "/self/methods/passkeys/confirm", request_body = ConfirmPasskey,
+    responses((status = 201, body = PasskeyView, description = "registered"), (status = 401, description = "no valid session cookie"),
+        (status = 409, description = "already registered, or too many passkeys"),
+        (status = 422, description = "the answer or the registration token is not right, or it expired")),
+    tag = "self")]
+pub async fn confirm_passkey(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    Body(body): Body<ConfirmPasskey>,
+) -> Result<Response, Problem> {
+    let rp = relying_party(&state)?;
+    let bad = || {
+        Problem::validation("the registration token is not one of this session's, or it expired")
+            .with("field", "registration")
+    };
+    let opened = commands::crypto::open(
+        &state.master_key,
+        &registration_aad(caller.session.id),
+        &body.registration,
+    )
+    .map_err(|_| bad())?;
+    let text = String::from_utf8(opened).map_err(|_| bad())?;
+    let (expires, ceremony) = text.split_once(':').ok_or_else(bad)?;
+    if state.clock.now().unix_timestamp() > expires.parse::<i64>().map_err(|_| bad())? {
+        return Err(bad());
+    }
+    let ceremony: webauthn_rs::prelude::PasskeyRegistration =
+        serde_json::from_str(ceremony).map_err(|e| Problem::internal(&e))?;
+    let answer: webauthn_rs::prelude::RegisterPublicKeyCredential =
+        serde_json::from_value(body.credential).map_err(|e| {
+            Problem::validation(format!("the credential is malformed: {e}"))
+                .with("field", "credential")
+        })?;
+    let passkey = rp
+        .webauthn
+        .finish_passkey_registration(&answer, &ceremony)
+        .map_err(|e| {
+            Problem::validation(format!("the authenticator's answer was refused: {e}"))
+                .with("field", "credential")
+        })?;
+    let user_id = caller.session.user_id;
+    let passkey_id = Uuid::now_v7();
+    let new = commands::credentials::NewPasskey {
+        user_id,
+        passkey_id,
+        credential_id: crate::passkeys::credential_id(passkey.cred_id()),
+        name: body.name.unwrap_or_else(|| "Passkey".into()),
+        passkey: serde_json::to_value(&passkey).map_err(|e| Problem::internal(&e))?,
+    };
+    commands::credentials::register_passkey(&state.bus, new, &caller.metadata()).await?;
+    let credentials = commands::credentials::load(&state.bus, user_id).await?;
+    let view = credentials
+        .passkey(passkey_id)
+        .map(PasskeyView::of)
+        .ok_or_else(|| Problem::internal(&"the passkey just recorded is missing"))?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenamePasskey {
+    pub name: String,
+}
+
+/// Rename one of one's passkeys. Needs a session.
+#[utoipa::path(patch, path = "/self/methods/passkeys/{id}", request_body = RenamePasskey,
+    params(("id" = Uuid, Path, description = "The passkey's id")),
+    responses((status = 204, description = "renamed"), (status = 401, description = "no valid session cookie"),
+        (status = 404, description = "no such passkey of this person's"), (status = 422, description = "a name out of shape")),
+    tag = "self")]
+pub async fn rename_passkey(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    path: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+    Body(body): Body<RenamePasskey>,
+) -> Result<Response, Problem> {
+    let Path(id) = path?;
+    commands::credentials::rename_passkey(
+        &state.bus,
+        caller.session.user_id,
+        id,
+        body.name,
+        &caller.metadata(),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Remove one of one's passkeys. Needs a session with a fresh step-up.
+#[utoipa::path(delete, path = "/self/methods/passkeys/{id}",
+    params(("id" = Uuid, Path, description = "The passkey's id")),
+    responses((status = 204, description = "removed (or there was none)"), (status = 401, description = "no valid session cookie"),
+        (status = 403, description = "a step-up is needed first")), tag = "self")]
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+    path: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, Problem> {
+    let Path(id) = path?;
+    must_be_fresh(&state, &caller)?;
+    commands::credentials::remove_passkey(
+        &state.bus,
+        caller.session.user_id,
+        id,
+        &caller.metadata(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

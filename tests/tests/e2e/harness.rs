@@ -28,7 +28,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
-            log: "warn".into(),
+            log: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             ..Config::default()
         };
         if store == Store::Postgres {

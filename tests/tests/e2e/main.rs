@@ -12,6 +12,7 @@ mod harness;
 mod health;
 mod messages;
 mod oauth;
+mod passkeys;
 mod privacy;
 mod registration;
 mod sign_in;

@@ -192,7 +192,7 @@ async fn password_sign_in(store: Store) {
     .await;
     assert_eq!(st, 201, "{started}");
     assert_eq!(started["state"], "in_progress");
-    assert_eq!(started["methods"], json!(["password"]));
+    assert_eq!(started["methods"], json!(["password", "passkey"]));
     assert_eq!(started["required_factors"], 1);
     assert_eq!(started["login_hint"], "ada");
     assert_eq!(started["can_complete"], false);
