@@ -55,11 +55,11 @@ pub struct ExchangeArgs {
 
 /// What one phase measured.
 pub(crate) struct Phase {
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
     /// Responses per HTTP status; `error` for requests that got none.
-    statuses: BTreeMap<String, u64>,
-    ok: u64,
+    pub(crate) statuses: BTreeMap<String, u64>,
+    pub(crate) ok: u64,
 }
 
 impl Phase {

@@ -26,6 +26,7 @@ use uuid::Uuid;
 mod exchange;
 pub mod people;
 pub mod queries;
+pub mod sign_in;
 
 pub use exchange::ExchangeArgs;
 
@@ -72,6 +73,9 @@ pub enum BenchCommand {
     /// User creations, searches, filtered lists and `as_of` reads over HTTP
     /// against a running server.
     People(people::PeopleArgs),
+    /// Password sign-ins over HTTP against the raw argon2id rate, a step
+    /// that hashes nothing at 64 in flight, code checks in process.
+    SignIn(sign_in::SignInArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,7 @@ where
             return people::seed(&stores, p).await;
         }
         Some(BenchCommand::People(p)) => return people::run(p).await,
+        Some(BenchCommand::SignIn(s)) => return sign_in::run(s).await,
         None => {}
     }
     let _tmp;

@@ -109,15 +109,20 @@ pub struct StartSignIn {
     pub browser_hash: String,
 }
 
-/// The policy signing in to `organization_id` follows now.
-pub async fn policy_of(bus: &CommandBus, organization_id: Uuid) -> Result<SignInPolicy> {
+/// The policy signing in to `organization_id` (through `client_id`, which
+/// may have one of its own) follows now.
+pub async fn policy_of(
+    bus: &CommandBus,
+    organization_id: Uuid,
+    client_id: Option<Uuid>,
+) -> Result<SignInPolicy> {
     let (org, _) = bus
         .load::<Organization>(&organization_id.to_string())
         .await?;
     if org.id.is_none() {
         return Err(SignInFailure::UnknownOrganization);
     }
-    Ok(org.sign_in_policy)
+    Ok(org.policy_for(client_id).clone())
 }
 
 /// Starts a sign-in under the organization's policy; answers its state.
@@ -145,7 +150,7 @@ pub async fn start(
         (Some(org), _) | (None, Some(org)) => org,
         (None, None) => return Err(SignInFailure::UnknownOrganization),
     };
-    let policy = policy_of(bus, organization_id).await?;
+    let policy = policy_of(bus, organization_id, start.client_id).await?;
     let command = SignInCommand::Start {
         id: start.id,
         organization_id,
@@ -413,6 +418,16 @@ pub async fn record_failure(
     meta: &Metadata,
 ) -> std::result::Result<(), eventlog::Error> {
     journal::record(bus.log(), &auth_failure_stream(failure.at), failure, meta).await?;
+    Ok(())
+}
+
+/// Records that an account is under attack (its attempts are slowed).
+pub async fn record_slowed(
+    bus: &CommandBus,
+    event: &domain::sign_in::AccountSlowed,
+    meta: &Metadata,
+) -> std::result::Result<(), eventlog::Error> {
+    journal::record(bus.log(), &auth_failure_stream(event.at), event, meta).await?;
     Ok(())
 }
 

@@ -74,6 +74,11 @@ pub fn keyed_digest(master: &MasterKey, purpose: &str, value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether two digests are equal, compared in constant time.
+pub fn secret_matches_digest(computed: &str, stored: &str) -> bool {
+    computed.as_bytes().ct_eq(stored.as_bytes()).into()
+}
+
 /// The length of an XChaCha20-Poly1305 nonce.
 const NONCE_LEN: usize = 24;
 /// The length of a Poly1305 tag.

@@ -46,6 +46,8 @@ impl Channel {
 pub enum Purpose {
     SignInCode,
     LockoutNotice,
+    /// A code proving a new address or number is the person's.
+    AddressVerification,
 }
 
 impl Purpose {
@@ -53,6 +55,7 @@ impl Purpose {
         match self {
             Self::SignInCode => "sign_in_code",
             Self::LockoutNotice => "lockout_notice",
+            Self::AddressVerification => "address_verification",
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum OrganizationCommand {
     SetSignInPolicy {
         policy: SignInPolicy,
     },
+    /// What signing in through one client of the organization takes
+    /// instead (`None`: the organization's policy again).
+    SetClientSignInPolicy {
+        client_id: Uuid,
+        policy: Option<SignInPolicy>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,16 +50,26 @@ pub struct SignInPolicySet {
     pub policy: SignInPolicy,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSignInPolicySet {
+    pub client_id: Uuid,
+    /// `None`: the client follows the organization's policy again.
+    #[serde(default)]
+    pub policy: Option<SignInPolicy>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrganizationEvent {
     Created(OrganizationCreated),
     Renamed(OrganizationRenamed),
     SignInPolicySet(SignInPolicySet),
+    ClientSignInPolicySet(ClientSignInPolicySet),
 }
 
 pub const CREATED_V1: &str = "organization.created.v1";
 pub const RENAMED_V1: &str = "organization.renamed.v1";
 pub const SIGN_IN_POLICY_SET_V1: &str = "organization.sign_in_policy_set.v1";
+pub const CLIENT_SIGN_IN_POLICY_SET_V1: &str = "organization.client_sign_in_policy_set.v1";
 
 impl DomainEvent for OrganizationEvent {
     fn event_type(&self) -> &'static str {
@@ -61,6 +77,7 @@ impl DomainEvent for OrganizationEvent {
             Self::Created(_) => CREATED_V1,
             Self::Renamed(_) => RENAMED_V1,
             Self::SignInPolicySet(_) => SIGN_IN_POLICY_SET_V1,
+            Self::ClientSignInPolicySet(_) => CLIENT_SIGN_IN_POLICY_SET_V1,
         }
     }
 
@@ -70,6 +87,7 @@ impl DomainEvent for OrganizationEvent {
             Self::Created(e) => serde_json::to_value(e),
             Self::Renamed(e) => serde_json::to_value(e),
             Self::SignInPolicySet(e) => serde_json::to_value(e),
+            Self::ClientSignInPolicySet(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -88,6 +106,9 @@ impl DomainEvent for OrganizationEvent {
                 .map_err(malformed),
             SIGN_IN_POLICY_SET_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::SignInPolicySet)
+                .map_err(malformed),
+            CLIENT_SIGN_IN_POLICY_SET_V1 => serde::Deserialize::deserialize(data)
+                .map(Self::ClientSignInPolicySet)
                 .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
@@ -112,6 +133,17 @@ pub struct Organization {
     pub name: String,
     /// What signing in takes; the default policy until one is set.
     pub sign_in_policy: SignInPolicy,
+    /// Clients whose sign-ins take another policy.
+    pub client_policies: std::collections::BTreeMap<Uuid, SignInPolicy>,
+}
+
+impl Organization {
+    /// The policy a sign-in through `client` (if any) follows.
+    pub fn policy_for(&self, client: Option<Uuid>) -> &SignInPolicy {
+        client
+            .and_then(|c| self.client_policies.get(&c))
+            .unwrap_or(&self.sign_in_policy)
+    }
 }
 
 fn valid_name(name: &str) -> Result<String, OrganizationError> {
@@ -136,6 +168,14 @@ impl Aggregate for Organization {
             }
             OrganizationEvent::Renamed(e) => self.name = e.name.clone(),
             OrganizationEvent::SignInPolicySet(e) => self.sign_in_policy = e.policy.clone(),
+            OrganizationEvent::ClientSignInPolicySet(e) => match &e.policy {
+                Some(p) => {
+                    self.client_policies.insert(e.client_id, p.clone());
+                }
+                None => {
+                    self.client_policies.remove(&e.client_id);
+                }
+            },
         }
         self
     }
@@ -181,6 +221,21 @@ impl Aggregate for Organization {
                 Ok(vec![OrganizationEvent::SignInPolicySet(SignInPolicySet {
                     policy,
                 })])
+            }
+            OrganizationCommand::SetClientSignInPolicy { client_id, policy } => {
+                if self.id.is_none() {
+                    return Err(OrganizationError::NotFound);
+                }
+                let policy = policy
+                    .map(SignInPolicy::validate)
+                    .transpose()
+                    .map_err(OrganizationError::InvalidSignInPolicy)?;
+                if self.client_policies.get(&client_id) == policy.as_ref() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![OrganizationEvent::ClientSignInPolicySet(
+                    ClientSignInPolicySet { client_id, policy },
+                )])
             }
         }
     }
@@ -253,6 +308,47 @@ mod tests {
             ),
             Err(OrganizationError::InvalidSignInPolicy(_))
         ));
+    }
+
+    #[test]
+    fn a_client_may_follow_its_own_policy_until_it_is_cleared() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let client = Uuid::from_u128(5);
+        let strict = SignInPolicy {
+            factors_required: 2,
+            ..SignInPolicy::default()
+        };
+        let mut all = vec![created("Acme")];
+        all.extend(
+            given_when::<Organization>(
+                &all,
+                OrganizationCommand::SetClientSignInPolicy {
+                    client_id: client,
+                    policy: Some(strict.clone()),
+                },
+                now,
+            )
+            .unwrap(),
+        );
+        let org = Organization::fold(&all);
+        assert_eq!(org.policy_for(Some(client)), &strict);
+        assert_eq!(org.policy_for(None), &SignInPolicy::default());
+        assert_eq!(org.policy_for(Some(Uuid::nil())), &SignInPolicy::default());
+        all.extend(
+            given_when::<Organization>(
+                &all,
+                OrganizationCommand::SetClientSignInPolicy {
+                    client_id: client,
+                    policy: None,
+                },
+                now,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            Organization::fold(&all).policy_for(Some(client)),
+            &SignInPolicy::default()
+        );
     }
 
     #[test]

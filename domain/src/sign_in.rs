@@ -42,6 +42,10 @@ pub const STEP_FAILED_V1: &str = "signin.step_failed.v1";
 /// A journal event (in `authfailures-{day}`): an admin lifted the waits
 /// the user's failed steps began, from every address.
 pub const UNLOCKED_V1: &str = "signin.unlocked.v1";
+/// A journal event (in `authfailures-{day}`): an account took more failed
+/// steps from every address than an hour allows; its attempts are slowed
+/// down and its person told.
+pub const ACCOUNT_SLOWED_V1: &str = "signin.account_slowed.v1";
 
 /// The longest `continue_to` accepted.
 pub const MAX_CONTINUE_TO_LEN: usize = 4096;
@@ -254,6 +258,9 @@ pub struct SignInStepFailed {
     pub failures: u32,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub blocked_until: Option<OffsetDateTime>,
+    /// Failures on the account from every address within the hour.
+    #[serde(default)]
+    pub account_failures: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
@@ -305,6 +312,39 @@ impl DomainEvent for SignInUnlocked {
     ) -> Result<Self, DecodeError> {
         match event_type {
             UNLOCKED_V1 => decode_as(event_type, data),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+
+    fn subject(&self) -> Option<String> {
+        Some(user_subject(self.user_id))
+    }
+}
+
+/// An account under attack: `failures` from every address within the hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSlowed {
+    pub user_id: Uuid,
+    pub failures: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl DomainEvent for AccountSlowed {
+    fn event_type(&self) -> &'static str {
+        ACCOUNT_SLOWED_V1
+    }
+
+    fn to_data(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        event_type: &str,
+        data: D,
+    ) -> Result<Self, DecodeError> {
+        match event_type {
+            ACCOUNT_SLOWED_V1 => decode_as(event_type, data),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }

@@ -203,6 +203,7 @@ fn events_round_trip() {
         account: "claim:ab".into(),
         failures: 3,
         blocked_until: Some(now()),
+        account_failures: Some(9),
         at: now(),
     };
     let back = SignInStepFailed::decode(STEP_FAILED_V1, failed.to_data()).unwrap();

@@ -26,6 +26,28 @@ pub struct ThrottlePolicy {
     pub report_window: Duration,
 }
 
+impl ThrottlePolicy {
+    /// Failures on one account from every address together: fifty an
+    /// hour are not remarked on; past them every attempt on the account is
+    /// slowed down by [`ACCOUNT_TARPIT`] (never refused: a stranger must
+    /// not lock a person out), and the person and the admins are told.
+    pub fn account_wide() -> Self {
+        Self {
+            free_failures: ACCOUNT_FREE_FAILURES,
+            first_wait: ACCOUNT_TARPIT,
+            max_wait: ACCOUNT_TARPIT,
+            forget_after: Duration::hours(1),
+            report_window: Duration::minutes(1),
+        }
+    }
+}
+
+/// Failures an account takes from every address in an hour before its
+/// attempts are slowed down.
+pub const ACCOUNT_FREE_FAILURES: u32 = 50;
+/// How much each attempt on an account under attack is slowed down.
+pub const ACCOUNT_TARPIT: Duration = Duration::seconds(1);
+
 impl Default for ThrottlePolicy {
     fn default() -> Self {
         Self {
@@ -145,6 +167,27 @@ impl Attempts {
         self.failures = 0;
         self.blocked_until = None;
         self.last_failure = None;
+    }
+
+    /// Failures in a row that still count at `now`.
+    pub fn current_failures(&self, policy: &ThrottlePolicy, now: OffsetDateTime) -> u32 {
+        if self.forgotten(policy, now) {
+            0
+        } else {
+            self.failures
+        }
+    }
+
+    /// A failure recorded elsewhere at `at`, with the count it made there.
+    pub fn observe_at(
+        &mut self,
+        failures: u32,
+        blocked_until: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    ) {
+        self.failures = self.failures.max(failures);
+        self.blocked_until = self.blocked_until.max(blocked_until);
+        self.last_failure = self.last_failure.max(Some(at));
     }
 
     /// A report recorded elsewhere (another node, or before a restart).

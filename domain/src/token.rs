@@ -209,6 +209,7 @@ pub const JOURNAL_EVENT_TYPES: &[&str] = &[
     CLIENT_AUTH_FAILED_V1,
     crate::sign_in::STEP_FAILED_V1,
     crate::sign_in::UNLOCKED_V1,
+    crate::sign_in::ACCOUNT_SLOWED_V1,
 ];
 
 fn day(at: OffsetDateTime) -> String {

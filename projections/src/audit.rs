@@ -28,6 +28,7 @@ pub const FAILURE_EVENT_TYPES: &[&str] = &[
     CLIENT_AUTH_FAILED_V1,
     AUTH_TOKEN_REUSE_DETECTED_V1,
     domain::sign_in::STEP_FAILED_V1,
+    domain::sign_in::ACCOUNT_SLOWED_V1,
 ];
 
 /// Whether an audited action succeeded or recorded a refusal.

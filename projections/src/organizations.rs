@@ -77,7 +77,8 @@ impl Projection for OrganizationsProjection {
                 .await?;
             }
             // Not handled (see `handles`): the policy is read from the log.
-            OrganizationEvent::SignInPolicySet(_) => {}
+            OrganizationEvent::SignInPolicySet(_) | OrganizationEvent::ClientSignInPolicySet(_) => {
+            }
         }
         Ok(())
     }

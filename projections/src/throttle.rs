@@ -67,6 +67,35 @@ impl<K: Eq + Hash + Clone, N: Clone> Throttle<K, N> {
         (attempts.failures, attempts.blocked_until)
     }
 
+    /// Failures in a row `key` has that still count at `now`.
+    pub fn failures(&self, key: &K, now: OffsetDateTime) -> u32 {
+        self.entries
+            .read()
+            .ok()
+            .and_then(|map| {
+                map.get(key)
+                    .map(|(a, _)| a.current_failures(&self.policy, now))
+            })
+            .unwrap_or(0)
+    }
+
+    /// A failure another node recorded at `at`, with its count there.
+    pub fn observe_at(
+        &self,
+        key: K,
+        failures: u32,
+        blocked_until: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    ) {
+        if let Ok(mut map) = self.entries.write() {
+            self.make_room(&mut map, &key, at);
+            map.entry(key)
+                .or_default()
+                .0
+                .observe_at(failures, blocked_until, at);
+        }
+    }
+
     /// Forgets every entry whose key `matches` (an unlock).
     pub fn forget(&self, matches: impl Fn(&K) -> bool) {
         if let Ok(mut map) = self.entries.write() {

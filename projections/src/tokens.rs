@@ -97,6 +97,9 @@ pub struct TokenViews {
     /// Codes sent by account and by source address, on this node: a
     /// few are free, then each waits longer.
     pub code_throttle: UserThrottle,
+    /// Failed sign-in steps by account from every address together
+    /// (`ThrottlePolicy::account_wide`).
+    pub account_throttle: Throttle<String, ()>,
 }
 
 impl TokenViews {
@@ -121,6 +124,7 @@ impl TokenViews {
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
             user_throttle: UserThrottle::new(ThrottlePolicy::default()),
             code_throttle: UserThrottle::new(ThrottlePolicy::default()),
+            account_throttle: Throttle::new(ThrottlePolicy::account_wide()),
         }
     }
 
@@ -333,8 +337,16 @@ impl TokenViews {
         if e.event_type == STEP_FAILED_V1 {
             if let Ok(f) = eventlog::decode::<SignInStepFailed>(e) {
                 let source = e.metadata.source_ip.clone().unwrap_or_default();
-                self.user_throttle
-                    .observe((f.account, source), f.failures, f.blocked_until);
+                if let Some(n) = f.account_failures {
+                    self.account_throttle
+                        .observe_at(f.account.clone(), n, None, f.at);
+                }
+                self.user_throttle.observe_at(
+                    (f.account, source),
+                    f.failures,
+                    f.blocked_until,
+                    f.at,
+                );
             }
             return;
         }
@@ -342,6 +354,7 @@ impl TokenViews {
             if let Ok(u) = eventlog::decode::<SignInUnlocked>(e) {
                 let account = format!("user:{}", u.user_id.simple());
                 self.user_throttle.forget(|(a, _)| *a == account);
+                self.account_throttle.forget(|a| *a == account);
             }
             return;
         }

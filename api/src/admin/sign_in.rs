@@ -30,6 +30,12 @@ pub fn router() -> Router<AppState> {
             "/admin/organizations/{id}/sign-in-policy",
             get(show_policy).put(set_policy),
         )
+        .route(
+            "/admin/clients/{id}/sign-in-policy",
+            get(show_client_policy)
+                .put(set_client_policy)
+                .delete(clear_client_policy),
+        )
         .route("/admin/users/{id}/sessions", get(user_sessions))
         .route(
             "/admin/users/{id}/sessions/revoke",
@@ -157,6 +163,125 @@ pub async fn set_policy(
         .await?;
     let org = organization(&state, &caller, id).await?;
     Ok(Json(PolicyBody::from(&org.sign_in_policy)))
+}
+
+/// A client's sign-in policy: its own, or the organization's.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClientPolicyView {
+    /// Whether the client has a policy of its own.
+    pub own: bool,
+    pub policy: PolicyBody,
+}
+
+/// The organization of client `id`, for a caller who may act on it.
+async fn client_organization(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+) -> Result<Uuid, Problem> {
+    let (client, _) = state
+        .bus
+        .load::<domain::client::Client>(&id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if !client.exists || client.deleted {
+        return Err(Problem::not_found("client"));
+    }
+    caller.within(Some(client.organization_id), "client")
+}
+
+async fn client_policy(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+) -> Result<ClientPolicyView, Problem> {
+    let org = client_organization(state, caller, id).await?;
+    let org = organization(state, caller, org).await?;
+    Ok(ClientPolicyView {
+        own: org.client_policies.contains_key(&id),
+        policy: PolicyBody::from(org.policy_for(Some(id))),
+    })
+}
+
+/// The sign-in policy sign-ins through a client follow. Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/clients/{id}/sign-in-policy",
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = ClientPolicyView, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn show_client_policy(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ClientPolicyView>, Problem> {
+    let Path(id) = path?;
+    Ok(Json(client_policy(&state, &caller, id).await?))
+}
+
+async fn put_client_policy(
+    state: &AppState,
+    caller: &AdminCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    policy: Option<SignInPolicy>,
+) -> Result<ClientPolicyView, Problem> {
+    let org = client_organization(state, caller, id).await?;
+    let meta = ctx.metadata(caller.actor(), Some(org));
+    state
+        .bus
+        .execute::<Organization>(
+            &org.to_string(),
+            OrganizationCommand::SetClientSignInPolicy {
+                client_id: id,
+                policy,
+            },
+            &meta,
+        )
+        .await?;
+    client_policy(state, caller, id).await
+}
+
+/// Give a client a sign-in policy of its own, overriding its
+/// organization's. Needs `idp:admin`.
+#[utoipa::path(put, path = "/admin/clients/{id}/sign-in-policy",
+    params(("id" = Uuid, Path, description = "The client's id")), request_body = PolicyBody,
+    responses((status = 200, body = ClientPolicyView, description = "done"), (status = 404, description = "not found"),
+        (status = 422, description = "a policy nobody could meet, or an unknown method")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn set_client_policy(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+    Body(body): Body<PolicyBody>,
+) -> Result<Json<ClientPolicyView>, Problem> {
+    let Path(id) = path?;
+    let policy = SignInPolicy {
+        methods: methods("methods", &body.methods)?,
+        first_factors: methods("first_factors", &body.first_factors)?,
+        factors_required: body.factors_required,
+        passwordless_codes: body.passwordless_codes,
+    };
+    Ok(Json(
+        put_client_policy(&state, &caller, &ctx, id, Some(policy)).await?,
+    ))
+}
+
+/// The client follows its organization's sign-in policy again. Needs
+/// `idp:admin`.
+#[utoipa::path(delete, path = "/admin/clients/{id}/sign-in-policy",
+    params(("id" = Uuid, Path, description = "The client's id")),
+    responses((status = 200, body = ClientPolicyView, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "sign-in")]
+pub async fn clear_client_policy(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<ClientPolicyView>, Problem> {
+    let Path(id) = path?;
+    Ok(Json(
+        put_client_policy(&state, &caller, &ctx, id, None).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

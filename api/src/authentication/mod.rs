@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use commands::sign_in::{Attempt, StartSignIn};
 use domain::credentials::Credentials;
 use domain::notification::Channel;
+use domain::throttle::{ACCOUNT_FREE_FAILURES, ACCOUNT_TARPIT};
 
 use crate::notify;
 use domain::sign_in::{FailureReason, SignIn, SignInState, SignInStepFailed};
@@ -473,10 +474,8 @@ pub async fn authenticate(
         found.account.clone(),
         ctx.source_ip.clone().unwrap_or_default(),
     );
-    let throttle = &state.tokens.user_throttle;
-    if let Some(wait) = throttle.wait(&key, state.clock.now()) {
-        metrics::counter!("idp_sign_in_throttled_total").increment(1);
-        return Ok(too_many(wait));
+    if let Some(refused) = gate(&state, &key).await {
+        return Ok(refused);
     }
     let attempt = match method {
         Method::Password => {
@@ -621,8 +620,8 @@ pub async fn verify_otp(
         None => format!("signin:{}", sign_in.id.simple()),
     };
     let key = (account, ctx.source_ip.clone().unwrap_or_default());
-    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
-        return Ok(too_many(wait));
+    if let Some(refused) = gate(&state, &key).await {
+        return Ok(refused);
     }
     let code = required(Some(body.code.as_str()), "code", 16)?;
     let method = pending.method;
@@ -726,8 +725,8 @@ async fn passkey_step(
         None => format!("signin:{}", sign_in.id.simple()),
     };
     let key = (account, source);
-    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
-        return Ok(too_many(wait));
+    if let Some(refused) = gate(state, &key).await {
+        return Ok(refused);
     }
     let failure = |reason, user_id| Failed {
         sign_in_id: sign_in.id,
@@ -943,6 +942,67 @@ pub struct Failed {
     pub user_id: Option<Uuid>,
 }
 
+/// Refuses an attempt while its source waits (429); slows every attempt on
+/// an account that took too many failures from every address this hour.
+pub async fn gate(state: &AppState, key: &(String, String)) -> Option<Response> {
+    let now = state.clock.now();
+    if let Some(wait) = state.tokens.user_throttle.wait(key, now) {
+        metrics::counter!("idp_sign_in_throttled_total").increment(1);
+        return Some(too_many(wait));
+    }
+    if state.tokens.account_throttle.failures(&key.0, now) > ACCOUNT_FREE_FAILURES {
+        metrics::counter!("idp_sign_in_slowed_total").increment(1);
+        tokio::time::sleep(ACCOUNT_TARPIT.unsigned_abs()).await;
+    }
+    None
+}
+
+/// Tells a person (by email, when they have an address) and the admins
+/// (an audited event) that their account is under attack.
+async fn alert(
+    state: &AppState,
+    user_id: Uuid,
+    organization_id: Uuid,
+    failures: u32,
+    meta: &Metadata,
+) {
+    let event = domain::sign_in::AccountSlowed {
+        user_id,
+        failures,
+        at: state.clock.now(),
+    };
+    metrics::counter!("idp_accounts_slowed_total").increment(1);
+    if let Err(e) = commands::sign_in::record_slowed(&state.bus, &event, meta).await {
+        tracing::error!(error = %e, "an attack on an account could not be recorded");
+    }
+    let Ok((user, _)) = state.bus.load::<User>(&user_id.to_string()).await else {
+        return;
+    };
+    let Some(to) = user.email.as_ref().and_then(|e| e.value().cloned()) else {
+        return;
+    };
+    let organization = organization_name(state, organization_id).await;
+    let message = notify::Message {
+        id: Uuid::now_v7(),
+        channel: Channel::Email,
+        purpose: domain::notification::Purpose::LockoutNotice,
+        to,
+        subject: format!("Someone is trying to sign in to your {organization} account"),
+        text: format!(
+            "There were {failures} failed attempts to sign in to your {organization} account in the \
+             last hour, from several places. Your account is not locked: attempts are slowed down. \
+             If this was not you, choose a new password or add a passkey."
+        ),
+    };
+    if let Err(e) = state
+        .notifier
+        .deliver(&state.bus, user_id, organization_id, message, meta)
+        .await
+    {
+        tracing::error!(error = %e, "a notice of an attack could not be queued");
+    }
+}
+
 /// Counts a failed verification against the throttle, records it, and
 /// answers the one refusal every failure gets.
 pub async fn failed(
@@ -954,6 +1014,12 @@ pub async fn failed(
     metrics::counter!("idp_sign_in_steps_total", "method" => f.method.as_str(), "outcome" => "failure").increment(1);
     let now = state.clock.now();
     let (failures, blocked_until) = state.tokens.user_throttle.count(key.clone(), now);
+    let (account_failures, _) = state.tokens.account_throttle.count(key.0.clone(), now);
+    if account_failures == ACCOUNT_FREE_FAILURES + 1
+        && let Some(user) = f.user_id
+    {
+        alert(state, user, f.organization_id, account_failures, meta).await;
+    }
     let failure = SignInStepFailed {
         sign_in_id: f.sign_in_id,
         organization_id: f.organization_id,
@@ -963,6 +1029,7 @@ pub async fn failed(
         account: key.0,
         failures,
         blocked_until,
+        account_failures: Some(account_failures),
         at: now,
     };
     if let Err(e) = commands::sign_in::record_failure(&state.bus, &failure, meta).await {

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::SessionCaller;
 use crate::authentication::{
-    Failed, Holder, MAX_PASSWORD_BYTES, failed, required, too_many, verify_code,
+    Failed, Holder, MAX_PASSWORD_BYTES, failed, gate, required, verify_code,
 };
 use crate::extract::Body;
 use crate::problem::Problem;
@@ -147,7 +147,7 @@ pub async fn list(
 }
 
 /// Refuses a change unless the session proved who the person is lately.
-fn must_be_fresh(state: &AppState, caller: &SessionCaller) -> Result<(), Problem> {
+pub fn must_be_fresh(state: &AppState, caller: &SessionCaller) -> Result<(), Problem> {
     if caller.session.freshly_verified(state.clock.now()) {
         return Ok(());
     }
@@ -201,8 +201,8 @@ pub async fn step_up(
         account_of_user(session.user_id),
         caller.ctx.source_ip.clone().unwrap_or_default(),
     );
-    if let Some(wait) = state.tokens.user_throttle.wait(&key, state.clock.now()) {
-        return Ok(too_many(wait));
+    if let Some(refused) = gate(&state, &key).await {
+        return Ok(refused);
     }
     let (user, _) = state
         .bus

@@ -26,11 +26,13 @@ use crate::context::RequestContext;
 use crate::problem::Problem;
 use crate::state::AppState;
 
+pub mod addresses;
 pub mod methods;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(methods::router())
+        .merge(addresses::router())
         .route("/self", get(me))
         .route("/self/sessions", get(list_sessions))
         .route("/self/sessions/{id}", delete(revoke_session))

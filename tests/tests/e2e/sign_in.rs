@@ -586,6 +586,61 @@ async fn a_policy_of_two_factors_is_not_met_by_a_password() {
     assert_eq!((st, v["remaining_factors"].as_u64()), (409, Some(1)), "{v}");
     let (st, _, _) = send(&c, Method::GET, s.url("/self"), None).await;
     assert_eq!(st, 401, "no session");
+
+    // A client of its own policy: one factor there, two elsewhere.
+    let client = s
+        .create_client(
+            &admin,
+            crate::oauth::confidential(&admin.organization_id, "client_secret_basic", &["read"]),
+        )
+        .await;
+    let client_id = client["client_id"].as_str().unwrap();
+    let client_path = format!("/admin/clients/{client_id}/sign-in-policy");
+    let (st, v) = admin_call(&s, &admin, Method::GET, &client_path, None).await;
+    assert_eq!(
+        (
+            st,
+            v["own"].as_bool(),
+            v["policy"]["factors_required"].as_u64()
+        ),
+        (200, Some(false), Some(2)),
+        "{v}"
+    );
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::PUT,
+        &client_path,
+        Some(json!({
+            "methods": ["password"], "first_factors": ["password"], "factors_required": 1
+        })),
+    )
+    .await;
+    assert_eq!((st, v["own"].as_bool()), (200, Some(true)), "{v}");
+    let (st, _, started) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"client_id": client_id})),
+    )
+    .await;
+    assert_eq!(st, 201, "{started}");
+    assert_eq!(started["required_factors"], 1);
+    assert_eq!(
+        started["organization_id"],
+        admin.organization_id.as_str(),
+        "the client's organization"
+    );
+    let (st, v) = admin_call(&s, &admin, Method::DELETE, &client_path, None).await;
+    assert_eq!((st, v["own"].as_bool()), (200, Some(false)), "{v}");
+    let (_, _, started) = send(
+        &c,
+        Method::POST,
+        s.url("/authentication/start"),
+        Some(json!({"client_id": client_id})),
+    )
+    .await;
+    assert_eq!(started["required_factors"], 2);
 }
 
 #[tokio::test]
