@@ -110,6 +110,15 @@ pub struct Config {
     pub webauthn_origins: Option<String>,
     /// `IDP_WEBAUTHN_RP_NAME`: the name authenticators show.
     pub webauthn_rp_name: String,
+    /// `IDP_ROLES_CLAIM`: the access token claim that lists its subject's
+    /// role names.
+    pub roles_claim: String,
+    /// `IDP_PERMISSIONS_CLAIM`: the claim that lists their permissions.
+    pub permissions_claim: String,
+    /// `IDP_ROLE_CLAIMS_MAX`: the most role names and permissions together
+    /// a token carries; beyond it, it carries neither list and
+    /// `roles_omitted: true` (introspection always answers them all).
+    pub role_claims_max: usize,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -149,6 +158,9 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_WEBAUTHN_RP_ID",
     "IDP_WEBAUTHN_ORIGINS",
     "IDP_WEBAUTHN_RP_NAME",
+    "IDP_ROLES_CLAIM",
+    "IDP_PERMISSIONS_CLAIM",
+    "IDP_ROLE_CLAIMS_MAX",
     "IDP_CONFIG",
 ];
 
@@ -189,6 +201,9 @@ impl Default for Config {
             webauthn_rp_id: None,
             webauthn_origins: None,
             webauthn_rp_name: "idp".into(),
+            roles_claim: "roles".into(),
+            permissions_claim: "permissions".into(),
+            role_claims_max: 100,
             http_max_connections: 10_000,
         }
     }

@@ -257,6 +257,49 @@ impl From<commands::group::GroupFailure> for Problem {
     }
 }
 
+impl From<commands::role::RoleFailure> for Problem {
+    fn from(e: commands::role::RoleFailure) -> Self {
+        use commands::role::RoleFailure as F;
+        use domain::role::RoleError as E;
+        match e {
+            F::Role(E::NotFound) => Problem::not_found("role"),
+            F::Role(E::AlreadyExists) => {
+                Problem::conflict("role-id-taken", "a role with this role_id exists")
+            }
+            F::Role(e @ E::InvalidName) => Problem::validation(e.to_string()).with("field", "name"),
+            F::Role(e @ E::InvalidDescription) => {
+                Problem::validation(e.to_string()).with("field", "description")
+            }
+            F::Role(E::InvalidPermission { permission }) => {
+                let detail = E::InvalidPermission {
+                    permission: permission.clone(),
+                }
+                .to_string();
+                Problem::validation(detail)
+                    .with("field", "permissions")
+                    .with("permission", permission)
+            }
+            F::Role(e @ E::TooManyPermissions) => {
+                Problem::validation(e.to_string()).with("field", "permissions")
+            }
+            F::Role(e @ E::ForeignHolder) => {
+                Problem::validation(e.to_string()).with("field", "holder_id")
+            }
+            F::UnknownOrganization => Problem::validation("organization_id names no organization")
+                .with("field", "organization_id"),
+            F::UnknownHolder(holder) => Problem::validation(format!(
+                "no {} {} in the role's organization",
+                holder.kind(),
+                holder.id()
+            ))
+            .with("field", "holder_id"),
+            F::Stale { actual, .. } => Problem::stale(actual),
+            F::Contention { .. } => Problem::unavailable(e.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
 /// The sign-in flow API's refusals.
 impl From<commands::sign_in::SignInFailure> for Problem {
     fn from(e: commands::sign_in::SignInFailure) -> Self {

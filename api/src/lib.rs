@@ -10,6 +10,7 @@
 // Unit tests read the wall clock freely; server code takes it from a Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod access;
 pub mod admin;
 pub mod authentication;
 pub mod authorization;

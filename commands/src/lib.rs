@@ -26,6 +26,7 @@ pub mod notification;
 pub mod organization;
 pub mod password;
 pub mod registration;
+pub mod role;
 pub mod session;
 pub mod sign_in;
 pub mod tokens;

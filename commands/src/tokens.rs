@@ -31,7 +31,26 @@ pub struct Grant<'a> {
     pub secret_id: Option<Uuid>,
     /// The instance the token acts for (registration-token installs).
     pub auth_token_id: Option<Uuid>,
+    /// What the subject's access adds (its roles and permissions); a name
+    /// the token registers itself (`sub`, `scope`, …) is never taken from
+    /// here.
+    pub claims: Map<String, Value>,
 }
+
+/// The claims every token sets itself.
+pub const REGISTERED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "client_id",
+    "scope",
+    "jti",
+    "iat",
+    "exp",
+    "nbf",
+    "typ",
+    AUTH_TOKEN_CLAIM,
+];
 
 /// The claims of the token `grant` earns at `now`, and the fact to record
 /// for it. It lives as long as its client's access token lifetime.
@@ -42,7 +61,12 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> (AccessTokenClaims, TokenIssued) {
     let lifetime = i64::from(grant.client.settings.access_token_lifetime_secs);
-    let mut extra = Map::new();
+    let mut extra: Map<String, Value> = grant
+        .claims
+        .iter()
+        .filter(|(k, _)| !REGISTERED_CLAIMS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let sub = match grant.auth_token_id {
         Some(id) => {
             extra.insert(AUTH_TOKEN_CLAIM.into(), Value::String(id.to_string()));
@@ -169,10 +193,15 @@ mod tests {
             auth_method: "none",
             secret_id: None,
             auth_token_id: Some(Uuid::from_u128(2)),
+            claims: Map::from_iter([
+                ("roles".to_owned(), serde_json::json!(["support"])),
+                ("sub".to_owned(), serde_json::json!("someone else")),
+            ]),
         };
         let (claims, issued) = decide("https://idp.example", &grant, Uuid::from_u128(3), now);
         assert_eq!(claims.exp - claims.iat, 600);
         assert_eq!(claims.sub, Uuid::from_u128(2).to_string());
+        assert_eq!(claims.extra["roles"], serde_json::json!(["support"]));
         assert_eq!(
             claims.extra[AUTH_TOKEN_CLAIM],
             Uuid::from_u128(2).to_string()
@@ -185,6 +214,7 @@ mod tests {
         );
         let own = Grant {
             auth_token_id: None,
+            claims: Map::new(),
             ..grant
         };
         let (claims, _) = decide("https://idp.example", &own, Uuid::from_u128(4), now);

@@ -24,6 +24,7 @@ pub mod pii;
 pub mod privacy;
 pub mod registration;
 pub mod reservation;
+pub mod role;
 pub mod session;
 pub mod sign_in;
 pub mod sign_in_policy;

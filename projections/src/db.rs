@@ -64,6 +64,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011", "users_by_status"),
     migration!(12, "0012", "sessions"),
     migration!(13, "0013", "notifications"),
+    migration!(14, "0014", "roles"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -21,6 +21,7 @@ pub mod notifications;
 pub mod organizations;
 pub mod rebuild;
 pub mod registration;
+pub mod roles;
 mod runner;
 pub mod sessions;
 pub mod throttle;
@@ -46,5 +47,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(users::UsersProjection),
         std::sync::Arc::new(sessions::SessionsProjection),
         std::sync::Arc::new(notifications::NotificationsProjection),
+        std::sync::Arc::new(roles::RolesProjection),
     ]
 }

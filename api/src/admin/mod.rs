@@ -9,6 +9,7 @@ pub mod keys;
 pub mod organizations;
 pub mod privacy;
 pub mod registration;
+pub mod roles;
 pub mod sign_in;
 pub mod user_bulk;
 pub mod user_history;
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .merge(privacy::router())
         .merge(users::router())
         .merge(groups::router())
+        .merge(roles::router())
         .merge(sign_in::router())
 }
 

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use domain::role::Holder;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -20,12 +21,15 @@ pub const MAX_BULK: usize = 1000;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
-    /// `deactivate`, `reactivate`, `add_to_group` or `remove_from_group`.
+    /// `deactivate`, `reactivate`, `add_to_group`, `remove_from_group`,
+    /// `assign_role` or `unassign_role`.
     pub action: String,
     /// 1 to 1,000 users.
     pub user_ids: Vec<Uuid>,
     /// The group of `add_to_group` and `remove_from_group`.
     pub group_id: Option<Uuid>,
+    /// The role of `assign_role` and `unassign_role`.
+    pub role_id: Option<Uuid>,
 }
 
 /// What happened to one user.
@@ -54,6 +58,8 @@ enum Action {
     Reactivate,
     AddToGroup(Uuid),
     RemoveFromGroup(Uuid),
+    AssignRole(Uuid),
+    UnassignRole(Uuid),
 }
 
 /// Apply one action to many users, each separately. Needs `idp:admin`.
@@ -80,14 +86,21 @@ pub async fn bulk(
             Problem::validation("group_id is required for this action").with("field", "group_id")
         })
     };
+    let role = |r: Option<Uuid>| {
+        r.ok_or_else(|| {
+            Problem::validation("role_id is required for this action").with("field", "role_id")
+        })
+    };
     let action = match body.action.as_str() {
         "deactivate" => Action::Deactivate,
         "reactivate" => Action::Reactivate,
         "add_to_group" => Action::AddToGroup(group(body.group_id)?),
         "remove_from_group" => Action::RemoveFromGroup(group(body.group_id)?),
+        "assign_role" => Action::AssignRole(role(body.role_id)?),
+        "unassign_role" => Action::UnassignRole(role(body.role_id)?),
         other => {
             return Err(Problem::validation(format!(
-                "action `{other}` is not one of deactivate, reactivate, add_to_group, remove_from_group"
+                "action `{other}` is not one of deactivate, reactivate, add_to_group, remove_from_group, assign_role, unassign_role"
             ))
             .with("field", "action"));
         }
@@ -106,6 +119,17 @@ pub async fn bulk(
                 Problem::validation(format!("group_id {g} names no group"))
                     .with("field", "group_id")
             })?;
+    }
+    if let Action::AssignRole(r) | Action::UnassignRole(r) = action {
+        let unknown =
+            || Problem::validation(format!("role_id {r} names no role")).with("field", "role_id");
+        let row = projections::roles::get_role(&state.read_db, &r.to_string())
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .ok_or_else(unknown)?;
+        caller
+            .within(Uuid::parse_str(&row.organization_id).ok(), "role")
+            .map_err(|_| unknown())?;
     }
     let mut results = Vec::with_capacity(body.user_ids.len());
     let mut last = None;
@@ -152,6 +176,12 @@ async fn one(
         Action::AddToGroup(g) => commands::group::add_user(&state.bus, g, id, &meta).await?,
         Action::RemoveFromGroup(g) => {
             commands::group::remove_user(&state.bus, g, id, &meta).await?
+        }
+        Action::AssignRole(r) => {
+            commands::role::assign(&state.bus, r, Holder::User(id), &meta).await?
+        }
+        Action::UnassignRole(r) => {
+            commands::role::unassign(&state.bus, r, Holder::User(id), &meta).await?
         }
     })
 }

@@ -9,6 +9,8 @@
 
 use axum::Form as AxumForm;
 use axum::extract::State;
+
+use crate::access;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::registration;
@@ -93,7 +95,7 @@ async fn introspect_access(state: &AppState, caller: &AuthenticatedClient, token
     if !own && !for_caller && !caller.client.platform_admin {
         return inactive();
     }
-    json!({
+    let mut body = json!({
         "active": true,
         "scope": v.scope,
         "client_id": v.claims.client_id,
@@ -104,7 +106,25 @@ async fn introspect_access(state: &AppState, caller: &AuthenticatedClient, token
         "aud": v.claims.aud,
         "iss": v.claims.iss,
         "jti": v.claims.jti,
-    })
+    });
+    // The subject's roles as they are now (not as when the token was
+    // issued), every one of them: a resource server reads them here.
+    if v.claims.sub == v.claims.client_id
+        && let Some(o) = body.as_object_mut()
+    {
+        match access::effective_roles(state, access::Subject::Client(v.client_id)).await {
+            Ok(roles) => {
+                let (names, permissions) = access::names_and_permissions(&roles);
+                // A configured name never hides a registered member.
+                o.entry(state.config.roles_claim.clone())
+                    .or_insert(json!(names));
+                o.entry(state.config.permissions_claim.clone())
+                    .or_insert(json!(permissions));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the roles of a token's subject"),
+        }
+    }
+    body
 }
 
 async fn introspect_refresh(

@@ -69,6 +69,8 @@ async fn client_credentials(
         domain::Actor::client(auth.client_id.to_string()),
         Some(client.organization_id),
     );
+    let access =
+        crate::access::token_claims(state, crate::access::Subject::Client(auth.client_id)).await;
     let (token, claims) = state
         .issue_token(
             Grant {
@@ -80,6 +82,7 @@ async fn client_credentials(
                 auth_method: auth.method.as_str(),
                 secret_id: auth.secret_id,
                 auth_token_id: None,
+                claims: access,
             },
             &meta,
         )

@@ -15,6 +15,7 @@ mod oauth;
 mod passkeys;
 mod privacy;
 mod registration;
+mod roles;
 mod self_service;
 mod sign_in;
 mod sign_in_codes;

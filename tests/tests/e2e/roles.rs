@@ -1,0 +1,465 @@
+//! Roles over the admin API, on SQLite and PostgreSQL: inheritance through
+//! nested groups and the organization, refusals that write nothing, ETags,
+//! and the roles and permissions a client's tokens and their introspection
+//! carry as assignments change.
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Admin, Store, TestServer, http};
+use crate::oauth::confidential;
+
+async fn call(
+    s: &TestServer,
+    admin: &Admin,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (status, _, v) = s.call(method, path, &admin.token, body).await;
+    (status, v)
+}
+
+async fn log_len(s: &TestServer) -> u64 {
+    let log = s.server().state.bus.log();
+    log.count_after(eventlog::Position::START).await.unwrap()
+}
+
+async fn create_role(s: &TestServer, admin: &Admin, name: &str, permissions: &[&str]) -> String {
+    let (st, r) = call(
+        s,
+        admin,
+        Method::POST,
+        "/admin/roles",
+        Some(json!({
+            "organization_id": admin.organization_id,
+            "name": name,
+            "permissions": permissions,
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    r["role_id"].as_str().unwrap().to_owned()
+}
+
+async fn create(s: &TestServer, admin: &Admin, path: &str, body: Value, id: &str) -> String {
+    let mut body = body;
+    body["organization_id"] = json!(admin.organization_id);
+    let (st, v) = call(s, admin, Method::POST, path, Some(body)).await;
+    assert_eq!(st, 201, "{v}");
+    v[id].as_str().unwrap().to_owned()
+}
+
+async fn assign(
+    s: &TestServer,
+    admin: &Admin,
+    role: &str,
+    kind: &str,
+    holder: &str,
+) -> (u16, Value) {
+    call(
+        s,
+        admin,
+        Method::PUT,
+        &format!("/admin/roles/{role}/holders/{kind}/{holder}"),
+        None,
+    )
+    .await
+}
+
+/// The role names of a user's effective roles, each with how it is held.
+async fn effective(
+    s: &TestServer,
+    admin: &Admin,
+    user: &str,
+) -> (Vec<(String, Vec<String>)>, Value) {
+    let (st, v) = call(
+        s,
+        admin,
+        Method::GET,
+        &format!("/admin/users/{user}/roles"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let roles = v["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let via = r["via"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["type"].as_str().unwrap().to_owned())
+                .collect();
+            (r["name"].as_str().unwrap().to_owned(), via)
+        })
+        .collect();
+    (roles, v["permissions"].clone())
+}
+
+async fn inheritance(store: Store) {
+    let Some(s) = TestServer::start(store, "roles_inheritance").await else {
+        return;
+    };
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let eng = create_role(&s, &admin, "engineer", &["repo:*"]).await;
+    let support = create_role(&s, &admin, "support", &["tickets:read", "users:read"]).await;
+    let staff = create_role(&s, &admin, "staff", &["wiki:read"]).await;
+
+    let engineering = create(
+        &s,
+        &admin,
+        "/admin/groups",
+        json!({"name": "engineering"}),
+        "group_id",
+    )
+    .await;
+    let platform = create(
+        &s,
+        &admin,
+        "/admin/groups",
+        json!({"name": "platform"}),
+        "group_id",
+    )
+    .await;
+    let alan = create(
+        &s,
+        &admin,
+        "/admin/users",
+        json!({"username": "alan"}),
+        "user_id",
+    )
+    .await;
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/groups/{engineering}/members"),
+        Some(json!({"group_id": platform})),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/groups/{platform}/members"),
+        Some(json!({"user_id": alan})),
+    )
+    .await;
+    assert_eq!(st, 204);
+
+    assert_eq!(
+        assign(&s, &admin, &eng, "groups", &engineering).await.0,
+        204
+    );
+    assert_eq!(assign(&s, &admin, &support, "users", &alan).await.0, 204);
+    assert_eq!(
+        assign(&s, &admin, &staff, "organizations", &admin.organization_id)
+            .await
+            .0,
+        204
+    );
+    // Assigning again changes nothing.
+    let before = log_len(&s).await;
+    assert_eq!(assign(&s, &admin, &support, "users", &alan).await.0, 204);
+    assert_eq!(
+        log_len(&s).await,
+        before,
+        "a repeated assignment writes nothing"
+    );
+
+    let (roles, permissions) = effective(&s, &admin, &alan).await;
+    assert_eq!(
+        roles,
+        [
+            ("engineer".to_owned(), vec!["group".to_owned()]),
+            ("staff".to_owned(), vec!["organization".to_owned()]),
+            ("support".to_owned(), vec!["user".to_owned()]),
+        ],
+        "a role through a group two levels up, the organization's, and the user's own"
+    );
+    assert_eq!(
+        permissions,
+        json!(["repo:*", "tickets:read", "users:read", "wiki:read"])
+    );
+
+    // Leaving the nesting takes the group's role away.
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/groups/{engineering}/members/{platform}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (roles, _) = effective(&s, &admin, &alan).await;
+    let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["staff", "support"]);
+
+    // Holders of a role, and a change of its permissions under an ETag.
+    let (st, holders) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/roles/{support}/holders"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(holders["items"][0]["type"], "user");
+    assert_eq!(holders["items"][0]["id"], json!(alan));
+    let (st, etag, r) = s_get_with_etag(&s, &admin, &format!("/admin/roles/{support}")).await;
+    assert_eq!(st, 200, "{r}");
+    let patch = |tag: &str| {
+        http()
+            .patch(s.url(&format!("/admin/roles/{support}")))
+            .bearer_auth(&admin.token)
+            .header("if-match", tag.to_owned())
+            .json(&json!({"permissions": ["tickets:*"]}))
+            .send()
+    };
+    let ok = patch(&etag).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let stale = patch(&etag).await.unwrap();
+    assert_eq!(stale.status(), 412, "the old version is stale now");
+    let (_, permissions) = effective(&s, &admin, &alan).await;
+    assert_eq!(permissions, json!(["tickets:*", "wiki:read"]));
+
+    // Refusals write nothing.
+    let before = log_len(&s).await;
+    let (st, p) = call(&s, &admin, Method::POST, "/admin/roles",
+        Some(json!({"organization_id": admin.organization_id, "name": "bad", "permissions": ["users:read", "users read"]}))).await;
+    assert_eq!(
+        (st, p["field"].as_str(), p["permission"].as_str()),
+        (422, Some("permissions"), Some("users read")),
+        "{p}"
+    );
+    let (st, p) = assign(
+        &s,
+        &admin,
+        &support,
+        "users",
+        &uuid::Uuid::now_v7().to_string(),
+    )
+    .await;
+    assert_eq!((st, p["field"].as_str()), (422, Some("holder_id")), "{p}");
+    let (st, _) = assign(&s, &admin, &support, "planets", &alan).await;
+    assert_eq!(st, 404);
+    let (st, p) = assign(
+        &s,
+        &admin,
+        &support,
+        "organizations",
+        &uuid::Uuid::now_v7().to_string(),
+    )
+    .await;
+    assert_eq!(st, 422, "{p}");
+    assert_eq!(
+        log_len(&s).await,
+        before,
+        "refused role commands write nothing"
+    );
+
+    // A deleted role leaves every holder.
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/roles/{staff}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (roles, _) = effective(&s, &admin, &alan).await;
+    let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["support"]);
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/roles/{staff}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // A bulk assignment: one result per user, a stranger refused alone.
+    let grace = create(
+        &s,
+        &admin,
+        "/admin/users",
+        json!({"username": "grace"}),
+        "user_id",
+    )
+    .await;
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let (st, bulk) = call(
+        &s,
+        &admin,
+        Method::POST,
+        "/admin/users/bulk",
+        Some(json!({
+            "action": "assign_role", "role_id": eng, "user_ids": [alan, grace, stranger],
+        })),
+    )
+    .await;
+    assert_eq!(st, 200, "{bulk}");
+    let results: Vec<&str> = bulk["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["done", "done", "refused"], "{bulk}");
+    let (roles, _) = effective(&s, &admin, &grace).await;
+    assert_eq!(roles, [("engineer".to_owned(), vec!["user".to_owned()])]);
+
+    // The assignment is in the audit trail with its actor.
+    let (st, audit) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/audit?action=role.assigned.v1&target=role-{support}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{audit}");
+    let entry = &audit["items"][0];
+    assert_eq!(entry["actor_id"], json!(admin.client_id), "{audit}");
+    assert_eq!(
+        entry["subject"],
+        json!(format!("user:{}", alan.replace('-', ""))),
+        "{audit}"
+    );
+}
+
+async fn s_get_with_etag(s: &TestServer, admin: &Admin, path: &str) -> (u16, String, Value) {
+    let r = http()
+        .get(s.url(path))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (st, etag, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn roles_are_inherited_through_nested_groups_and_the_organization_on_sqlite() {
+    inheritance(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn roles_are_inherited_through_nested_groups_and_the_organization_on_postgres() {
+    inheritance(Store::Postgres).await;
+}
+
+fn payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn introspect(s: &TestServer, id: &str, secret: &str, token: &str) -> Value {
+    http()
+        .post(s.url("/oauth/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_clients_tokens_and_introspection_follow_its_roles() {
+    let (mut config, dir) = TestServer::config(Store::Sqlite, "roles_tokens")
+        .await
+        .unwrap();
+    config.role_claims_max = 4;
+    let s = TestServer::start_with(config, Some(dir)).await;
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let c = s
+        .create_client(
+            &admin,
+            confidential(&admin.organization_id, "client_secret_basic", &["read"]),
+        )
+        .await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let (_, secret) = s.create_secret(&admin, &id).await;
+
+    let before = s.token_basic(&id, &secret, Some("read")).await;
+    assert_eq!(payload(&before).get("roles"), None, "no role, no claim");
+    let seen = introspect(&s, &id, &secret, &before).await;
+    assert_eq!(
+        (seen["active"].clone(), seen["roles"].clone()),
+        (json!(true), json!([]))
+    );
+
+    let reporter = create_role(&s, &admin, "reporter", &["reports:read"]).await;
+    assert_eq!(assign(&s, &admin, &reporter, "clients", &id).await.0, 204);
+    let after = s.token_basic(&id, &secret, Some("read")).await;
+    let claims = payload(&after);
+    assert_eq!(claims["roles"], json!(["reporter"]));
+    assert_eq!(claims["permissions"], json!(["reports:read"]));
+    // Introspection answers the roles as they are now, even for the token
+    // issued before the assignment.
+    let seen = introspect(&s, &id, &secret, &before).await;
+    assert_eq!(seen["roles"], json!(["reporter"]));
+    assert_eq!(seen["permissions"], json!(["reports:read"]));
+    let (st, v) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/clients/{id}/roles"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, v["permissions"].clone()),
+        (200, json!(["reports:read"]))
+    );
+
+    // Past the cap the token carries neither list; introspection has all.
+    let writer = create_role(&s, &admin, "writer", &["reports:write", "drafts:write"]).await;
+    assert_eq!(assign(&s, &admin, &writer, "clients", &id).await.0, 204);
+    let capped = payload(&s.token_basic(&id, &secret, Some("read")).await);
+    assert_eq!(capped.get("roles"), None, "{capped}");
+    assert_eq!(capped["roles_omitted"], json!(true));
+    let seen = introspect(&s, &id, &secret, &after).await;
+    assert_eq!(seen["roles"], json!(["reporter", "writer"]));
+
+    // Taken away: gone from introspection at once.
+    for role in [&reporter, &writer] {
+        let (st, _) = call(
+            &s,
+            &admin,
+            Method::DELETE,
+            &format!("/admin/roles/{role}/holders/clients/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(st, 204);
+    }
+    let seen = introspect(&s, &id, &secret, &after).await;
+    assert_eq!(seen["roles"], json!([]));
+    assert_eq!(seen["permissions"], json!([]));
+}
