@@ -257,6 +257,41 @@ impl From<commands::group::GroupFailure> for Problem {
     }
 }
 
+impl From<commands::authz::PolicyFailure> for Problem {
+    fn from(e: commands::authz::PolicyFailure) -> Self {
+        use commands::authz::PolicyFailure as F;
+        use domain::authz_policy::AuthzPolicyError as E;
+        match e {
+            F::Compile(c) => {
+                let mut p =
+                    Problem::validation(format!("the policy does not compile: {}", c.message))
+                        .with("field", "source");
+                if let Some(line) = c.line {
+                    p = p.with("line", line);
+                }
+                if let Some(column) = c.column {
+                    p = p.with("column", column);
+                }
+                p
+            }
+            F::Policy(e @ E::InvalidSource) => {
+                Problem::validation(e.to_string()).with("field", "source")
+            }
+            F::Policy(e @ E::InvalidDescription) => {
+                Problem::validation(e.to_string()).with("field", "description")
+            }
+            F::Policy(E::NoSuchVersion(_)) => Problem::not_found("policy version"),
+            F::Policy(e @ E::NothingToRollBackTo) => {
+                Problem::conflict("nothing-to-roll-back-to", e.to_string())
+            }
+            F::UnknownOrganization => Problem::not_found("organization"),
+            F::Stale { actual, .. } => Problem::stale(actual),
+            F::Contention { .. } => Problem::unavailable(e.to_string()),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
 impl From<commands::role::RoleFailure> for Problem {
     fn from(e: commands::role::RoleFailure) -> Self {
         use commands::role::RoleFailure as F;

@@ -14,6 +14,7 @@ pub mod access;
 pub mod admin;
 pub mod authentication;
 pub mod authorization;
+pub mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod context;

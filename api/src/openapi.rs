@@ -4,15 +4,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::{
-    Page, audit, clients, groups, keys, organizations, privacy, registration, roles, sign_in,
-    user_bulk, user_history, users,
+    Page, audit, clients, groups, keys, organizations, policies, privacy, registration, roles,
+    sign_in, user_bulk, user_history, users,
 };
 use crate::{authentication, self_service};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "idp admin API", description = "Organizations, users, groups and roles, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests, \
-        sign-in policies and sessions; the sign-in flow (`/authentication`) and what a signed-in person does for themselves (`/self`). \
+        sign-in policies and sessions, access policies in Rego and the decision point (`/authz`, a token with `idp:authz`); the sign-in flow (`/authentication`) and what a signed-in person does for themselves (`/self`). \
         Every `/admin` endpoint needs a bearer access token with the `idp:admin` scope; `/authentication` needs the sign-in's cookie \
         after its start, `/self` a session cookie. Errors are RFC 9457 problem documents (application/problem+json)."),
     paths(
@@ -31,6 +31,8 @@ use crate::{authentication, self_service};
         groups::members, groups::add_member, groups::remove_member,
         roles::create, roles::list, roles::show, roles::update, roles::remove, roles::holders,
         roles::assign, roles::unassign, roles::user_roles, roles::client_roles,
+        policies::upload, policies::list, policies::show, policies::activate, policies::rollback,
+        policies::settings, crate::authz::decide, crate::authz::decide_batch,
         sign_in::show_policy, sign_in::set_policy, sign_in::user_sessions, sign_in::revoke_session,
         sign_in::revoke_user_sessions, sign_in::unlock, sign_in::remove_totp,
         sign_in::user_notifications, sign_in::outbox,
@@ -69,6 +71,10 @@ use crate::{authentication, self_service};
         groups::MemberView, Page<groups::GroupView>, Page<groups::MemberView>,
         roles::CreateRole, roles::UpdateRole, roles::RoleView, roles::HolderView, roles::ViaView,
         roles::EffectiveRoleView, roles::AccessView, Page<roles::RoleView>, Page<roles::HolderView>,
+        policies::UploadPolicy, policies::PolicySettings, policies::PolicyVersionView, policies::PoliciesView,
+        crate::authz::Evaluation, crate::authz::Evaluations, crate::authz::PartialEvaluation,
+        crate::authz::AuthzSubject, crate::authz::AuthzResource, crate::authz::AuthzAction,
+        crate::authz::DecisionView, crate::authz::DecisionsView,
         sign_in::PolicyBody, sign_in::ClientPolicyView, sign_in::NotificationView, Page<sign_in::NotificationView>, crate::notify::OutboxEntry,
         authentication::StartBody, authentication::StepView, authentication::SignInView,
         authentication::AuthenticateBody, authentication::CompleteBody, authentication::CompletedView,

@@ -208,6 +208,7 @@ impl Server {
             passwords,
             notifier,
             passkeys,
+            compiled_policies: Arc::default(),
         };
         tracing::info!(
             %addr,
@@ -410,6 +411,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::router())
         .merge(crate::oauth::router())
         .merge(crate::authentication::router())
+        .merge(crate::authz::router())
         .merge(crate::self_service::router())
         .layer(trace)
         .merge(probes)

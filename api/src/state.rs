@@ -38,6 +38,8 @@ pub struct AppState {
     pub notifier: Arc<crate::notify::Notifier>,
     /// The WebAuthn relying party; none when no origin has a domain.
     pub passkeys: Option<Arc<crate::passkeys::RelyingParty>>,
+    /// The organizations' active Rego policies, compiled once per version.
+    pub compiled_policies: Arc<crate::authz::CompiledPolicies>,
 }
 
 impl AppState {

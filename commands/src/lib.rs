@@ -9,6 +9,7 @@
 // Unit tests read the wall clock freely; server code takes it from a Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod authz;
 mod batch;
 mod bus;
 pub mod client;
@@ -26,6 +27,7 @@ pub mod notification;
 pub mod organization;
 pub mod password;
 pub mod registration;
+pub mod rego;
 pub mod role;
 pub mod session;
 pub mod sign_in;

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod auth_token;
+pub mod authz_policy;
 pub mod client;
 pub mod credentials;
 pub mod decider;

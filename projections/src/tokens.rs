@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crypto::MasterKey;
+use domain::authz_policy::AuthzPolicy;
 use domain::client::Client;
 use domain::registration::AuthToken;
 use domain::signing_key::KeyAlgorithm;
@@ -85,6 +86,9 @@ pub struct TokenViews {
     keys: RwLock<KeyRing>,
     pub clients: ClientCache,
     pub auth_tokens: AggregateCache<AuthToken>,
+    /// Each organization's Rego policies (the decision point compiles the
+    /// active one).
+    pub authz_policies: AggregateCache<AuthzPolicy>,
     /// Tokens whose signature was verified, with their claims.
     verified: RwLock<HashMap<String, AccessTokenClaims>>,
     /// Revoked, not yet expired tokens.
@@ -119,6 +123,7 @@ impl TokenViews {
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
+            authz_policies: AggregateCache::default(),
             verified: RwLock::new(HashMap::new()),
             revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
@@ -303,6 +308,11 @@ impl TokenViews {
                     self.auth_tokens.invalidate(id);
                 }
             }
+            "authzpolicy" => {
+                if let Some(id) = stream_id(e) {
+                    self.authz_policies.invalidate(id);
+                }
+            }
             "signingkey" => {
                 if let Ok(mut ring) = self.keys.write()
                     && e.position > ring.position()
@@ -406,6 +416,7 @@ impl TokenViews {
         Filter::categories([
             "client",
             "authtoken",
+            "authzpolicy",
             "signingkey",
             "revocations",
             "authfailures",

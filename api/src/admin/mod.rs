@@ -7,6 +7,7 @@ pub mod clients;
 pub mod groups;
 pub mod keys;
 pub mod organizations;
+pub mod policies;
 pub mod privacy;
 pub mod registration;
 pub mod roles;
@@ -38,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(groups::router())
         .merge(roles::router())
+        .merge(policies::router())
         .merge(sign_in::router())
 }
 

@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod authz;
 mod hardening;
 mod harness;
 mod health;
