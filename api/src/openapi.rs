@@ -13,7 +13,7 @@ use crate::{authentication, self_service};
 #[openapi(
     info(title = "idp admin API", description = "Organizations, users, groups and roles, OAuth clients and their secrets, registration tokens, the audit trail, data subject requests, \
         sign-in policies and sessions, access policies in Rego and the decision point (`/authz`, a token with `idp:authz`); the sign-in flow (`/authentication`) and what a signed-in person does for themselves (`/self`). \
-        Every `/admin` endpoint needs a bearer access token with the `idp:admin` scope; `/authentication` needs the sign-in's cookie \
+        Every `/admin` endpoint needs a bearer access token with the `idp:admin` scope and, for a client given roles, one granting the permission the endpoint needs (`users:read`, `clients:write`, … : the resource its path names, `read` for GET, `write` otherwise); `/authentication` needs the sign-in's cookie \
         after its start, `/self` a session cookie. Errors are RFC 9457 problem documents (application/problem+json)."),
     paths(
         organizations::create, organizations::list, organizations::show, organizations::rename,
@@ -29,7 +29,7 @@ use crate::{authentication, self_service};
         users::groups, user_history::history, user_bulk::bulk,
         groups::create, groups::list, groups::show, groups::update, groups::remove,
         groups::members, groups::add_member, groups::remove_member,
-        roles::create, roles::list, roles::show, roles::update, roles::remove, roles::holders,
+        roles::create, roles::templates, roles::list, roles::show, roles::update, roles::remove, roles::holders,
         roles::assign, roles::unassign, roles::user_roles, roles::client_roles,
         policies::upload, policies::list, policies::show, policies::activate, policies::rollback,
         policies::settings, crate::authz::decide, crate::authz::decide_batch,
@@ -69,7 +69,7 @@ use crate::{authentication, self_service};
         user_bulk::BulkRequest, user_bulk::BulkResult, user_bulk::BulkResponse,
         groups::CreateGroup, groups::UpdateGroup, groups::AddMember, groups::GroupView,
         groups::MemberView, Page<groups::GroupView>, Page<groups::MemberView>,
-        roles::CreateRole, roles::UpdateRole, roles::RoleView, roles::HolderView, roles::ViaView,
+        roles::CreateRole, roles::TemplateView, roles::UpdateRole, roles::RoleView, roles::HolderView, roles::ViaView,
         roles::EffectiveRoleView, roles::AccessView, Page<roles::RoleView>, Page<roles::HolderView>,
         policies::UploadPolicy, policies::PolicySettings, policies::PolicyVersionView, policies::PoliciesView,
         crate::authz::Evaluation, crate::authz::Evaluations, crate::authz::PartialEvaluation,

@@ -138,6 +138,15 @@ impl Problem {
     }
 
     /// The caller's organization does not reach this far.
+    /// The caller's roles do not grant `permission`.
+    pub fn forbidden_permission(permission: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden-permission", "Not allowed")
+            .detail(format!(
+                "this needs the permission `{permission}`, which no role of the caller grants"
+            ))
+            .with("permission", permission)
+    }
+
     pub fn forbidden_organization() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

@@ -607,7 +607,7 @@ fn replay_rebuild_rebuilds_a_seeded_log_and_prints_a_summary() {
     let text = stdout_of(&out);
     assert!(
         text.starts_with(
-            "rebuilt organizations, clients, registration, audit, users, sessions, notifications: 3000 events in "
+            "rebuilt organizations, clients, registration, audit, users, sessions, notifications, roles: 3000 events in "
         ),
         "{text}"
     );

@@ -1,8 +1,11 @@
 //! Who may call the admin API: a bearer access token issued by this server
 //! for this server (its audience), carrying the admin scope, for a client
-//! that is still active. An admin acts within its client's organization;
-//! only the platform admin (the client the first start bootstrapped) spans
-//! organizations.
+//! that is still active, whose roles grant the permission the request
+//! needs ([`required_permission`]: `users:read`, `clients:write`, …). An
+//! admin acts within its client's organization; only the platform admin
+//! (the client the first start bootstrapped) spans organizations and holds
+//! every permission. A client given the admin scope and no role at all is
+//! its organization's admin; a role narrows it to what the role grants.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -97,11 +100,140 @@ impl FromRequestParts<AppState> for AdminCaller {
         if !valid.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
             return Err(Problem::forbidden(ADMIN_SCOPE));
         }
+        if !valid.client.platform_admin {
+            let needed = required_permission(parts.method.as_str(), parts.uri.path());
+            let roles = crate::access::effective_roles(
+                state,
+                crate::access::Subject::Client(valid.client_id),
+            )
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+            let granted = roles.is_empty()
+                || roles.iter().any(|r| {
+                    r.role.permissions.iter().any(|p| {
+                        domain::role::Permission::parse(p).is_ok_and(|p| p.grants(&needed))
+                    })
+                });
+            if !granted {
+                return Err(Problem::forbidden_permission(&needed));
+            }
+        }
         Ok(AdminCaller {
             client_id: valid.client_id,
             jti: valid.jti,
             organization_id: valid.client.organization_id,
             platform: valid.client.platform_admin,
         })
+    }
+}
+
+/// The permission a request of the admin API needs: the resource its path
+/// names, and `read` for GET and HEAD, `write` for anything else.
+pub fn required_permission(method: &str, path: &str) -> String {
+    let segments: Vec<&str> = path
+        .trim_start_matches("/admin/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let first = segments.first().copied().unwrap_or("");
+    let third = segments.get(2).copied().unwrap_or("");
+    let resource = match (first, third) {
+        (_, "roles") => "roles",
+        (_, "sign-in-policy") => "sign_in",
+        ("organizations", "policies") => "policies",
+        ("users", "sessions" | "unlock" | "notifications" | "methods") => "sign_in",
+        ("registration-tokens" | "auth-tokens", _) => "registration",
+        ("subjects", _) => "privacy",
+        ("outbox", _) => "sign_in",
+        (other, _) => other,
+    };
+    let action = if matches!(method, "GET" | "HEAD") {
+        "read"
+    } else {
+        "write"
+    };
+    format!("{resource}:{action}")
+}
+
+/// The roles an organization starts from, as templates: their names and
+/// permissions.
+pub const BUILT_IN_ROLES: &[(&str, &str, &[&str])] = &[
+    (
+        "organization_admin",
+        "Everything within the organization",
+        &["*:*"],
+    ),
+    (
+        "user_admin",
+        "Users, groups, their sign-in and their roles",
+        &["users:*", "groups:*", "sign_in:*", "roles:read"],
+    ),
+    (
+        "auditor",
+        "Reads the audit trail and who holds what",
+        &[
+            "audit:read",
+            "users:read",
+            "groups:read",
+            "roles:read",
+            "policies:read",
+            "clients:read",
+        ],
+    ),
+    (
+        "viewer",
+        "Reads the organization's configuration and people, not their data requests or the audit trail",
+        &[
+            "organizations:read",
+            "clients:read",
+            "users:read",
+            "groups:read",
+            "roles:read",
+            "policies:read",
+            "registration:read",
+        ],
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_names_its_resource_and_a_method_its_action() {
+        let cases = [
+            ("GET", "/admin/users", "users:read"),
+            ("POST", "/admin/users/bulk", "users:write"),
+            ("GET", "/admin/users/1/roles", "roles:read"),
+            ("POST", "/admin/users/1/unlock", "sign_in:write"),
+            ("PUT", "/admin/roles/1/holders/users/2", "roles:write"),
+            ("GET", "/admin/audit/export", "audit:read"),
+            ("DELETE", "/admin/subjects/user:1", "privacy:write"),
+            ("POST", "/admin/organizations/1/policies", "policies:write"),
+            (
+                "PUT",
+                "/admin/organizations/1/sign-in-policy",
+                "sign_in:write",
+            ),
+            ("PATCH", "/admin/organizations/1", "organizations:write"),
+            (
+                "POST",
+                "/admin/registration-tokens/1/revoke",
+                "registration:write",
+            ),
+            ("GET", "/admin/clients/1/roles", "roles:read"),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(required_permission(method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn built_in_roles_are_in_shape() {
+        for (name, _, permissions) in BUILT_IN_ROLES {
+            for p in *permissions {
+                assert!(domain::role::Permission::parse(p).is_ok(), "{name}: {p}");
+            }
+        }
     }
 }

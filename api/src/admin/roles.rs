@@ -11,6 +11,7 @@ use projections::roles::{self as read, EffectiveRole, HolderRow, RoleRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::auth::BUILT_IN_ROLES;
 use super::users::if_match;
 use super::{AdminCaller, Page, PageQuery, settle};
 use crate::access::{self, Subject};
@@ -25,6 +26,7 @@ type QueryRejection = axum::extract::rejection::QueryRejection;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/roles", get(list).post(create))
+        .route("/admin/roles/templates", get(templates))
         .route("/admin/roles/{id}", get(show).patch(update).delete(remove))
         .route("/admin/roles/{id}/holders", get(holders))
         .route(
@@ -41,14 +43,23 @@ pub struct CreateRole {
     pub organization_id: Uuid,
     /// A GUID; generated when absent.
     pub role_id: Option<String>,
-    /// 1 to 100 characters.
-    pub name: String,
+    /// 1 to 100 characters; the template's name when absent.
+    pub name: Option<String>,
     /// At most 1,000 characters.
-    #[serde(default)]
-    pub description: String,
+    pub description: Option<String>,
     /// `resource:action` strings; `*` matches any run of characters on its
-    /// side (`users:*`, `*:read`). At most 200.
-    #[serde(default)]
+    /// side (`users:*`, `*:read`). At most 200. The template's when absent.
+    pub permissions: Option<Vec<String>>,
+    /// A built-in role to start from: `organization_admin`, `user_admin`,
+    /// `auditor` or `viewer` (see `GET /admin/roles/templates`).
+    pub template: Option<String>,
+}
+
+/// A built-in role: a name and the permissions it grants.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TemplateView {
+    pub name: String,
+    pub description: String,
     pub permissions: Vec<String>,
 }
 
@@ -201,13 +212,37 @@ pub async fn create(
         None => Uuid::now_v7(),
     };
     caller.within(Some(body.organization_id), "organization")?;
+    let template = match &body.template {
+        Some(t) => Some(
+            BUILT_IN_ROLES
+                .iter()
+                .find(|(name, _, _)| name == t)
+                .ok_or_else(|| {
+                    Problem::validation(format!("no built-in role is called `{t}`"))
+                        .with("field", "template")
+                })?,
+        ),
+        None => None,
+    };
+    let name = body
+        .name
+        .or_else(|| template.map(|(n, _, _)| (*n).to_owned()))
+        .ok_or_else(|| Problem::validation("name is required").with("field", "name"))?;
+    let description = body
+        .description
+        .or_else(|| template.map(|(_, d, _)| (*d).to_owned()))
+        .unwrap_or_default();
+    let permissions = body
+        .permissions
+        .or_else(|| template.map(|(_, _, p)| p.iter().map(|p| (*p).to_owned()).collect()))
+        .unwrap_or_default();
     let meta = ctx.metadata(caller.actor(), Some(body.organization_id));
     let role = commands::role::NewRole {
         id,
         organization_id: body.organization_id,
-        name: body.name,
-        description: body.description,
-        permissions: body.permissions,
+        name,
+        description,
+        permissions,
     };
     let out = commands::role::create(&state.bus, role, &meta).await?;
     settle(&state, &out).await?;
@@ -216,6 +251,23 @@ pub async fn create(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// The built-in roles a role can start from. Needs `idp:admin`.
+#[utoipa::path(get, path = "/admin/roles/templates",
+    responses((status = 200, body = Vec<TemplateView>, description = "done")),
+    security(("bearer" = ["idp:admin"])), tag = "roles")]
+pub async fn templates(_caller: AdminCaller) -> Json<Vec<TemplateView>> {
+    Json(
+        BUILT_IN_ROLES
+            .iter()
+            .map(|(name, description, permissions)| TemplateView {
+                name: (*name).to_owned(),
+                description: (*description).to_owned(),
+                permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            })
+            .collect(),
+    )
 }
 
 /// List roles, ordered by id, a page at a time. Needs `idp:admin`.

@@ -885,7 +885,7 @@ async fn rebuild_under_writes(env: Env) {
         during.load(Ordering::SeqCst) > 0,
         "writes arrived while rebuilding"
     );
-    assert_eq!(summary.switched_at.len(), 7);
+    assert_eq!(summary.switched_at.len(), 8);
 
     assert!(
         handle.wait_for(end, Duration::from_secs(60)).await,
@@ -952,7 +952,7 @@ async fn interrupted_rebuild(env: Env) {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(next.len(), 7, "{next:?}");
+    assert_eq!(next.len(), 8, "{next:?}");
     let resume: Vec<eventlog::Position> = sqlx::query(
         "SELECT commit_pos, prepare_pos FROM projection_checkpoints WHERE name LIKE '%#next'",
     )
@@ -1182,6 +1182,7 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
         .unwrap();
     }
     write_notifications(log, org, user, gone, now).await;
+    write_roles(log, org, user, gone, now).await;
     if round.is_multiple_of(2) {
         let deleted = UserEvent::Deleted(UserDeleted {
             user_id: gone,
@@ -1192,6 +1193,88 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
             &format!("user-{gone}"),
             ExpectedRevision::Any,
             vec![encode(&deleted, &meta())],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Roles: one held by a person, one deleted in even rounds, the
+/// organization and a client; one changed and given up; one deleted.
+async fn write_roles(
+    log: &Arc<dyn EventLog>,
+    org: Uuid,
+    user: Uuid,
+    gone: Uuid,
+    now: OffsetDateTime,
+) {
+    use domain::role::{
+        Holder, Permission, RoleAssignment, RoleChanged, RoleCreated, RoleDeleted, RoleEvent,
+    };
+    use eventlog::{ExpectedRevision, encode};
+    let created = |id: Uuid, name: &str| {
+        RoleEvent::Created(RoleCreated {
+            role_id: id,
+            organization_id: org,
+            name: name.into(),
+            description: String::new(),
+            permissions: [Permission::parse("users:read").unwrap()].into(),
+            created_by: "admin".into(),
+            at: now,
+        })
+    };
+    let assignment = |id: Uuid, holder: Holder| RoleAssignment {
+        role_id: id,
+        organization_id: org,
+        holder,
+        at: now,
+    };
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let streams = [
+        (
+            a,
+            vec![
+                created(a, "support"),
+                RoleEvent::Assigned(assignment(a, Holder::User(user))),
+                RoleEvent::Assigned(assignment(a, Holder::User(gone))),
+                RoleEvent::Assigned(assignment(a, Holder::Organization(org))),
+                RoleEvent::Assigned(assignment(a, Holder::Client(Uuid::now_v7()))),
+            ],
+        ),
+        (
+            b,
+            vec![
+                created(b, "auditor"),
+                RoleEvent::Changed(RoleChanged {
+                    role_id: b,
+                    name: Some("auditors".into()),
+                    description: None,
+                    permissions: Some([Permission::parse("audit:*").unwrap()].into()),
+                    at: now,
+                }),
+                RoleEvent::Assigned(assignment(b, Holder::User(user))),
+                RoleEvent::Unassigned(assignment(b, Holder::User(user))),
+            ],
+        ),
+        (
+            c,
+            vec![
+                created(c, "gone"),
+                RoleEvent::Assigned(assignment(c, Holder::User(user))),
+                RoleEvent::Deleted(RoleDeleted {
+                    role_id: c,
+                    organization_id: org,
+                    holders: vec![Holder::User(user)],
+                    at: now,
+                }),
+            ],
+        ),
+    ];
+    for (id, events) in streams {
+        log.append(
+            &format!("role-{id}"),
+            ExpectedRevision::Any,
+            events.iter().map(|e| encode(e, &meta())).collect(),
         )
         .await
         .unwrap();

@@ -463,3 +463,182 @@ async fn a_clients_tokens_and_introspection_follow_its_roles() {
     assert_eq!(seen["roles"], json!([]));
     assert_eq!(seen["permissions"], json!([]));
 }
+
+/// A client of `org` with the admin scope and the given built-in roles
+/// (none: its organization's admin); its admin token.
+async fn admin_client(s: &TestServer, admin: &Admin, org: &str, templates: &[&str]) -> String {
+    let c = s
+        .create_client(
+            admin,
+            confidential(org, "client_secret_basic", &["idp:admin"]),
+        )
+        .await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let (_, secret) = s.create_secret(admin, &id).await;
+    for t in templates {
+        let (st, r) = call(
+            s,
+            admin,
+            Method::POST,
+            "/admin/roles",
+            Some(json!({"organization_id": org, "template": t})),
+        )
+        .await;
+        assert_eq!(st, 201, "{r}");
+        let role = r["role_id"].as_str().unwrap();
+        assert_eq!(assign(s, admin, role, "clients", &id).await.0, 204);
+    }
+    s.token_basic(&id, &secret, Some("idp:admin")).await
+}
+
+#[tokio::test]
+async fn the_admin_api_asks_for_permissions_and_stays_within_an_organization() {
+    let s = TestServer::start(Store::Sqlite, "roles_admin_permissions")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let org = admin.organization_id.clone();
+    let alan = create(
+        &s,
+        &admin,
+        "/admin/users",
+        json!({"username": "alan"}),
+        "user_id",
+    )
+    .await;
+
+    let auditor = admin_client(&s, &admin, &org, &["auditor"]).await;
+    let as_auditor = |method: Method, path: String, body: Option<Value>| {
+        let (s, token) = (&s, auditor.clone());
+        async move { s.call(method, &path, &token, body).await }
+    };
+    let (st, _, _) = as_auditor(Method::GET, "/admin/users".into(), None).await;
+    assert_eq!(st, 200);
+    let (st, _, _) = as_auditor(Method::GET, "/admin/audit".into(), None).await;
+    assert_eq!(st, 200);
+    let (st, _, p) = as_auditor(
+        Method::POST,
+        "/admin/users".into(),
+        Some(json!({"organization_id": org, "username": "eve"})),
+    )
+    .await;
+    assert_eq!(
+        (st, p["permission"].as_str()),
+        (403, Some("users:write")),
+        "{p}"
+    );
+    let (st, _, p) = as_auditor(
+        Method::GET,
+        format!("/admin/subjects?organization_id={org}&user_name=alan"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, p["permission"].as_str()),
+        (403, Some("privacy:read")),
+        "{p}"
+    );
+    let (st, _, p) = as_auditor(
+        Method::POST,
+        format!("/admin/users/{alan}/deactivate"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, p["permission"].as_str()),
+        (403, Some("users:write")),
+        "{p}"
+    );
+
+    // A user admin changes users but not clients.
+    let user_admin = admin_client(&s, &admin, &org, &["user_admin"]).await;
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("/admin/users/{alan}/deactivate"),
+            &user_admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _, p) = s
+        .call(
+            Method::POST,
+            "/admin/clients",
+            &user_admin,
+            Some(confidential(&org, "client_secret_basic", &["read"])),
+        )
+        .await;
+    assert_eq!(
+        (st, p["permission"].as_str()),
+        (403, Some("clients:write")),
+        "{p}"
+    );
+
+    // Another organization's admin sees nothing of this one.
+    let (st, _, other) = s
+        .call(
+            Method::POST,
+            "/admin/organizations",
+            &admin.token,
+            Some(json!({"name": "Other"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let other_org = other["id"].as_str().unwrap().to_owned();
+    let other_admin = admin_client(&s, &admin, &other_org, &["organization_admin"]).await;
+    let (st, _, _) = s
+        .call(
+            Method::GET,
+            &format!("/admin/users/{alan}"),
+            &other_admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _, _) = s
+        .call(
+            Method::GET,
+            &format!("/admin/users?organization_id={org}"),
+            &other_admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, _, p) = s
+        .call(
+            Method::POST,
+            "/admin/roles",
+            &other_admin,
+            Some(json!({"organization_id": org, "template": "organization_admin"})),
+        )
+        .await;
+    assert_eq!(st, 404, "{p}");
+    // … and a role of this organization cannot be given to its client.
+    let (st, _, r) = s
+        .call(
+            Method::POST,
+            "/admin/roles",
+            &admin.token,
+            Some(json!({"organization_id": org, "template": "viewer"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let viewer = r["role_id"].as_str().unwrap();
+    let (_, _, clients) = s
+        .call(
+            Method::GET,
+            &format!("/admin/clients?organization_id={other_org}"),
+            &admin.token,
+            None,
+        )
+        .await;
+    let other_client = clients["items"][0]["client_id"].as_str().unwrap();
+    let (st, p) = assign(&s, &admin, viewer, "clients", other_client).await;
+    assert_eq!(st, 422, "{p}");
+    let (st, _, t) = s
+        .call(Method::GET, "/admin/roles/templates", &admin.token, None)
+        .await;
+    assert_eq!((st, t.as_array().map(Vec::len)), (200, Some(4)));
+}
