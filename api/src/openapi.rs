@@ -4,8 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::admin::{
-    Page, audit, clients, groups, keys, organizations, policies, privacy, registration, roles,
-    sign_in, user_bulk, user_history, users,
+    Page, access, audit, clients, groups, keys, organizations, policies, privacy, registration,
+    roles, sign_in, user_bulk, user_history, users,
 };
 use crate::{authentication, self_service};
 
@@ -31,6 +31,7 @@ use crate::{authentication, self_service};
         groups::members, groups::add_member, groups::remove_member,
         roles::create, roles::templates, roles::list, roles::show, roles::update, roles::remove, roles::holders,
         roles::assign, roles::unassign, roles::user_roles, roles::client_roles,
+        access::user_access, access::holders,
         policies::upload, policies::list, policies::show, policies::activate, policies::rollback,
         policies::settings, crate::authz::decide, crate::authz::decide_batch,
         sign_in::show_policy, sign_in::set_policy, sign_in::user_sessions, sign_in::revoke_session,
@@ -70,7 +71,8 @@ use crate::{authentication, self_service};
         groups::CreateGroup, groups::UpdateGroup, groups::AddMember, groups::GroupView,
         groups::MemberView, Page<groups::GroupView>, Page<groups::MemberView>,
         roles::CreateRole, roles::TemplateView, roles::UpdateRole, roles::RoleView, roles::HolderView, roles::ViaView,
-        roles::EffectiveRoleView, roles::AccessView, Page<roles::RoleView>, Page<roles::HolderView>,
+        roles::EffectiveRoleView, roles::AccessView, access::RoleThenView, access::AccessThenView,
+        access::HolderThenView, access::HoldersThenView, Page<roles::RoleView>, Page<roles::HolderView>,
         policies::UploadPolicy, policies::PolicySettings, policies::PolicyVersionView, policies::PoliciesView,
         crate::authz::Evaluation, crate::authz::Evaluations, crate::authz::PartialEvaluation,
         crate::authz::AuthzSubject, crate::authz::AuthzResource, crate::authz::AuthzAction,

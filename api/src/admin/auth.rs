@@ -144,6 +144,7 @@ pub fn required_permission(method: &str, path: &str) -> String {
         ("users", "sessions" | "unlock" | "notifications" | "methods") => "sign_in",
         ("registration-tokens" | "auth-tokens", _) => "registration",
         ("subjects", _) => "privacy",
+        ("access", _) => "roles",
         ("outbox", _) => "sign_in",
         (other, _) => other,
     };
@@ -222,6 +223,7 @@ mod tests {
                 "registration:write",
             ),
             ("GET", "/admin/clients/1/roles", "roles:read"),
+            ("GET", "/admin/access/holders", "roles:read"),
         ];
         for (method, path, want) in cases {
             assert_eq!(required_permission(method, path), want, "{method} {path}");

@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP, errors as RFC 9457 problems, every
 //! endpoint behind a bearer access token with the admin scope.
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod clients;
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(groups::router())
         .merge(roles::router())
+        .merge(access::router())
         .merge(policies::router())
         .merge(sign_in::router())
 }

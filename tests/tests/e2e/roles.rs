@@ -642,3 +642,124 @@ async fn the_admin_api_asks_for_permissions_and_stays_within_an_organization() {
         .await;
     assert_eq!((st, t.as_array().map(Vec::len)), (200, Some(4)));
 }
+
+#[tokio::test]
+async fn access_at_any_moment_is_replayed_from_the_log() {
+    use commands::Clock;
+    use time::format_description::well_known::Rfc3339;
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "roles_as_of")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let at = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap();
+    let writer = create_role(&s, &admin, "writer", &["users:write"]).await;
+    let team = create(
+        &s,
+        &admin,
+        "/admin/groups",
+        json!({"name": "team"}),
+        "group_id",
+    )
+    .await;
+    let alan = create(
+        &s,
+        &admin,
+        "/admin/users",
+        json!({"username": "alan"}),
+        "user_id",
+    )
+    .await;
+    let before = clock.now() + time::Duration::seconds(30);
+    clock.advance(time::Duration::minutes(1));
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::POST,
+        &format!("/admin/groups/{team}/members"),
+        Some(json!({"user_id": alan})),
+    )
+    .await;
+    assert_eq!(st, 204);
+    assert_eq!(assign(&s, &admin, &writer, "groups", &team).await.0, 204);
+    let during = clock.now() + time::Duration::seconds(30);
+    clock.advance(time::Duration::minutes(1));
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/roles/{writer}/holders/groups/{team}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let after = clock.now() + time::Duration::seconds(30);
+    clock.advance(time::Duration::minutes(1));
+
+    let access = |t: time::OffsetDateTime| {
+        let (s, admin, path) = (
+            &s,
+            &admin,
+            format!("/admin/access?user={alan}&as_of={}", at(t)),
+        );
+        async move { call(s, admin, Method::GET, &path, None).await }
+    };
+    let (st, v) = access(before).await;
+    assert_eq!(
+        (st, v["existed"].clone(), v["roles"].clone()),
+        (200, json!(true), json!([])),
+        "{v}"
+    );
+    let (_, v) = access(during).await;
+    assert_eq!(v["roles"][0]["name"], "writer", "{v}");
+    assert_eq!(
+        v["roles"][0]["via"][0],
+        json!({"type": "group", "id": team})
+    );
+    assert_eq!(v["permissions"], json!(["users:write"]));
+    assert_eq!(v["groups"], json!([team]));
+    let (_, v) = access(after).await;
+    assert_eq!(v["roles"], json!([]), "{v}");
+    let (_, v) = access(before - time::Duration::hours(1)).await;
+    assert_eq!(
+        v["existed"],
+        json!(false),
+        "before the user was created: {v}"
+    );
+
+    let holders = |t: time::OffsetDateTime| {
+        let (s, admin, path) = (
+            &s,
+            &admin,
+            format!(
+                "/admin/access/holders?permission=users:write&as_of={}",
+                at(t)
+            ),
+        );
+        async move { call(s, admin, Method::GET, &path, None).await }
+    };
+    let (st, v) = holders(during).await;
+    assert_eq!(st, 200, "{v}");
+    let held: Vec<(&str, &str)> = v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["type"].as_str().unwrap(), h["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        held,
+        [("group", team.as_str()), ("user", alan.as_str())],
+        "{v}"
+    );
+    let (_, v) = holders(after).await;
+    assert_eq!(v["holders"], json!([]), "{v}");
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::GET,
+        "/admin/access/holders?permission=users",
+        None,
+    )
+    .await;
+    assert_eq!(st, 422);
+}
