@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod passkeys;
 pub mod problem;
 pub mod registration;
+pub mod scim;
 pub mod self_service;
 pub mod serve;
 pub mod server;

@@ -412,6 +412,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::oauth::router())
         .merge(crate::authentication::router())
         .merge(crate::authz::router())
+        .merge(crate::scim::router())
         .merge(crate::self_service::router())
         .layer(trace)
         .merge(probes)

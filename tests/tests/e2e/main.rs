@@ -17,6 +17,7 @@ mod passkeys;
 mod privacy;
 mod registration;
 mod roles;
+mod scim;
 mod self_service;
 mod sign_in;
 mod sign_in_codes;

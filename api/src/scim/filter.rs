@@ -1,0 +1,801 @@
+//! SCIM filters, projections, sorting and PATCH operations on resources as
+//! their JSON documents (RFC 7644 §3.4.2.2, §3.5.2, §3.9): the parsing is
+//! scim_v2's, the evaluation ours. Attribute names are matched without
+//! regard to case; string values too, except the case-exact `id`,
+//! `externalId` and `meta.version`.
+
+use std::cmp::Ordering;
+
+use scim_v2::filter::{AttrExp, AttrPath, CompValue, CompareOp, Filter, PatchPath, ValFilter};
+use serde_json::{Map, Value};
+
+use super::ScimError;
+
+/// The member of `object` named `name`, whatever its case.
+pub fn member<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
+    object
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+fn member_mut<'a>(object: &'a mut Map<String, Value>, name: &str) -> Option<&'a mut Value> {
+    let key = object
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name))?
+        .clone();
+    object.get_mut(&key)
+}
+
+fn remove_member(object: &mut Map<String, Value>, name: &str) -> Option<Value> {
+    let key = object
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(name))?
+        .clone();
+    object.remove(&key)
+}
+
+/// Attributes by name, each with its sub-attributes.
+pub type Attributes = &'static [(&'static str, &'static [&'static str])];
+
+/// The attributes a resource type knows, core and extension alike (an
+/// extension's attributes under its URN).
+pub struct Schema {
+    pub core_urn: &'static str,
+    pub attributes: Attributes,
+    pub extension: Option<(&'static str, Attributes)>,
+}
+
+impl Schema {
+    /// Refuses a path naming no attribute of the resource.
+    pub fn check(&self, path: &AttrPath) -> Result<(), ScimError> {
+        let unknown = || {
+            ScimError::bad_request(
+                "invalidFilter",
+                format!(
+                    "the attribute `{}` is not one of this resource's",
+                    show(path)
+                ),
+            )
+        };
+        let table = match &path.uri {
+            None => self.attributes,
+            Some(u) if u.eq_ignore_ascii_case(self.core_urn) => self.attributes,
+            Some(u) => match self.extension {
+                Some((urn, attrs)) if u.eq_ignore_ascii_case(urn) => attrs,
+                _ => return Err(unknown()),
+            },
+        };
+        let Some((_, subs)) = table
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&path.name))
+        else {
+            // `urn:…:enterprise:2.0:User:manager` parses with the URN
+            // `…:2.0` and the name `User`: look again.
+            return Err(unknown());
+        };
+        match &path.sub_attr {
+            Some(sub) if !subs.iter().any(|s| s.eq_ignore_ascii_case(sub)) => Err(unknown()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every attribute path of a filter checked.
+    pub fn check_filter(&self, f: &Filter) -> Result<(), ScimError> {
+        match f {
+            Filter::Attr(e) => self.check(attr_of(e)),
+            Filter::ValuePath(v) => {
+                self.check(&v.attr)?;
+                self.check_val(&v.attr, &v.filter)
+            }
+            Filter::Not(inner) => self.check_filter(inner),
+            Filter::And(items) | Filter::Or(items) => {
+                items.iter().try_for_each(|i| self.check_filter(i))
+            }
+        }
+    }
+
+    fn check_val(&self, parent: &AttrPath, f: &ValFilter) -> Result<(), ScimError> {
+        match f {
+            ValFilter::Attr(e) => {
+                let inner = attr_of(e);
+                let path = AttrPath {
+                    uri: parent.uri.clone(),
+                    name: parent.name.clone(),
+                    sub_attr: Some(inner.name.clone()),
+                };
+                self.check(&path)
+            }
+            ValFilter::Not(inner) => self.check_val(parent, inner),
+            ValFilter::And(items) | ValFilter::Or(items) => {
+                items.iter().try_for_each(|i| self.check_val(parent, i))
+            }
+        }
+    }
+}
+
+fn attr_of(e: &AttrExp) -> &AttrPath {
+    match e {
+        AttrExp::Present(p) | AttrExp::Comparison(p, _, _) => p,
+    }
+}
+
+fn show(path: &AttrPath) -> String {
+    let mut s = String::new();
+    if let Some(u) = &path.uri {
+        s.push_str(u);
+        s.push(':');
+    }
+    s.push_str(&path.name);
+    if let Some(sub) = &path.sub_attr {
+        s.push('.');
+        s.push_str(sub);
+    }
+    s
+}
+
+/// The container a path's attribute lives in: the document, or the
+/// extension object named by its URN.
+fn container<'a>(doc: &'a Value, path: &AttrPath) -> Option<&'a Value> {
+    match &path.uri {
+        Some(uri) if !uri.to_ascii_lowercase().contains(":core:") => member(doc, uri),
+        _ => Some(doc),
+    }
+}
+
+/// Every value `path` reaches in `doc` (a multi-valued attribute gives one
+/// per element; with a sub-attribute, the elements' sub-values).
+fn values<'a>(doc: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
+    let Some(top) = container(doc, path).and_then(|c| member(c, &path.name)) else {
+        return vec![];
+    };
+    let items: Vec<&Value> = match top {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    match &path.sub_attr {
+        Some(sub) => items.into_iter().filter_map(|v| member(v, sub)).collect(),
+        // `emails co "x"`: a complex multi-valued attribute compares its
+        // `value`.
+        None => items
+            .into_iter()
+            .map(|v| {
+                if v.is_object() {
+                    member(v, "value").unwrap_or(v)
+                } else {
+                    v
+                }
+            })
+            .collect(),
+    }
+}
+
+fn case_exact(path: &AttrPath) -> bool {
+    let n = path.name.to_ascii_lowercase();
+    matches!(n.as_str(), "id" | "externalid")
+        || (n == "meta"
+            && path
+                .sub_attr
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("version")))
+}
+
+fn compare(value: &Value, op: &CompareOp, wanted: &CompValue, exact: bool) -> bool {
+    let text = |s: &str| {
+        if exact {
+            s.to_owned()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    match (value, wanted) {
+        (Value::String(v), CompValue::Str(w)) => {
+            let (v, w) = (text(v), text(w));
+            match op {
+                CompareOp::Eq => v == w,
+                CompareOp::Ne => v != w,
+                CompareOp::Co => v.contains(&w),
+                CompareOp::Sw => v.starts_with(&w),
+                CompareOp::Ew => v.ends_with(&w),
+                CompareOp::Gt => v > w,
+                CompareOp::Ge => v >= w,
+                CompareOp::Lt => v < w,
+                CompareOp::Le => v <= w,
+            }
+        }
+        (Value::Bool(v), CompValue::True | CompValue::False) => {
+            let w = matches!(wanted, CompValue::True);
+            match op {
+                CompareOp::Eq => *v == w,
+                CompareOp::Ne => *v != w,
+                _ => false,
+            }
+        }
+        (Value::Number(v), CompValue::Number(w)) => {
+            let (Some(v), Some(w)) = (v.as_f64(), w.as_f64()) else {
+                return false;
+            };
+            let o = v.partial_cmp(&w);
+            match op {
+                CompareOp::Eq => o == Some(Ordering::Equal),
+                CompareOp::Ne => o != Some(Ordering::Equal),
+                CompareOp::Gt => o == Some(Ordering::Greater),
+                CompareOp::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
+                CompareOp::Lt => o == Some(Ordering::Less),
+                CompareOp::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
+                _ => false,
+            }
+        }
+        (Value::Null, CompValue::Null) => matches!(op, CompareOp::Eq),
+        (_, CompValue::Null) => matches!(op, CompareOp::Ne),
+        _ => matches!(op, CompareOp::Ne),
+    }
+}
+
+fn present(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
+}
+
+fn attr_matches(doc: &Value, e: &AttrExp) -> bool {
+    match e {
+        AttrExp::Present(p) => values(doc, p).into_iter().any(present),
+        AttrExp::Comparison(p, op, w) => {
+            let found = values(doc, p);
+            if found.is_empty() {
+                // An absent attribute equals nothing and differs from
+                // everything but null.
+                return matches!(op, CompareOp::Ne) && !matches!(w, CompValue::Null);
+            }
+            let exact = case_exact(p);
+            if matches!(op, CompareOp::Ne) {
+                found.iter().all(|v| compare(v, op, w, exact))
+            } else {
+                found.iter().any(|v| compare(v, op, w, exact))
+            }
+        }
+    }
+}
+
+/// Whether `doc` passes `f`.
+pub fn matches(f: &Filter, doc: &Value) -> bool {
+    match f {
+        Filter::Attr(e) => attr_matches(doc, e),
+        Filter::ValuePath(vp) => elements(doc, &vp.attr)
+            .iter()
+            .any(|el| val_matches(&vp.filter, el)),
+        Filter::Not(inner) => !matches(inner, doc),
+        Filter::And(items) => items.iter().all(|i| matches(i, doc)),
+        Filter::Or(items) => items.iter().any(|i| matches(i, doc)),
+    }
+}
+
+/// The elements of a (multi-valued) attribute.
+fn elements<'a>(doc: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
+    match container(doc, path).and_then(|c| member(c, &path.name)) {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(v) => vec![v],
+        None => vec![],
+    }
+}
+
+/// Whether one element of a multi-valued attribute passes `f`, whose
+/// paths name its sub-attributes.
+pub fn val_matches(f: &ValFilter, element: &Value) -> bool {
+    match f {
+        ValFilter::Attr(e) => attr_matches(element, e),
+        ValFilter::Not(inner) => !val_matches(inner, element),
+        ValFilter::And(items) => items.iter().all(|i| val_matches(i, element)),
+        ValFilter::Or(items) => items.iter().any(|i| val_matches(i, element)),
+    }
+}
+
+/// Parses a filter, refusing it (`invalidFilter`) when it does not parse
+/// or names an attribute the resource does not have.
+pub fn parse(text: &str, schema: &Schema) -> Result<Filter, ScimError> {
+    let f: Filter = text.parse().map_err(|e| {
+        ScimError::bad_request("invalidFilter", format!("the filter does not parse: {e}"))
+    })?;
+    schema.check_filter(&f)?;
+    Ok(f)
+}
+
+/// A sort key: the first value `by` reaches, as text.
+pub fn sort_key(doc: &Value, by: &AttrPath) -> String {
+    values(doc, by)
+        .first()
+        .map(|v| match v {
+            Value::String(s) => s.to_lowercase(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default()
+}
+
+/// Parses an attribute path (`name.givenName`, `urn:…:User:department`).
+pub fn attr_path(text: &str) -> Result<AttrPath, ScimError> {
+    let f: Filter = format!("{text} pr").parse().map_err(|_| {
+        ScimError::bad_request("invalidPath", format!("`{text}` is not an attribute path"))
+    })?;
+    match f {
+        Filter::Attr(AttrExp::Present(p)) => Ok(p),
+        _ => Err(ScimError::bad_request(
+            "invalidPath",
+            format!("`{text}` is not an attribute path"),
+        )),
+    }
+}
+
+/// Keeps what `attributes` names (plus `id`, `schemas` and `meta`, always
+/// returned), or drops what `excluded` names.
+pub fn project(doc: &mut Value, attributes: &[AttrPath], excluded: &[AttrPath]) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    let always = |k: &str| {
+        ["id", "schemas", "meta"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(k))
+    };
+    if !attributes.is_empty() {
+        let mut kept = Map::new();
+        for (k, v) in obj.iter() {
+            if always(k) {
+                kept.insert(k.clone(), v.clone());
+                continue;
+            }
+            let is_extension = k.contains(':');
+            let wanted: Vec<&AttrPath> = attributes
+                .iter()
+                .filter(|p| {
+                    if is_extension {
+                        p.uri.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(k))
+                    } else {
+                        p.name.eq_ignore_ascii_case(k)
+                            && p.uri
+                                .as_deref()
+                                .is_none_or(|u| u.to_ascii_lowercase().contains(":core:"))
+                    }
+                })
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let narrowed = narrow(v, &wanted, is_extension);
+            kept.insert(k.clone(), narrowed);
+        }
+        *obj = kept;
+    }
+    for p in excluded {
+        if always(&p.name) {
+            continue;
+        }
+        let target = match &p.uri {
+            Some(u) if !u.to_ascii_lowercase().contains(":core:") => match member_mut(obj, u) {
+                Some(Value::Object(ext)) => ext,
+                _ => continue,
+            },
+            _ => &mut *obj,
+        };
+        match &p.sub_attr {
+            None => {
+                remove_member(target, &p.name);
+            }
+            Some(sub) => match member_mut(target, &p.name) {
+                Some(Value::Object(o)) => {
+                    remove_member(o, sub);
+                }
+                Some(Value::Array(a)) => {
+                    a.iter_mut().filter_map(Value::as_object_mut).for_each(|o| {
+                        remove_member(o, sub);
+                    })
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// `value` narrowed to the sub-attributes the paths name (all of it when
+/// one names the whole attribute).
+fn narrow(value: &Value, wanted: &[&AttrPath], extension: bool) -> Value {
+    let subs: Vec<&str> = if extension {
+        // Under an extension, the path's name is the attribute inside it.
+        return match value {
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .filter(|(k, _)| wanted.iter().any(|p| p.name.eq_ignore_ascii_case(k)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            v => v.clone(),
+        };
+    } else if wanted.iter().any(|p| p.sub_attr.is_none()) {
+        return value.clone();
+    } else {
+        wanted
+            .iter()
+            .filter_map(|p| p.sub_attr.as_deref())
+            .collect()
+    };
+    let keep = |o: &Map<String, Value>| {
+        Value::Object(
+            o.iter()
+                .filter(|(k, _)| subs.iter().any(|s| s.eq_ignore_ascii_case(k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    };
+    match value {
+        Value::Object(o) => keep(o),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|v| v.as_object().map_or_else(|| v.clone(), keep))
+                .collect(),
+        ),
+        v => v.clone(),
+    }
+}
+
+/// One PATCH operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+impl Op {
+    pub fn parse(s: &str) -> Result<Self, ScimError> {
+        match s.to_ascii_lowercase().as_str() {
+            "add" => Ok(Self::Add),
+            "replace" => Ok(Self::Replace),
+            "remove" => Ok(Self::Remove),
+            other => Err(ScimError::bad_request(
+                "invalidSyntax",
+                format!("`{other}` is not a PATCH operation (add, replace, remove)"),
+            )),
+        }
+    }
+}
+
+/// The object an attribute path writes into: the document or the
+/// extension's object (created when adding).
+fn target_object<'a>(
+    doc: &'a mut Map<String, Value>,
+    path: &AttrPath,
+) -> Option<&'a mut Map<String, Value>> {
+    match &path.uri {
+        Some(u) if !u.to_ascii_lowercase().contains(":core:") => {
+            if member_mut(doc, u).is_none() {
+                doc.insert(u.clone(), Value::Object(Map::new()));
+            }
+            member_mut(doc, u).and_then(Value::as_object_mut)
+        }
+        _ => Some(doc),
+    }
+}
+
+/// Sets `value` at `key` of `obj`: appended when the attribute is
+/// multi-valued and the operation adds.
+fn put(obj: &mut Map<String, Value>, key: &str, value: Value, op: Op) {
+    match (member_mut(obj, key), op, value) {
+        (Some(Value::Array(existing)), Op::Add, Value::Array(new)) => {
+            for v in new {
+                if !existing.contains(&v) {
+                    existing.push(v);
+                }
+            }
+        }
+        (Some(Value::Array(existing)), Op::Add, v) => {
+            if !existing.contains(&v) {
+                existing.push(v);
+            }
+        }
+        (Some(Value::Object(existing)), Op::Add | Op::Replace, Value::Object(new))
+            if op == Op::Add =>
+        {
+            existing.extend(new);
+        }
+        (Some(slot), _, v) => *slot = v,
+        (None, _, v) => {
+            obj.insert(key.to_owned(), v);
+        }
+    }
+}
+
+/// Applies one PATCH operation to a resource's document. A value-path
+/// (`members[value eq "…"]`) that matches nothing is `noTarget`.
+pub fn apply(
+    doc: &mut Value,
+    op: Op,
+    path: Option<&str>,
+    value: Option<Value>,
+) -> Result<(), ScimError> {
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(ScimError::internal("the resource is not an object"));
+    };
+    let needs_value = || ScimError::bad_request("invalidValue", "this operation needs a value");
+    let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
+        // No path: the value is an object of attributes to add or replace.
+        if op == Op::Remove {
+            return Err(ScimError::bad_request("noTarget", "a remove needs a path"));
+        }
+        let Some(Value::Object(values)) = value else {
+            return Err(ScimError::bad_request(
+                "invalidValue",
+                "without a path the value must be an object",
+            ));
+        };
+        for (k, v) in values {
+            if k.contains(':') && v.is_object() {
+                let ext = match member_mut(obj, &k) {
+                    Some(Value::Object(e)) => e,
+                    _ => {
+                        obj.insert(k.clone(), Value::Object(Map::new()));
+                        member_mut(obj, &k)
+                            .and_then(Value::as_object_mut)
+                            .ok_or_else(|| ScimError::internal("extension"))?
+                    }
+                };
+                if let Value::Object(inner) = v {
+                    for (ik, iv) in inner {
+                        put(ext, &ik, iv, op);
+                    }
+                }
+            } else if let Some((name, sub)) = k.split_once('.') {
+                let slot = match member_mut(obj, name) {
+                    Some(Value::Object(o)) => o,
+                    _ => {
+                        obj.insert(name.to_owned(), Value::Object(Map::new()));
+                        member_mut(obj, name)
+                            .and_then(Value::as_object_mut)
+                            .ok_or_else(|| ScimError::internal("sub"))?
+                    }
+                };
+                put(slot, sub, v, Op::Replace);
+            } else {
+                put(obj, &k, v, op);
+            }
+        }
+        return Ok(());
+    };
+    let parsed: PatchPath = path.parse().map_err(|_| {
+        ScimError::bad_request("invalidPath", format!("`{path}` is not a PATCH path"))
+    })?;
+    match parsed {
+        PatchPath::Attr(p) => {
+            let target = target_object(obj, &p).ok_or_else(|| ScimError::internal("no target"))?;
+            match (&p.sub_attr, op) {
+                (None, Op::Remove) => {
+                    remove_member(target, &p.name);
+                }
+                (None, _) => put(target, &p.name, value.ok_or_else(needs_value)?, op),
+                (Some(sub), Op::Remove) => match member_mut(target, &p.name) {
+                    Some(Value::Object(o)) => {
+                        remove_member(o, sub);
+                    }
+                    Some(Value::Array(a)) => {
+                        a.iter_mut().filter_map(Value::as_object_mut).for_each(|o| {
+                            remove_member(o, sub);
+                        })
+                    }
+                    _ => {}
+                },
+                (Some(sub), _) => {
+                    let v = value.ok_or_else(needs_value)?;
+                    match member_mut(target, &p.name) {
+                        Some(Value::Array(a)) => {
+                            for o in a.iter_mut().filter_map(Value::as_object_mut) {
+                                put(o, sub, v.clone(), Op::Replace);
+                            }
+                        }
+                        Some(Value::Object(o)) => put(o, sub, v, Op::Replace),
+                        _ => {
+                            let mut o = Map::new();
+                            o.insert(sub.clone(), v);
+                            target.insert(p.name.clone(), Value::Object(o));
+                        }
+                    }
+                }
+            }
+        }
+        PatchPath::Value(vp) => {
+            let target =
+                target_object(obj, &vp.attr).ok_or_else(|| ScimError::internal("no target"))?;
+            let Some(Value::Array(items)) = member_mut(target, &vp.attr.name) else {
+                return Err(ScimError::bad_request(
+                    "noTarget",
+                    format!("`{path}` matches nothing"),
+                ));
+            };
+            let hits: Vec<usize> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, el)| val_matches(&vp.filter, el))
+                .map(|(i, _)| i)
+                .collect();
+            if hits.is_empty() {
+                return Err(ScimError::bad_request(
+                    "noTarget",
+                    format!("`{path}` matches nothing"),
+                ));
+            }
+            match (&vp.sub_attr, op) {
+                (None, Op::Remove) => {
+                    for i in hits.into_iter().rev() {
+                        items.remove(i);
+                    }
+                }
+                (None, _) => {
+                    let v = value.ok_or_else(needs_value)?;
+                    for i in hits {
+                        match (&mut items[i], &v) {
+                            (Value::Object(el), Value::Object(new)) => {
+                                for (k, nv) in new {
+                                    put(el, k, nv.clone(), Op::Replace);
+                                }
+                            }
+                            (slot, _) => *slot = v.clone(),
+                        }
+                    }
+                }
+                (Some(sub), Op::Remove) => {
+                    for i in hits {
+                        if let Some(o) = items[i].as_object_mut() {
+                            remove_member(o, sub);
+                        }
+                    }
+                }
+                (Some(sub), _) => {
+                    let v = value.ok_or_else(needs_value)?;
+                    for i in hits {
+                        if let Some(o) = items[i].as_object_mut() {
+                            put(o, sub, v.clone(), Op::Replace);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SCHEMA: Schema = Schema {
+        core_urn: "urn:ietf:params:scim:schemas:core:2.0:User",
+        attributes: &[
+            ("id", &[]),
+            ("userName", &[]),
+            ("active", &[]),
+            ("name", &["givenName", "familyName"]),
+            ("emails", &["value", "type", "primary"]),
+            ("meta", &["created", "lastModified"]),
+        ],
+        extension: Some((
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            &[("department", &[])],
+        )),
+    };
+
+    fn doc() -> Value {
+        json!({
+            "id": "A1", "userName": "BJensen", "active": true,
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true},
+                       {"value": "babs@home.example", "type": "home"}],
+            "meta": {"created": "2026-01-02T00:00:00Z"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Sales"},
+        })
+    }
+
+    fn yes(f: &str) -> bool {
+        matches(&parse(f, &SCHEMA).unwrap(), &doc())
+    }
+
+    #[test]
+    fn every_operator_and_combination_evaluates() {
+        assert!(yes(r#"userName eq "bjensen""#), "case-insensitive");
+        assert!(!yes(r#"id eq "a1""#), "id is case-exact");
+        assert!(yes(r#"userName ne "other""#));
+        assert!(yes(r#"name.familyName co "ens""#));
+        assert!(yes(r#"userName sw "bj""#));
+        assert!(yes(r#"userName ew "sen""#));
+        assert!(yes("name.givenName pr"));
+        assert!(yes(r#"meta.created gt "2026-01-01T00:00:00Z""#));
+        assert!(yes(r#"meta.created ge "2026-01-02T00:00:00Z""#));
+        assert!(yes(r#"meta.created lt "2027-01-01T00:00:00Z""#));
+        assert!(yes(r#"meta.created le "2026-01-02T00:00:00Z""#));
+        assert!(yes("active eq true"));
+        assert!(yes(r#"emails[type eq "work" and value co "@example.com"]"#));
+        assert!(!yes(r#"emails[type eq "work" and value co "@home"]"#));
+        assert!(yes(r#"emails co "babs""#));
+        assert!(yes(
+            r#"userName eq "x" or (active eq true and not (userName eq "y"))"#
+        ));
+        assert!(yes(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "sales""#
+        ));
+    }
+
+    #[test]
+    fn an_unknown_attribute_or_a_broken_filter_is_invalid_filter() {
+        for bad in [
+            r#"nickName eq "x""#,
+            r#"name.nope eq "x""#,
+            "userName eq",
+            "(userName pr",
+        ] {
+            let e = parse(bad, &SCHEMA).unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patch_operations_reach_value_paths_and_refuse_what_matches_nothing() {
+        let mut d = doc();
+        apply(
+            &mut d,
+            Op::Replace,
+            Some(r#"emails[type eq "work"].value"#),
+            Some(json!("b@new.example")),
+        )
+        .unwrap();
+        assert_eq!(d["emails"][0]["value"], "b@new.example");
+        apply(&mut d, Op::Remove, Some(r#"emails[type eq "home"]"#), None).unwrap();
+        assert_eq!(d["emails"].as_array().unwrap().len(), 1);
+        let e = apply(&mut d, Op::Remove, Some(r#"emails[type eq "other"]"#), None).unwrap_err();
+        assert_eq!(e.scim_type, Some("noTarget"));
+        apply(
+            &mut d,
+            Op::Add,
+            Some("emails"),
+            Some(json!([{"value": "x@y.example", "type": "other"}])),
+        )
+        .unwrap();
+        assert_eq!(d["emails"].as_array().unwrap().len(), 2);
+        apply(
+            &mut d,
+            Op::Replace,
+            None,
+            Some(json!({"active": false, "name.givenName": "Babs"})),
+        )
+        .unwrap();
+        assert_eq!(
+            (d["active"].clone(), d["name"]["givenName"].clone()),
+            (json!(false), json!("Babs"))
+        );
+        apply(&mut d, Op::Remove, Some("name.familyName"), None).unwrap();
+        assert!(d["name"].get("familyName").is_none());
+    }
+
+    #[test]
+    fn projections_keep_or_drop_what_they_name() {
+        let mut d = doc();
+        project(
+            &mut d,
+            &[
+                attr_path("userName").unwrap(),
+                attr_path("name.givenName").unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(d["userName"], "BJensen");
+        assert_eq!(d["name"], json!({"givenName": "Barbara"}));
+        assert!(d.get("emails").is_none());
+        assert_eq!(d["id"], "A1", "always returned");
+        let mut d = doc();
+        project(&mut d, &[], &[attr_path("emails").unwrap()]);
+        assert!(d.get("emails").is_none());
+        assert_eq!(d["userName"], "BJensen");
+    }
+}

@@ -1,0 +1,383 @@
+//! `/scim/v2/Groups`: the organization's groups as SCIM Group resources,
+//! their members users and groups. A change of members is a series of the
+//! group commands (add, remove, nest, unnest), so a cycle is refused as in
+//! the admin API.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use projections::users::GroupRow;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::filter::{Schema, member};
+use super::{ListQuery, ScimCaller, ScimError, etag, if_match, json_body, list_response, resource};
+use crate::context::RequestContext;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+pub const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+pub const SCHEMA: Schema = Schema {
+    core_urn: GROUP_URN,
+    attributes: &[
+        ("id", &[]),
+        ("externalId", &[]),
+        ("displayName", &[]),
+        ("members", &["value", "display", "type", "$ref"]),
+        (
+            "meta",
+            &[
+                "resourceType",
+                "created",
+                "lastModified",
+                "location",
+                "version",
+            ],
+        ),
+    ],
+    extension: None,
+};
+
+/// The members of a group: `(id, "User" | "Group")`.
+async fn members(state: &AppState, group: &str) -> Result<Vec<(String, &'static str)>, ScimError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = projections::users::group_members(&state.read_db, group, after.as_deref(), 1000)
+            .await
+            .map_err(|e| ScimError::internal(e.to_string()))?;
+        for m in &page {
+            out.push((
+                m.member_id.clone(),
+                if m.member_type == "group" {
+                    "Group"
+                } else {
+                    "User"
+                },
+            ));
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.member_id.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+pub async fn group_doc(state: &AppState, base: &str, g: &GroupRow) -> Result<Value, ScimError> {
+    let members: Vec<Value> = members(state, &g.id)
+        .await?
+        .into_iter()
+        .map(|(id, kind)| {
+            json!({
+                "value": id,
+                "type": kind,
+                "$ref": format!("{base}/{}s/{id}", kind),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "schemas": [GROUP_URN],
+        "id": g.id,
+        "displayName": g.name,
+        "members": members,
+        "meta": {
+            "resourceType": "Group",
+            "created": g.created_at,
+            "lastModified": g.updated_at,
+            "location": format!("{base}/Groups/{}", g.id),
+            "version": etag(g.revision),
+        },
+    }))
+}
+
+async fn load(state: &AppState, caller: &ScimCaller, id: Uuid) -> Result<GroupRow, ScimError> {
+    projections::users::get_group(&state.read_db, &id.to_string())
+        .await
+        .map_err(|e| ScimError::internal(e.to_string()))?
+        .filter(|g| g.organization_id == caller.organization_id.to_string())
+        .ok_or_else(|| ScimError::not_found("group"))
+}
+
+fn failure(e: commands::group::GroupFailure) -> ScimError {
+    ScimError::from(Problem::from(e))
+}
+
+/// The members a document names: ids, each a user or a group of the
+/// organization (which, is looked up).
+async fn wanted_members(
+    state: &AppState,
+    doc: &Value,
+) -> Result<BTreeSet<(String, bool)>, ScimError> {
+    let mut out = BTreeSet::new();
+    let Some(items) = member(doc, "members") else {
+        return Ok(out);
+    };
+    let items = items
+        .as_array()
+        .ok_or_else(|| ScimError::bad_request("invalidValue", "members must be a list"))?;
+    for m in items {
+        let value = member(m, "value")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ScimError::bad_request("invalidValue", "each member needs a value"))?;
+        let id = Uuid::parse_str(value).map_err(|_| {
+            ScimError::bad_request("invalidValue", format!("member `{value}` is not an id"))
+        })?;
+        let is_group = match member(m, "type").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("group") => true,
+            Some(t) if t.eq_ignore_ascii_case("user") => false,
+            _ => projections::users::get_group(&state.read_db, &id.to_string())
+                .await
+                .map_err(|e| ScimError::internal(e.to_string()))?
+                .is_some(),
+        };
+        out.insert((id.to_string(), is_group));
+    }
+    Ok(out)
+}
+
+/// Brings the group's members to `wanted`: adds and nests what is new,
+/// removes and unnests what is gone.
+async fn set_members(
+    state: &AppState,
+    group: Uuid,
+    wanted: &BTreeSet<(String, bool)>,
+    meta: &domain::Metadata,
+) -> Result<(), ScimError> {
+    let current: BTreeSet<(String, bool)> = members(state, &group.to_string())
+        .await?
+        .into_iter()
+        .map(|(id, kind)| (id, kind == "Group"))
+        .collect();
+    let mut last = None;
+    for (id, is_group) in wanted.difference(&current) {
+        let id = Uuid::parse_str(id).map_err(|e| ScimError::internal(e.to_string()))?;
+        let out = if *is_group {
+            commands::group::nest(&state.bus, group, id, meta).await
+        } else {
+            commands::group::add_user(&state.bus, group, id, meta).await
+        }
+        .map_err(failure)?;
+        last = Some(out);
+    }
+    for (id, is_group) in current.difference(wanted) {
+        let id = Uuid::parse_str(id).map_err(|e| ScimError::internal(e.to_string()))?;
+        let out = if *is_group {
+            commands::group::unnest(&state.bus, group, id, meta).await
+        } else {
+            commands::group::remove_user(&state.bus, group, id, meta).await
+        }
+        .map_err(failure)?;
+        last = Some(out);
+    }
+    if let Some(out) = last {
+        crate::admin::settle(state, &out).await?;
+    }
+    Ok(())
+}
+
+fn display_name(doc: &Value) -> Result<String, ScimError> {
+    member(doc, "displayName")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ScimError::bad_request("invalidValue", "displayName is required"))
+}
+
+pub async fn create_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    doc: Value,
+) -> Result<Value, ScimError> {
+    let name = display_name(&doc)?;
+    let wanted = wanted_members(state, &doc).await?;
+    let id = Uuid::now_v7();
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let out = commands::group::create(
+        &state.bus,
+        id,
+        caller.organization_id,
+        name,
+        String::new(),
+        &meta,
+    )
+    .await
+    .map_err(failure)?;
+    crate::admin::settle(state, &out).await?;
+    set_members(state, id, &wanted, &meta).await?;
+    group_doc(state, &caller.base, &load(state, caller, id).await?).await
+}
+
+pub async fn replace_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+    doc: Value,
+) -> Result<Value, ScimError> {
+    load(state, caller, id).await?;
+    let name = display_name(&doc)?;
+    let wanted = wanted_members(state, &doc).await?;
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let out = commands::group::change(&state.bus, id, version, Some(name), None, &meta)
+        .await
+        .map_err(failure)?;
+    crate::admin::settle(state, &out).await?;
+    set_members(state, id, &wanted, &meta).await?;
+    group_doc(state, &caller.base, &load(state, caller, id).await?).await
+}
+
+pub async fn patch_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+    body: Value,
+) -> Result<Value, ScimError> {
+    let ops = super::patch_ops(&body)?;
+    let current = load(state, caller, id).await?;
+    if version.is_some_and(|v| v != current.revision as u64) {
+        return Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            "the group changed since that version",
+        ));
+    }
+    let mut doc = group_doc(state, &caller.base, &current).await?;
+    for (op, path, value) in ops {
+        super::filter::apply(&mut doc, op, path.as_deref(), value)?;
+    }
+    replace_doc(
+        state,
+        caller,
+        ctx,
+        id,
+        version.or(Some(current.revision as u64)),
+        doc,
+    )
+    .await
+}
+
+pub async fn delete_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+) -> Result<(), ScimError> {
+    load(state, caller, id).await?;
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let out = commands::group::delete(&state.bus, id, version, &meta)
+        .await
+        .map_err(failure)?;
+    crate::admin::settle(state, &out)
+        .await
+        .map_err(ScimError::from)
+}
+
+type Rejection<T> = Result<T, axum::extract::rejection::QueryRejection>;
+type PathRejection = axum::extract::rejection::PathRejection;
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ScimError> {
+    let Path(raw) = path.map_err(|_| ScimError::not_found("group"))?;
+    Uuid::parse_str(&raw).map_err(|_| ScimError::not_found("group"))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    query: Rejection<Query<ListQuery>>,
+) -> Result<Response, ScimError> {
+    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    let org = caller.organization_id.to_string();
+    let mut docs = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page =
+            projections::users::list_groups(&state.read_db, Some(&org), after.as_deref(), 1000)
+                .await
+                .map_err(|e| ScimError::internal(e.to_string()))?;
+        for g in &page {
+            docs.push(group_doc(&state, &caller.base, g).await?);
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(super::scim_json(
+        StatusCode::OK,
+        list_response(docs, &q, &SCHEMA)?,
+    ))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    let mut doc = group_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
+    let attributes = super::paths(q.attributes.as_deref())?;
+    let excluded = super::paths(q.excluded_attributes.as_deref())?;
+    super::filter::project(&mut doc, &attributes, &excluded);
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
+    Ok(resource(StatusCode::CREATED, doc))
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    let doc = replace_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    let doc = patch_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    delete_doc(&state, &caller, &ctx, id, version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,592 @@
+//! `/scim/v2/Users`: the organization's users as SCIM User resources with
+//! the enterprise extension.
+//!
+//! What SCIM names maps onto the user: `userName`; the primary (or first)
+//! of `emails` and `phoneNumbers`; `name`, `displayName`, `nickName`,
+//! `locale`, `timezone`, the first of `photos` and `addresses` onto the
+//! profile; `active` onto the status; `externalId` and the enterprise
+//! extension's attributes onto custom attributes of the same names (so a
+//! Rego policy reads `department` as SCIM set it). `groups` is read-only.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use commands::user::{NewUser, UserPatch};
+use domain::user::{Address, AttributeValue, AttributesPatch, Profile, ProfilePatch};
+use projections::users::{UserFilter, UserRow, UserSort};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::filter::{Schema, member};
+use super::{ListQuery, ScimCaller, ScimError, etag, if_match, json_body, list_response, resource};
+use crate::context::RequestContext;
+use crate::state::AppState;
+
+pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The enterprise extension's attributes kept as custom attributes.
+const ENTERPRISE: &[&str] = &[
+    "employeeNumber",
+    "costCenter",
+    "organization",
+    "division",
+    "department",
+];
+
+pub const SCHEMA: Schema = Schema {
+    core_urn: USER_URN,
+    attributes: &[
+        ("id", &[]),
+        ("externalId", &[]),
+        ("userName", &[]),
+        (
+            "name",
+            &["formatted", "givenName", "familyName", "middleName"],
+        ),
+        ("displayName", &[]),
+        ("nickName", &[]),
+        ("locale", &[]),
+        ("timezone", &[]),
+        ("active", &[]),
+        ("password", &[]),
+        ("emails", &["value", "type", "primary", "display"]),
+        ("phoneNumbers", &["value", "type", "primary", "display"]),
+        ("photos", &["value", "type", "primary"]),
+        (
+            "addresses",
+            &[
+                "formatted",
+                "streetAddress",
+                "locality",
+                "region",
+                "postalCode",
+                "country",
+                "type",
+                "primary",
+            ],
+        ),
+        ("groups", &["value", "display", "type", "$ref"]),
+        (
+            "meta",
+            &[
+                "resourceType",
+                "created",
+                "lastModified",
+                "location",
+                "version",
+            ],
+        ),
+    ],
+    extension: Some((
+        ENTERPRISE_URN,
+        &[
+            ("employeeNumber", &[]),
+            ("costCenter", &[]),
+            ("organization", &[]),
+            ("division", &[]),
+            ("department", &[]),
+            ("manager", &["value", "displayName", "$ref"]),
+        ],
+    )),
+};
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The primary element of a multi-valued attribute, else its first.
+fn primary(doc: &Value, name: &str) -> Option<Value> {
+    let items = member(doc, name)?.as_array()?;
+    items
+        .iter()
+        .find(|v| member(v, "primary").and_then(Value::as_bool) == Some(true))
+        .or_else(|| items.first())
+        .cloned()
+}
+
+/// A user as SCIM shows them.
+pub async fn user_doc(state: &AppState, base: &str, u: &UserRow) -> Result<Value, ScimError> {
+    let groups = projections::users::user_groups(&state.read_db, &u.id)
+        .await
+        .map_err(|e| ScimError::internal(e.to_string()))?;
+    Ok(doc_of(base, u, &groups))
+}
+
+fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) -> Value {
+    let p = &u.profile;
+    let attr = |k: &str| u.attributes.get(k).cloned();
+    let mut o = match json!({
+        "schemas": [USER_URN],
+        "id": u.id,
+        "userName": u.username,
+        "active": u.status == "active",
+        "meta": {
+            "resourceType": "User",
+            "created": u.created_at,
+            "lastModified": u.updated_at,
+            "location": format!("{base}/Users/{}", u.id),
+            "version": etag(u.revision),
+        },
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(x) = attr("externalId") {
+        o.insert("externalId".into(), x);
+    }
+    let mut name = Map::new();
+    for (from, to) in [
+        ("given_name", "givenName"),
+        ("family_name", "familyName"),
+        ("middle_name", "middleName"),
+    ] {
+        if let Some(v) = p.get(from) {
+            name.insert(to.into(), v.clone());
+        }
+    }
+    if !name.is_empty() {
+        let formatted: Vec<&str> = ["givenName", "middleName", "familyName"]
+            .iter()
+            .filter_map(|k| name.get(*k).and_then(Value::as_str))
+            .collect();
+        name.insert("formatted".into(), json!(formatted.join(" ")));
+        o.insert("name".into(), Value::Object(name));
+    }
+    for (from, to) in [
+        ("name", "displayName"),
+        ("nickname", "nickName"),
+        ("locale", "locale"),
+        ("zoneinfo", "timezone"),
+    ] {
+        if let Some(v) = p.get(from) {
+            o.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(e) = &u.email {
+        o.insert(
+            "emails".into(),
+            json!([{"value": e, "type": "work", "primary": true}]),
+        );
+    }
+    if let Some(ph) = &u.phone_number {
+        o.insert(
+            "phoneNumbers".into(),
+            json!([{"value": ph, "type": "work", "primary": true}]),
+        );
+    }
+    if let Some(pic) = p.get("picture") {
+        o.insert(
+            "photos".into(),
+            json!([{"value": pic, "type": "photo", "primary": true}]),
+        );
+    }
+    if let Some(a) = p.get("address") {
+        let mut addr = Map::new();
+        for (from, to) in [
+            ("formatted", "formatted"),
+            ("street_address", "streetAddress"),
+            ("locality", "locality"),
+            ("region", "region"),
+            ("postal_code", "postalCode"),
+            ("country", "country"),
+        ] {
+            if let Some(v) = a.get(from) {
+                addr.insert(to.into(), v.clone());
+            }
+        }
+        addr.insert("type".into(), json!("work"));
+        addr.insert("primary".into(), json!(true));
+        o.insert("addresses".into(), json!([addr]));
+    }
+    if !groups.is_empty() {
+        let g: Vec<Value> = groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "value": g.group.id,
+                    "display": g.group.name,
+                    "type": if g.direct { "direct" } else { "indirect" },
+                    "$ref": format!("{base}/Groups/{}", g.group.id),
+                })
+            })
+            .collect();
+        o.insert("groups".into(), json!(g));
+    }
+    let mut ext = Map::new();
+    for k in ENTERPRISE {
+        if let Some(v) = attr(k) {
+            ext.insert((*k).into(), v);
+        }
+    }
+    if let Some(m) = attr("manager") {
+        ext.insert("manager".into(), json!({"value": m}));
+    }
+    if !ext.is_empty() {
+        o.insert(ENTERPRISE_URN.into(), Value::Object(ext));
+        o.insert("schemas".into(), json!([USER_URN, ENTERPRISE_URN]));
+    }
+    Value::Object(o)
+}
+
+/// What a SCIM User document sets.
+struct Fields {
+    username: String,
+    email: Option<String>,
+    phone: Option<String>,
+    profile: ProfilePatch,
+    attributes: AttributesPatch,
+    active: Option<bool>,
+    password: Option<String>,
+}
+
+fn fields(doc: &Value) -> Result<Fields, ScimError> {
+    let username = text(member(doc, "userName"))
+        .ok_or_else(|| ScimError::bad_request("invalidValue", "userName is required"))?;
+    let email = primary(doc, "emails").and_then(|e| text(member(&e, "value")));
+    let phone = primary(doc, "phoneNumbers").and_then(|e| text(member(&e, "value")));
+    let name = member(doc, "name").cloned().unwrap_or(Value::Null);
+    let address = primary(doc, "addresses").map(|a| Address {
+        formatted: text(member(&a, "formatted")),
+        street_address: text(member(&a, "streetAddress")),
+        locality: text(member(&a, "locality")),
+        region: text(member(&a, "region")),
+        postal_code: text(member(&a, "postalCode")),
+        country: text(member(&a, "country")),
+    });
+    let profile = ProfilePatch {
+        given_name: Some(text(member(&name, "givenName"))),
+        family_name: Some(text(member(&name, "familyName"))),
+        middle_name: Some(text(member(&name, "middleName"))),
+        nickname: Some(text(member(doc, "nickName"))),
+        name: Some(text(member(doc, "displayName"))),
+        locale: Some(text(member(doc, "locale"))),
+        zoneinfo: Some(text(member(doc, "timezone"))),
+        picture: Some(primary(doc, "photos").and_then(|p| text(member(&p, "value")))),
+        address: Some(address),
+        ..ProfilePatch::default()
+    };
+    let ext = member(doc, ENTERPRISE_URN).cloned().unwrap_or(Value::Null);
+    let mut attributes = AttributesPatch::new();
+    attributes.insert(
+        "externalId".into(),
+        text(member(doc, "externalId")).map(AttributeValue::One),
+    );
+    for k in ENTERPRISE {
+        attributes.insert((*k).into(), text(member(&ext, k)).map(AttributeValue::One));
+    }
+    let manager =
+        member(&ext, "manager").and_then(|m| text(member(m, "value")).or_else(|| text(Some(m))));
+    attributes.insert("manager".into(), manager.map(AttributeValue::One));
+    let active = match member(doc, "active") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+        Some(_) => {
+            return Err(ScimError::bad_request(
+                "invalidValue",
+                "active must be a boolean",
+            ));
+        }
+    };
+    Ok(Fields {
+        username,
+        email,
+        phone,
+        profile,
+        attributes,
+        active,
+        password: text(member(doc, "password")),
+    })
+}
+
+/// The user `id` of the caller's organization.
+async fn load(state: &AppState, caller: &ScimCaller, id: Uuid) -> Result<UserRow, ScimError> {
+    projections::users::get_user(&state.read_db, &id.to_string())
+        .await
+        .map_err(|e| ScimError::internal(e.to_string()))?
+        .filter(|u| u.organization_id == caller.organization_id.to_string())
+        .ok_or_else(|| ScimError::not_found("user"))
+}
+
+async fn settle(state: &AppState, out: &commands::Outcome) -> Result<(), ScimError> {
+    crate::admin::settle(state, out)
+        .await
+        .map_err(ScimError::from)
+}
+
+/// Sets the status `active` asks for (nothing when it already is).
+async fn set_active(
+    state: &AppState,
+    id: Uuid,
+    active: Option<bool>,
+    meta: &domain::Metadata,
+) -> Result<(), ScimError> {
+    let out = match active {
+        Some(true) => commands::user::reactivate(&state.bus, id, None, meta).await,
+        Some(false) => commands::user::deactivate(&state.bus, id, None, meta).await,
+        None => return Ok(()),
+    }
+    .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+    settle(state, &out).await
+}
+
+pub async fn create_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    doc: Value,
+) -> Result<Value, ScimError> {
+    let f = fields(&doc)?;
+    let id = Uuid::now_v7();
+    let profile = f.profile.apply(&Profile::default());
+    let attributes = f
+        .attributes
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let new = NewUser {
+        id,
+        organization_id: caller.organization_id,
+        username: f.username,
+        email: f.email,
+        email_verified: false,
+        phone_number: f.phone,
+        phone_verified: false,
+        profile,
+        attributes,
+        password: f.password,
+        must_change_password: false,
+    };
+    let out = commands::user::create(&state.bus, &state.passwords, new, &meta)
+        .await
+        .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+    settle(state, &out).await?;
+    if f.active == Some(false) {
+        set_active(state, id, Some(false), &meta).await?;
+    }
+    user_doc(state, &caller.base, &load(state, caller, id).await?).await
+}
+
+pub async fn replace_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+    doc: Value,
+) -> Result<Value, ScimError> {
+    let current = load(state, caller, id).await?;
+    let f = fields(&doc)?;
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let patch = UserPatch {
+        username: Some(f.username),
+        email: Some(f.email),
+        phone_number: Some(f.phone),
+        profile_patch: Some(f.profile),
+        attributes_patch: Some(f.attributes),
+        ..UserPatch::default()
+    };
+    let out = commands::user::change(&state.bus, id, version, patch, &meta)
+        .await
+        .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+    settle(state, &out).await?;
+    let is_active = current.status == "active";
+    if f.active.is_some_and(|a| a != is_active) {
+        set_active(state, id, f.active, &meta).await?;
+    }
+    if let Some(p) = &f.password {
+        let out = commands::user::set_password(&state.bus, &state.passwords, id, p, false, &meta)
+            .await
+            .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+        settle(state, &out).await?;
+    }
+    user_doc(state, &caller.base, &load(state, caller, id).await?).await
+}
+
+pub async fn patch_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+    body: Value,
+) -> Result<Value, ScimError> {
+    let ops = super::patch_ops(&body)?;
+    let current = load(state, caller, id).await?;
+    if version.is_some_and(|v| v != current.revision as u64) {
+        return Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            "the user changed since that version",
+        ));
+    }
+    let mut doc = user_doc(state, &caller.base, &current).await?;
+    for (op, path, value) in ops {
+        super::filter::apply(&mut doc, op, path.as_deref(), value)?;
+    }
+    replace_doc(
+        state,
+        caller,
+        ctx,
+        id,
+        version.or(Some(current.revision as u64)),
+        doc,
+    )
+    .await
+}
+
+pub async fn delete_doc(
+    state: &AppState,
+    caller: &ScimCaller,
+    ctx: &RequestContext,
+    id: Uuid,
+    version: Option<u64>,
+) -> Result<(), ScimError> {
+    load(state, caller, id).await?;
+    let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let erased = privacy::people::delete_user(&state.bus, &state.subject_keys, id, version, &meta)
+        .await
+        .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+    crate::admin::settle_at(state, erased.position)
+        .await
+        .map_err(ScimError::from)
+}
+
+/// Every user of the organization, narrowed in SQL where the filter
+/// allows it (`userName eq`, `externalId eq`), as SCIM documents.
+async fn candidates(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &ListQuery,
+) -> Result<Vec<Value>, ScimError> {
+    let mut f = UserFilter {
+        organization_id: Some(caller.organization_id.to_string()),
+        ..UserFilter::default()
+    };
+    if let Some(filter) = q.filter.as_deref() {
+        let lower = filter.trim().to_ascii_lowercase();
+        let value = || filter.split('"').nth(1).map(str::to_owned);
+        if lower.starts_with("username eq \"") && lower.matches('"').count() == 2 {
+            f.search = value();
+        } else if lower.starts_with("externalid eq \"") && lower.matches('"').count() == 2 {
+            f.attribute = value().map(|v| ("externalId".to_owned(), v));
+        }
+    }
+    let mut docs = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = projections::users::list_users(
+            &state.read_db,
+            &f,
+            UserSort::Created,
+            false,
+            after.as_ref().map(|(k, i)| (k.as_str(), i.as_str())),
+            1000,
+        )
+        .await
+        .map_err(|e| ScimError::internal(e.to_string()))?;
+        for u in &page {
+            docs.push(user_doc(state, &caller.base, u).await?);
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => {
+                after = Some((last.sort_key.clone(), last.id.clone()))
+            }
+            _ => break,
+        }
+    }
+    Ok(docs)
+}
+
+type Rejection<T> = Result<T, axum::extract::rejection::QueryRejection>;
+type PathRejection = axum::extract::rejection::PathRejection;
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ScimError> {
+    let Path(raw) = path.map_err(|_| ScimError::not_found("user"))?;
+    Uuid::parse_str(&raw).map_err(|_| ScimError::not_found("user"))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    query: Rejection<Query<ListQuery>>,
+) -> Result<Response, ScimError> {
+    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    let docs = candidates(&state, &caller, &q).await?;
+    Ok(super::scim_json(
+        StatusCode::OK,
+        list_response(docs, &q, &SCHEMA)?,
+    ))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    let mut doc = user_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
+    let attributes = super::paths(q.attributes.as_deref())?;
+    let excluded = super::paths(q.excluded_attributes.as_deref())?;
+    super::filter::project(&mut doc, &attributes, &excluded);
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
+    Ok(resource(StatusCode::CREATED, doc))
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    let doc = replace_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    let doc = patch_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    Ok(resource(StatusCode::OK, doc))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ScimError> {
+    let id = path_id(path)?;
+    let version = if_match(&headers)?;
+    delete_doc(&state, &caller, &ctx, id, version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

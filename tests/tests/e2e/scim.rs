@@ -1,0 +1,571 @@
+//! SCIM 2.0 over HTTP against the real server, on SQLite and PostgreSQL: a
+//! provisioning client's round trips for users and groups: discovery,
+//! creation, filters, sorting and paging, projections, PUT and PATCH with
+//! value-path filters, ETag conflicts, Bulk with bulkId references, and
+//! the refusals of RFC 7644 §3.12 that write nothing.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Store, TestServer, http};
+use crate::oauth::confidential;
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+struct Scim<'a> {
+    s: &'a TestServer,
+    token: String,
+}
+
+impl Scim<'_> {
+    /// (status, ETag, body) of a SCIM call.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        if_match: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Option<String>, Value) {
+        let mut req = http()
+            .request(method, self.s.url(&format!("/scim/v2{path}")))
+            .bearer_auth(&self.token);
+        if let Some(tag) = if_match {
+            req = req.header("if-match", tag);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        if status != 204 {
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(ct.as_deref(), Some("application/scim+json"), "{status}");
+        }
+        let etag = r
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = r.text().await.unwrap();
+        (
+            status,
+            etag,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (st, _, v) = self.call(Method::GET, path, None, None).await;
+        (st, v)
+    }
+
+    async fn names(&self, query: &str) -> Vec<String> {
+        let (st, v) = self.get(&format!("/Users?{query}")).await;
+        assert_eq!(st, 200, "{query}: {v}");
+        v["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["userName"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn q(filter: &str) -> String {
+    format!("filter={}", urlencode(filter))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn person(user: &str, given: &str, family: &str, email: &str, dept: &str) -> Value {
+    json!({
+        "schemas": [USER, ENTERPRISE],
+        "userName": user,
+        "externalId": format!("ext-{user}"),
+        "name": {"givenName": given, "familyName": family},
+        "displayName": format!("{given} {family}"),
+        "emails": [{"value": email, "type": "work", "primary": true}],
+        "phoneNumbers": [{"value": "+14155550100", "type": "work"}],
+        "active": true,
+        "password": "correct horse battery staple",
+        ENTERPRISE: {"department": dept, "employeeNumber": "42"},
+    })
+}
+
+async fn log_len(s: &TestServer) -> u64 {
+    let log = s.server().state.bus.log();
+    log.count_after(eventlog::Position::START).await.unwrap()
+}
+
+async fn round_trips(store: Store) {
+    let Some(s) = TestServer::start(store, "scim").await else {
+        return;
+    };
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let c = s
+        .create_client(
+            &admin,
+            confidential(
+                &admin.organization_id,
+                "client_secret_basic",
+                &["idp:scim", "read"],
+            ),
+        )
+        .await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let (_, secret) = s.create_secret(&admin, &id).await;
+    let scim = Scim {
+        s: &s,
+        token: s.token_basic(&id, &secret, Some("idp:scim")).await,
+    };
+
+    // Who may call.
+    let wrong = Scim {
+        s: &s,
+        token: s.token_basic(&id, &secret, Some("read")).await,
+    };
+    assert_eq!(wrong.get("/Users").await.0, 403);
+    let none = Scim {
+        s: &s,
+        token: "nope".into(),
+    };
+    assert_eq!(none.get("/Users").await.0, 401);
+
+    // Discovery.
+    let (st, spc) = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(st, 200);
+    for feature in ["patch", "bulk", "filter", "sort", "etag"] {
+        assert_eq!(spc[feature]["supported"], true, "{feature}");
+    }
+    let (_, types) = scim.get("/ResourceTypes").await;
+    assert_eq!(types["totalResults"], 2);
+    let (_, schemas) = scim.get("/Schemas").await;
+    assert_eq!(schemas["totalResults"], 3);
+    assert_eq!(scim.get(&format!("/Schemas/{ENTERPRISE}")).await.0, 200);
+
+    // Creation.
+    let (st, etag, b) = scim
+        .call(
+            Method::POST,
+            "/Users",
+            None,
+            Some(person(
+                "bjensen",
+                "Barbara",
+                "Jensen",
+                "bjensen@example.com",
+                "Sales",
+            )),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let bjensen = b["id"].as_str().unwrap().to_owned();
+    assert_eq!(etag.as_deref(), b["meta"]["version"].as_str());
+    assert_eq!(b["name"]["familyName"], "Jensen");
+    assert_eq!(b[ENTERPRISE]["department"], "Sales");
+    assert!(b.get("password").is_none(), "a password is never returned");
+    for (u, g, f, e, d) in [
+        ("jsmith", "John", "Smith", "john@example.org", "Engineering"),
+        ("adoe", "Alice", "Doe", "alice@example.com", "Sales"),
+    ] {
+        let (st, _, v) = scim
+            .call(Method::POST, "/Users", None, Some(person(u, g, f, e, d)))
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let before = log_len(&s).await;
+    let (st, _, e) = scim
+        .call(
+            Method::POST,
+            "/Users",
+            None,
+            Some(person("BJensen", "B", "J", "other@example.com", "x")),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{e}"
+    );
+    assert_eq!(
+        e["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    assert_eq!(
+        log_len(&s).await,
+        before,
+        "a refused creation writes nothing"
+    );
+
+    // Filters, every operator and combination.
+    assert_eq!(
+        scim.names(&q(r#"userName eq "BJENSEN""#)).await,
+        ["bjensen"]
+    );
+    assert_eq!(
+        scim.names(&q(r#"externalId eq "ext-jsmith""#)).await,
+        ["jsmith"]
+    );
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(scim.names(&q(r#"userName ne "bjensen""#)).await),
+        ["adoe", "jsmith"]
+    );
+    assert_eq!(
+        scim.names(&q(r#"name.familyName co "ens""#)).await,
+        ["bjensen"]
+    );
+    assert_eq!(scim.names(&q(r#"userName sw "js""#)).await, ["jsmith"]);
+    assert_eq!(
+        scim.names(&q(r#"emails.value ew "example.org""#)).await,
+        ["jsmith"]
+    );
+    assert_eq!(
+        scim.names(&q(
+            r#"emails[type eq "work" and value co "@example.com"] and name.givenName sw "B""#
+        ))
+        .await,
+        ["bjensen"]
+    );
+    assert_eq!(sorted(scim.names(&q(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "sales""#)).await), ["adoe", "bjensen"]);
+    assert_eq!(
+        sorted(
+            scim.names(&q(
+                r#"not (userName eq "adoe") and (userName sw "b" or userName sw "j")"#
+            ))
+            .await
+        ),
+        ["bjensen", "jsmith"]
+    );
+    assert_eq!(
+        scim.names(&q("displayName pr and active eq true"))
+            .await
+            .len(),
+        3
+    );
+    let (_, all) = scim.get("/Users").await;
+    let created = all["Resources"][1]["meta"]["created"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        scim.names(&q(&format!(r#"meta.created gt "{created}""#)))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        scim.names(&q(&format!(r#"meta.created ge "{created}""#)))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        scim.names(&q(&format!(r#"meta.created lt "{created}""#)))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        scim.names(&q(&format!(r#"meta.created le "{created}""#)))
+            .await
+            .len(),
+        2
+    );
+    // Sorting, paging, projections.
+    assert_eq!(
+        scim.names("sortBy=userName&sortOrder=descending").await,
+        ["jsmith", "bjensen", "adoe"]
+    );
+    let (_, page) = scim
+        .get("/Users?sortBy=userName&startIndex=2&count=1")
+        .await;
+    assert_eq!(
+        (
+            page["totalResults"].clone(),
+            page["startIndex"].clone(),
+            page["itemsPerPage"].clone()
+        ),
+        (json!(3), json!(2), json!(1))
+    );
+    assert_eq!(page["Resources"][0]["userName"], "bjensen");
+    let (_, slim) = scim
+        .get(&format!(
+            "/Users/{bjensen}?attributes=userName,name.givenName"
+        ))
+        .await;
+    assert_eq!(slim["name"], json!({"givenName": "Barbara"}));
+    assert!(slim.get("emails").is_none() && slim["id"] == json!(bjensen));
+    let (_, without) = scim
+        .get(&format!("/Users/{bjensen}?excludedAttributes=emails"))
+        .await;
+    assert!(without.get("emails").is_none() && without["userName"] == "bjensen");
+    // Bad filters.
+    for bad in [r#"userName eq"#, r#"title eq "x""#, r#"name.nope pr"#] {
+        let (st, e) = scim.get(&format!("/Users?{}", q(bad))).await;
+        assert_eq!(
+            (st, e["scimType"].as_str()),
+            (400, Some("invalidFilter")),
+            "{bad}: {e}"
+        );
+    }
+
+    // PUT with an ETag: the current version passes, a stale one is 412.
+    let (_, etag, current) = scim
+        .call(Method::GET, &format!("/Users/{bjensen}"), None, None)
+        .await;
+    let etag = etag.unwrap();
+    let mut changed = current.clone();
+    changed["displayName"] = json!("Babs Jensen");
+    let (st, new_tag, v) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{bjensen}"),
+            Some(&etag),
+            Some(changed.clone()),
+        )
+        .await;
+    assert_eq!(
+        (st, v["displayName"].clone()),
+        (200, json!("Babs Jensen")),
+        "{v}"
+    );
+    assert_ne!(new_tag.as_deref(), Some(etag.as_str()));
+    let (st, _, e) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{bjensen}"),
+            Some(&etag),
+            Some(changed),
+        )
+        .await;
+    assert_eq!(st, 412, "{e}");
+
+    // PATCH: value paths with filters, sub-attributes, no path.
+    let patch = |ops: Value| json!({"schemas": [PATCH], "Operations": ops});
+    let (st, _, v) = scim.call(Method::PATCH, &format!("/Users/{bjensen}"), None, Some(patch(json!([
+        {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "barbara@example.com"},
+        {"op": "replace", "path": "name.givenName", "value": "Babs"},
+        {"op": "Replace", "value": {"active": false}},
+        {"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": "Support"},
+    ])))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["emails"][0]["value"], "barbara@example.com");
+    assert_eq!(
+        (v["name"]["givenName"].clone(), v["active"].clone()),
+        (json!("Babs"), json!(false))
+    );
+    assert_eq!(v[ENTERPRISE]["department"], "Support");
+    let before = log_len(&s).await;
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{bjensen}"),
+            None,
+            Some(patch(json!([
+                {"op": "replace", "path": "name.familyName", "value": "Nope"},
+                {"op": "remove", "path": "emails[type eq \"home\"]"},
+            ]))),
+        )
+        .await;
+    assert_eq!((st, e["scimType"].as_str()), (400, Some("noTarget")), "{e}");
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{bjensen}"),
+            None,
+            Some(patch(json!([{"op": "sing"}]))),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].as_str()),
+        (400, Some("invalidSyntax")),
+        "{e}"
+    );
+    assert_eq!(log_len(&s).await, before, "a refused PATCH writes nothing");
+
+    // Groups: members, nesting through PATCH, a cycle refused.
+    let (_, jsmith) = scim
+        .get(&q(r#"userName eq "jsmith""#).replace("filter=", "/Users?filter="))
+        .await;
+    let jsmith = jsmith["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let (st, _, eng) = scim
+        .call(
+            Method::POST,
+            "/Groups",
+            None,
+            Some(json!({
+                "schemas": [GROUP], "displayName": "Engineering", "members": [{"value": jsmith}],
+            })),
+        )
+        .await;
+    assert_eq!(st, 201, "{eng}");
+    let eng_id = eng["id"].as_str().unwrap().to_owned();
+    let (_, _, staff) = scim.call(Method::POST, "/Groups", None, Some(json!({
+        "schemas": [GROUP], "displayName": "Staff", "members": [{"value": eng_id, "type": "Group"}],
+    }))).await;
+    let staff_id = staff["id"].as_str().unwrap().to_owned();
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{eng_id}"),
+            None,
+            Some(patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": staff_id, "type": "Group"}]},
+            ]))),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "a cycle: {e}"
+    );
+    let (st, _, v) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{eng_id}"),
+            None,
+            Some(patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": bjensen}]},
+                {"op": "replace", "path": "displayName", "value": "Engineers"},
+            ]))),
+        )
+        .await;
+    assert_eq!(
+        (
+            st,
+            v["members"].as_array().map(Vec::len),
+            v["displayName"].clone()
+        ),
+        (200, Some(2), json!("Engineers")),
+        "{v}"
+    );
+    let (_, u) = scim.get(&format!("/Users/{jsmith}")).await;
+    let groups: Vec<(&str, &str)> = u["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["display"].as_str().unwrap(), g["type"].as_str().unwrap()))
+        .collect();
+    assert!(
+        groups.contains(&("Engineers", "direct")) && groups.contains(&("Staff", "indirect")),
+        "{u}"
+    );
+    let (st, _, v) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{eng_id}"),
+            None,
+            Some(patch(json!([
+                {"op": "remove", "path": format!("members[value eq \"{jsmith}\"]")},
+            ]))),
+        )
+        .await;
+    assert_eq!(
+        (st, v["members"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+    let (_, found) = scim
+        .get(&format!("/Groups?{}", q(r#"displayName eq "engineers""#)))
+        .await;
+    assert_eq!(found["totalResults"], 1);
+    let (st, e) = scim
+        .get(&format!("/Groups?{}", q(r#"userName eq "x""#)))
+        .await;
+    assert_eq!((st, e["scimType"].as_str()), (400, Some("invalidFilter")));
+
+    // Bulk, with a reference to a user created in the same request.
+    let (st, _, bulk) = scim.call(Method::POST, "/Bulk", None, Some(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "u1", "data": person("kjones", "Kim", "Jones", "kim@example.com", "Ops")},
+            {"method": "POST", "path": "/Groups", "bulkId": "g1", "data": {"schemas": [GROUP], "displayName": "Ops", "members": [{"value": "bulkId:u1", "type": "User"}]}},
+            {"method": "PATCH", "path": "/Users/bulkId:u1", "data": {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "nickName", "value": "KJ"}]}},
+        ],
+    }))).await;
+    assert_eq!(st, 200, "{bulk}");
+    let statuses: Vec<&str> = bulk["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201", "201", "200"], "{bulk}");
+    let ops_group = bulk["Operations"][1]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (_, g) = scim.get(&format!("/Groups/{ops_group}")).await;
+    let kim = bulk["Operations"][0]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    assert_eq!(g["members"][0]["value"], json!(kim));
+    let (_, _, bulk) = scim.call(Method::POST, "/Bulk", None, Some(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "failOnErrors": 1,
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "dup", "data": person("kjones", "K", "J", "k2@example.com", "x")},
+            {"method": "POST", "path": "/Users", "bulkId": "next", "data": person("never", "N", "N", "n@example.com", "x")},
+        ],
+    }))).await;
+    let ops = bulk["Operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1, "stops after failOnErrors errors: {bulk}");
+    assert_eq!(
+        (
+            ops[0]["status"].clone(),
+            ops[0]["response"]["scimType"].clone()
+        ),
+        (json!("409"), json!("uniqueness"))
+    );
+
+    // Deletion is erasure: gone from SCIM and from its groups.
+    let (st, _, _) = scim
+        .call(Method::DELETE, &format!("/Users/{bjensen}"), None, None)
+        .await;
+    assert_eq!(st, 204);
+    assert_eq!(scim.get(&format!("/Users/{bjensen}")).await.0, 404);
+    let (_, g) = scim.get(&format!("/Groups/{eng_id}")).await;
+    assert_eq!(g["members"], json!([]), "{g}");
+    let (st, _, _) = scim
+        .call(Method::DELETE, &format!("/Groups/{staff_id}"), None, None)
+        .await;
+    assert_eq!(st, 204);
+    assert_eq!(scim.get(&format!("/Groups/{staff_id}")).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_scim_client_provisions_users_and_groups_on_sqlite() {
+    round_trips(Store::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_scim_client_provisions_users_and_groups_on_postgres() {
+    round_trips(Store::Postgres).await;
+}
