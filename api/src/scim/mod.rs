@@ -291,6 +291,17 @@ pub fn list_response(
     q: &ListQuery,
     schema: &filter::Schema,
 ) -> Result<Value, ScimError> {
+    let (total, start, page) = select(docs, q, schema)?;
+    wrap(total, start, page, q)
+}
+
+/// The page of `docs` the query asks for, filtered and sorted, with the
+/// total that passed the filter and the start index.
+pub fn select(
+    docs: Vec<Value>,
+    q: &ListQuery,
+    schema: &filter::Schema,
+) -> Result<(usize, usize, Vec<Value>), ScimError> {
     let f = q
         .filter
         .as_deref()
@@ -315,12 +326,21 @@ pub fn list_response(
     let total = docs.len();
     let start = q.start_index.unwrap_or(1).max(1) as usize;
     let count = q.count.unwrap_or(100).clamp(0, MAX_RESULTS as i64) as usize;
+    let page = docs.into_iter().skip(start - 1).take(count).collect();
+    Ok((total, start, page))
+}
+
+/// A list response of a selected page, projected as the query asks.
+pub fn wrap(
+    total: usize,
+    start: usize,
+    page: Vec<Value>,
+    q: &ListQuery,
+) -> Result<Value, ScimError> {
     let attributes = paths(q.attributes.as_deref())?;
     let excluded = paths(q.excluded_attributes.as_deref())?;
-    let page: Vec<Value> = docs
+    let page: Vec<Value> = page
         .into_iter()
-        .skip(start - 1)
-        .take(count)
         .map(|mut d| {
             filter::project(&mut d, &attributes, &excluded);
             d

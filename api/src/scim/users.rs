@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::filter::{Schema, member};
-use super::{ListQuery, ScimCaller, ScimError, etag, if_match, json_body, list_response, resource};
+use super::{ListQuery, ScimCaller, ScimError, etag, if_match, json_body, resource};
 use crate::context::RequestContext;
 use crate::state::AppState;
 
@@ -203,18 +203,7 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
         o.insert("addresses".into(), json!([addr]));
     }
     if !groups.is_empty() {
-        let g: Vec<Value> = groups
-            .iter()
-            .map(|g| {
-                json!({
-                    "value": g.group.id,
-                    "display": g.group.name,
-                    "type": if g.direct { "direct" } else { "indirect" },
-                    "$ref": format!("{base}/Groups/{}", g.group.id),
-                })
-            })
-            .collect();
-        o.insert("groups".into(), json!(g));
+        o.insert("groups".into(), groups_of(base, groups));
     }
     let mut ext = Map::new();
     for k in ENTERPRISE {
@@ -230,6 +219,23 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
         o.insert("schemas".into(), json!([USER_URN, ENTERPRISE_URN]));
     }
     Value::Object(o)
+}
+
+/// The `groups` of a user: direct, or through a group inside another.
+fn groups_of(base: &str, groups: &[projections::users::UserGroupRow]) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "value": g.group.id,
+                    "display": g.group.name,
+                    "type": if g.direct { "direct" } else { "indirect" },
+                    "$ref": format!("{base}/Groups/{}", g.group.id),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// What a SCIM User document sets.
@@ -478,6 +484,9 @@ async fn candidates(
             f.attribute = value().map(|v| ("externalId".to_owned(), v));
         }
     }
+    let mentions_groups =
+        |t: Option<&str>| t.is_some_and(|t| t.to_ascii_lowercase().contains("groups"));
+    let with_groups = mentions_groups(q.filter.as_deref()) || mentions_groups(q.sort_by.as_deref());
     let mut docs = Vec::new();
     let mut after: Option<(String, String)> = None;
     loop {
@@ -492,7 +501,13 @@ async fn candidates(
         .await
         .map_err(|e| ScimError::internal(e.to_string()))?;
         for u in &page {
-            docs.push(user_doc(state, &caller.base, u).await?);
+            // A user's groups cost a query: only when the filter or the
+            // order reads them; the page gets them after.
+            docs.push(if with_groups {
+                user_doc(state, &caller.base, u).await?
+            } else {
+                doc_of(&caller.base, u, &[])
+            });
         }
         match page.last() {
             Some(last) if page.len() == 1000 => {
@@ -519,9 +534,22 @@ pub async fn list(
 ) -> Result<Response, ScimError> {
     let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
     let docs = candidates(&state, &caller, &q).await?;
+    let (total, start, mut page) = super::select(docs, &q, &SCHEMA)?;
+    for doc in &mut page {
+        if doc.get("groups").is_none()
+            && let Some(id) = doc["id"].as_str()
+        {
+            let groups = projections::users::user_groups(&state.read_db, id)
+                .await
+                .map_err(|e| ScimError::internal(e.to_string()))?;
+            if let (false, Some(o)) = (groups.is_empty(), doc.as_object_mut()) {
+                o.insert("groups".into(), groups_of(&caller.base, &groups));
+            }
+        }
+    }
     Ok(super::scim_json(
         StatusCode::OK,
-        list_response(docs, &q, &SCHEMA)?,
+        super::wrap(total, start, page, &q)?,
     ))
 }
 
