@@ -31,7 +31,7 @@ use crate::{authentication, self_service};
         groups::members, groups::add_member, groups::remove_member,
         roles::create, roles::templates, roles::list, roles::show, roles::update, roles::remove, roles::holders,
         roles::assign, roles::unassign, roles::user_roles, roles::client_roles,
-        access::user_access, access::holders,
+        access::user_access, access::permission_holders,
         policies::upload, policies::list, policies::show, policies::activate, policies::rollback,
         policies::settings, crate::authz::decide, crate::authz::decide_batch,
         sign_in::show_policy, sign_in::set_policy, sign_in::user_sessions, sign_in::revoke_session,

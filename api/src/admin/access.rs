@@ -28,7 +28,7 @@ type QueryRejection = axum::extract::rejection::QueryRejection;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/access", get(user_access))
-        .route("/admin/access/holders", get(holders))
+        .route("/admin/access/holders", get(permission_holders))
 }
 
 /// Roles, group memberships and group nesting as they stood at a moment.
@@ -358,7 +358,7 @@ pub struct HoldersThenView {
 #[utoipa::path(get, path = "/admin/access/holders", params(HoldersQuery),
     responses((status = 200, body = HoldersThenView, description = "done"), (status = 422, description = "the permission is out of shape")),
     security(("bearer" = ["idp:admin"])), tag = "roles")]
-pub async fn holders(
+pub async fn permission_holders(
     State(state): State<AppState>,
     caller: AdminCaller,
     query: Result<Query<HoldersQuery>, QueryRejection>,
