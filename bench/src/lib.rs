@@ -23,6 +23,7 @@ use eventlog::clock::{Clock, SystemClock};
 use eventlog::{EventLog, ExpectedRevision, Filter, LogOptions, Position, Subscription};
 use uuid::Uuid;
 
+pub mod access;
 mod exchange;
 pub mod people;
 pub mod queries;
@@ -76,6 +77,10 @@ pub enum BenchCommand {
     /// Password sign-ins over HTTP against the raw argon2id rate, a step
     /// that hashes nothing at 64 in flight, code checks in process.
     SignIn(sign_in::SignInArgs),
+    /// A role given to a large group, decisions of the Rego policy decision
+    /// point over HTTP and in process, SCIM filtered lists and `as_of`
+    /// access reads, against a running server.
+    Access(access::AccessArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +132,7 @@ where
         }
         Some(BenchCommand::People(p)) => return people::run(p).await,
         Some(BenchCommand::SignIn(s)) => return sign_in::run(s).await,
+        Some(BenchCommand::Access(a)) => return access::run(a).await,
         None => {}
     }
     let _tmp;

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Signing people in (issue #15): starts the server on a fresh store and measures the raw
-# argon2id verification rate at the server's parameters, whole password sign-ins over
-# HTTP (start, password, complete) against it, a step that hashes nothing at 64 in flight,
-# and TOTP checks and code digests per second.
+# A benchmark of `idp bench` that drives a running server: starts the release server on a
+# fresh store, runs the benchmark against it with the bootstrap admin, stops the server.
 #
-#   scripts/bench-sign-in.sh                    # SQLite
-#   scripts/bench-sign-in.sh --postgres URL     # a scratch database idp_sign_in_bench on URL's server
-#   scripts/bench-sign-in.sh --binary PATH      # that idp binary instead of a release build
-#   scripts/bench-sign-in.sh --duration 20 --concurrency 16 --users 200
+#   sign-in: the raw argon2id verification rate at the server's parameters, whole password
+#            sign-ins over HTTP (start, password, complete) against it, a step that hashes
+#            nothing at 64 in flight, TOTP checks and code digests per second (issue #15);
+#   access:  a role given to a group of --users members, Rego decisions over HTTP and in
+#            process, SCIM filtered lists and `as_of` access reads (issue #16).
+#
+#   scripts/bench-server.sh sign-in                    # SQLite
+#   scripts/bench-server.sh sign-in --postgres URL     # a scratch database idp_server_bench on URL's server
+#   scripts/bench-server.sh access --binary PATH       # that idp binary instead of a release build
+#   scripts/bench-server.sh sign-in --duration 20 --concurrency 16 --users 200
 #
 # Needs curl and python3 (and psql for --postgres).
 set -euo pipefail
 
+bench="${1:-}"
+case "$bench" in
+    sign-in | access) shift ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-server: name sign-in or access first" >&2; exit 2 ;;
+esac
 duration=10
-concurrency=16
-users=200
+if [[ "$bench" == access ]]; then concurrency=64; users=10000; else concurrency=16; users=200; fi
 postgres=""
 binary=""
 while [[ $# -gt 0 ]]; do
@@ -24,8 +33,8 @@ while [[ $# -gt 0 ]]; do
         --concurrency) concurrency="$2"; shift 2 ;;
         --users) users="$2"; shift 2 ;;
         --binary) binary="$(realpath "$2")"; shift 2 ;;
-        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench-sign-in: unknown argument $1" >&2; exit 2 ;;
+        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-server: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
@@ -38,7 +47,7 @@ else
     idp="${CARGO_TARGET_DIR:-$root/target}/release/idp"
 fi
 
-work="$(mktemp -d -t idp-sign-in-bench.XXXXXX)"
+work="$(mktemp -d -t idp-server-bench.XXXXXX)"
 server_pid=""
 cleanup() {
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
@@ -58,12 +67,12 @@ unset IDP_CONFIG IDP_EVENTSTORE_URL IDP_MASTER_KEY IDP_MASTER_KEY_FILE IDP_SMTP_
 label="SQLite"
 if [[ -n "$postgres" ]]; then
     psql "$postgres" -q -v ON_ERROR_STOP=1 \
-        -c 'DROP DATABASE IF EXISTS idp_sign_in_bench WITH (FORCE)' \
-        -c 'CREATE DATABASE idp_sign_in_bench' >/dev/null
+        -c 'DROP DATABASE IF EXISTS idp_server_bench WITH (FORCE)' \
+        -c 'CREATE DATABASE idp_server_bench' >/dev/null
     IDP_DATABASE_URL="$(python3 -c '
 import sys, urllib.parse as u
 p = u.urlsplit(sys.argv[1])
-print(u.urlunsplit(p._replace(path="/idp_sign_in_bench")))' "$postgres")"
+print(u.urlunsplit(p._replace(path="/idp_server_bench")))' "$postgres")"
     export IDP_DATABASE_URL
     label="PostgreSQL"
 else
@@ -88,7 +97,7 @@ for _ in $(seq 1 3000); do
 done
 
 BENCH_CLIENT_SECRET="$(json client_secret <"$IDP_DATA_DIR/bootstrap.json")" \
-"$idp" bench sign-in --url "$base" \
+"$idp" bench "$bench" --url "$base" \
     --client-id "$(json client_id <"$IDP_DATA_DIR/bootstrap.json")" \
     --organization-id "$(json organization_id <"$IDP_DATA_DIR/bootstrap.json")" \
     --users "$users" --concurrency "$concurrency" --duration "$duration" --label "$label"
