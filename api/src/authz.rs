@@ -74,6 +74,47 @@ impl CompiledPolicies {
     }
 }
 
+/// How long what the platform knows of a subject is reused at most (a
+/// change the read models apply ends it at once; this bounds the one
+/// committed while it was being read).
+const FACTS_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+/// Subjects remembered at most.
+const FACTS_KEPT: usize = 100_000;
+
+/// An organization, a subject type and id.
+type SubjectKey = (Uuid, String, String);
+/// What is known of a subject; `None`: not one of the organization's.
+type Facts = Option<Arc<Map<String, Value>>>;
+
+/// What the platform knows of each subject lately asked about.
+#[derive(Default)]
+pub struct SubjectFacts {
+    map: RwLock<HashMap<SubjectKey, (u64, std::time::Instant, Facts)>>,
+}
+
+impl SubjectFacts {
+    fn get(&self, key: &SubjectKey) -> Option<Facts> {
+        let generation = projections::access_generation();
+        let map = self.map.read().ok()?;
+        let (g, at, facts) = map.get(key)?;
+        (*g == generation && at.elapsed() < FACTS_FOR).then(|| facts.clone())
+    }
+
+    fn put(
+        &self,
+        key: (Uuid, String, String),
+        generation: u64,
+        facts: Option<Arc<Map<String, Value>>>,
+    ) {
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= FACTS_KEPT {
+                map.clear();
+            }
+            map.insert(key, (generation, eventlog::clock::monotonic(), facts));
+        }
+    }
+}
+
 /// A caller of the decision point: a client's token with `idp:authz`.
 pub struct AuthzCaller {
     pub client_id: Uuid,
@@ -200,6 +241,29 @@ pub struct DecisionsView {
     pub evaluations: Vec<DecisionView>,
 }
 
+/// What the platform knows of a subject, from [`SubjectFacts`] while the
+/// read models have not changed since.
+async fn cached_facts(
+    state: &AppState,
+    organization_id: Uuid,
+    subject: &AuthzSubject,
+) -> Result<Option<Arc<Map<String, Value>>>, Problem> {
+    let key = (
+        organization_id,
+        subject.subject_type.clone(),
+        subject.id.clone(),
+    );
+    if let Some(hit) = state.subject_facts.get(&key) {
+        return Ok(hit);
+    }
+    let generation = projections::access_generation();
+    let facts = subject_facts(state, organization_id, subject)
+        .await?
+        .map(Arc::new);
+    state.subject_facts.put(key, generation, facts.clone());
+    Ok(facts)
+}
+
 /// What the platform knows of a subject, for the policy's input; `None`
 /// when the subject is not one of the organization's.
 async fn subject_facts(
@@ -287,12 +351,12 @@ async fn evaluate(
     e: Evaluation,
 ) -> Result<DecisionView, Problem> {
     let now = state.clock.now();
-    let facts = subject_facts(state, caller.organization_id, &e.subject).await?;
+    let facts = cached_facts(state, caller.organization_id, &e.subject).await?;
     let (decision, reason) = match (policy, &facts) {
         (None, _) => (false, Some("no policy is active")),
         (_, None) => (false, Some("the subject is not one of the organization's")),
         (Some((_, p)), Some(facts)) => {
-            let mut subject = facts.clone();
+            let mut subject = (**facts).clone();
             subject.insert("type".into(), json!(e.subject.subject_type));
             subject.insert("id".into(), json!(e.subject.id));
             subject.insert(
@@ -333,7 +397,9 @@ async fn evaluate(
             domain::Actor::client(caller.client_id.to_string()),
             Some(caller.organization_id),
         );
-        commands::authz::record_decision(&state.bus, &decided, &meta)
+        state
+            .decisions
+            .record(decided, meta)
             .await
             .map_err(|e| Problem::internal(&e))?;
     }

@@ -194,6 +194,7 @@ impl Server {
             clock.clone(),
         )?);
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
+        let decisions = commands::authz::DecisionRecorder::start(Arc::clone(bus.log()));
         let state = AppState {
             config: Arc::new(config),
             clock,
@@ -209,6 +210,8 @@ impl Server {
             notifier,
             passkeys,
             compiled_policies: Arc::default(),
+            subject_facts: Arc::default(),
+            decisions,
         };
         tracing::info!(
             %addr,

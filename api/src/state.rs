@@ -40,6 +40,10 @@ pub struct AppState {
     pub passkeys: Option<Arc<crate::passkeys::RelyingParty>>,
     /// The organizations' active Rego policies, compiled once per version.
     pub compiled_policies: Arc<crate::authz::CompiledPolicies>,
+    /// What the decision point knows of subjects lately asked about.
+    pub subject_facts: Arc<crate::authz::SubjectFacts>,
+    /// Records the decision point's decisions, a group per append.
+    pub decisions: commands::authz::DecisionRecorder,
 }
 
 impl AppState {

@@ -1,16 +1,14 @@
 //! Command handlers of an organization's Rego policy (see
 //! `domain::authz_policy`): a version is compiled before its upload is
 //! decided, so a policy that does not compile is never recorded; and the
-//! record of a decision.
+//! records of decisions, appended in groups.
 
 use domain::Metadata;
 use domain::authz_policy::{AuthzPolicy, AuthzPolicyCommand, AuthzPolicyError, Decided};
 use domain::organization::Organization;
-use eventlog::AppendResult;
 use uuid::Uuid;
 
 use crate::bus::{CommandBus, CommandError, Outcome};
-use crate::journal;
 use crate::rego::{self, CompileError};
 
 /// Why a policy command did not happen. Nothing was written.
@@ -122,12 +120,73 @@ pub async fn set_decision_logging(
     .await
 }
 
-/// Records a decision in the stream of its day.
-pub async fn record_decision(
-    bus: &CommandBus,
-    decided: &Decided,
-    meta: &Metadata,
-) -> std::result::Result<AppendResult, eventlog::Error> {
-    let stream = domain::authz_policy::decision_stream(decided.at);
-    journal::record(bus.log(), &stream, decided, meta).await
+/// A decision waiting to be recorded, and who waits for it.
+type Waiting = (
+    Decided,
+    Metadata,
+    tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+);
+
+/// The most decisions one append records.
+const RECORD_BATCH: usize = 512;
+
+/// Records decisions in groups: every decision waiting while an append is
+/// in flight goes into the next one, so a busy decision point appends a
+/// few times per flush instead of once per denial. A caller's answer waits
+/// until its decision is in the log.
+#[derive(Clone)]
+pub struct DecisionRecorder {
+    tx: tokio::sync::mpsc::Sender<Waiting>,
+}
+
+impl DecisionRecorder {
+    /// Starts the recorder's task on the current runtime.
+    pub fn start(log: std::sync::Arc<dyn eventlog::EventLog>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Waiting>(RECORD_BATCH * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                // One append per day the waiting decisions fall on.
+                let mut by_stream: std::collections::BTreeMap<String, Vec<Waiting>> =
+                    std::collections::BTreeMap::new();
+                for w in batch.drain(..) {
+                    by_stream
+                        .entry(domain::authz_policy::decision_stream(w.0.at))
+                        .or_default()
+                        .push(w);
+                }
+                for (stream, waiting) in by_stream {
+                    let events = waiting
+                        .iter()
+                        .map(|(d, m, _)| eventlog::encode(d, m))
+                        .collect();
+                    let outcome = log
+                        .append(&stream, eventlog::ExpectedRevision::Any, events)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    for (_, _, reply) in waiting {
+                        let _ = reply.send(outcome.clone());
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Records `decided`; returns once it is in the log.
+    pub async fn record(
+        &self,
+        decided: Decided,
+        meta: Metadata,
+    ) -> std::result::Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((decided, meta, reply))
+            .await
+            .map_err(|_| "the decision recorder stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the decision recorder stopped".to_owned())?
+    }
 }

@@ -37,6 +37,19 @@ pub use runner::{
     Projection, ProjectionError, ProjectionStatus, REBUILD_WHEN_BEHIND, Runner, RunnerHandle,
 };
 
+static ACCESS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A number that changes whenever the users or roles read models apply an
+/// event that may change what someone holds (moved before the change
+/// commits): what is cached from them is good while it stays the same.
+pub fn access_generation() -> u64 {
+    ACCESS_GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
+
+pub(crate) fn access_changed() {
+    ACCESS_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
 /// The projections this platform runs, in the order they are started.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![

@@ -240,6 +240,7 @@ impl Projection for RolesProjection {
         tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        crate::access_changed();
         match e.event_type.as_str() {
             domain::user::DELETED_V1 | domain::privacy::SUBJECT_ERASED_V1 => {
                 let user = e.subject.as_deref().and_then(domain::user::user_of_subject);

@@ -567,6 +567,9 @@ impl Projection for UsersProjection {
         tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        // Whatever a user, a group or a nesting changes may change what
+        // someone holds.
+        crate::access_changed();
         if e.event_type == domain::privacy::SUBJECT_ERASED_V1 {
             if let Some(user) = e
                 .subject
