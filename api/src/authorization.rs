@@ -48,6 +48,54 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<Authorization<'_>>, A
     }))
 }
 
+/// Why a bearer token does not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    /// The Authorization header cannot be read (repeated, not text).
+    #[error(transparent)]
+    Malformed(AuthorizationError),
+    /// No token, a header of another scheme, or a token that is invalid, expired,
+    /// revoked or for another audience (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A good token without the scope (403).
+    #[error("this needs the `{0}` scope")]
+    MissingScope(&'static str),
+}
+
+/// The request's bearer access token, checked completely: issued by this
+/// server and for it (its audience, RFC 9068 §4 and RFC 8707), not
+/// expired or revoked, its client active, carrying `scope`.
+pub async fn bearer_with_scope(
+    headers: &HeaderMap,
+    state: &crate::state::AppState,
+    scope: &'static str,
+) -> Result<projections::tokens::ValidToken, BearerError> {
+    let unauthenticated = |d: &str| BearerError::Unauthenticated(d.to_owned());
+    let header = authorization(headers)
+        .map_err(BearerError::Malformed)?
+        .ok_or_else(|| unauthenticated("a bearer access token is required"))?;
+    if !header.is("Bearer") || header.credentials.is_empty() {
+        return Err(unauthenticated(
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    }
+    let valid = state
+        .tokens
+        .validate(header.credentials, state.clock.now())
+        .await
+        .map_err(|_| unauthenticated("the access token is invalid, expired or revoked"))?;
+    if !valid.claims.aud.contains(&state.tokens.issuer) {
+        return Err(unauthenticated(
+            "the access token was issued for another audience",
+        ));
+    }
+    if !valid.scope.split(' ').any(|s| s == scope) {
+        return Err(BearerError::MissingScope(scope));
+    }
+    Ok(valid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::access::{self, Subject};
-use crate::authorization::authorization;
+use crate::authorization::{BearerError, bearer_with_scope};
 use crate::context::RequestContext;
 use crate::extract::Body;
 use crate::problem::Problem;
@@ -125,29 +125,13 @@ impl FromRequestParts<AppState> for AuthzCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let header = authorization(&parts.headers)
-            .map_err(|e| Problem::invalid_request(e.to_string()))?
-            .ok_or_else(|| Problem::unauthorized("a bearer access token is required"))?;
-        if !header.is("Bearer") || header.credentials.is_empty() {
-            return Err(Problem::unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ));
-        }
-        let valid = state
-            .tokens
-            .validate(header.credentials, state.clock.now())
+        let valid = bearer_with_scope(&parts.headers, state, AUTHZ_SCOPE)
             .await
-            .map_err(|_| {
-                Problem::unauthorized("the access token is invalid, expired or revoked")
+            .map_err(|e| match e {
+                BearerError::Malformed(e) => Problem::invalid_request(e.to_string()),
+                BearerError::Unauthenticated(d) => Problem::unauthorized(d),
+                BearerError::MissingScope(scope) => Problem::forbidden(scope),
             })?;
-        if !valid.claims.aud.contains(&state.tokens.issuer) {
-            return Err(Problem::unauthorized(
-                "the access token was issued for another audience",
-            ));
-        }
-        if !valid.scope.split(' ').any(|s| s == AUTHZ_SCOPE) {
-            return Err(Problem::forbidden(AUTHZ_SCOPE));
-        }
         Ok(Self {
             client_id: valid.client_id,
             organization_id: valid.client.organization_id,

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use domain::Actor;
 use uuid::Uuid;
 
-use crate::authorization::authorization;
+use crate::authorization::{BearerError, bearer_with_scope};
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -75,31 +75,13 @@ impl FromRequestParts<AppState> for AdminCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let header = authorization(&parts.headers)
-            .map_err(|e| Problem::invalid_request(e.to_string()))?
-            .ok_or_else(|| Problem::unauthorized("a bearer access token is required"))?;
-        if !header.is("Bearer") || header.credentials.is_empty() {
-            return Err(Problem::unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ));
-        }
-        let valid = state
-            .tokens
-            .validate(header.credentials, state.clock.now())
+        let valid = bearer_with_scope(&parts.headers, state, ADMIN_SCOPE)
             .await
-            .map_err(|_| {
-                Problem::unauthorized("the access token is invalid, expired or revoked")
+            .map_err(|e| match e {
+                BearerError::Malformed(e) => Problem::invalid_request(e.to_string()),
+                BearerError::Unauthenticated(d) => Problem::unauthorized(d),
+                BearerError::MissingScope(scope) => Problem::forbidden(scope),
             })?;
-        // A token for another resource server is not a token for this one
-        // (RFC 9068 §4, RFC 8707).
-        if !valid.claims.aud.contains(&state.tokens.issuer) {
-            return Err(Problem::unauthorized(
-                "the access token was issued for another audience",
-            ));
-        }
-        if !valid.scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-            return Err(Problem::forbidden(ADMIN_SCOPE));
-        }
         if !valid.client.platform_admin {
             let needed = required_permission(parts.method.as_str(), parts.uri.path());
             let roles = crate::access::effective_roles(

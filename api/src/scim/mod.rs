@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::authorization::authorization;
+use crate::authorization::{BearerError, bearer_with_scope};
 use crate::context::RequestContext;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -225,32 +225,14 @@ impl FromRequestParts<AppState> for ScimCaller {
     type Rejection = ScimError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ScimError> {
-        let unauthorized = |d: &str| ScimError::new(StatusCode::UNAUTHORIZED, None, d.to_owned());
-        let header = authorization(&parts.headers)
-            .map_err(|e| unauthorized(&e.to_string()))?
-            .ok_or_else(|| unauthorized("a bearer access token is required"))?;
-        if !header.is("Bearer") || header.credentials.is_empty() {
-            return Err(unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ));
-        }
-        let valid = state
-            .tokens
-            .validate(header.credentials, state.clock.now())
+        let valid = bearer_with_scope(&parts.headers, state, SCIM_SCOPE)
             .await
-            .map_err(|_| unauthorized("the access token is invalid, expired or revoked"))?;
-        if !valid.claims.aud.contains(&state.tokens.issuer) {
-            return Err(unauthorized(
-                "the access token was issued for another audience",
-            ));
-        }
-        if !valid.scope.split(' ').any(|s| s == SCIM_SCOPE) {
-            return Err(ScimError::new(
-                StatusCode::FORBIDDEN,
-                None,
-                format!("this needs the `{SCIM_SCOPE}` scope"),
-            ));
-        }
+            .map_err(|e| match e {
+                BearerError::MissingScope(_) => {
+                    ScimError::new(StatusCode::FORBIDDEN, None, e.to_string())
+                }
+                other => ScimError::new(StatusCode::UNAUTHORIZED, None, other.to_string()),
+            })?;
         Ok(Self {
             client_id: valid.client_id,
             organization_id: valid.client.organization_id,
