@@ -322,6 +322,19 @@ impl From<commands::role::RoleFailure> for Problem {
             }
             F::UnknownOrganization => Problem::validation("organization_id names no organization")
                 .with("field", "organization_id"),
+            F::Tree(domain::group::GroupTreeError::Cycle { path }) => Problem::conflict(
+                "role-cycle",
+                "a role cannot include itself, directly or through other roles",
+            )
+            .with(
+                "cycle",
+                path.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ),
+            F::Tree(domain::group::GroupTreeError::Forgotten { .. }) => Problem::not_found("role"),
+            F::UnknownRole(id) => {
+                Problem::validation(format!("role {id} is not a role of the organization"))
+                    .with("field", "role_id")
+            }
             F::UnknownHolder(holder) => Problem::validation(format!(
                 "no {} {} in the role's organization",
                 holder.kind(),

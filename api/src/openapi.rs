@@ -30,7 +30,7 @@ use crate::{authentication, self_service};
         groups::create, groups::list, groups::show, groups::update, groups::remove,
         groups::members, groups::add_member, groups::remove_member,
         roles::create, roles::templates, roles::list, roles::show, roles::update, roles::remove, roles::holders,
-        roles::assign, roles::unassign, roles::user_roles, roles::client_roles,
+        roles::assign, roles::unassign, roles::include, roles::exclude, roles::user_roles, roles::client_roles,
         access::user_access, access::permission_holders,
         policies::upload, policies::list, policies::show, policies::activate, policies::rollback,
         policies::settings, crate::authz::decide, crate::authz::decide_batch,

@@ -5,8 +5,10 @@
 use domain::Metadata;
 use domain::client::Client;
 use domain::group::Group;
+use domain::group::GroupTreeError;
 use domain::organization::Organization;
 use domain::role::{Holder, Role, RoleCommand, RoleError};
+use domain::role_tree::{RoleTree, RoleTreeCommand};
 use domain::user::User;
 use uuid::Uuid;
 
@@ -17,6 +19,11 @@ use crate::bus::{CommandBus, CommandError, Outcome};
 pub enum RoleFailure {
     #[error(transparent)]
     Role(RoleError),
+    /// Including the role would close a cycle, or it was deleted.
+    #[error(transparent)]
+    Tree(GroupTreeError),
+    #[error("no role {0} in the organization")]
+    UnknownRole(Uuid),
     #[error("the organization does not exist")]
     UnknownOrganization,
     #[error("no {0} in the role's organization")]
@@ -33,6 +40,17 @@ impl From<CommandError<RoleError>> for RoleFailure {
     fn from(e: CommandError<RoleError>) -> Self {
         match e {
             CommandError::Domain(e) => Self::Role(e),
+            CommandError::Contention { attempts } => Self::Contention { attempts },
+            CommandError::Stale { expected, actual } => Self::Stale { expected, actual },
+            CommandError::Log(e) => Self::Log(e),
+        }
+    }
+}
+
+impl From<CommandError<GroupTreeError>> for RoleFailure {
+    fn from(e: CommandError<GroupTreeError>) -> Self {
+        match e {
+            CommandError::Domain(e) => Self::Tree(e),
             CommandError::Contention { attempts } => Self::Contention { attempts },
             CommandError::Stale { expected, actual } => Self::Stale { expected, actual },
             CommandError::Log(e) => Self::Log(e),
@@ -98,13 +116,76 @@ pub async fn change(
     execute(bus, role_id, if_revision, command, meta).await
 }
 
+/// Deletes a role, then takes it out of the organization's role tree:
+/// every inclusion it was part of goes, and it is never included again.
 pub async fn delete(
     bus: &CommandBus,
     role_id: Uuid,
     if_revision: Option<u64>,
     meta: &Metadata,
 ) -> Result<Outcome> {
-    execute(bus, role_id, if_revision, RoleCommand::Delete, meta).await
+    let role = live_role(bus, role_id).await?;
+    let deleted = execute(bus, role_id, if_revision, RoleCommand::Delete, meta).await?;
+    let forgotten = bus
+        .execute::<RoleTree>(
+            &role.organization_id.to_string(),
+            RoleTreeCommand::Forget { role: role_id },
+            meta,
+        )
+        .await?;
+    Ok(if forgotten.events > 0 {
+        forgotten
+    } else {
+        deleted
+    })
+}
+
+/// The role `id`, if it exists.
+async fn live_role(bus: &CommandBus, id: Uuid) -> Result<Role> {
+    let (role, _) = bus.load::<Role>(&id.to_string()).await?;
+    if !role.exists() {
+        return Err(RoleFailure::UnknownRole(id));
+    }
+    Ok(role)
+}
+
+/// Makes role `parent` include role `child` (both of one organization):
+/// whoever holds `parent` holds `child` too. A cycle is refused by the
+/// organization's role tree.
+pub async fn include(
+    bus: &CommandBus,
+    parent: Uuid,
+    child: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let p = live_role(bus, parent).await?;
+    let c = live_role(bus, child).await?;
+    if c.organization_id != p.organization_id {
+        return Err(RoleFailure::UnknownRole(child));
+    }
+    Ok(bus
+        .execute::<RoleTree>(
+            &p.organization_id.to_string(),
+            RoleTreeCommand::Include { parent, child },
+            meta,
+        )
+        .await?)
+}
+
+pub async fn exclude(
+    bus: &CommandBus,
+    parent: Uuid,
+    child: Uuid,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let p = live_role(bus, parent).await?;
+    Ok(bus
+        .execute::<RoleTree>(
+            &p.organization_id.to_string(),
+            RoleTreeCommand::Exclude { parent, child },
+            meta,
+        )
+        .await?)
 }
 
 /// The organization of `holder`, if it exists.

@@ -26,6 +26,7 @@ pub mod privacy;
 pub mod registration;
 pub mod reservation;
 pub mod role;
+pub mod role_tree;
 pub mod session;
 pub mod sign_in;
 pub mod sign_in_policy;

@@ -65,6 +65,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012", "sessions"),
     migration!(13, "0013", "notifications"),
     migration!(14, "0014", "roles"),
+    migration!(15, "0015", "role_includes"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

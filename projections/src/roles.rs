@@ -42,7 +42,8 @@ pub struct HolderRow {
 pub struct EffectiveRole {
     pub role: RoleRow,
     /// `(holder type, holder id)` of each assignment that gives it: the
-    /// user or client themself, a group they are in, their organization.
+    /// user or client themself, a group they are in, their organization,
+    /// or (`role`) a role they hold that includes it.
     pub via: Vec<(String, String)>,
 }
 
@@ -151,13 +152,17 @@ pub async fn effective_roles_of_user(
         "WITH RECURSIVE up(g) AS (
              SELECT group_id FROM group_members WHERE member_id = $1 AND member_type = 'user'
              UNION SELECT m.group_id FROM group_members m JOIN up ON m.member_id = up.g
-                 WHERE m.member_type = 'group')
-         SELECT {COLUMNS}, a.holder_type, a.holder_id
-         FROM role_assignments a JOIN roles r ON r.id = a.role_id
-         WHERE (a.holder_type = 'user' AND a.holder_id = $1)
-            OR (a.holder_type = 'group' AND a.holder_id IN (SELECT g FROM up))
-            OR (a.holder_type = 'organization' AND a.holder_id = $2)
-         ORDER BY r.id, a.holder_type, a.holder_id"
+                 WHERE m.member_type = 'group'),
+         held(role_id, holder_type, holder_id) AS (
+             SELECT a.role_id, a.holder_type, a.holder_id FROM role_assignments a
+             WHERE (a.holder_type = 'user' AND a.holder_id = $1)
+                OR (a.holder_type = 'group' AND a.holder_id IN (SELECT g FROM up))
+                OR (a.holder_type = 'organization' AND a.holder_id = $2)
+             UNION SELECT i.child_id, 'role', i.parent_id FROM role_includes i
+                 JOIN held h ON i.parent_id = h.role_id)
+         SELECT {COLUMNS}, h.holder_type, h.holder_id
+         FROM held h JOIN roles r ON r.id = h.role_id
+         ORDER BY r.id, h.holder_type, h.holder_id"
     )))
     .bind(user_id)
     .bind(organization_id)
@@ -172,9 +177,13 @@ pub async fn roles_of_client(
     client_id: &str,
 ) -> Result<Vec<EffectiveRole>, ProjectionError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, a.holder_type, a.holder_id
-         FROM role_assignments a JOIN roles r ON r.id = a.role_id
-         WHERE a.holder_type = 'client' AND a.holder_id = $1
+        "WITH RECURSIVE held(role_id, holder_type, holder_id) AS (
+             SELECT a.role_id, a.holder_type, a.holder_id FROM role_assignments a
+             WHERE a.holder_type = 'client' AND a.holder_id = $1
+             UNION SELECT i.child_id, 'role', i.parent_id FROM role_includes i
+                 JOIN held h ON i.parent_id = h.role_id)
+         SELECT {COLUMNS}, h.holder_type, h.holder_id
+         FROM held h JOIN roles r ON r.id = h.role_id
          ORDER BY r.id"
     )))
     .bind(client_id)
@@ -223,11 +232,11 @@ impl Projection for RolesProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["roles", "role_assignments"]
+        &["roles", "role_assignments", "role_includes"]
     }
 
     fn handles(&self, e: &RecordedEvent) -> bool {
-        e.category() == "role"
+        matches!(e.category(), "role" | "roletree")
             || e.event_type == domain::user::DELETED_V1
             || e.event_type == domain::privacy::SUBJECT_ERASED_V1
             || e.event_type == domain::group::DELETED_V1
@@ -259,6 +268,10 @@ impl Projection for RolesProjection {
         }
         let roles = tables.name("roles");
         let assignments = tables.name("role_assignments");
+        let includes = tables.name("role_includes");
+        if e.category() == "roletree" {
+            return apply_tree(conn, &includes, e).await;
+        }
         let id = id_of(e).to_owned();
         let permissions = |p: &std::collections::BTreeSet<domain::role::Permission>| {
             let v: Vec<&str> = p.iter().map(|p| p.as_str()).collect();
@@ -303,6 +316,12 @@ impl Projection for RolesProjection {
                 exec(conn, format!("DELETE FROM {roles} WHERE id = $1"), &[&id]).await?;
                 exec(
                     conn,
+                    format!("DELETE FROM {includes} WHERE parent_id = $1 OR child_id = $1"),
+                    &[&id],
+                )
+                .await?;
+                exec(
+                    conn,
                     format!("DELETE FROM {assignments} WHERE role_id = $1"),
                     &[&id],
                 )
@@ -336,6 +355,60 @@ impl Projection for RolesProjection {
         }
         Ok(())
     }
+}
+
+/// An inclusion of a role in another, or its end.
+async fn apply_tree(
+    conn: &mut AnyConnection,
+    includes: &str,
+    e: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    use domain::role_tree::RoleTreeEvent;
+    let organization = id_of(e).to_owned();
+    match eventlog::decode::<RoleTreeEvent>(e)? {
+        RoleTreeEvent::Included(n) => {
+            exec(
+                conn,
+                format!(
+                    "INSERT INTO {includes} (parent_id, child_id, organization_id, included_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+                ),
+                &[
+                    &n.parent.to_string(),
+                    &n.child.to_string(),
+                    &organization,
+                    &text(n.at),
+                ],
+            )
+            .await
+        }
+        RoleTreeEvent::Excluded(n) => {
+            exec(
+                conn,
+                format!("DELETE FROM {includes} WHERE parent_id = $1 AND child_id = $2"),
+                &[&n.parent.to_string(), &n.child.to_string()],
+            )
+            .await
+        }
+        RoleTreeEvent::Forgotten(f) => {
+            exec(
+                conn,
+                format!("DELETE FROM {includes} WHERE parent_id = $1 OR child_id = $1"),
+                &[&f.group.to_string()],
+            )
+            .await
+        }
+    }
+}
+
+/// The roles a role includes directly.
+pub async fn included_roles(db: &ReadDb, role_id: &str) -> Result<Vec<String>, ProjectionError> {
+    let rows =
+        sqlx::query("SELECT child_id FROM role_includes WHERE parent_id = $1 ORDER BY child_id")
+            .bind(role_id)
+            .fetch_all(&db.pool)
+            .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
 /// An assignment moves the role's revision (its ETag).

@@ -12,6 +12,7 @@ use axum::routing::get;
 use domain::Aggregate;
 use domain::group::{GroupEvent, GroupTreeEvent};
 use domain::role::{Holder, Permission, RoleEvent};
+use domain::role_tree::RoleTreeEvent;
 use domain::user::User;
 use eventlog::{Filter, Position};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,8 @@ struct World {
     groups: BTreeMap<Uuid, (Uuid, BTreeSet<Uuid>)>,
     /// (parent, child) group edges.
     edges: BTreeSet<(Uuid, Uuid)>,
+    /// (including, included) role edges.
+    role_edges: BTreeSet<(Uuid, Uuid)>,
 }
 
 struct RoleThen {
@@ -55,7 +58,7 @@ const PAGE: usize = 1000;
 impl World {
     /// Replays roles, groups and group trees recorded up to `as_of`.
     async fn at(state: &AppState, as_of: OffsetDateTime) -> Result<Self, Problem> {
-        let filter = Filter::categories(["role", "group", "grouptree"]);
+        let filter = Filter::categories(["role", "roletree", "group", "grouptree"]);
         let mut world = Self::default();
         let mut after = Position::START;
         'pages: loop {
@@ -139,6 +142,18 @@ impl World {
                 }
                 GroupEvent::Renamed(_) | GroupEvent::Described(_) => {}
             },
+            "roletree" => match eventlog::decode::<RoleTreeEvent>(e).map_err(bad)? {
+                RoleTreeEvent::Included(n) => {
+                    self.role_edges.insert((n.parent, n.child));
+                }
+                RoleTreeEvent::Excluded(n) => {
+                    self.role_edges.remove(&(n.parent, n.child));
+                }
+                RoleTreeEvent::Forgotten(f) => {
+                    self.role_edges
+                        .retain(|(p, c)| *p != f.group && *c != f.group);
+                }
+            },
             "grouptree" => match eventlog::decode::<GroupTreeEvent>(e).map_err(bad)? {
                 GroupTreeEvent::Nested(n) => {
                     self.edges.insert((n.parent, n.child));
@@ -168,6 +183,20 @@ impl World {
             for (parent, _) in self.edges.iter().filter(|(_, c)| *c == g) {
                 if found.insert(*parent) {
                     frontier.push(*parent);
+                }
+            }
+        }
+        found
+    }
+
+    /// The roles `role` includes, directly or not.
+    fn included(&self, role: Uuid) -> BTreeSet<Uuid> {
+        let mut found = BTreeSet::new();
+        let mut frontier = vec![role];
+        while let Some(r) = frontier.pop() {
+            for (_, child) in self.role_edges.iter().filter(|(p, _)| *p == r) {
+                if found.insert(*child) {
+                    frontier.push(*child);
                 }
             }
         }
@@ -267,42 +296,56 @@ pub async fn user_access(
     let world = World::at(&state, as_of).await?;
     let groups = world.groups_of(q.user);
     let existed = user.exists();
-    let mut roles = Vec::new();
-    let mut permissions = BTreeSet::new();
+    // Each role held then, with how: assigned (to the user, a group of
+    // theirs, the organization), or included by a role held.
+    let mut held: BTreeMap<Uuid, Vec<super::roles::ViaView>> = BTreeMap::new();
     if existed {
         for (id, r) in &world.roles {
             if r.organization_id != organization {
                 continue;
             }
-            let via: Vec<super::roles::ViaView> = r
-                .holders
-                .iter()
-                .filter(|h| match h {
+            for h in &r.holders {
+                let holds = match h {
                     Holder::User(u) => *u == q.user,
                     Holder::Group(g) => groups.contains(g),
                     Holder::Organization(o) => *o == organization,
                     Holder::Client(_) => false,
-                })
-                .map(|h| super::roles::ViaView {
-                    holder_type: h.kind().to_owned(),
-                    id: h.id().to_string(),
-                })
-                .collect();
-            if via.is_empty() {
-                continue;
+                };
+                if holds {
+                    held.entry(*id).or_default().push(super::roles::ViaView {
+                        holder_type: h.kind().to_owned(),
+                        id: h.id().to_string(),
+                    });
+                }
             }
-            permissions.extend(r.permissions.iter().map(|p| p.as_str().to_owned()));
-            roles.push(RoleThenView {
-                role_id: id.to_string(),
-                name: r.name.clone(),
-                permissions: r
-                    .permissions
-                    .iter()
-                    .map(|p| p.as_str().to_owned())
-                    .collect(),
-                via,
-            });
         }
+        let direct: Vec<Uuid> = held.keys().copied().collect();
+        for d in direct {
+            for c in world.included(d) {
+                held.entry(c).or_default().push(super::roles::ViaView {
+                    holder_type: "role".into(),
+                    id: d.to_string(),
+                });
+            }
+        }
+    }
+    let mut roles = Vec::new();
+    let mut permissions = BTreeSet::new();
+    for (id, via) in held {
+        let Some(r) = world.roles.get(&id) else {
+            continue;
+        };
+        permissions.extend(r.permissions.iter().map(|p| p.as_str().to_owned()));
+        roles.push(RoleThenView {
+            role_id: id.to_string(),
+            name: r.name.clone(),
+            permissions: r
+                .permissions
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            via,
+        });
     }
     roles.sort_by(|a, b| (&a.name, &a.role_id).cmp(&(&b.name, &b.role_id)));
     Ok(Json(AccessThenView {
@@ -372,21 +415,29 @@ pub async fn permission_holders(
     let as_of = parse_as_of(&state, q.as_of.as_deref())?;
     let world = World::at(&state, as_of).await?;
     let mut out: BTreeMap<(String, String, Option<String>), BTreeSet<String>> = BTreeMap::new();
-    for r in world.roles.values() {
+    for (id, r) in &world.roles {
         if r.organization_id != organization
             || !r.permissions.iter().any(|p| p.grants(&q.permission))
         {
             continue;
         }
-        for h in &r.holders {
-            out.entry((h.kind().to_owned(), h.id().to_string(), None))
-                .or_default()
-                .insert(r.name.clone());
-            if let Holder::Group(g) = h {
-                for u in world.users_of(*g) {
-                    out.entry(("user".into(), u.to_string(), Some(g.to_string())))
-                        .or_default()
-                        .insert(r.name.clone());
+        // Its holders, and the holders of every role that includes it.
+        let givers = world
+            .roles
+            .iter()
+            .filter(|(a, _)| *a == id || world.included(**a).contains(id))
+            .map(|(_, a)| a);
+        for giver in givers {
+            for h in &giver.holders {
+                out.entry((h.kind().to_owned(), h.id().to_string(), None))
+                    .or_default()
+                    .insert(r.name.clone());
+                if let Holder::Group(g) = h {
+                    for u in world.users_of(*g) {
+                        out.entry(("user".into(), u.to_string(), Some(g.to_string())))
+                            .or_default()
+                            .insert(r.name.clone());
+                    }
                 }
             }
         }

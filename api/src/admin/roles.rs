@@ -30,6 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/roles/{id}", get(show).patch(update).delete(remove))
         .route("/admin/roles/{id}/holders", get(holders))
         .route(
+            "/admin/roles/{id}/includes/{child_id}",
+            put(include).delete(exclude),
+        )
+        .route(
             "/admin/roles/{id}/holders/{holder_type}/{holder_id}",
             put(assign).delete(unassign),
         )
@@ -80,6 +84,8 @@ pub struct RoleView {
     pub name: String,
     pub description: String,
     pub permissions: Vec<String>,
+    /// The roles this one includes (directly): its holders hold them too.
+    pub includes: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     /// The role's version, as in the `ETag` header.
@@ -89,6 +95,7 @@ pub struct RoleView {
 impl From<RoleRow> for RoleView {
     fn from(r: RoleRow) -> Self {
         Self {
+            includes: Vec::new(),
             role_id: r.id,
             organization_id: r.organization_id,
             name: r.name,
@@ -124,7 +131,8 @@ impl From<HolderRow> for HolderView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ViaView {
     /// `user` or `client` (the holder themself), `group` (a group they are
-    /// in, directly or through nesting) or `organization`.
+    /// in, directly or through nesting), `organization`, or `role` (a role
+    /// they hold that includes this one).
     #[serde(rename = "type")]
     pub holder_type: String,
     pub id: String,
@@ -192,7 +200,13 @@ async fn load_for(state: &AppState, caller: &AdminCaller, id: Uuid) -> Result<Ro
         .map_err(|e| Problem::internal(&e))?
         .ok_or_else(|| Problem::not_found("role"))?;
     caller.within(Uuid::parse_str(&row.organization_id).ok(), "role")?;
-    Ok(RoleView::from(row))
+    let includes = read::included_roles(&state.read_db, &row.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(RoleView {
+        includes,
+        ..RoleView::from(row)
+    })
 }
 
 /// Create a role in an organization. Needs `idp:admin`.
@@ -459,6 +473,47 @@ pub async fn unassign(
     let organization = load_for(&state, &caller, id).await?.organization_id;
     let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
     let out = commands::role::unassign(&state.bus, id, holder, &meta).await?;
+    settle(&state, &out).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Make a role include another of its organization: whoever holds this
+/// one holds the other too. A role that would end up inside itself is
+/// refused (409, naming the cycle). Needs `idp:admin`.
+#[utoipa::path(put, path = "/admin/roles/{id}/includes/{child_id}",
+    params(("id" = Uuid, Path, description = "The including role's id"), ("child_id" = Uuid, Path, description = "The included role's id")),
+    responses((status = 204, description = "included (already, or now)"), (status = 404, description = "not found (or in another organization)"),
+        (status = 409, description = "the inclusion would make a cycle"), (status = 422, description = "no such role in the organization")),
+    security(("bearer" = ["idp:admin"])), tag = "roles")]
+pub async fn include(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let Path((id, child)) = path?;
+    let organization = load_for(&state, &caller, id).await?.organization_id;
+    let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
+    let out = commands::role::include(&state.bus, id, child, &meta).await?;
+    settle(&state, &out).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stop a role including another. Needs `idp:admin`.
+#[utoipa::path(delete, path = "/admin/roles/{id}/includes/{child_id}",
+    params(("id" = Uuid, Path, description = "The including role's id"), ("child_id" = Uuid, Path, description = "The included role's id")),
+    responses((status = 204, description = "not included (any more)"), (status = 404, description = "not found (or in another organization)")),
+    security(("bearer" = ["idp:admin"])), tag = "roles")]
+pub async fn exclude(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<(Uuid, Uuid)>, PathRejection>,
+) -> Result<StatusCode, Problem> {
+    let Path((id, child)) = path?;
+    let organization = load_for(&state, &caller, id).await?.organization_id;
+    let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
+    let out = commands::role::exclude(&state.bus, id, child, &meta).await?;
     settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1279,6 +1279,20 @@ async fn write_roles(
         .await
         .unwrap();
     }
+    use domain::group::GroupNested;
+    use domain::role_tree::RoleTreeEvent;
+    let included = RoleTreeEvent::Included(GroupNested {
+        parent: b,
+        child: a,
+        at: now,
+    });
+    log.append(
+        &format!("roletree-{org}"),
+        ExpectedRevision::Any,
+        vec![encode(&included, &meta())],
+    )
+    .await
+    .unwrap();
 }
 
 /// Messages: one sent, one failed, one of a person deleted in even rounds.

@@ -320,6 +320,59 @@ async fn inheritance(store: Store) {
     let (roles, _) = effective(&s, &admin, &grace).await;
     assert_eq!(roles, [("engineer".to_owned(), vec!["user".to_owned()])]);
 
+    // A role inside a role: its holders hold the inner one too; a cycle is
+    // refused and writes nothing.
+    let lead = create_role(&s, &admin, "lead", &["teams:manage"]).await;
+    let (st, _) = call(
+        &s,
+        &admin,
+        Method::PUT,
+        &format!("/admin/roles/{lead}/includes/{support}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    assert_eq!(assign(&s, &admin, &lead, "users", &grace).await.0, 204);
+    let (roles, permissions) = effective(&s, &admin, &grace).await;
+    assert_eq!(
+        roles,
+        [
+            ("engineer".to_owned(), vec!["user".to_owned()]),
+            ("lead".to_owned(), vec!["user".to_owned()]),
+            ("support".to_owned(), vec!["role".to_owned()]),
+        ]
+    );
+    assert_eq!(permissions, json!(["repo:*", "teams:manage", "tickets:*"]));
+    let before = log_len(&s).await;
+    let (st, p) = call(
+        &s,
+        &admin,
+        Method::PUT,
+        &format!("/admin/roles/{support}/includes/{lead}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, p["type"].as_str().map(|t| t.ends_with("role-cycle"))),
+        (409, Some(true)),
+        "{p}"
+    );
+    assert_eq!(p["cycle"].as_array().map(Vec::len), Some(3), "{p}");
+    assert_eq!(
+        log_len(&s).await,
+        before,
+        "a refused inclusion writes nothing"
+    );
+    let (_, r) = call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/roles/{lead}"),
+        None,
+    )
+    .await;
+    assert_eq!(r["includes"], json!([support]));
+
     // The assignment is in the audit trail with its actor.
     let (st, audit) = call(
         &s,
