@@ -235,7 +235,7 @@ pub async fn verify_email(
         email_verified: Some(true),
         ..UserPatch::default()
     };
-    commands::user::change(
+    let out = commands::user::change(
         &state.bus,
         caller.session.user_id,
         None,
@@ -243,6 +243,8 @@ pub async fn verify_email(
         &caller.metadata(),
     )
     .await?;
+    // What one changed shows at once wherever it is read.
+    crate::admin::settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -291,7 +293,7 @@ pub async fn verify_phone(
         phone_verified: Some(true),
         ..UserPatch::default()
     };
-    commands::user::change(
+    let out = commands::user::change(
         &state.bus,
         caller.session.user_id,
         None,
@@ -299,6 +301,8 @@ pub async fn verify_phone(
         &caller.metadata(),
     )
     .await?;
+    // What one changed shows at once wherever it is read.
+    crate::admin::settle(&state, &out).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -308,7 +312,7 @@ async fn remove(
     patch: UserPatch,
 ) -> Result<Response, Problem> {
     must_be_fresh(state, caller)?;
-    commands::user::change(
+    let out = commands::user::change(
         &state.bus,
         caller.session.user_id,
         None,
@@ -316,6 +320,8 @@ async fn remove(
         &caller.metadata(),
     )
     .await?;
+    // What one changed shows at once wherever it is read.
+    crate::admin::settle(state, &out).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
