@@ -116,6 +116,11 @@ pub struct UserFilter {
     pub last_sign_in_to: Option<String>,
     /// A custom attribute's name and one of its values.
     pub attribute: Option<(String, String)>,
+    /// The username, exactly (compared normalized, as uniqueness is).
+    pub username: Option<String>,
+    /// Custom attributes' names and a value each, compared regardless of
+    /// (ASCII) case; every one must hold.
+    pub attributes_any_case: Vec<(String, String)>,
 }
 
 /// The `WHERE` clause of a filter and its parameters (numbered from 1).
@@ -150,6 +155,20 @@ fn where_clause(f: &UserFilter) -> (String, Vec<String>) {
                 SELECT id FROM users WHERE username_key >= {lo} AND username_key < {hi}{in_org}
                 UNION SELECT id FROM users WHERE email_key >= {lo} AND email_key < {hi}{in_org}
                 UNION SELECT id FROM users WHERE id >= {ilo} AND id < {ihi})"
+        ));
+    }
+    if let Some(name) = &f.username {
+        let p = param(&mut binds, domain::user::normalize_identifier(name));
+        sql.push_str(&format!(" AND username_key = {p}"));
+    }
+    for (name, value) in &f.attributes_any_case {
+        let (n, v) = (
+            param(&mut binds, name.clone()),
+            param(&mut binds, value.to_lowercase()),
+        );
+        sql.push_str(&format!(
+            " AND id IN (SELECT user_id FROM user_attributes
+                WHERE name = {n} AND lower(value) = {v}{in_org})"
         ));
     }
     if let Some(status) = &f.status {
@@ -222,6 +241,29 @@ pub async fn list_users(
         "SELECT {USER_COLUMNS}, {column} FROM users WHERE {sql}
          ORDER BY {column} {dir}, id {dir} LIMIT {}",
         limit.max(0)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(query));
+    for b in binds {
+        q = q.bind(b);
+    }
+    let rows = q.fetch_all(&db.pool).await?;
+    rows.iter().map(|r| user_row(r, Some(17))).collect()
+}
+
+/// Users passing `filter` in the order of their creation, `offset` of
+/// them skipped, at most `limit` (for lists addressed by index, as SCIM's).
+pub async fn list_users_at(
+    db: &ReadDb,
+    filter: &UserFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<UserRow>, ProjectionError> {
+    let (sql, binds) = where_clause(filter);
+    let query = format!(
+        "SELECT {USER_COLUMNS}, created_at FROM users WHERE {sql}
+         ORDER BY created_at, id LIMIT {} OFFSET {}",
+        limit.max(0),
+        offset.max(0)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(query));
     for b in binds {

@@ -597,6 +597,7 @@ pub async fn list(
         last_sign_in_from: time_bound("last_sign_in_from", &q.last_sign_in_from)?,
         last_sign_in_to: time_bound("last_sign_in_to", &q.last_sign_in_to)?,
         attribute,
+        ..UserFilter::default()
     };
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     // The page and the total are two reads of one filter: side by side.

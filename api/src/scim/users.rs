@@ -14,6 +14,7 @@ use axum::response::Response;
 use commands::user::{NewUser, UserPatch};
 use domain::user::{Address, AttributeValue, AttributesPatch, Profile, ProfilePatch};
 use projections::users::{UserFilter, UserRow, UserSort};
+use scim_v2::filter::{AttrExp, CompValue, CompareOp, Filter};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -519,6 +520,93 @@ async fn candidates(
     Ok(docs)
 }
 
+/// Adds to `into` what `f` asks when SQL can answer it exactly:
+/// conjunctions of `userName eq`, `externalId eq`, `active eq` and the
+/// enterprise attributes `eq`. `false`: evaluate the filter in memory.
+fn pushdown(f: &Filter, into: &mut UserFilter) -> bool {
+    match f {
+        Filter::And(items) => items.iter().all(|i| pushdown(i, into)),
+        Filter::Attr(AttrExp::Comparison(p, CompareOp::Eq, v)) if p.sub_attr.is_none() => {
+            let core = p
+                .uri
+                .as_deref()
+                .is_none_or(|u| u.eq_ignore_ascii_case(USER_URN));
+            let extension = p
+                .uri
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(ENTERPRISE_URN));
+            let name = |n: &str| core && p.name.eq_ignore_ascii_case(n);
+            match v {
+                CompValue::Str(s) if name("userName") && into.username.is_none() => {
+                    into.username = Some(s.clone());
+                    true
+                }
+                CompValue::Str(s) if name("externalId") && into.attribute.is_none() => {
+                    into.attribute = Some(("externalId".into(), s.clone()));
+                    true
+                }
+                CompValue::True | CompValue::False if name("active") && into.status.is_none() => {
+                    let active = matches!(v, CompValue::True);
+                    into.status = Some(if active { "active" } else { "deactivated" }.into());
+                    true
+                }
+                CompValue::Str(s) if extension => {
+                    match ENTERPRISE.iter().find(|k| k.eq_ignore_ascii_case(&p.name)) {
+                        Some(k) => {
+                            into.attributes_any_case.push(((*k).to_owned(), s.clone()));
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A list SQL answers whole (the filter pushed down, the total counted,
+/// the page read by index): `None` when it cannot.
+async fn list_in_sql(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &ListQuery,
+) -> Result<Option<Value>, ScimError> {
+    if q.sort_by.is_some() {
+        return Ok(None);
+    }
+    let mut f = UserFilter {
+        organization_id: Some(caller.organization_id.to_string()),
+        ..UserFilter::default()
+    };
+    if let Some(text) = q.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+        let parsed = super::filter::parse(text, &SCHEMA)?;
+        if !pushdown(&parsed, &mut f) {
+            return Ok(None);
+        }
+    }
+    let internal = |e: projections::ProjectionError| ScimError::internal(e.to_string());
+    let total = projections::users::count_users(&state.read_db, &f)
+        .await
+        .map_err(internal)?;
+    let start = q.start_index.unwrap_or(1).max(1);
+    let count = q.count.unwrap_or(100).clamp(0, super::MAX_RESULTS as i64);
+    let rows = projections::users::list_users_at(&state.read_db, &f, start - 1, count)
+        .await
+        .map_err(internal)?;
+    let mut page = Vec::with_capacity(rows.len());
+    for u in &rows {
+        page.push(user_doc(state, &caller.base, u).await?);
+    }
+    Ok(Some(super::wrap(
+        total.max(0) as usize,
+        start as usize,
+        page,
+        q,
+    )?))
+}
+
 type Rejection<T> = Result<T, axum::extract::rejection::QueryRejection>;
 type PathRejection = axum::extract::rejection::PathRejection;
 
@@ -533,6 +621,9 @@ pub async fn list(
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
     let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    if let Some(list) = list_in_sql(&state, &caller, &q).await? {
+        return Ok(super::scim_json(StatusCode::OK, list));
+    }
     let docs = candidates(&state, &caller, &q).await?;
     let (total, start, mut page) = super::select(docs, &q, &SCHEMA)?;
     for doc in &mut page {

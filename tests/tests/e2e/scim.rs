@@ -309,6 +309,22 @@ async fn round_trips(store: Store) {
         (json!(3), json!(2), json!(1))
     );
     assert_eq!(page["Resources"][0]["userName"], "bjensen");
+    // A filter SQL answers whole, paged by index.
+    let (_, page) = scim
+        .get(&format!(
+            "/Users?{}&startIndex=2&count=1",
+            q("active eq true")
+        ))
+        .await;
+    assert_eq!(
+        (page["totalResults"].clone(), page["itemsPerPage"].clone()),
+        (json!(3), json!(1)),
+        "{page}"
+    );
+    assert_eq!(
+        page["Resources"][0]["userName"], "jsmith",
+        "in order of creation"
+    );
     let (_, slim) = scim
         .get(&format!(
             "/Users/{bjensen}?attributes=userName,name.givenName"
