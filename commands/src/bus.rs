@@ -208,6 +208,19 @@ impl CommandBus {
         Ok((state, revision))
     }
 
+    /// The aggregate `id` as the log has it now, from this bus's cached
+    /// fold caught up with what came after it: a long stream (a group of
+    /// many members) is not read whole for every command.
+    pub async fn load_current<A: Aggregate + Clone>(
+        &self,
+        id: &str,
+    ) -> Result<(A, Option<u64>), eventlog::Error> {
+        let stream = Self::stream_name::<A>(id);
+        let (mut state, from) = self.core.cache.get::<A>(&stream).unwrap_or_default();
+        let revision = self.core.catch_up(&stream, &mut state, from).await?;
+        Ok((state, revision))
+    }
+
     /// The state of aggregate `id` as this bus last saw it, if it is cached.
     /// It may be behind the log: use it only for facts that never change
     /// once the stream exists (a token's hash, its owner).
