@@ -194,7 +194,9 @@ async fn crash_and_resume(env: Env) {
             .start()
             .await
             .unwrap();
-        let pause = rand::rng().random_range(0..15u64);
+        // A few milliseconds at first; longer as restarts add up, so that
+        // a slow start of every projection on a busy machine still ends.
+        let pause = rand::rng().random_range(0..15u64) + restarts / 20;
         let reached = handle.wait_for(head, Duration::from_millis(pause)).await;
         if reached {
             handle.stop().await;
