@@ -77,7 +77,7 @@ impl CompiledPolicies {
 /// How long what the platform knows of a subject is reused at most (a
 /// change the read models apply ends it at once; this bounds the one
 /// committed while it was being read).
-const FACTS_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+const FACTS_FOR: time::Duration = time::Duration::seconds(2);
 /// Subjects remembered at most.
 const FACTS_KEPT: usize = 100_000;
 
@@ -89,28 +89,23 @@ type Facts = Option<Arc<Map<String, Value>>>;
 /// What the platform knows of each subject lately asked about.
 #[derive(Default)]
 pub struct SubjectFacts {
-    map: RwLock<HashMap<SubjectKey, (u64, std::time::Instant, Facts)>>,
+    map: RwLock<HashMap<SubjectKey, (u64, OffsetDateTime, Facts)>>,
 }
 
 impl SubjectFacts {
-    fn get(&self, key: &SubjectKey) -> Option<Facts> {
+    fn get(&self, key: &SubjectKey, now: OffsetDateTime) -> Option<Facts> {
         let generation = projections::access_generation();
         let map = self.map.read().ok()?;
         let (g, at, facts) = map.get(key)?;
-        (*g == generation && at.elapsed() < FACTS_FOR).then(|| facts.clone())
+        (*g == generation && now - *at < FACTS_FOR).then(|| facts.clone())
     }
 
-    fn put(
-        &self,
-        key: (Uuid, String, String),
-        generation: u64,
-        facts: Option<Arc<Map<String, Value>>>,
-    ) {
+    fn put(&self, key: SubjectKey, generation: u64, facts: Facts, now: OffsetDateTime) {
         if let Ok(mut map) = self.map.write() {
             if map.len() >= FACTS_KEPT {
                 map.clear();
             }
-            map.insert(key, (generation, eventlog::clock::monotonic(), facts));
+            map.insert(key, (generation, now, facts));
         }
     }
 }
@@ -237,14 +232,15 @@ async fn cached_facts(
         subject.subject_type.clone(),
         subject.id.clone(),
     );
-    if let Some(hit) = state.subject_facts.get(&key) {
+    let now = state.clock.now();
+    if let Some(hit) = state.subject_facts.get(&key, now) {
         return Ok(hit);
     }
     let generation = projections::access_generation();
     let facts = subject_facts(state, organization_id, subject)
         .await?
         .map(Arc::new);
-    state.subject_facts.put(key, generation, facts.clone());
+    state.subject_facts.put(key, generation, facts.clone(), now);
     Ok(facts)
 }
 

@@ -365,19 +365,12 @@ pub async fn run(args: AccessArgs) -> Result<(), BenchError> {
         "action": {"name": "read"},
         "context": {"ip": "10.1.2.3", "time": {"hour": 12}},
     });
-    let started = eventlog::clock::monotonic();
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(1) {
-        for _ in 0..100 {
-            let _ = policy.allows(input.clone());
-            n += 1;
-        }
-    }
+    let rate = super::sign_in::per_second(|_| {
+        let _ = policy.allows(input.clone());
+    });
     println!(
         "{:<10} {:<10} {:>10.0} decisions/s (one thread, in process)",
-        args.label,
-        "rego",
-        n as f64 / started.elapsed().as_secs_f64()
+        args.label, "rego", rate
     );
 
     // SCIM filtered lists, one at a time.

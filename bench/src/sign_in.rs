@@ -101,7 +101,7 @@ async fn raw_rate(seconds: u64) -> Result<f64, BenchError> {
 }
 
 /// Runs `f` on one thread for about a second; answers calls per second.
-fn per_second(mut f: impl FnMut(u64)) -> f64 {
+pub(crate) fn per_second(mut f: impl FnMut(u64)) -> f64 {
     let started = eventlog::clock::monotonic();
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(1) {
