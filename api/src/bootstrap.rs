@@ -82,6 +82,7 @@ pub async fn bootstrap(
             jwks: None,
             access_token_lifetime_secs: 3600,
             resources: vec![],
+            ..ClientSettings::default()
         },
         &meta,
     )

@@ -119,6 +119,11 @@ pub struct Config {
     /// a token carries; beyond it, it carries neither list and
     /// `roles_omitted: true` (introspection always answers them all).
     pub role_claims_max: usize,
+    /// `IDP_REFRESH_TOKEN_LIFETIME_SECONDS`: how long a person's refresh
+    /// token lives unused, unless its client sets its own.
+    pub refresh_token_lifetime_seconds: u32,
+    /// `IDP_ID_TOKEN_LIFETIME_SECONDS`: how long an ID token is valid.
+    pub id_token_lifetime_seconds: u32,
 }
 
 /// The environment variables the configuration reads, for the README check.
@@ -161,6 +166,8 @@ pub const ENV_VARS: &[&str] = &[
     "IDP_ROLES_CLAIM",
     "IDP_PERMISSIONS_CLAIM",
     "IDP_ROLE_CLAIMS_MAX",
+    "IDP_REFRESH_TOKEN_LIFETIME_SECONDS",
+    "IDP_ID_TOKEN_LIFETIME_SECONDS",
     "IDP_CONFIG",
 ];
 
@@ -204,6 +211,8 @@ impl Default for Config {
             roles_claim: "roles".into(),
             permissions_claim: "permissions".into(),
             role_claims_max: 100,
+            refresh_token_lifetime_seconds: 30 * 86_400,
+            id_token_lifetime_seconds: 3600,
             http_max_connections: 10_000,
         }
     }

@@ -123,9 +123,9 @@ impl From<CommandError<OrganizationError>> for Problem {
             CommandError::Domain(OrganizationError::AlreadyExists) => {
                 Problem::conflict("organization-exists", "the organization already exists")
             }
-            CommandError::Domain(e @ OrganizationError::InvalidName) => {
-                Problem::validation(e.to_string())
-            }
+            CommandError::Domain(
+                e @ (OrganizationError::InvalidName | OrganizationError::InvalidBranding(_)),
+            ) => Problem::validation(e.to_string()),
             CommandError::Domain(OrganizationError::InvalidSignInPolicy(e)) => {
                 Problem::validation(e.to_string()).with("field", e.field)
             }

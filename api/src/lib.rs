@@ -23,6 +23,7 @@ pub mod extract;
 pub mod master_key;
 pub mod notify;
 pub mod oauth;
+pub mod oidc;
 pub mod openapi;
 pub mod passkeys;
 pub mod problem;

@@ -16,7 +16,7 @@ use crate::{authentication, self_service};
         Every `/admin` endpoint needs a bearer access token with the `idp:admin` scope and, for a client given roles, one granting the permission the endpoint needs (`users:read`, `clients:write`, … : the resource its path names, `read` for GET, `write` otherwise); `/authentication` needs the sign-in's cookie \
         after its start, `/self` a session cookie. Errors are RFC 9457 problem documents (application/problem+json)."),
     paths(
-        organizations::create, organizations::list, organizations::show, organizations::rename,
+        organizations::create, organizations::list, organizations::show, organizations::rename, organizations::show_branding, organizations::set_branding,
         clients::create, clients::list, clients::show, clients::update, clients::remove,
         clients::enable, clients::disable, clients::create_secret, clients::list_secrets,
         clients::delete_secret, keys::list, keys::rotate, keys::revoke,
@@ -48,9 +48,10 @@ use crate::{authentication, self_service};
         self_service::addresses::change_email, self_service::addresses::verify_email,
         self_service::addresses::remove_email, self_service::addresses::change_phone,
         self_service::addresses::verify_phone, self_service::addresses::remove_phone,
+        self_service::consents::list_consents, self_service::consents::revoke_consent,
     ),
     components(schemas(
-        organizations::CreateOrganization, organizations::RenameOrganization, organizations::Organization,
+        organizations::CreateOrganization, organizations::RenameOrganization, organizations::BrandingBody, organizations::Organization,
         clients::CreateClient, clients::UpdateClient, clients::ClientView, clients::CreateSecret,
         clients::CreatedSecretView, clients::SecretView,
         registration::CreateRegistrationToken, registration::CreatedRegistrationToken,
@@ -89,6 +90,7 @@ use crate::{authentication, self_service};
         self_service::methods::ConfirmPasskey, self_service::methods::RenamePasskey,
         authentication::PasskeyRequest,
         self_service::addresses::NewEmail, self_service::addresses::NewPhone,
+        self_service::consents::ConsentView, self_service::consents::ConsentList,
         self_service::addresses::Verification, self_service::addresses::VerifyAddress,
     )),
     modifiers(&BearerAuth),

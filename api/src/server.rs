@@ -413,6 +413,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::oauth::router())
+        .merge(crate::oidc::router())
         .merge(crate::authentication::router())
         .merge(crate::authz::router())
         .merge(crate::scim::router())

@@ -406,6 +406,7 @@ async fn write(log: &Arc<dyn EventLog>, world: &World, job: Job) -> Result<(), e
                     audience: "https://api.example.com".into(),
                     secret_id: Some(secret),
                     auth_token_id: None,
+                    grant_id: None,
                     auth_method: "client_secret_basic".into(),
                     issued_at,
                     expires_at: issued_at + Duration::minutes(5),

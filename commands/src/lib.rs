@@ -20,6 +20,7 @@ pub mod credentials;
 pub use ::crypto;
 pub mod journal;
 pub use jose::jwt;
+pub mod grant;
 pub mod group;
 pub mod keys;
 mod locks;

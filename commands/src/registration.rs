@@ -62,7 +62,7 @@ fn refresh_token_value(auth_token_id: Uuid, refresh_token_id: Uuid, secret: &str
 }
 
 /// `{32 lowercase hex}_` at the start of `s`: the id and what follows.
-fn take_id(s: &str) -> Option<(Uuid, &str)> {
+pub(crate) fn take_id(s: &str) -> Option<(Uuid, &str)> {
     let hex = s.get(..ID_LEN)?;
     if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
@@ -73,7 +73,7 @@ fn take_id(s: &str) -> Option<(Uuid, &str)> {
 }
 
 /// A secret as [`crypto::new_secret`] draws it, and nothing else.
-fn take_secret(s: &str) -> Option<String> {
+pub(crate) fn take_secret(s: &str) -> Option<String> {
     let well_formed = s.len() == SECRET_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');

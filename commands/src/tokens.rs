@@ -17,7 +17,7 @@ use crate::bus::CommandBus;
 use crate::journal;
 use crate::jwt::AccessTokenClaims;
 
-pub use domain::token::AUTH_TOKEN_CLAIM;
+pub use domain::token::{AUTH_TOKEN_CLAIM, GRANT_CLAIM};
 
 /// What an access token is issued for.
 pub struct Grant<'a> {
@@ -31,10 +31,19 @@ pub struct Grant<'a> {
     pub secret_id: Option<Uuid>,
     /// The instance the token acts for (registration-token installs).
     pub auth_token_id: Option<Uuid>,
+    /// The person and their grant the token acts for (authorization code).
+    pub person: Option<Person>,
     /// What the subject's access adds (its roles and permissions); a name
     /// the token registers itself (`sub`, `scope`, …) is never taken from
     /// here.
     pub claims: Map<String, Value>,
+}
+
+/// A person a token is issued for, and the grant it stands on.
+#[derive(Debug, Clone, Copy)]
+pub struct Person {
+    pub user_id: Uuid,
+    pub grant_id: Uuid,
 }
 
 /// The claims every token sets itself.
@@ -50,6 +59,7 @@ pub const REGISTERED_CLAIMS: &[&str] = &[
     "nbf",
     "typ",
     AUTH_TOKEN_CLAIM,
+    GRANT_CLAIM,
 ];
 
 /// The claims of the token `grant` earns at `now`, and the fact to record
@@ -67,12 +77,16 @@ pub fn decide(
         .filter(|(k, _)| !REGISTERED_CLAIMS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let sub = match grant.auth_token_id {
-        Some(id) => {
+    let sub = match (grant.person, grant.auth_token_id) {
+        (Some(p), _) => {
+            extra.insert(GRANT_CLAIM.into(), Value::String(p.grant_id.to_string()));
+            p.user_id.to_string()
+        }
+        (None, Some(id)) => {
             extra.insert(AUTH_TOKEN_CLAIM.into(), Value::String(id.to_string()));
             id.to_string()
         }
-        None => grant.client_id.to_string(),
+        (None, None) => grant.client_id.to_string(),
     };
     let claims = AccessTokenClaims {
         iss: issuer.to_owned(),
@@ -94,6 +108,7 @@ pub fn decide(
         audience: grant.audience.to_owned(),
         secret_id: grant.secret_id,
         auth_token_id: grant.auth_token_id,
+        grant_id: grant.person.map(|p| p.grant_id),
         auth_method: grant.auth_method.to_owned(),
         issued_at: now,
         expires_at: now + time::Duration::seconds(lifetime),
@@ -193,6 +208,7 @@ mod tests {
             auth_method: "none",
             secret_id: None,
             auth_token_id: Some(Uuid::from_u128(2)),
+            person: None,
             claims: Map::from_iter([
                 ("roles".to_owned(), serde_json::json!(["support"])),
                 ("sub".to_owned(), serde_json::json!("someone else")),

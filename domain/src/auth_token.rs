@@ -4,8 +4,6 @@
 //! consistency boundary. It is born from a registration token's consumption
 //! (see `registration`).
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -13,6 +11,7 @@ use uuid::Uuid;
 
 use crate::decider::{Aggregate, DecodeError, DomainEvent};
 use crate::pii::Pii;
+use crate::refresh_chain::{Presented, RefreshChain};
 use crate::registration::{InstanceInfo, constant_time_eq, decode_as, is_sha256_hex};
 
 pub const AUTH_TOKEN_ISSUED_V1: &str = "auth_token.issued.v1";
@@ -262,28 +261,6 @@ pub enum AuthTokenError {
 
 // --- auth token: state, decide, evolve -------------------------------------------
 
-/// The refresh token currently valid for an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CurrentRefresh {
-    pub id: Uuid,
-    pub hash: String,
-}
-
-/// How many leading hex characters of a used refresh token's hash are kept:
-/// 64 bits, so that presenting a used token's id with a guessed secret does
-/// not count as reuse (which would let anyone who saw an id in a log revoke
-/// the chain), for 16 bytes per used token instead of a whole hash.
-const FINGERPRINT_LEN: usize = 16;
-
-/// The first [`FINGERPRINT_LEN`] bytes of a hex hash.
-fn fingerprint(hash: &str) -> [u8; FINGERPRINT_LEN] {
-    let mut out = [0u8; FINGERPRINT_LEN];
-    for (o, b) in out.iter_mut().zip(hash.bytes()) {
-        *o = b;
-    }
-    out
-}
-
 /// Why a chain no longer works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokedBecause {
@@ -318,10 +295,8 @@ pub struct AuthToken {
     pub instance: Option<InstanceInfo>,
     pub issued_at: Option<OffsetDateTime>,
     pub exchanged: bool,
-    pub current_refresh: Option<CurrentRefresh>,
-    /// Every refresh token of the chain that was rotated away, with a
-    /// fingerprint of its hash (see [`FINGERPRINT_LEN`]).
-    pub used_refresh: HashMap<Uuid, [u8; FINGERPRINT_LEN]>,
+    /// The live refresh token and those rotated away.
+    pub chain: RefreshChain,
     pub chain_revoked: bool,
     /// Why the chain was revoked, once it is.
     pub revoked_because: Option<RevokedBecause>,
@@ -345,8 +320,7 @@ impl Default for AuthToken {
             instance: None,
             issued_at: None,
             exchanged: false,
-            current_refresh: None,
-            used_refresh: HashMap::new(),
+            chain: RefreshChain::default(),
             chain_revoked: false,
             revoked_because: None,
             granted_scope: None,
@@ -365,10 +339,7 @@ impl AuthToken {
     /// Whether `(token_id, hash)` is the chain's live refresh token (for
     /// introspection: nothing is decided or recorded).
     pub fn refresh_is_current(&self, token_id: Uuid, hash: &str) -> bool {
-        self.is_usable()
-            && self.current_refresh.as_ref().is_some_and(|c| {
-                c.id == token_id && constant_time_eq(c.hash.as_bytes(), hash.as_bytes())
-            })
+        self.is_usable() && self.chain.is_current(token_id, hash)
     }
 
     fn must_be_current(&self) -> Result<(), AuthTokenError> {
@@ -400,39 +371,32 @@ impl AuthToken {
         if !is_sha256_hex(&new_hash) {
             return Err(AuthTokenError::InvalidHash);
         }
-        if let Some(current) = &self.current_refresh
-            && current.id == presented_token_id
-        {
-            if !constant_time_eq(current.hash.as_bytes(), presented_hash.as_bytes()) {
-                return Err(AuthTokenError::InvalidCredential);
+        match self.chain.presented(presented_token_id, presented_hash) {
+            Presented::Current => {
+                // A refresh never widens the grant. A chain exchanged before
+                // grants were recorded has no scope to compare with.
+                if let (Some(asked), Some(granted)) = (scope, &self.granted_scope)
+                    && let Some(extra) = asked
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .find(|s| !granted.split(' ').any(|g| g == *s))
+                {
+                    return Err(AuthTokenError::ScopeNotGranted(extra.to_owned()));
+                }
+                Ok(vec![AuthTokenEvent::Refreshed(AuthTokenRefreshed {
+                    previous_token_id: presented_token_id,
+                    refresh_token_id: new_token_id,
+                    refresh_hash: new_hash,
+                    refreshed_at: now,
+                })])
             }
-            // A refresh never widens the grant. A chain exchanged before
-            // grants were recorded has no scope to compare with.
-            if let (Some(asked), Some(granted)) = (scope, &self.granted_scope)
-                && let Some(extra) = asked
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .find(|s| !granted.split(' ').any(|g| g == *s))
-            {
-                return Err(AuthTokenError::ScopeNotGranted(extra.to_owned()));
-            }
-            return Ok(vec![AuthTokenEvent::Refreshed(AuthTokenRefreshed {
-                previous_token_id: presented_token_id,
-                refresh_token_id: new_token_id,
-                refresh_hash: new_hash,
-                refreshed_at: now,
-            })]);
-        }
-        match self.used_refresh.get(&presented_token_id) {
-            Some(used) if constant_time_eq(used, &fingerprint(presented_hash)) => {
-                Ok(vec![AuthTokenEvent::ReuseDetected(
-                    AuthTokenReuseDetected {
-                        token_id: presented_token_id,
-                        detected_at: now,
-                    },
-                )])
-            }
-            _ => Err(AuthTokenError::InvalidCredential),
+            Presented::Reused => Ok(vec![AuthTokenEvent::ReuseDetected(
+                AuthTokenReuseDetected {
+                    token_id: presented_token_id,
+                    detected_at: now,
+                },
+            )]),
+            Presented::Invalid => Err(AuthTokenError::InvalidCredential),
         }
     }
 }
@@ -458,21 +422,11 @@ impl Aggregate for AuthToken {
             AuthTokenEvent::Exchanged(e) => {
                 self.exchanged = true;
                 self.granted_scope = e.scope.clone();
-                self.current_refresh = Some(CurrentRefresh {
-                    id: e.refresh_token_id,
-                    hash: e.refresh_hash.clone(),
-                });
+                self.chain.rotate(e.refresh_token_id, &e.refresh_hash);
                 self.last_used_at = Some(e.exchanged_at);
             }
             AuthTokenEvent::Refreshed(e) => {
-                if let Some(previous) = self.current_refresh.take() {
-                    self.used_refresh
-                        .insert(previous.id, fingerprint(&previous.hash));
-                }
-                self.current_refresh = Some(CurrentRefresh {
-                    id: e.refresh_token_id,
-                    hash: e.refresh_hash.clone(),
-                });
+                self.chain.rotate(e.refresh_token_id, &e.refresh_hash);
                 self.last_used_at = Some(e.refreshed_at);
             }
             AuthTokenEvent::ReuseDetected(e) => {

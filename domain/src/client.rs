@@ -298,7 +298,64 @@ pub struct ClientSettings {
     /// the client may ask tokens for, besides this server itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// Where RP-initiated logout may send the browser back, matched exactly
+    /// like redirect URIs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// How the client's ID tokens are signed.
+    #[serde(default, skip_serializing_if = "IdTokenAlg::is_default")]
+    pub id_token_signed_response_alg: IdTokenAlg,
+    /// A first-party client: people are never asked to consent to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_consent: bool,
+    /// How long a refresh token of this client lives unused, in seconds
+    /// (the server's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_lifetime_secs: Option<u32>,
+    /// Refresh tokens even when `offline_access` was not granted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh_without_offline_access: bool,
 }
+
+/// The algorithms an ID token may be signed with (`id_token_signed_response_alg`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IdTokenAlg {
+    #[default]
+    ES256,
+    RS256,
+}
+
+impl IdTokenAlg {
+    pub const ALL: [Self; 2] = [Self::ES256, Self::RS256];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::ES256
+    }
+}
+
+impl FromStr for IdTokenAlg {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, UnknownValue> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                kind: "id_token_signed_response_alg",
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// Shortest and longest refresh token lifetimes a client may set.
+pub const MIN_REFRESH_TOKEN_LIFETIME_SECS: u32 = 60;
+pub const MAX_REFRESH_TOKEN_LIFETIME_SECS: u32 = 366 * 86_400;
 
 /// Changes to a client's settings: absent fields stay as they are. Merged
 /// into the current settings by the decider, under the stream's
@@ -314,6 +371,12 @@ pub struct SettingsChanges {
     pub jwks: Option<Value>,
     pub access_token_lifetime_secs: Option<u32>,
     pub resources: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub id_token_signed_response_alg: Option<IdTokenAlg>,
+    pub skip_consent: Option<bool>,
+    /// `Some(None)` returns to the server's default.
+    pub refresh_token_lifetime_secs: Option<Option<u32>>,
+    pub refresh_without_offline_access: Option<bool>,
 }
 
 impl SettingsChanges {
@@ -346,6 +409,21 @@ impl SettingsChanges {
         }
         if let Some(v) = self.resources {
             s.resources = v;
+        }
+        if let Some(v) = self.post_logout_redirect_uris {
+            s.post_logout_redirect_uris = v;
+        }
+        if let Some(v) = self.id_token_signed_response_alg {
+            s.id_token_signed_response_alg = v;
+        }
+        if let Some(v) = self.skip_consent {
+            s.skip_consent = v;
+        }
+        if let Some(v) = self.refresh_token_lifetime_secs {
+            s.refresh_token_lifetime_secs = v;
+        }
+        if let Some(v) = self.refresh_without_offline_access {
+            s.refresh_without_offline_access = v;
         }
         s
     }
@@ -637,6 +715,15 @@ pub fn validate_settings(
         return Err(ClientError::InvalidDescription);
     }
     validate_redirect_uris(&settings.redirect_uris)?;
+    validate_redirect_uris(&settings.post_logout_redirect_uris)?;
+    if let Some(secs) = settings.refresh_token_lifetime_secs
+        && !(MIN_REFRESH_TOKEN_LIFETIME_SECS..=MAX_REFRESH_TOKEN_LIFETIME_SECS).contains(&secs)
+    {
+        return Err(invalid(format!(
+            "refresh_token_lifetime_secs must be between {MIN_REFRESH_TOKEN_LIFETIME_SECS} and \
+             {MAX_REFRESH_TOKEN_LIFETIME_SECS}"
+        )));
+    }
     validate_scopes(&settings.scopes)?;
     validate_resources(&settings.resources)?;
     validate_grants(client_type, &settings)?;

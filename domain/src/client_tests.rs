@@ -22,6 +22,7 @@ fn confidential() -> ClientSettings {
         jwks: None,
         access_token_lifetime_secs: 3600,
         resources: vec![],
+        ..ClientSettings::default()
     }
 }
 
@@ -36,6 +37,7 @@ fn public() -> ClientSettings {
         jwks: None,
         access_token_lifetime_secs: 600,
         resources: vec![],
+        ..ClientSettings::default()
     }
 }
 

@@ -13,8 +13,10 @@
 pub mod auth_token;
 pub mod authz_policy;
 pub mod client;
+pub mod consent;
 pub mod credentials;
 pub mod decider;
+pub mod grant;
 pub mod group;
 pub mod jwk;
 pub mod metadata;
@@ -23,6 +25,7 @@ pub mod organization;
 pub mod password;
 pub mod pii;
 pub mod privacy;
+pub mod refresh_chain;
 pub mod registration;
 pub mod reservation;
 pub mod role;

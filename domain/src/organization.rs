@@ -30,6 +30,60 @@ pub enum OrganizationCommand {
         client_id: Uuid,
         policy: Option<SignInPolicy>,
     },
+    /// How the organization's sign-in and consent pages look.
+    SetBranding {
+        branding: Branding,
+    },
+}
+
+/// How an organization's pages look: a logo and an accent colour (the
+/// default theme for what is not set).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branding {
+    /// An https URL of the logo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accent_color: Option<String>,
+}
+
+/// The longest logo URL accepted.
+pub const MAX_LOGO_URL_LEN: usize = 2000;
+
+impl Branding {
+    /// Checks the values: the logo an absolute https URL, the colour
+    /// `#rrggbb` (lowercased).
+    pub fn validate(self) -> Result<Self, OrganizationError> {
+        if let Some(url) = &self.logo_url {
+            let plain = url.starts_with("https://")
+                && url.len() <= MAX_LOGO_URL_LEN
+                && !url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+            if !plain {
+                return Err(OrganizationError::InvalidBranding(
+                    "logo_url must be an https URL of at most 2000 characters",
+                ));
+            }
+        }
+        let accent_color = match self.accent_color {
+            Some(c) => {
+                let hex = c.strip_prefix('#').unwrap_or("");
+                if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(OrganizationError::InvalidBranding(
+                        "accent_color must be #rrggbb",
+                    ));
+                }
+                Some(c.to_ascii_lowercase())
+            }
+            None => None,
+        };
+        Ok(Self {
+            logo_url: self.logo_url,
+            accent_color,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,18 +112,25 @@ pub struct ClientSignInPolicySet {
     pub policy: Option<SignInPolicy>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrandingSet {
+    pub branding: Branding,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrganizationEvent {
     Created(OrganizationCreated),
     Renamed(OrganizationRenamed),
     SignInPolicySet(SignInPolicySet),
     ClientSignInPolicySet(ClientSignInPolicySet),
+    BrandingSet(BrandingSet),
 }
 
 pub const CREATED_V1: &str = "organization.created.v1";
 pub const RENAMED_V1: &str = "organization.renamed.v1";
 pub const SIGN_IN_POLICY_SET_V1: &str = "organization.sign_in_policy_set.v1";
 pub const CLIENT_SIGN_IN_POLICY_SET_V1: &str = "organization.client_sign_in_policy_set.v1";
+pub const BRANDING_SET_V1: &str = "organization.branding_set.v1";
 
 impl DomainEvent for OrganizationEvent {
     fn event_type(&self) -> &'static str {
@@ -78,6 +139,7 @@ impl DomainEvent for OrganizationEvent {
             Self::Renamed(_) => RENAMED_V1,
             Self::SignInPolicySet(_) => SIGN_IN_POLICY_SET_V1,
             Self::ClientSignInPolicySet(_) => CLIENT_SIGN_IN_POLICY_SET_V1,
+            Self::BrandingSet(_) => BRANDING_SET_V1,
         }
     }
 
@@ -88,6 +150,7 @@ impl DomainEvent for OrganizationEvent {
             Self::Renamed(e) => serde_json::to_value(e),
             Self::SignInPolicySet(e) => serde_json::to_value(e),
             Self::ClientSignInPolicySet(e) => serde_json::to_value(e),
+            Self::BrandingSet(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -110,6 +173,9 @@ impl DomainEvent for OrganizationEvent {
             CLIENT_SIGN_IN_POLICY_SET_V1 => serde::Deserialize::deserialize(data)
                 .map(Self::ClientSignInPolicySet)
                 .map_err(malformed),
+            BRANDING_SET_V1 => serde::Deserialize::deserialize(data)
+                .map(Self::BrandingSet)
+                .map_err(malformed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -125,6 +191,8 @@ pub enum OrganizationError {
     InvalidName,
     #[error("the sign-in policy is refused: {0}")]
     InvalidSignInPolicy(PolicyInvalid),
+    #[error("{0}")]
+    InvalidBranding(&'static str),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -135,6 +203,8 @@ pub struct Organization {
     pub sign_in_policy: SignInPolicy,
     /// Clients whose sign-ins take another policy.
     pub client_policies: std::collections::BTreeMap<Uuid, SignInPolicy>,
+    /// How its pages look.
+    pub branding: Branding,
 }
 
 impl Organization {
@@ -168,6 +238,7 @@ impl Aggregate for Organization {
             }
             OrganizationEvent::Renamed(e) => self.name = e.name.clone(),
             OrganizationEvent::SignInPolicySet(e) => self.sign_in_policy = e.policy.clone(),
+            OrganizationEvent::BrandingSet(e) => self.branding = e.branding.clone(),
             OrganizationEvent::ClientSignInPolicySet(e) => match &e.policy {
                 Some(p) => {
                     self.client_policies.insert(e.client_id, p.clone());
@@ -220,6 +291,18 @@ impl Aggregate for Organization {
                 }
                 Ok(vec![OrganizationEvent::SignInPolicySet(SignInPolicySet {
                     policy,
+                })])
+            }
+            OrganizationCommand::SetBranding { branding } => {
+                if self.id.is_none() {
+                    return Err(OrganizationError::NotFound);
+                }
+                let branding = branding.validate()?;
+                if branding == self.branding {
+                    return Ok(vec![]);
+                }
+                Ok(vec![OrganizationEvent::BrandingSet(BrandingSet {
+                    branding,
                 })])
             }
             OrganizationCommand::SetClientSignInPolicy { client_id, policy } => {

@@ -1,6 +1,7 @@
 //! Specifications of the registration aggregates: given events, when a command, then events or an error.
 use super::*;
 use crate::decider::given_when;
+use crate::refresh_chain::CurrentRefresh;
 use serde_json::json;
 use time::Duration;
 use time::macros::datetime;
@@ -594,7 +595,7 @@ mod auth_token {
         let state = AuthToken::fold(&[issued(), exchanged()]);
         assert!(state.exchanged);
         assert_eq!(
-            state.current_refresh,
+            state.chain.current,
             Some(CurrentRefresh {
                 id: id(20),
                 hash: h(20)
@@ -637,9 +638,9 @@ mod auth_token {
             history.extend(events);
         }
         let state = AuthToken::fold(&history);
-        assert_eq!(state.current_refresh.as_ref().map(|c| c.id), Some(id(25)));
-        assert_eq!(state.used_refresh.len(), 5);
-        assert!((20..25).all(|n| state.used_refresh.contains_key(&id(n))));
+        assert_eq!(state.chain.current.as_ref().map(|c| c.id), Some(id(25)));
+        assert_eq!(state.chain.used.len(), 5);
+        assert!((20..25).all(|n| state.chain.used.contains_key(&id(n))));
     }
 
     #[test]

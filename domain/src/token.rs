@@ -16,6 +16,11 @@ use crate::decider::{DecodeError, DomainEvent};
 /// was issued to.
 pub const AUTH_TOKEN_CLAIM: &str = "auth_token_id";
 
+/// The claim that binds an access token to the person's grant (the
+/// authorization code and its refresh chain) it was issued under: the
+/// token dies with the grant.
+pub const GRANT_CLAIM: &str = "grant_id";
+
 pub const ISSUED_V1: &str = "token.issued.v1";
 pub const REVOKED_V1: &str = "token.revoked.v1";
 pub const CLIENT_AUTH_FAILED_V1: &str = "client.authentication_failed.v1";
@@ -36,6 +41,9 @@ pub struct TokenIssued {
     /// The instance (auth token) the token acts for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token_id: Option<Uuid>,
+    /// The person's grant the token was issued under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
     pub auth_method: String,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,

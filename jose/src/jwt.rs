@@ -163,6 +163,33 @@ pub fn sign_access_token(
     jsonwebtoken::encode(&header, claims, key).map_err(KeyError::Signing)
 }
 
+/// Signs an OpenID Connect ID token (or any plain JWT of claims) with the
+/// active key of `alg`; the header carries `typ: JWT` and the key's `kid`.
+pub fn sign_id_token(
+    ring: &KeyRing,
+    alg: KeyAlgorithm,
+    claims: &Value,
+) -> Result<String, KeyError> {
+    let entry = ring.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
+    let key = entry
+        .encoding_key
+        .as_ref()
+        .ok_or(KeyError::NoActiveKey(alg))?;
+    let mut header = Header::new(jws_alg(alg));
+    header.typ = Some("JWT".to_owned());
+    header.kid = Some(entry.kid.clone());
+    jsonwebtoken::encode(&header, claims, key).map_err(KeyError::Signing)
+}
+
+/// The left half of the SHA-256 of a token, base64url: `at_hash` (OpenID
+/// Connect Core §3.1.3.6) for ES256 and RS256, which both hash with SHA-256.
+pub fn left_half_hash(token: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
 fn refused(e: jsonwebtoken::errors::Error) -> JwtError {
     match e.into_kind() {
         ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
@@ -247,6 +274,40 @@ pub fn verify_access_token(
             Some(_) => {}
             None => return Err(JwtError::InvalidClaims("nbf".to_owned())),
         }
+    }
+    Ok(claims)
+}
+
+/// Reads an ID token this server signed, presented back as a hint
+/// (`id_token_hint` of RP-initiated logout): a key the ring holds as active
+/// or retired, its algorithm, the signature and the issuer. An expired ID
+/// token is still a good hint (OpenID Connect RP-Initiated Logout §2).
+pub fn verify_id_token_hint(
+    ring: &KeyRing,
+    token: &str,
+    issuer: &str,
+) -> Result<Map<String, Value>, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    let kid = header.kid.as_deref().ok_or(JwtError::MissingKid)?;
+    let entry = ring.get(kid).ok_or(JwtError::UnknownKid)?;
+    if !matches!(entry.status, KeyStatus::Active | KeyStatus::Retired) {
+        return Err(JwtError::KeyNotUsable);
+    }
+    let alg = jws_alg(entry.alg);
+    if header.alg != alg {
+        return Err(JwtError::AlgorithmMismatch);
+    }
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = HashSet::new();
+    let claims =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &entry.decoding_key, &validation)
+            .map_err(refused)?
+            .claims;
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(JwtError::WrongIssuer);
     }
     Ok(claims)
 }

@@ -12,5 +12,8 @@
 pub mod jwt;
 pub mod keyring;
 
-pub use jwt::{AccessTokenClaims, Audience, JwtError, sign_access_token, verify_access_token};
+pub use jwt::{
+    AccessTokenClaims, Audience, JwtError, left_half_hash, sign_access_token, sign_id_token,
+    verify_access_token, verify_id_token_hint,
+};
 pub use keyring::{Entry, KeyError, KeyRing};

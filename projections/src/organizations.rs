@@ -77,8 +77,9 @@ impl Projection for OrganizationsProjection {
                 .await?;
             }
             // Not handled (see `handles`): the policy is read from the log.
-            OrganizationEvent::SignInPolicySet(_) | OrganizationEvent::ClientSignInPolicySet(_) => {
-            }
+            OrganizationEvent::SignInPolicySet(_)
+            | OrganizationEvent::ClientSignInPolicySet(_)
+            | OrganizationEvent::BrandingSet(_) => {}
         }
         Ok(())
     }

@@ -86,6 +86,8 @@ pub struct TokenViews {
     keys: RwLock<KeyRing>,
     pub clients: ClientCache,
     pub auth_tokens: AggregateCache<AuthToken>,
+    /// People's grants, for the access tokens issued under them.
+    pub grants: AggregateCache<domain::grant::Grant>,
     /// Each organization's Rego policies (the decision point compiles the
     /// active one).
     pub authz_policies: AggregateCache<AuthzPolicy>,
@@ -123,6 +125,7 @@ impl TokenViews {
             keys: RwLock::new(ring),
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
+            grants: AggregateCache::default(),
             authz_policies: AggregateCache::default(),
             verified: RwLock::new(HashMap::new()),
             revoked: Revocations::default(),
@@ -218,6 +221,17 @@ impl TokenViews {
                 _ => return Err(TokenInvalid::Revoked),
             }
         }
+        // A token issued under a person's grant dies with the grant.
+        if let Some(v) = claims.extra.get(domain::token::GRANT_CLAIM) {
+            let id = v
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or(TokenInvalid::BadClaims)?;
+            match self.grants.get(&self.log, id).await {
+                Ok(Some(g)) if g.is_usable() => {}
+                _ => return Err(TokenInvalid::Revoked),
+            }
+        }
         Ok(ValidToken {
             jti: claims.jti.clone(),
             scope: claims.scope.clone(),
@@ -269,6 +283,22 @@ impl TokenViews {
         Ok(claims)
     }
 
+    /// Signs ID token `claims` with the active key of `alg`.
+    pub fn sign_id_token(
+        &self,
+        alg: KeyAlgorithm,
+        claims: &serde_json::Value,
+    ) -> Result<String, KeyError> {
+        let ring = self.keys.read().map_err(|_| KeyError::Poisoned)?;
+        jose::sign_id_token(&ring, alg, claims)
+    }
+
+    /// The claims of an ID token this server signed, expired or not.
+    pub fn id_token_hint(&self, token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let ring = self.keys.read().ok()?;
+        jose::verify_id_token_hint(&ring, token, &self.issuer).ok()
+    }
+
     /// Signs `claims` with the active ES256 key.
     pub fn sign(&self, claims: &AccessTokenClaims) -> Result<String, KeyError> {
         let ring = self.keys.read().map_err(|_| KeyError::Poisoned)?;
@@ -306,6 +336,11 @@ impl TokenViews {
             "authtoken" => {
                 if let Some(id) = stream_id(e) {
                     self.auth_tokens.invalidate(id);
+                }
+            }
+            "grant" => {
+                if let Some(id) = stream_id(e) {
+                    self.grants.invalidate(id);
                 }
             }
             "authzpolicy" => {
@@ -416,6 +451,7 @@ impl TokenViews {
         Filter::categories([
             "client",
             "authtoken",
+            "grant",
             "authzpolicy",
             "signingkey",
             "revocations",

@@ -86,6 +86,19 @@ pub struct CreateClient {
     /// tokens for, besides this server.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Where RP-initiated logout may return the browser (matched exactly).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// `ES256` (the default) or `RS256`.
+    pub id_token_signed_response_alg: Option<String>,
+    /// A first-party client: people are not asked to consent.
+    #[serde(default)]
+    pub skip_consent: bool,
+    /// Seconds a refresh token lives unused (the server's default when absent).
+    pub refresh_token_lifetime: Option<u32>,
+    /// Refresh tokens even when `offline_access` was not granted.
+    #[serde(default)]
+    pub refresh_without_offline_access: bool,
 }
 
 /// Changes to a client; absent fields stay as they are.
@@ -102,6 +115,14 @@ pub struct UpdateClient {
     pub jwks: Option<serde_json::Value>,
     pub access_token_lifetime: Option<u32>,
     pub resources: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    pub id_token_signed_response_alg: Option<String>,
+    pub skip_consent: Option<bool>,
+    /// `null` returns to the server's default.
+    #[serde(default, deserialize_with = "super::users::present")]
+    #[schema(value_type = Option<u32>)]
+    pub refresh_token_lifetime: Option<Option<u32>>,
+    pub refresh_without_offline_access: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -119,6 +140,12 @@ pub struct ClientView {
     pub jwks: Option<serde_json::Value>,
     pub access_token_lifetime: u32,
     pub resources: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub id_token_signed_response_alg: String,
+    pub skip_consent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_lifetime: Option<u32>,
+    pub refresh_without_offline_access: bool,
     pub enabled: bool,
     pub created_at: String,
     pub updated_at: String,
@@ -144,6 +171,11 @@ impl From<ClientRow> for ClientView {
             jwks: s.jwks,
             access_token_lifetime: s.access_token_lifetime_secs,
             resources: s.resources,
+            post_logout_redirect_uris: s.post_logout_redirect_uris,
+            id_token_signed_response_alg: s.id_token_signed_response_alg.as_str().to_owned(),
+            skip_consent: s.skip_consent,
+            refresh_token_lifetime: s.refresh_token_lifetime_secs,
+            refresh_without_offline_access: s.refresh_without_offline_access,
             enabled: r.enabled,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -248,6 +280,16 @@ pub async fn create(
         jwks: body.jwks,
         access_token_lifetime_secs: body.access_token_lifetime,
         resources: body.resources,
+        post_logout_redirect_uris: body.post_logout_redirect_uris,
+        id_token_signed_response_alg: body
+            .id_token_signed_response_alg
+            .as_deref()
+            .map(parsed)
+            .transpose()?
+            .unwrap_or_default(),
+        skip_consent: body.skip_consent,
+        refresh_token_lifetime_secs: body.refresh_token_lifetime,
+        refresh_without_offline_access: body.refresh_without_offline_access,
     };
     caller.within(Some(body.organization_id), "organization")?;
     let meta = ctx.metadata(caller.actor(), Some(body.organization_id));
@@ -342,6 +384,15 @@ pub async fn update(
         jwks: body.jwks,
         access_token_lifetime_secs: body.access_token_lifetime,
         resources: body.resources,
+        post_logout_redirect_uris: body.post_logout_redirect_uris,
+        id_token_signed_response_alg: body
+            .id_token_signed_response_alg
+            .as_deref()
+            .map(parsed)
+            .transpose()?,
+        skip_consent: body.skip_consent,
+        refresh_token_lifetime_secs: body.refresh_token_lifetime,
+        refresh_without_offline_access: body.refresh_without_offline_access,
     };
     let meta = ctx.metadata(caller.actor(), Some(organization));
     let out = commands::client::change(&state.bus, id, changes, &meta)

@@ -19,6 +19,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/organizations", get(list).post(create))
         .route("/admin/organizations/{id}", get(show).patch(rename))
+        .route(
+            "/admin/organizations/{id}/branding",
+            get(show_branding).put(set_branding),
+        )
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -154,4 +158,88 @@ pub async fn rename(
         .map_err(Problem::from)?;
     settle(&state, &out).await?;
     Ok(Json(load(&state, &id.to_string()).await?))
+}
+
+/// How an organization's sign-in and consent pages look.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingBody {
+    /// An https URL of the logo shown on the pages.
+    pub logo_url: Option<String>,
+    /// The accent colour, `#rrggbb`; the text on it is chosen black or
+    /// white for contrast.
+    pub accent_color: Option<String>,
+}
+
+async fn branding_of(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+) -> Result<domain::organization::Branding, Problem> {
+    caller.within(Some(id), "organization")?;
+    let (org, _) = state
+        .bus
+        .load::<domain::organization::Organization>(&id.to_string())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    if org.id.is_none() {
+        return Err(Problem::not_found("organization"));
+    }
+    Ok(org.branding)
+}
+
+/// The organization's branding. Needs `organizations:read`.
+#[utoipa::path(get, path = "/admin/organizations/{id}/branding",
+    params(("id" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = BrandingBody, description = "done"), (status = 404, description = "not found")),
+    security(("bearer" = ["idp:admin"])), tag = "organizations")]
+pub async fn show_branding(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    path: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<BrandingBody>, Problem> {
+    let Path(id) = path?;
+    let b = branding_of(&state, &caller, id).await?;
+    Ok(Json(BrandingBody {
+        logo_url: b.logo_url,
+        accent_color: b.accent_color,
+    }))
+}
+
+/// Set the organization's branding: the logo and accent colour of its
+/// pages (absent fields fall back to the default theme). Needs
+/// `organizations:write`.
+#[utoipa::path(put, path = "/admin/organizations/{id}/branding",
+    params(("id" = Uuid, Path, description = "The organization's id")), request_body = BrandingBody,
+    responses((status = 200, body = BrandingBody, description = "done"), (status = 404, description = "not found"),
+        (status = 422, description = "a logo that is not an https URL, or a colour that is not #rrggbb")),
+    security(("bearer" = ["idp:admin"])), tag = "organizations")]
+pub async fn set_branding(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    ctx: RequestContext,
+    path: Result<Path<Uuid>, axum::extract::rejection::PathRejection>,
+    Body(body): Body<BrandingBody>,
+) -> Result<Json<BrandingBody>, Problem> {
+    let Path(id) = path?;
+    branding_of(&state, &caller, id).await?;
+    let meta = ctx.metadata(caller.actor(), Some(id));
+    state
+        .bus
+        .execute::<domain::organization::Organization>(
+            &id.to_string(),
+            domain::organization::OrganizationCommand::SetBranding {
+                branding: domain::organization::Branding {
+                    logo_url: body.logo_url,
+                    accent_color: body.accent_color,
+                },
+            },
+            &meta,
+        )
+        .await?;
+    let b = branding_of(&state, &caller, id).await?;
+    Ok(Json(BrandingBody {
+        logo_url: b.logo_url,
+        accent_color: b.accent_color,
+    }))
 }

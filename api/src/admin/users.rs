@@ -124,7 +124,7 @@ impl From<ProfileBody> for Profile {
 }
 
 /// A present field: `null` is `Some(None)`, absent is `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

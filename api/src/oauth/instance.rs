@@ -48,6 +48,7 @@ async fn answer(
                 auth_method: auth.method.as_str(),
                 secret_id: auth.secret_id,
                 auth_token_id: Some(auth_token_id),
+                person: None,
                 claims: serde_json::Map::new(),
             },
             &meta,

@@ -65,7 +65,9 @@ pub async fn introspect(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        let body = if looks_like_refresh_token(token) {
+        let body = if commands::grant::is_grant_refresh(token) {
+            crate::oidc::token::introspect_refresh(&state, &caller, token).await?
+        } else if looks_like_refresh_token(token) {
             introspect_refresh(&state, &caller, token).await?
         } else {
             introspect_access(&state, &caller, token).await
@@ -172,7 +174,9 @@ pub async fn revoke(
             domain::Actor::client(caller.client_id.to_string()),
             Some(caller.client.organization_id),
         );
-        if looks_like_refresh_token(token) {
+        if commands::grant::is_grant_refresh(token) {
+            crate::oidc::token::revoke_refresh(&state, &caller, token, &meta).await?;
+        } else if looks_like_refresh_token(token) {
             revoke_refresh(&state, &caller, token, &meta).await?;
         } else if let Ok(valid) = state.tokens.validate(token, state.clock.now()).await
             && valid.client_id == caller.client_id

@@ -1,4 +1,6 @@
-//! `POST /oauth/token`: the client credentials grant.
+//! `POST /oauth/token`: the client credentials grant, and the dispatch to
+//! the other grants (a person's in `crate::oidc::token`, an instance's in
+//! `instance.rs`).
 
 use axum::Form as AxumForm;
 use axum::extract::State;
@@ -45,11 +47,17 @@ async fn handle(
         GrantType::TokenExchange => {
             super::instance::token_exchange(state, ctx, &form, client).await
         }
+        GrantType::AuthorizationCode => {
+            crate::oidc::token::authorization_code(state, ctx, &form, client).await
+        }
+        GrantType::RefreshToken
+            if form
+                .get("refresh_token")
+                .is_some_and(commands::grant::is_grant_refresh) =>
+        {
+            crate::oidc::token::refresh(state, ctx, &form, client).await
+        }
         GrantType::RefreshToken => super::instance::refresh(state, ctx, &form, client).await,
-        other => Err(OAuthError::unsupported_grant_type(format!(
-            "grant type `{}` is not supported",
-            other.as_str()
-        ))),
     }
 }
 
@@ -82,6 +90,7 @@ async fn client_credentials(
                 auth_method: auth.method.as_str(),
                 secret_id: auth.secret_id,
                 auth_token_id: None,
+                person: None,
                 claims: access,
             },
             &meta,

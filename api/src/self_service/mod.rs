@@ -27,12 +27,14 @@ use crate::problem::Problem;
 use crate::state::AppState;
 
 pub mod addresses;
+pub mod consents;
 pub mod methods;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(methods::router())
         .merge(addresses::router())
+        .merge(consents::router())
         .route("/self", get(me))
         .route("/self/sessions", get(list_sessions))
         .route("/self/sessions/{id}", delete(revoke_session))
@@ -57,17 +59,17 @@ impl SessionCaller {
 
 /// Whether a state-changing request comes from another site.
 fn cross_site(parts: &Parts, issuer: &str) -> bool {
-    let site = parts
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok());
+    cross_site_headers(&parts.headers, issuer)
+}
+
+/// Whether a request with these headers comes from another site (its
+/// `Sec-Fetch-Site`, or an `Origin` that is not the issuer's).
+pub fn cross_site_headers(headers: &axum::http::HeaderMap, issuer: &str) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if site.is_some_and(|s| s != "same-origin" && s != "none") {
         return true;
     }
-    let origin = parts
-        .headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     origin.is_some_and(|o| o.trim_end_matches('/') != issuer.trim_end_matches('/'))
 }
 

@@ -327,6 +327,7 @@ mod clients {
             auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
             access_token_lifetime_secs: 3600,
+            ..ClientSettings::default()
         }
     }
 
@@ -616,6 +617,7 @@ mod registration {
             auth_method: AuthMethod::None,
             jwks: None,
             access_token_lifetime_secs: 600,
+            ..ClientSettings::default()
         };
         client::create(
             bus,

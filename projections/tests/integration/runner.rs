@@ -539,6 +539,7 @@ async fn write_mix(log: &Arc<dyn EventLog>, round: u64) {
                     audience: "api".into(),
                     secret_id: Some(secret),
                     auth_token_id: None,
+                    grant_id: None,
                     auth_method: "client_secret_basic".into(),
                     issued_at: now + time::Duration::milliseconds(i),
                     expires_at: now + time::Duration::minutes(5),

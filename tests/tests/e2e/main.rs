@@ -8,11 +8,13 @@
 mod admin;
 mod audit;
 mod authz;
+mod browser;
 mod hardening;
 mod harness;
 mod health;
 mod messages;
 mod oauth;
+mod oidc;
 mod passkeys;
 mod privacy;
 mod registration;

@@ -707,6 +707,7 @@ async fn discovery_lists_what_is_implemented() {
         assert_eq!(
             d["grant_types_supported"],
             json!([
+                "authorization_code",
                 "client_credentials",
                 "urn:ietf:params:oauth:grant-type:token-exchange",
                 "refresh_token"
@@ -725,10 +726,7 @@ async fn discovery_lists_what_is_implemented() {
                 "none"
             ])
         );
-        assert!(
-            d.get("authorization_endpoint").is_none(),
-            "not implemented yet, so not listed"
-        );
+        assert_eq!(d["authorization_endpoint"], s.url("/authorize"));
     }
     let set = jwks(&s).await;
     assert!(
