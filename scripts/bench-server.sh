@@ -6,7 +6,9 @@
 #            sign-ins over HTTP (start, password, complete) against it, a step that hashes
 #            nothing at 64 in flight, TOTP checks and code digests per second (issue #15);
 #   access:  a role given to a group of --users members, Rego decisions over HTTP and in
-#            process, SCIM filtered lists and `as_of` access reads (issue #16).
+#            process, SCIM filtered lists and `as_of` access reads (issue #16);
+#   oidc:    `/authorize` to the code with a session and a consent, code redemptions,
+#            refreshes with rotation, UserInfo (issue #17).
 #
 #   scripts/bench-server.sh sign-in                    # SQLite
 #   scripts/bench-server.sh sign-in --postgres URL     # a scratch database idp_server_bench on URL's server
@@ -18,12 +20,16 @@ set -euo pipefail
 
 bench="${1:-}"
 case "$bench" in
-    sign-in | access) shift ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-server: name sign-in or access first" >&2; exit 2 ;;
+    sign-in | access | oidc) shift ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-server: name sign-in, access or oidc first" >&2; exit 2 ;;
 esac
 duration=10
-if [[ "$bench" == access ]]; then concurrency=64; users=10000; else concurrency=16; users=200; fi
+case "$bench" in
+    access) concurrency=64; users=10000 ;;
+    oidc) concurrency=64; users=0 ;;
+    *) concurrency=16; users=200 ;;
+esac
 postgres=""
 binary=""
 while [[ $# -gt 0 ]]; do
@@ -33,7 +39,7 @@ while [[ $# -gt 0 ]]; do
         --concurrency) concurrency="$2"; shift 2 ;;
         --users) users="$2"; shift 2 ;;
         --binary) binary="$(realpath "$2")"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-server: unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::state::AppState;
 
 /// Whose roles.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subject {
     User { id: Uuid, organization_id: Uuid },
     Client(Uuid),
@@ -78,16 +78,58 @@ pub fn claims(
 /// the read model cannot be read (logged: a token without roles grants
 /// less, never more).
 pub async fn token_claims(state: &AppState, subject: Subject) -> Map<String, Value> {
+    // Taken before the read: a change applied meanwhile leaves what is
+    // read under the old generation, so it is read again next time.
+    let generation = projections::access_generation();
+    if let Some(found) = state.token_claims.get(&subject, generation) {
+        return found;
+    }
     match effective_roles(state, subject).await {
-        Ok(roles) => claims(
-            &roles,
-            &state.config.roles_claim,
-            &state.config.permissions_claim,
-            state.config.role_claims_max,
-        ),
+        Ok(roles) => {
+            let out = claims(
+                &roles,
+                &state.config.roles_claim,
+                &state.config.permissions_claim,
+                state.config.role_claims_max,
+            );
+            state.token_claims.put(subject, generation, out.clone());
+            out
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the roles of a token's subject");
             Map::new()
+        }
+    }
+}
+
+/// How many subjects' claims are kept; past it the cache starts over.
+const CLAIMS_KEPT: usize = 100_000;
+
+/// Token claims of subjects lately issued tokens, each valid while the
+/// read models' access generation (`projections::access_generation`) is
+/// the one it was read under.
+#[derive(Default)]
+pub struct ClaimsCache {
+    map: std::sync::RwLock<std::collections::HashMap<Subject, Generational>>,
+}
+
+/// Claims and the access generation they were read under.
+type Generational = (u64, Map<String, Value>);
+
+impl ClaimsCache {
+    fn get(&self, subject: &Subject, generation: u64) -> Option<Map<String, Value>> {
+        let map = self.map.read().ok()?;
+        map.get(subject)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, subject: Subject, generation: u64, claims: Map<String, Value>) {
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= CLAIMS_KEPT {
+                map.clear();
+            }
+            map.insert(subject, (generation, claims));
         }
     }
 }

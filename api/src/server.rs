@@ -212,6 +212,7 @@ impl Server {
             compiled_policies: Arc::default(),
             subject_facts: Arc::default(),
             decisions,
+            token_claims: Arc::default(),
         };
         tracing::info!(
             %addr,

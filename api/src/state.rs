@@ -44,6 +44,8 @@ pub struct AppState {
     pub subject_facts: Arc<crate::authz::SubjectFacts>,
     /// Records the decision point's decisions, a group per append.
     pub decisions: commands::authz::DecisionRecorder,
+    /// Subjects' role claims for tokens, per access generation.
+    pub token_claims: Arc<crate::access::ClaimsCache>,
 }
 
 impl AppState {

@@ -48,17 +48,8 @@ const DEPARTMENTS: &[&str] = &["sales", "engineering", "support", "finance", "le
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccessArgs {
-    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    pub url: String,
-    /// An admin client (`idp:admin`): its id and secret.
-    #[arg(long)]
-    pub client_id: String,
-    #[arg(long, env = "BENCH_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: String,
-    /// The organization the users are created in.
-    #[arg(long)]
-    pub organization_id: String,
+    #[command(flatten)]
+    pub server: super::AdminServer,
     /// Users to create, all members of the group given the role.
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
@@ -189,13 +180,13 @@ pub async fn run(args: AccessArgs) -> Result<(), BenchError> {
         .pool_max_idle_per_host(128)
         .build()
         .map_err(setup)?;
-    let base = args.url.trim_end_matches('/').to_owned();
-    let org = args.organization_id.clone();
+    let base = args.server.url.trim_end_matches('/').to_owned();
+    let org = args.server.organization_id.clone();
     let admin_token = token(
         &http,
         &base,
-        &args.client_id,
-        &args.client_secret,
+        &args.server.client_id,
+        &args.server.client_secret,
         "idp:admin",
     )
     .await?;

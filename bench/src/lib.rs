@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 pub mod access;
 mod exchange;
+pub mod oidc;
 pub mod people;
 pub mod queries;
 pub mod sign_in;
@@ -81,6 +82,27 @@ pub enum BenchCommand {
     /// point over HTTP and in process, SCIM filtered lists and `as_of`
     /// access reads, against a running server.
     Access(access::AccessArgs),
+    /// OpenID Connect for people: `/authorize` to the code with a session
+    /// and a consent, code redemptions, refreshes with rotation and
+    /// UserInfo, against a running server.
+    Oidc(oidc::OidcArgs),
+}
+
+/// The running server a benchmark drives, and the admin client it sets
+/// up with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminServer {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    pub url: String,
+    /// An admin client (`idp:admin`): its id and secret.
+    #[arg(long)]
+    pub client_id: String,
+    #[arg(long, env = "BENCH_CLIENT_SECRET", hide_env_values = true)]
+    pub client_secret: String,
+    /// The organization the benchmark creates what it needs in.
+    #[arg(long)]
+    pub organization_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +155,7 @@ where
         Some(BenchCommand::People(p)) => return people::run(p).await,
         Some(BenchCommand::SignIn(s)) => return sign_in::run(s).await,
         Some(BenchCommand::Access(a)) => return access::run(a).await,
+        Some(BenchCommand::Oidc(o)) => return oidc::run(o).await,
         None => {}
     }
     let _tmp;

@@ -25,17 +25,8 @@ const PASSWORD: &str = "a long enough bench passphrase";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SignInArgs {
-    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    pub url: String,
-    /// An admin client (`idp:admin`): its id and secret.
-    #[arg(long)]
-    pub client_id: String,
-    #[arg(long, env = "BENCH_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: String,
-    /// The organization the users are created in.
-    #[arg(long)]
-    pub organization_id: String,
+    #[command(flatten)]
+    pub server: super::AdminServer,
     /// Users to create (each with a password).
     #[arg(long, default_value_t = 200)]
     pub users: usize,
@@ -124,10 +115,10 @@ pub async fn run(args: SignInArgs) -> Result<(), BenchError> {
         .pool_max_idle_per_host(64)
         .build()
         .map_err(setup)?;
-    let base = args.url.trim_end_matches('/').to_owned();
+    let base = args.server.url.trim_end_matches('/').to_owned();
     let token: Value = http
         .post(format!("{base}/oauth/token"))
-        .basic_auth(&args.client_id, Some(&args.client_secret))
+        .basic_auth(&args.server.client_id, Some(&args.server.client_secret))
         .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
         .send()
         .await
@@ -147,7 +138,7 @@ pub async fn run(args: SignInArgs) -> Result<(), BenchError> {
     let create = {
         let (http, names, token) = (http.clone(), Arc::clone(&names), token.clone());
         let url = format!("{base}/admin/users");
-        let org = args.organization_id.clone();
+        let org = args.server.organization_id.clone();
         drive(args.concurrency.min(8), args.users, None, move |i| {
             let req = http.post(&url).bearer_auth(&token).json(&json!({
                 "organization_id": org, "username": names[i], "password": PASSWORD,
@@ -167,7 +158,7 @@ pub async fn run(args: SignInArgs) -> Result<(), BenchError> {
     let signins = {
         let (http, names) = (http.clone(), Arc::clone(&names));
         let base = base.clone();
-        let org = args.organization_id.clone();
+        let org = args.server.organization_id.clone();
         drive(
             args.concurrency,
             usize::MAX,
@@ -193,7 +184,7 @@ pub async fn run(args: SignInArgs) -> Result<(), BenchError> {
     // A step that hashes nothing, at 64 in flight.
     let start = http
         .post(format!("{base}/authentication/start"))
-        .json(&json!({"organization_id": args.organization_id}))
+        .json(&json!({"organization_id": args.server.organization_id}))
         .send()
         .await
         .map_err(setup)?;

@@ -231,6 +231,16 @@ impl CommandBus {
             .map(|(state, _)| state)
     }
 
+    /// The state of aggregate `id` this bus cached at `revision` (the one
+    /// its own command left, say), if that is still what it holds.
+    pub fn cached_at<A: Aggregate + Clone>(&self, id: &str, revision: Option<u64>) -> Option<A> {
+        self.core
+            .cache
+            .get::<A>(&Self::stream_name::<A>(id))
+            .filter(|(_, r)| *r == revision && revision.is_some())
+            .map(|(state, _)| state)
+    }
+
     /// The aggregate `id` from the cache, or read from the log and cached:
     /// for facts that never change once true (an organization exists).
     pub async fn load_cached<A: Aggregate + Clone>(&self, id: &str) -> Result<A, eventlog::Error> {

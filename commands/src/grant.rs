@@ -12,8 +12,8 @@ use base64::Engine;
 use domain::Metadata;
 use domain::consent::{ConsentCommand, ConsentError, Consents};
 use domain::grant::{
-    CODE_LIFETIME, CodeIssued, Grant, GrantCommand, GrantError, NewRefresh, Redemption,
-    RevokeReason,
+    CODE_LIFETIME, CodeIssued, Grant, GrantCommand, GrantError, IssuedAccess, NewRefresh,
+    Redemption, RevokeReason, Rotation,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -125,6 +125,17 @@ pub async fn issue_code(
     Ok((value, grant_id, outcome))
 }
 
+/// The scope a code would grant, read from its grant (for signing the
+/// access token before the redemption records it).
+pub async fn code_scope(
+    bus: &CommandBus,
+    code_value: &str,
+) -> Result<Grant, CommandError<GrantError>> {
+    let (grant_id, _) =
+        parse_code(code_value).ok_or(CommandError::Domain(GrantError::InvalidCode))?;
+    facts(bus, grant_id).await
+}
+
 /// Whether a redemption earns a refresh token, and how long it lives.
 #[derive(Debug, Clone, Copy)]
 pub struct RefreshPolicy {
@@ -140,6 +151,14 @@ impl RefreshPolicy {
         self.allowed
             && (self.without_offline_access || scope.split(' ').any(|s| s == "offline_access"))
     }
+}
+
+/// The access token a request signed, recorded by the grant's command,
+/// and the secret that authenticated the client.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub issued: Option<IssuedAccess>,
+    pub secret_id: Option<Uuid>,
 }
 
 /// What a token request earns.
@@ -163,27 +182,64 @@ async fn current(bus: &CommandBus, id: Uuid) -> Result<Grant, CommandError<Grant
         .map_err(CommandError::Log)
 }
 
-/// The grant a code or refresh token names, as it is now (for checks
-/// before a command: its client, session, consent).
+/// The grant a code or refresh token names, as it is now.
 pub async fn load(bus: &CommandBus, id: Uuid) -> Result<Grant, CommandError<GrantError>> {
     current(bus, id).await
 }
 
-/// Redeems an authorization code for `client_id`, with the redirect URI
+/// The grant as this node last saw it, read if it never did: for the facts
+/// fixed at its issue (client, person, session, scope, consent), never for
+/// whether it is still usable, which its commands decide.
+/// Read once, it stays cached for the command that follows.
+pub async fn facts(bus: &CommandBus, id: Uuid) -> Result<Grant, CommandError<GrantError>> {
+    match bus.load_cached::<Grant>(&id.to_string()).await {
+        Ok(g) if g.issued.is_some() => Ok(g),
+        Ok(_) => current(bus, id).await,
+        Err(e) => Err(CommandError::Log(e)),
+    }
+}
+
+/// The grant as the command that ended at `outcome` left it (from the
+/// cache when nothing came after; else read).
+async fn after(
+    bus: &CommandBus,
+    id: Uuid,
+    outcome: &Outcome,
+) -> Result<Grant, CommandError<GrantError>> {
+    match bus.cached_at::<Grant>(&id.to_string(), outcome.revision) {
+        Some(g) => Ok(g),
+        None => current(bus, id).await,
+    }
+}
+
+/// What a token request presents with an authorization code.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeRequest<'a> {
+    pub code: &'a str,
+    pub client_id: Uuid,
+    pub redirect_uri: &'a str,
+    pub code_verifier: &'a str,
+}
+
+/// Redeems an authorization code for the client, with the redirect URI
 /// and PKCE verifier of the token request. A second redemption is
 /// recorded and answered [`Redeemed::Replayed`] (the grant is revoked).
 pub async fn redeem(
     bus: &CommandBus,
-    code_value: &str,
-    client_id: Uuid,
-    redirect_uri: &str,
-    code_verifier: &str,
+    request: CodeRequest<'_>,
     refresh: RefreshPolicy,
+    access: Access,
     metadata: &Metadata,
 ) -> Result<Redeemed, CommandError<GrantError>> {
+    let CodeRequest {
+        code: code_value,
+        client_id,
+        redirect_uri,
+        code_verifier,
+    } = request;
     let (grant_id, secret) =
         parse_code(code_value).ok_or(CommandError::Domain(GrantError::InvalidCode))?;
-    let before = current(bus, grant_id).await?;
+    let before = facts(bus, grant_id).await?;
     let now = bus.clock().now();
     let earned = refresh.earned(&before.scope);
     let (refresh_value, new) = match earned {
@@ -201,10 +257,13 @@ pub async fn redeem(
         redirect_uri: redirect_uri.to_owned(),
         verifier_challenge: s256(code_verifier),
         refresh: new,
+        access: access.issued,
+        secret_id: access.secret_id,
     }));
-    bus.execute::<Grant>(&grant_id.to_string(), command, metadata)
+    let outcome = bus
+        .execute::<Grant>(&grant_id.to_string(), command, metadata)
         .await?;
-    let after = current(bus, grant_id).await?;
+    let after = after(bus, grant_id, &outcome).await?;
     if after.redemption_id == Some(redemption_id) && after.is_usable() {
         Ok(Redeemed::Granted {
             grant: Box::new(after),
@@ -225,22 +284,26 @@ pub async fn refresh(
     client_id: Uuid,
     scope: String,
     lifetime: Duration,
+    access: Access,
     metadata: &Metadata,
 ) -> Result<Redeemed, CommandError<GrantError>> {
     let (grant_id, token_id, secret) =
         parse_refresh(value).ok_or(CommandError::Domain(GrantError::InvalidRefresh))?;
     let (next_value, next) = new_refresh(grant_id, bus.clock().now(), lifetime);
     let next_id = next.token_id;
-    let command = GrantCommand::Refresh {
+    let command = GrantCommand::Refresh(Box::new(Rotation {
         client_id,
         presented_token_id: token_id,
         presented_hash: crypto::hash_secret(&secret),
         refresh: next,
         scope,
-    };
-    bus.execute::<Grant>(&grant_id.to_string(), command, metadata)
+        access: access.issued,
+        secret_id: access.secret_id,
+    }));
+    let outcome = bus
+        .execute::<Grant>(&grant_id.to_string(), command, metadata)
         .await?;
-    let after = current(bus, grant_id).await?;
+    let after = after(bus, grant_id, &outcome).await?;
     let ours = after
         .chain
         .current
@@ -269,6 +332,34 @@ pub async fn revoke(
         metadata,
     )
     .await
+}
+
+/// Records an authorization request sent back with an error (a journal
+/// fact of the day's `authfailures` stream).
+pub async fn record_refusal(
+    bus: &CommandBus,
+    client_id: Uuid,
+    organization_id: Uuid,
+    error: &str,
+    description: &str,
+    metadata: &Metadata,
+) -> Result<(), eventlog::Error> {
+    let now = bus.clock().now();
+    let fact = domain::grant::AuthorizationRefused {
+        client_id,
+        organization_id,
+        error: error.to_owned(),
+        description: description.to_owned(),
+        at: now,
+    };
+    crate::journal::record(
+        bus.log(),
+        &domain::token::auth_failure_stream(now),
+        &fact,
+        metadata,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// A person's consents as they are now.

@@ -125,6 +125,23 @@ pub enum IssueError {
     Log(#[from] eventlog::Error),
 }
 
+/// Signs the access token `grant` earns now without recording it: for a
+/// caller that records the issue with its own command (a person's grant
+/// records its tokens in its own events) and hands the token out only once
+/// that command holds.
+pub fn sign_unrecorded(
+    issuer: &str,
+    grant: &Grant<'_>,
+    sign: impl FnOnce(&AccessTokenClaims) -> Result<String, jose::KeyError>,
+    now: OffsetDateTime,
+) -> Result<(String, AccessTokenClaims, TokenIssued), jose::KeyError> {
+    let (claims, issued) = decide(issuer, grant, Uuid::now_v7(), now);
+    let token = sign(&claims)?;
+    metrics::counter!("idp_tokens_issued_total", "grant_type" => grant.grant_type.to_owned())
+        .increment(1);
+    Ok((token, claims, issued))
+}
+
 /// Issues the access token `grant` earns now: decides its claims, signs
 /// them with `sign` (the active key of the caller's ring) and records the
 /// issue in the log before returning the token.

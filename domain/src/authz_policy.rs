@@ -151,32 +151,12 @@ pub struct Decided {
     pub at: OffsetDateTime,
 }
 
-impl DomainEvent for Decided {
-    fn event_type(&self) -> &'static str {
-        DECIDED_V1
-    }
-
-    fn to_data(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
-    fn decode<'de, D: serde::Deserializer<'de>>(
-        event_type: &str,
-        data: D,
-    ) -> Result<Self, DecodeError> {
-        match event_type {
-            DECIDED_V1 => decode_as(event_type, data),
-            other => Err(DecodeError::UnknownType(other.to_owned())),
-        }
-    }
-
-    fn subject(&self) -> Option<String> {
-        (self.subject_type == "user")
-            .then(|| Uuid::try_parse(&self.subject_id).ok())
-            .flatten()
-            .map(crate::user::user_subject)
-    }
-}
+crate::single_event!(Decided, DECIDED_V1, |e: &Decided| {
+    (e.subject_type == "user")
+        .then(|| Uuid::try_parse(&e.subject_id).ok())
+        .flatten()
+        .map(crate::user::user_subject)
+});
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum AuthzPolicyError {

@@ -23,6 +23,45 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     }
 }
 
+/// Implements [`DomainEvent`] for a fact of one event type, whose struct
+/// is the event's data: `single_event!(Type, TYPE_V1)`, or with the person
+/// it is about: `single_event!(Type, TYPE_V1, |e: &Type| …)`.
+#[macro_export]
+macro_rules! single_event {
+    ($ty:ty, $name:expr) => {
+        $crate::single_event!($ty, $name, |_: &$ty| None);
+    };
+    ($ty:ty, $name:expr, $subject:expr) => {
+        impl $crate::decider::DomainEvent for $ty {
+            fn event_type(&self) -> &'static str {
+                $name
+            }
+
+            fn to_data(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+            }
+
+            fn decode<'de, D: serde::Deserializer<'de>>(
+                event_type: &str,
+                data: D,
+            ) -> Result<Self, $crate::decider::DecodeError> {
+                if event_type != $name {
+                    return Err($crate::decider::DecodeError::UnknownType(
+                        event_type.to_owned(),
+                    ));
+                }
+                <Self as serde::Deserialize>::deserialize(data)
+                    .map_err(|e| $crate::decider::DecodeError::malformed(event_type, e))
+            }
+
+            fn subject(&self) -> Option<String> {
+                let subject: fn(&$ty) -> Option<String> = $subject;
+                subject(self)
+            }
+        }
+    };
+}
+
 /// A stored event this code cannot read.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

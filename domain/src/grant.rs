@@ -38,6 +38,16 @@ pub struct NewRefresh {
     pub expires_at: OffsetDateTime,
 }
 
+/// The access token a redemption or a refresh issued: recorded with the
+/// grant's event (the one record of its issue), so that a grant's tokens
+/// are known from its stream alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedAccess {
+    pub jti: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
 /// What an authorization code is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeIssued {
@@ -81,6 +91,12 @@ pub struct CodeRedeemed {
     pub redemption_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<NewRefresh>,
+    /// The access token issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<IssuedAccess>,
+    /// The client secret that authenticated the request, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
@@ -98,6 +114,12 @@ pub struct Refreshed {
     pub refresh: NewRefresh,
     /// The scope of the access token this refresh issued.
     pub scope: String,
+    /// The access token issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<IssuedAccess>,
+    /// The client secret that authenticated the request, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
@@ -211,25 +233,34 @@ pub struct Redemption {
     pub verifier_challenge: String,
     /// The refresh token to hand out, when the grant earns one.
     pub refresh: Option<NewRefresh>,
+    /// The access token signed for this redemption, handed out only if
+    /// the redemption is recorded.
+    pub access: Option<IssuedAccess>,
+    pub secret_id: Option<Uuid>,
+}
+
+/// A refresh: the token presented and what replaces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub client_id: Uuid,
+    pub presented_token_id: Uuid,
+    /// Hex SHA-256 of the presented token's secret part.
+    pub presented_hash: String,
+    pub refresh: NewRefresh,
+    /// The scope asked for, already narrowed by the caller; checked here
+    /// again against the grant.
+    pub scope: String,
+    /// The access token signed for this refresh.
+    pub access: Option<IssuedAccess>,
+    pub secret_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantCommand {
     IssueCode(Box<CodeIssued>),
     Redeem(Box<Redemption>),
-    Refresh {
-        client_id: Uuid,
-        presented_token_id: Uuid,
-        /// Hex SHA-256 of the presented token's secret part.
-        presented_hash: String,
-        refresh: NewRefresh,
-        /// The scope asked for, already narrowed by the caller; checked
-        /// here again against the grant.
-        scope: String,
-    },
-    Revoke {
-        reason: RevokeReason,
-    },
+    Refresh(Box<Rotation>),
+    Revoke { reason: RevokeReason },
 }
 
 /// Why a grant command was refused. Every redemption and refresh refusal
@@ -322,19 +353,26 @@ impl Grant {
         Ok(vec![GrantEvent::CodeRedeemed(CodeRedeemed {
             redemption_id: r.redemption_id,
             refresh: r.refresh,
+            access: r.access,
+            secret_id: r.secret_id,
             at: now,
         })])
     }
 
     fn decide_refresh(
         &self,
-        client_id: Uuid,
-        presented_token_id: Uuid,
-        presented_hash: &str,
-        refresh: NewRefresh,
-        scope: String,
+        r: Rotation,
         now: OffsetDateTime,
     ) -> Result<Vec<GrantEvent>, GrantError> {
+        let Rotation {
+            client_id,
+            presented_token_id,
+            presented_hash,
+            refresh,
+            scope,
+            access,
+            secret_id,
+        } = r;
         let issued = self.issued.as_ref().ok_or(GrantError::InvalidRefresh)?;
         if issued.client_id != client_id {
             return Err(GrantError::InvalidRefresh);
@@ -345,7 +383,7 @@ impl Grant {
         if !is_sha256_hex(&refresh.hash) {
             return Err(GrantError::InvalidHash);
         }
-        match self.chain.presented(presented_token_id, presented_hash) {
+        match self.chain.presented(presented_token_id, &presented_hash) {
             Presented::Current => {
                 if self.refresh_expires_at.is_some_and(|t| now >= t) {
                     return Err(GrantError::RefreshExpired);
@@ -362,6 +400,8 @@ impl Grant {
                     previous_token_id: presented_token_id,
                     refresh,
                     scope,
+                    access,
+                    secret_id,
                     at: now,
                 })])
             }
@@ -423,20 +463,7 @@ impl Aggregate for Grant {
                 Ok(vec![GrantEvent::CodeIssued(code)])
             }
             GrantCommand::Redeem(r) => self.decide_redeem(*r, now),
-            GrantCommand::Refresh {
-                client_id,
-                presented_token_id,
-                presented_hash,
-                refresh,
-                scope,
-            } => self.decide_refresh(
-                client_id,
-                presented_token_id,
-                &presented_hash,
-                refresh,
-                scope,
-                now,
-            ),
+            GrantCommand::Refresh(r) => self.decide_refresh(*r, now),
             GrantCommand::Revoke { reason } => {
                 if self.issued.is_none() {
                     return Err(GrantError::InvalidRefresh);
@@ -450,6 +477,24 @@ impl Aggregate for Grant {
         }
     }
 }
+
+pub const AUTHORIZATION_REFUSED_V1: &str = "authorization.refused.v1";
+
+/// An authorization request sent back to its client with an error (RFC
+/// 6749 §4.1.2.1): a journal fact of the day's `authfailures` stream, with
+/// the source address and user agent in its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRefused {
+    pub client_id: Uuid,
+    pub organization_id: Uuid,
+    /// The OAuth error code (`invalid_request`, `login_required`, …).
+    pub error: String,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+crate::single_event!(AuthorizationRefused, AUTHORIZATION_REFUSED_V1);
 
 #[cfg(test)]
 #[path = "grant_tests.rs"]

@@ -44,6 +44,8 @@ fn redemption() -> Redemption {
         redirect_uri: "https://app.example/cb".into(),
         verifier_challenge: "challenge".into(),
         refresh: Some(refresh(10, 'b')),
+        access: None,
+        secret_id: None,
     }
 }
 
@@ -119,12 +121,16 @@ fn a_second_redemption_is_recorded_and_revokes_the_grant() {
 #[test]
 fn refresh_rotates_and_a_reused_token_revokes_the_grant() {
     let g = redeemed();
-    let cmd = |presented: u128, c: char, new: u128, scope: &str| GrantCommand::Refresh {
-        client_id: Uuid::from_u128(3),
-        presented_token_id: Uuid::from_u128(presented),
-        presented_hash: hash(c),
-        refresh: refresh(new, 'c'),
-        scope: scope.into(),
+    let cmd = |presented: u128, c: char, new: u128, scope: &str| {
+        GrantCommand::Refresh(Box::new(Rotation {
+            client_id: Uuid::from_u128(3),
+            presented_token_id: Uuid::from_u128(presented),
+            presented_hash: hash(c),
+            refresh: refresh(new, 'c'),
+            scope: scope.into(),
+            access: None,
+            secret_id: None,
+        }))
     };
     assert_eq!(
         g.decide(cmd(10, 'b', 11, "openid admin"), NOW),
@@ -137,13 +143,15 @@ fn refresh_rotates_and_a_reused_token_revokes_the_grant() {
     assert_eq!(g.scope, "openid");
     assert!(g.chain.is_current(Uuid::from_u128(11), &hash('c')));
     // Another client presenting the token gets nothing and changes nothing.
-    let other = GrantCommand::Refresh {
+    let other = GrantCommand::Refresh(Box::new(Rotation {
         client_id: Uuid::from_u128(8),
         presented_token_id: Uuid::from_u128(11),
         presented_hash: hash('c'),
         refresh: refresh(12, 'd'),
         scope: "openid".into(),
-    };
+        access: None,
+        secret_id: None,
+    }));
     assert_eq!(g.decide(other, NOW), Err(GrantError::InvalidRefresh));
     let events = g
         .decide(cmd(10, 'b', 12, "openid"), NOW)
@@ -160,13 +168,15 @@ fn refresh_rotates_and_a_reused_token_revokes_the_grant() {
 #[test]
 fn an_expired_refresh_token_is_refused_and_revocation_is_recorded_once() {
     let g = redeemed();
-    let late = GrantCommand::Refresh {
+    let late = GrantCommand::Refresh(Box::new(Rotation {
         client_id: Uuid::from_u128(3),
         presented_token_id: Uuid::from_u128(10),
         presented_hash: hash('b'),
         refresh: refresh(11, 'c'),
         scope: String::new(),
-    };
+        access: None,
+        secret_id: None,
+    }));
     assert_eq!(
         g.decide(late, NOW + Duration::days(31)),
         Err(GrantError::RefreshExpired)

@@ -265,29 +265,9 @@ pub struct SignInStepFailed {
     pub at: OffsetDateTime,
 }
 
-impl DomainEvent for SignInStepFailed {
-    fn event_type(&self) -> &'static str {
-        STEP_FAILED_V1
-    }
-
-    fn to_data(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
-    fn decode<'de, D: serde::Deserializer<'de>>(
-        event_type: &str,
-        data: D,
-    ) -> Result<Self, DecodeError> {
-        match event_type {
-            STEP_FAILED_V1 => decode_as(event_type, data),
-            other => Err(DecodeError::UnknownType(other.to_owned())),
-        }
-    }
-
-    fn subject(&self) -> Option<String> {
-        self.user_id.map(user_subject)
-    }
-}
+crate::single_event!(SignInStepFailed, STEP_FAILED_V1, |e: &SignInStepFailed| e
+    .user_id
+    .map(user_subject));
 
 /// An admin lifted every wait of a user's failed sign-ins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,7 @@ impl Projection for ClientsProjection {
     }
 
     fn handles(&self, e: &RecordedEvent) -> bool {
-        e.category() == "client" || e.event_type == ISSUED_V1
+        e.category() == "client" || issues_a_token(e)
     }
 
     async fn apply(
@@ -43,7 +43,7 @@ impl Projection for ClientsProjection {
         tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if e.event_type == ISSUED_V1 {
+        if issues_a_token(e) {
             if let Some(secret) = secret_of(e)? {
                 record_secret_use(conn, tables, secret, e).await?;
             }
@@ -147,7 +147,7 @@ impl Projection for ClientsProjection {
         // the secret) or at the end of the batch.
         let mut uses: HashMap<Uuid, &RecordedEvent> = HashMap::new();
         for e in events {
-            if e.event_type == ISSUED_V1 {
+            if issues_a_token(e) {
                 if let Some(secret) = secret_of(e)? {
                     uses.insert(secret, e);
                 }
@@ -163,6 +163,15 @@ impl Projection for ClientsProjection {
         }
         Ok(())
     }
+}
+
+/// Whether `e` records an issued access token (with the secret that
+/// authenticated its client): `token.issued`, or a person's grant
+/// redeemed or refreshed, which records its token itself.
+fn issues_a_token(e: &RecordedEvent) -> bool {
+    e.event_type == ISSUED_V1
+        || e.event_type == domain::grant::CODE_REDEEMED_V1
+        || e.event_type == domain::grant::REFRESHED_V1
 }
 
 /// The secret a `token.issued` event authenticated with. Only that field
@@ -187,7 +196,8 @@ async fn record_secret_use(
 ) -> Result<(), ProjectionError> {
     #[derive(Deserialize)]
     struct IssuedAt {
-        #[serde(with = "time::serde::rfc3339")]
+        /// `at` in a grant's events.
+        #[serde(with = "time::serde::rfc3339", alias = "at")]
         issued_at: OffsetDateTime,
     }
     let at: IssuedAt = e.data.decode().map_err(|err| malformed(e, &err))?;

@@ -88,6 +88,11 @@ pub struct TokenViews {
     pub auth_tokens: AggregateCache<AuthToken>,
     /// People's grants, for the access tokens issued under them.
     pub grants: AggregateCache<domain::grant::Grant>,
+    /// People, sessions and consents as the OpenID Connect endpoints check
+    /// them on every request (kept current by the same subscription).
+    pub users: AggregateCache<domain::user::User>,
+    pub sessions: AggregateCache<domain::session::Session>,
+    pub consents: AggregateCache<domain::consent::Consents>,
     /// Each organization's Rego policies (the decision point compiles the
     /// active one).
     pub authz_policies: AggregateCache<AuthzPolicy>,
@@ -126,6 +131,9 @@ impl TokenViews {
             clients: ClientCache::default(),
             auth_tokens: AggregateCache::default(),
             grants: AggregateCache::default(),
+            users: AggregateCache::default(),
+            sessions: AggregateCache::default(),
+            consents: AggregateCache::default(),
             authz_policies: AggregateCache::default(),
             verified: RwLock::new(HashMap::new()),
             revoked: Revocations::default(),
@@ -310,6 +318,29 @@ impl TokenViews {
         self.clients.get(&self.log, id).await
     }
 
+    /// The person `id` as the log has it (kept current by the
+    /// subscription).
+    pub async fn user(&self, id: Uuid) -> Result<Option<Arc<domain::user::User>>, eventlog::Error> {
+        self.users.get(&self.log, id).await
+    }
+
+    /// The session `id` as the log has it (kept current by the
+    /// subscription).
+    pub async fn session(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<domain::session::Session>>, eventlog::Error> {
+        self.sessions.get(&self.log, id).await
+    }
+
+    /// The consents of person `id` (kept current by the subscription).
+    pub async fn consents(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<domain::consent::Consents>>, eventlog::Error> {
+        self.consents.get(&self.log, id).await
+    }
+
     /// The auth token `id` as the log has it now.
     pub async fn auth_token(&self, id: Uuid) -> Result<Option<Arc<AuthToken>>, eventlog::Error> {
         self.auth_tokens.get(&self.log, id).await
@@ -341,6 +372,21 @@ impl TokenViews {
             "grant" => {
                 if let Some(id) = stream_id(e) {
                     self.grants.invalidate(id);
+                }
+            }
+            "user" => {
+                if let Some(id) = stream_id(e) {
+                    self.users.invalidate(id);
+                }
+            }
+            "session" => {
+                if let Some(id) = stream_id(e) {
+                    self.sessions.invalidate(id);
+                }
+            }
+            "consent" => {
+                if let Some(id) = stream_id(e) {
+                    self.consents.invalidate(id);
                 }
             }
             "authzpolicy" => {
@@ -452,6 +498,9 @@ impl TokenViews {
             "client",
             "authtoken",
             "grant",
+            "user",
+            "session",
+            "consent",
             "authzpolicy",
             "signingkey",
             "revocations",

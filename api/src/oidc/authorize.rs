@@ -39,8 +39,8 @@ pub async fn post(
     authorize(&state, &ctx, &headers, pairs).await
 }
 
-/// Answers a refused request: a page, or the error sent back.
-pub async fn refused(state: &AppState, refusal: Refusal) -> Response {
+/// Answers a refused request: a page, or the error sent back (recorded).
+pub async fn refused(state: &AppState, ctx: &RequestContext, refusal: Refusal) -> Response {
     match refusal {
         Refusal::Page {
             title,
@@ -54,8 +54,27 @@ pub async fn refused(state: &AppState, refusal: Refusal) -> Response {
             error,
             description,
             state: client_state,
+            client_id,
+            organization_id,
         } => {
             metrics::counter!("idp_authorization_refusals_total", "error" => error).increment(1);
+            let anonymous = Actor {
+                kind: domain::ActorKind::Anonymous,
+                id: None,
+            };
+            let meta = ctx.metadata(anonymous, Some(organization_id));
+            if let Err(e) = commands::grant::record_refusal(
+                &state.bus,
+                client_id,
+                organization_id,
+                error,
+                &description,
+                &meta,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "a refused authorization request could not be recorded");
+            }
             let mut pairs = vec![
                 ("error", error),
                 ("error_description", description.as_str()),
@@ -71,7 +90,9 @@ pub async fn refused(state: &AppState, refusal: Refusal) -> Response {
 }
 
 /// The person's session, if the browser holds one that is live and of
-/// the client's organization.
+/// the client's organization. Checked against the token views (kept
+/// current by the log's subscription); once a minute the use is recorded
+/// through the command side, which checks it against the log again.
 pub async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
@@ -79,11 +100,26 @@ pub async fn current_session(
     organization_id: uuid::Uuid,
 ) -> Option<Session> {
     let cookie = cookies::read(headers, &cookie_name(state, SESSION_COOKIE))?;
+    let (id, secret) = commands::session::parse_cookie(&cookie)?;
+    let session = state.tokens.session(id).await.ok()??;
+    if session.organization_id != organization_id
+        || !commands::crypto::secret_matches(secret, &session.secret_hash)
+    {
+        return None;
+    }
+    let now = state.clock.now();
+    session.check(now).ok()?;
+    let user = state.tokens.user(session.user_id).await.ok()??;
+    if !user.is_active() {
+        return None;
+    }
+    if now - session.last_used_at < domain::session::USE_RECORDED_EVERY {
+        return Some((*session).clone());
+    }
     let meta = ctx.metadata(Actor::system(), Some(organization_id));
-    let session = commands::session::authenticate(&state.bus, &cookie, &meta)
+    commands::session::authenticate(&state.bus, &cookie, &meta)
         .await
-        .ok()?;
-    (session.organization_id == organization_id).then_some(session)
+        .ok()
 }
 
 /// The request's metadata, acting as the person.
@@ -102,7 +138,7 @@ async fn authorize(
 ) -> Response {
     let req = match request::parse(state, pairs).await {
         Ok(r) => r,
-        Err(refusal) => return refused(state, refusal).await,
+        Err(refusal) => return refused(state, ctx, refusal).await,
     };
     let organization = req.client.organization_id;
     let session = current_session(state, headers, ctx, organization).await;
@@ -116,6 +152,7 @@ async fn authorize(
         _ if req.prompt.none => {
             return refused(
                 state,
+                ctx,
                 req.refuse("login_required", "the person is not signed in"),
             )
             .await;
@@ -150,12 +187,13 @@ async fn continue_with(
     if req.client.settings.skip_consent {
         return issue(state, ctx, &req, &session, None).await;
     }
-    let consents = match commands::grant::consents(&state.bus, session.user_id).await {
-        Ok(c) => c,
+    let consents = match state.tokens.consents(session.user_id).await {
+        Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a person's consents");
             return refused(
                 state,
+                ctx,
                 req.refuse("server_error", "the consent could not be read"),
             )
             .await;
@@ -169,6 +207,7 @@ async fn continue_with(
         _ if req.prompt.none => {
             refused(
                 state,
+                ctx,
                 req.refuse(
                     "consent_required",
                     "the person has not consented to this client",
@@ -235,6 +274,7 @@ pub async fn issue(
             tracing::error!(error = %e, "an authorization code could not be issued");
             refused(
                 state,
+                ctx,
                 req.refuse("server_error", "the code could not be issued"),
             )
             .await

@@ -27,7 +27,7 @@ pub async fn show(
     let pairs = query.map(|Query(q)| q).unwrap_or_default();
     let req = match request::parse(&state, pairs).await {
         Ok(r) => r,
-        Err(refusal) => return refused(&state, refusal).await,
+        Err(refusal) => return refused(&state, &ctx, refusal).await,
     };
     let Some(session) = current_session(&state, &headers, &ctx, req.client.organization_id).await
     else {
@@ -89,7 +89,7 @@ pub async fn decide(
         .collect();
     let req = match request::parse(&state, params).await {
         Ok(r) => r,
-        Err(refusal) => return refused(&state, refusal).await,
+        Err(refusal) => return refused(&state, &ctx, refusal).await,
     };
     let organization = req.client.organization_id;
     let Some(session) = current_session(&state, &headers, &ctx, organization).await else {
@@ -109,6 +109,7 @@ pub async fn decide(
     if decision.as_deref() != Some("allow") {
         return refused(
             &state,
+            &ctx,
             req.refuse("access_denied", "the person denied the request"),
         )
         .await;
@@ -129,10 +130,12 @@ pub async fn decide(
         &meta,
     )
     .await;
+    state.tokens.consents.invalidate(session.user_id);
     if let Err(e) = given {
         tracing::error!(error = %e, "a consent could not be recorded");
         return refused(
             &state,
+            &ctx,
             req.refuse("server_error", "the consent could not be recorded"),
         )
         .await;
@@ -143,6 +146,7 @@ pub async fn decide(
             tracing::error!(error = %e, "cannot read a person's consents");
             return refused(
                 &state,
+                &ctx,
                 req.refuse("server_error", "the consent could not be read"),
             )
             .await;

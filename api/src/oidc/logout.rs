@@ -192,6 +192,7 @@ async fn end_session(
                 "You could not be signed out. Try again.",
             );
         }
+        state.tokens.sessions.invalidate(session.id);
         metrics::counter!("idp_logouts_total").increment(1);
     }
     let mut resp = match back {

@@ -74,6 +74,8 @@ pub enum Refusal {
         error: &'static str,
         description: String,
         state: Option<String>,
+        client_id: Uuid,
+        organization_id: Uuid,
     },
 }
 
@@ -94,6 +96,8 @@ impl AuthRequest {
             error,
             description: description.into(),
             state: self.state.clone(),
+            client_id: self.client_id,
+            organization_id: self.client.organization_id,
         }
     }
 

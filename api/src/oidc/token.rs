@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use commands::grant::{Redeemed, RefreshPolicy};
 use commands::tokens::{Grant as TokenGrant, Person};
 use domain::client::{Client, GrantType, narrowed_scope};
-use domain::grant::{Grant, GrantError, RevokeReason};
-use domain::session::Session;
+use domain::grant::{GrantError, RevokeReason};
 use domain::signing_key::KeyAlgorithm;
 use domain::user::User;
 use serde_json::{Value, json};
@@ -74,13 +73,34 @@ pub async fn authorization_code(
         domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
+    let facts = commands::grant::code_scope(&state.bus, code)
+        .await
+        .map_err(grant_error)?;
+    let issued = facts
+        .issued
+        .as_ref()
+        .filter(|i| i.client_id == auth.client_id)
+        .ok_or_else(|| OAuthError::invalid_grant(GrantError::InvalidCode.to_string()))?;
+    let prepared = prepare(
+        state,
+        &auth,
+        GrantType::AuthorizationCode,
+        issued,
+        &issued.scope,
+        form,
+    )
+    .await?;
+    let request = commands::grant::CodeRequest {
+        code,
+        client_id: auth.client_id,
+        redirect_uri,
+        code_verifier: verifier,
+    };
     let redeemed = commands::grant::redeem(
         &state.bus,
-        code,
-        auth.client_id,
-        redirect_uri,
-        verifier,
+        request,
         refresh_policy(state, &auth.client),
+        prepared.access.clone(),
         &meta,
     )
     .await
@@ -99,18 +119,19 @@ pub async fn authorization_code(
             ));
         }
     };
-    let scope = grant.scope.clone();
-    answer(
+    let issued = grant
+        .issued
+        .as_ref()
+        .ok_or_else(|| OAuthError::invalid_grant("unknown grant"))?;
+    respond(
         state,
-        ctx,
         &auth,
         GrantType::AuthorizationCode,
-        &grant,
-        &scope,
+        issued,
+        &issued.scope,
+        prepared,
         refresh,
-        form,
     )
-    .await
 }
 
 /// `grant_type=refresh_token` with a refresh token of a person's grant.
@@ -126,7 +147,7 @@ pub async fn refresh(
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let (grant_id, _, _) = commands::grant::parse_refresh(presented)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
-    let grant = commands::grant::load(&state.bus, grant_id)
+    let grant = commands::grant::facts(&state.bus, grant_id)
         .await
         .map_err(grant_error)?;
     let Some(issued) = grant.issued.clone() else {
@@ -159,33 +180,28 @@ pub async fn refresh(
         &auth.client.settings.scopes,
     )?;
     let policy = refresh_policy(state, &auth.client);
+    let prepared = prepare(state, &auth, GrantType::RefreshToken, &issued, &scope, form).await?;
     match commands::grant::refresh(
         &state.bus,
         presented,
         auth.client_id,
         scope.clone(),
         policy.lifetime,
+        prepared.access.clone(),
         &meta,
     )
     .await
     .map_err(grant_error)?
     {
-        Redeemed::Granted {
-            grant,
+        Redeemed::Granted { refresh_token, .. } => respond(
+            state,
+            &auth,
+            GrantType::RefreshToken,
+            &issued,
+            &scope,
+            prepared,
             refresh_token,
-        } => {
-            answer(
-                state,
-                ctx,
-                &auth,
-                GrantType::RefreshToken,
-                &grant,
-                &scope,
-                refresh_token,
-                form,
-            )
-            .await
-        }
+        ),
         Redeemed::Replayed { grant_id } => {
             state.tokens.grants.invalidate(grant_id);
             metrics::counter!("idp_refresh_reuse_detected_total").increment(1);
@@ -198,73 +214,74 @@ pub async fn refresh(
 }
 
 /// Why a grant may no longer be used, if it may not: its session was
-/// ended, its consent withdrawn, or its person cannot sign in.
+/// ended, its consent withdrawn, or its person cannot sign in (each as
+/// the token views have it, kept current by the log's subscription).
 async fn ended_because(
     state: &AppState,
     issued: &domain::grant::CodeIssued,
 ) -> Result<Option<RevokeReason>, OAuthError> {
-    let (session, _) = state
-        .bus
-        .load_current::<Session>(&issued.session_id.to_string())
+    let views = &state.tokens;
+    let session = views
+        .session(issued.session_id)
         .await
         .map_err(|e| OAuthError::server_error(&e))?;
-    if session.revoked.is_some() {
+    if session.is_none_or(|s| s.revoked.is_some()) {
         return Ok(Some(RevokeReason::SessionEnded));
     }
     if let Some(since) = issued.consent_since {
-        let consents = commands::grant::consents(&state.bus, issued.user_id)
+        let consents = views
+            .consents(issued.user_id)
             .await
             .map_err(|e| OAuthError::server_error(&e))?;
-        if consents
-            .by_client
-            .get(&issued.client_id)
-            .is_none_or(|c| c.since != since)
-        {
+        let still = consents
+            .as_ref()
+            .and_then(|c| c.by_client.get(&issued.client_id))
+            .is_some_and(|c| c.since == since);
+        if !still {
             return Ok(Some(RevokeReason::ConsentRevoked));
         }
     }
-    let (user, _) = state
-        .bus
-        .load_current::<User>(&issued.user_id.to_string())
+    let user = views
+        .user(issued.user_id)
         .await
         .map_err(|e| OAuthError::server_error(&e))?;
-    if !user.is_active() {
+    if !user.is_some_and(|u| u.is_active()) {
         return Ok(Some(RevokeReason::UserInactive));
     }
     Ok(None)
 }
 
-/// The token response: an access token for the person, the ID token when
-/// `openid` was granted, the refresh token when one was earned.
-#[allow(clippy::too_many_arguments)]
-async fn answer(
+/// An access token signed for a person's grant and not yet handed out:
+/// the grant's command records it, and only then is it answered.
+struct Prepared {
+    token: String,
+    claims: jose::AccessTokenClaims,
+    user: std::sync::Arc<User>,
+    access: commands::grant::Access,
+}
+
+/// Signs the access token a request of `auth` earns under the grant
+/// `issued` with `scope` (nothing recorded yet).
+async fn prepare(
     state: &AppState,
-    ctx: &RequestContext,
     auth: &AuthenticatedClient,
     grant_type: GrantType,
-    grant: &Grant,
+    issued: &domain::grant::CodeIssued,
     scope: &str,
-    refresh: Option<String>,
     form: &Form,
-) -> Result<Response, OAuthError> {
-    let issued = grant
-        .issued
-        .as_ref()
-        .ok_or_else(|| OAuthError::invalid_grant("unknown grant"))?;
+) -> Result<Prepared, OAuthError> {
     let audience = auth
         .client
         .settings
         .audience_for(form.get("resource"), &state.tokens.issuer)?;
-    let meta = ctx.metadata(
-        domain::Actor::client(auth.client_id.to_string()),
-        Some(auth.client.organization_id),
-    );
-    let (user, _) = state
-        .bus
-        .load_current::<User>(&issued.user_id.to_string())
+    let user = state
+        .tokens
+        .user(issued.user_id)
         .await
-        .map_err(|e| OAuthError::server_error(&e))?;
-    let access = crate::access::token_claims(
+        .map_err(|e| OAuthError::server_error(&e))?
+        .filter(|u| u.is_active())
+        .ok_or_else(|| OAuthError::invalid_grant("the person can no longer sign in"))?;
+    let roles = crate::access::token_claims(
         state,
         crate::access::Subject::User {
             id: issued.user_id,
@@ -272,31 +289,57 @@ async fn answer(
         },
     )
     .await;
-    let (token, claims) = state
-        .issue_token(
-            TokenGrant {
-                client_id: auth.client_id,
-                client: &auth.client,
-                grant_type: grant_type.as_str(),
-                scope,
-                audience: &audience,
-                auth_method: auth.method.as_str(),
-                secret_id: auth.secret_id,
-                auth_token_id: None,
-                person: Some(Person {
-                    user_id: issued.user_id,
-                    grant_id: issued.grant_id,
-                }),
-                claims: access,
-            },
-            &meta,
-        )
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?;
+    let grant = TokenGrant {
+        client_id: auth.client_id,
+        client: &auth.client,
+        grant_type: grant_type.as_str(),
+        scope,
+        audience: &audience,
+        auth_method: auth.method.as_str(),
+        secret_id: auth.secret_id,
+        auth_token_id: None,
+        person: Some(Person {
+            user_id: issued.user_id,
+            grant_id: issued.grant_id,
+        }),
+        claims: roles,
+    };
+    let (token, claims, record) = commands::tokens::sign_unrecorded(
+        &state.tokens.issuer,
+        &grant,
+        |c| state.tokens.sign(c),
+        state.clock.now(),
+    )
+    .map_err(|e| OAuthError::server_error(&e))?;
+    Ok(Prepared {
+        token,
+        claims,
+        user,
+        access: commands::grant::Access {
+            issued: Some(domain::grant::IssuedAccess {
+                jti: record.jti,
+                expires_at: record.expires_at,
+            }),
+            secret_id: auth.secret_id,
+        },
+    })
+}
+
+/// The token response: the access token, the ID token when `openid` was
+/// granted, the refresh token when one was earned.
+fn respond(
+    state: &AppState,
+    auth: &AuthenticatedClient,
+    grant_type: GrantType,
+    issued: &domain::grant::CodeIssued,
+    scope: &str,
+    prepared: Prepared,
+    refresh: Option<String>,
+) -> Result<Response, OAuthError> {
     let mut body = json!({
-        "access_token": token,
+        "access_token": prepared.token,
         "token_type": "Bearer",
-        "expires_in": claims.exp - claims.iat,
+        "expires_in": prepared.claims.exp - prepared.claims.iat,
         "scope": scope,
     });
     if let Some(o) = body.as_object_mut() {
@@ -309,9 +352,9 @@ async fn answer(
                 &auth.client,
                 auth.client_id,
                 issued,
-                &user,
+                &prepared.user,
                 scope,
-                &token,
+                &prepared.token,
                 nonce,
             )?;
             o.insert("id_token".into(), json!(id_token));

@@ -6,7 +6,6 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use domain::user::User;
 use serde_json::{Value, json};
 
 use crate::authorization::{BearerError, bearer_with_scope};
@@ -96,8 +95,9 @@ async fn userinfo(state: &AppState, headers: &HeaderMap) -> Response {
             );
         }
     };
-    let user = match state.bus.load_current::<User>(&user_id).await {
-        Ok((u, _)) if u.is_active() => u,
+    let id = uuid::Uuid::parse_str(&user_id).unwrap_or_default();
+    let user = match state.tokens.user(id).await {
+        Ok(Some(u)) if u.is_active() => u,
         Ok(_) => {
             return challenge(
                 StatusCode::UNAUTHORIZED,

@@ -86,6 +86,7 @@ pub async fn revoke_consent(
     .await
     {
         Ok(out) => {
+            state.tokens.consents.invalidate(caller.session.user_id);
             crate::admin::settle(&state, &out).await?;
             Ok(StatusCode::NO_CONTENT)
         }

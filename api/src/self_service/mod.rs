@@ -212,6 +212,8 @@ pub async fn revoke_all(
     let mut revoked = 0;
     for id in ids {
         let out = commands::session::revoke(&state.bus, id, reason, meta).await?;
+        // This node's authorization endpoint stops honouring it at once.
+        state.tokens.sessions.invalidate(id);
         if out.events > 0 {
             revoked += 1;
         }

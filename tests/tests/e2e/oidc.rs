@@ -745,6 +745,20 @@ async fn every_refusal_the_flow_owes() {
     let (st, _, challenge) = userinfo_status(&s, &admin.token).await;
     assert_eq!(st, 403, "{challenge}");
     assert!(challenge.contains("insufficient_scope"));
+
+    // Requests sent back with an error are in the audit trail.
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        "/admin/audit?action=authorization.refused.v1&limit=50",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert!(items.len() >= 8, "{v}");
+    assert!(items.iter().all(|e| e["source_ip"].is_string()), "{v}");
 }
 
 #[tokio::test]
