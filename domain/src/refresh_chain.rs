@@ -7,7 +7,7 @@
 //! Presenting a used one again means a copy is held by someone else: the
 //! aggregate records the reuse and revokes the whole chain.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use uuid::Uuid;
 
@@ -47,18 +47,30 @@ pub enum Presented {
     Invalid,
 }
 
-/// A chain's live refresh token and the fingerprints of those rotated away.
+/// How many rotated-away tokens a chain remembers, newest kept. A token
+/// older than that is refused like an unknown one (it never works again)
+/// but no longer revokes the chain: the state a refresh loads and copies
+/// stays small however long the chain lives (a token refreshed every five
+/// minutes for a year rotates 100,000 times).
+pub const REMEMBERED_USED: usize = 256;
+
+/// A chain's live refresh token and the fingerprints of the latest ones
+/// rotated away (at most [`REMEMBERED_USED`], oldest first).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefreshChain {
     pub current: Option<CurrentRefresh>,
-    pub used: HashMap<Uuid, [u8; FINGERPRINT_LEN]>,
+    pub used: VecDeque<(Uuid, [u8; FINGERPRINT_LEN])>,
 }
 
 impl RefreshChain {
     /// Makes `(id, hash)` the live token; the one before it becomes used.
     pub fn rotate(&mut self, id: Uuid, hash: &str) {
         if let Some(previous) = self.current.take() {
-            self.used.insert(previous.id, fingerprint(&previous.hash));
+            if self.used.len() >= REMEMBERED_USED {
+                self.used.pop_front();
+            }
+            self.used
+                .push_back((previous.id, fingerprint(&previous.hash)));
         }
         self.current = Some(CurrentRefresh {
             id,
@@ -77,8 +89,8 @@ impl RefreshChain {
                 Presented::Invalid
             };
         }
-        match self.used.get(&id) {
-            Some(used) if constant_time_eq(used, &fingerprint(hash)) => Presented::Reused,
+        match self.used.iter().find(|(used, _)| *used == id) {
+            Some((_, fp)) if constant_time_eq(fp, &fingerprint(hash)) => Presented::Reused,
             _ => Presented::Invalid,
         }
     }
@@ -109,5 +121,24 @@ mod tests {
         assert_eq!(chain.presented(Uuid::from_u128(1), C), Presented::Invalid);
         assert_eq!(chain.presented(Uuid::from_u128(2), A), Presented::Invalid);
         assert_eq!(chain.presented(Uuid::from_u128(3), A), Presented::Invalid);
+    }
+
+    #[test]
+    fn a_long_chain_remembers_its_latest_tokens_only() {
+        let mut chain = RefreshChain::default();
+        let n = REMEMBERED_USED as u128 + 10;
+        for i in 0..=n {
+            chain.rotate(Uuid::from_u128(i), A);
+        }
+        assert_eq!(chain.used.len(), REMEMBERED_USED);
+        assert_eq!(
+            chain.presented(Uuid::from_u128(n - 1), A),
+            Presented::Reused
+        );
+        assert_eq!(
+            chain.presented(Uuid::from_u128(0), A),
+            Presented::Invalid,
+            "too old to remember: refused, without revoking"
+        );
     }
 }
