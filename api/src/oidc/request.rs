@@ -101,12 +101,15 @@ impl AuthRequest {
         }
     }
 
-    /// The request as a query string, with `prompt` values that were
-    /// answered (login, select_account) left out: where the sign-in pages
-    /// continue to.
+    /// The request as a query string, with what a fresh sign-in answers
+    /// left out (`prompt` login and select_account, `max_age`): where the
+    /// sign-in pages continue to.
     pub fn continue_path(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.params {
+            if k == "max_age" {
+                continue;
+            }
             if k == "prompt" {
                 let kept: Vec<&str> = v
                     .split(' ')

@@ -713,6 +713,19 @@ async fn every_refusal_the_flow_owes() {
         "{v}"
     );
 
+    // max_age=0 asks for a sign-in even with a session, then answers.
+    let url = authorize_url(&s, &client_id, &[("max_age", "0")]);
+    let seen = visit(&c, Method::GET, &url, None).await;
+    assert!(
+        seen.location.unwrap().starts_with("/login?"),
+        "max_age=0 signs in again"
+    );
+    let (back, _) = through_pages(&s, &c, &url, "ada").await;
+    assert!(
+        query(&back).contains_key("code"),
+        "and then answers: {back}"
+    );
+
     // Signed in, but another client was never consented to: prompt=none
     // cannot ask.
     let (other, _) = make_client(&s, &admin, false).await;
