@@ -398,6 +398,9 @@ pub async fn update(
     let out = commands::client::change(&state.bus, id, changes, &meta)
         .await
         .map_err(Problem::from)?;
+    // This node's token endpoint and authorization endpoint see the new
+    // settings at once; other nodes when the event reaches them.
+    state.tokens.clients.invalidate(id);
     settle(&state, &out).await?;
     Ok(Json(load(&state, id).await?))
 }

@@ -184,7 +184,7 @@ async fn continue_with(
     req: AuthRequest,
     session: Session,
 ) -> Response {
-    if req.client.settings.skip_consent {
+    if req.client.settings.skip_consent && !req.prompt.consent {
         return issue(state, ctx, &req, &session, None).await;
     }
     let consents = match state.tokens.consents(session.user_id).await {

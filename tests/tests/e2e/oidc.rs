@@ -747,6 +747,30 @@ async fn every_refusal_the_flow_owes() {
     let posted = visit(&c, Method::POST, &s.url("/consent"), Some(&forged)).await;
     assert_eq!(posted.status, 403);
 
+    // A first-party client needs no consent, unless the request asks.
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::PATCH,
+        &format!("/admin/clients/{other}"),
+        Some(json!({"skip_consent": true})),
+    )
+    .await;
+    assert_eq!((st, &v["skip_consent"]), (200, &json!(true)), "{v}");
+    let q = sent_back(&c, &authorize_url(&s, &other, &[])).await;
+    assert!(q.contains_key("code"), "no consent screen: {q:?}");
+    let seen = visit(
+        &c,
+        Method::GET,
+        &authorize_url(&s, &other, &[("prompt", "consent")]),
+        None,
+    )
+    .await;
+    assert!(
+        seen.location.unwrap().starts_with("/consent?"),
+        "prompt=consent asks anyway"
+    );
+
     // UserInfo without a token, and with a client's own token.
     let r = reqwest::Client::new()
         .get(s.url("/oauth/userinfo"))
