@@ -2,8 +2,7 @@
 //! session, their consent, and the code sent back to the client; or the
 //! sign-in page, the consent page, or the error the request earns.
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use domain::session::Session;
@@ -11,7 +10,7 @@ use domain::{Actor, Metadata};
 use time::Duration;
 
 use super::request::{self, AuthRequest, Refusal};
-use super::{message, see_other, theme, with_query};
+use super::{Params, message, see_other, theme, with_query};
 use crate::authentication::cookie_name;
 use crate::authentication::cookies::{self, SESSION_COOKIE};
 use crate::context::RequestContext;
@@ -19,23 +18,13 @@ use crate::state::AppState;
 
 type Pairs = Vec<(String, String)>;
 
-pub async fn get(
+/// `/authorize`, GET or POST.
+pub async fn handle(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
-    query: Result<Query<Pairs>, axum::extract::rejection::QueryRejection>,
+    Params(pairs): Params,
 ) -> Response {
-    let pairs = query.map(|Query(q)| q).unwrap_or_default();
-    authorize(&state, &ctx, &headers, pairs).await
-}
-
-pub async fn post(
-    State(state): State<AppState>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    form: Result<Form<Pairs>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let pairs = form.map(|Form(f)| f).unwrap_or_default();
     authorize(&state, &ctx, &headers, pairs).await
 }
 

@@ -2,15 +2,14 @@
 //! and the person's decision. An allowed request is remembered (a
 //! `consent.given` event) and answered with the code at once.
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use domain::user::User;
 
 use super::authorize::{as_person, current_session, issue, login_path, refused};
 use super::request::{self, PARAMS};
-use super::{csrf_ok, csrf_token, html, message, see_other, theme};
+use super::{Params, csrf_ok, csrf_token, html, message, see_other, theme};
 use crate::context::RequestContext;
 use crate::state::AppState;
 
@@ -22,9 +21,8 @@ pub async fn show(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
-    query: Result<Query<Pairs>, axum::extract::rejection::QueryRejection>,
+    Params(pairs): Params,
 ) -> Response {
-    let pairs = query.map(|Query(q)| q).unwrap_or_default();
     let req = match request::parse(&state, pairs).await {
         Ok(r) => r,
         Err(refusal) => return refused(&state, &ctx, refusal).await,
@@ -71,9 +69,8 @@ pub async fn decide(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
-    form: Result<Form<Pairs>, axum::extract::rejection::FormRejection>,
+    Params(pairs): Params,
 ) -> Response {
-    let pairs = form.map(|Form(f)| f).unwrap_or_default();
     let field = |name: &str| {
         pairs
             .iter()

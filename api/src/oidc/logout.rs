@@ -4,8 +4,7 @@
 //! page. A `post_logout_redirect_uri` must be one the client registered,
 //! matched exactly; `state` goes back with it.
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use domain::session::{RevokeReason, Session};
@@ -13,7 +12,7 @@ use domain::{Actor, Metadata};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{csrf_ok, csrf_token, html, message, see_other, theme, with_query};
+use super::{Params, csrf_ok, csrf_token, html, message, see_other, theme, with_query};
 use crate::authentication::cookie_name;
 use crate::authentication::cookies::{self, SESSION_COOKIE};
 use crate::context::RequestContext;
@@ -31,24 +30,16 @@ const PARAMS: &[&str] = &[
     "ui_locales",
 ];
 
-pub async fn get(
+/// `/oauth/end_session`, GET or POST (a POST may carry the confirmation).
+pub async fn handle(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
-    query: Result<Query<Pairs>, axum::extract::rejection::QueryRejection>,
+    method: axum::http::Method,
+    Params(pairs): Params,
 ) -> Response {
-    let pairs = query.map(|Query(q)| q).unwrap_or_default();
-    end_session(&state, &ctx, &headers, pairs, false).await
-}
-
-pub async fn post(
-    State(state): State<AppState>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    form: Result<Form<Pairs>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let pairs = form.map(|Form(f)| f).unwrap_or_default();
-    end_session(&state, &ctx, &headers, pairs, true).await
+    let posted = method == axum::http::Method::POST;
+    end_session(&state, &ctx, &headers, pairs, posted).await
 }
 
 /// The session the browser holds, live, whatever its organization.

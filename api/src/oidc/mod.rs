@@ -25,11 +25,14 @@ pub mod userinfo;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/authorize", get(authorize::get).post(authorize::post))
+        .route("/authorize", get(authorize::handle).post(authorize::handle))
         .route("/consent", get(consent::show).post(consent::decide))
         .route("/login", get(login::show).post(login::step))
         .route("/oauth/userinfo", get(userinfo::get).post(userinfo::post))
-        .route("/oauth/end_session", get(logout::get).post(logout::post))
+        .route(
+            "/oauth/end_session",
+            get(logout::handle).post(logout::handle),
+        )
         .route("/assets/pages.css", get(stylesheet))
         .route("/assets/passkey.js", get(passkey_script))
 }
@@ -136,6 +139,27 @@ pub fn message(theme: &pages::Theme, status: StatusCode, title: &str, text: &str
             link: None,
         }),
     )
+}
+
+/// A request's parameters, each pair as sent: the query string of a GET,
+/// the form body of a POST (a body that cannot be read is none).
+pub struct Params(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.method() == axum::http::Method::POST {
+            let form = axum::Form::<Vec<(String, String)>>::from_request(req, state).await;
+            return Ok(Self(form.map(|axum::Form(f)| f).unwrap_or_default()));
+        }
+        let query = req.uri().query().unwrap_or_default();
+        Ok(Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
 }
 
 /// A redirect the browser follows with GET (303), never cached.

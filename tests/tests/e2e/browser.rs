@@ -106,6 +106,29 @@ async fn wait_for_path(page: &Page, part: &str) -> String {
     panic!("the browser never reached {part}: {:?}", page.url().await);
 }
 
+/// Types `text` into the field `selector`, as a person would.
+async fn fill(page: &Page, selector: &str, text: &str) {
+    page.find_element(selector)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap()
+        .type_str(text)
+        .await
+        .unwrap();
+}
+
+/// Clicks the element `selector`.
+async fn press(page: &Page, selector: &str) {
+    page.find_element(selector)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn wait_for_text(page: &Page, text: &str) {
     for _ in 0..100 {
         if page.content().await.is_ok_and(|html| html.contains(text)) {
@@ -226,51 +249,17 @@ async fn a_person_signs_in_through_the_pages_with_a_password_then_a_passkey() {
         Vec::<String>::new(),
         "the sign-in page"
     );
-    page.find_element("#identifier")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap()
-        .type_str("ada")
-        .await
-        .unwrap();
-    page.find_element("#password")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap()
-        .type_str("wrong password!")
-        .await
-        .unwrap();
-    page.find_element("button[value=password]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&page, "#identifier", "ada").await;
+    fill(&page, "#password", "wrong password!").await;
+    press(&page, "button[value=password]").await;
     wait_for_text(&page, "is not right").await;
     assert_eq!(
         violations(&page, &axe).await,
         Vec::<String>::new(),
         "the page with an error"
     );
-    page.find_element("#password")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap()
-        .type_str(PASSWORD)
-        .await
-        .unwrap();
-    page.find_element("button[value=password]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill(&page, "#password", PASSWORD).await;
+    press(&page, "button[value=password]").await;
     wait_for_path(&page, "/consent").await;
     wait_for_text(&page, "Allow Notes to access your account?").await;
     assert_eq!(
@@ -278,12 +267,7 @@ async fn a_person_signs_in_through_the_pages_with_a_password_then_a_passkey() {
         Vec::<String>::new(),
         "the consent page"
     );
-    page.find_element("button[value=allow]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&page, "button[value=allow]").await;
     let query = wait_for_callback(&seen, 1).await;
     let tokens = redeem(&s, &client_id, &redirect, &query).await;
     assert!(tokens["id_token"].is_string());
@@ -319,21 +303,11 @@ async fn a_person_signs_in_through_the_pages_with_a_password_then_a_passkey() {
         Vec::<String>::new(),
         "the sign-out page"
     );
-    page.find_element("button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&page, "button[type=submit]").await;
     wait_for_text(&page, "You are signed out").await;
     page.goto(authorize.as_str()).await.unwrap();
     wait_for_path(&page, "/login").await;
-    page.find_element("#passkey")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    press(&page, "#passkey").await;
     let query = wait_for_callback(&seen, 2).await;
     let tokens = redeem(&s, &client_id, &redirect, &query).await;
     let payload = tokens["id_token"]
