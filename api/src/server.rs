@@ -548,7 +548,10 @@ mod tests {
         let event = eventlog::NewEvent::new(
             "organization.created.v1",
             json!({"marker": "kept"}),
-            Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc()),
+            Metadata::system(
+                uuid::Uuid::now_v7(),
+                time::macros::datetime!(2026-12-01 12:00 UTC),
+            ),
         );
         log.append(
             "organization-1",

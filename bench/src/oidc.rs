@@ -55,12 +55,7 @@ fn challenge() -> String {
     commands::grant::s256(VERIFIER)
 }
 
-async fn json_call(
-    http: &reqwest::Client,
-    req: reqwest::RequestBuilder,
-    what: &str,
-) -> Result<Value, BenchError> {
-    let _ = http;
+async fn json_call(req: reqwest::RequestBuilder, what: &str) -> Result<Value, BenchError> {
     let r = req.send().await.map_err(setup)?;
     let status = r.status();
     let text = r.text().await.map_err(setup)?;
@@ -96,7 +91,6 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
         .build()
         .map_err(setup)?;
     let admin_token = json_call(
-        &http,
         http.post(format!("{base}/oauth/token"))
             .basic_auth(&args.server.client_id, Some(&args.server.client_secret))
             .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")]),
@@ -109,7 +103,6 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
     let run = uuid::Uuid::now_v7().simple().to_string();
     let username = format!("bench-{}", &run[20..]);
     json_call(
-        &http,
         http.post(format!("{base}/admin/users"))
             .bearer_auth(&admin_token)
             .json(&json!({
@@ -121,7 +114,6 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
     )
     .await?;
     let client = json_call(
-        &http,
         http.post(format!("{base}/admin/clients"))
             .bearer_auth(&admin_token)
             .json(&json!({
@@ -136,7 +128,6 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
     .await?;
     let client_id = client["client_id"].as_str().unwrap_or_default().to_owned();
     let secret = json_call(
-        &http,
         http.post(format!("{base}/admin/clients/{client_id}/secrets"))
             .bearer_auth(&admin_token)
             .json(&json!({"description": "bench"})),
@@ -156,7 +147,6 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
             .build()
             .map_err(setup)?;
         let started = json_call(
-            &b,
             b.post(format!("{base}/authentication/start")).json(
                 &json!({"organization_id": args.server.organization_id, "client_id": client_id}),
             ),
@@ -164,16 +154,13 @@ pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
         )
         .await?;
         let id = started["session_id"].clone();
-        json_call(
-            &b,
-            b.post(format!("{base}/authentication/authenticate")).json(&json!({
+        json_call(b.post(format!("{base}/authentication/authenticate")).json(&json!({
                 "session_id": id, "method": "password", "identifier": username, "password": PASSWORD,
             })),
             "password",
         )
         .await?;
         json_call(
-            &b,
             b.post(format!("{base}/authentication/complete"))
                 .json(&json!({"session_id": id})),
             "complete",

@@ -13,7 +13,7 @@ use domain::Metadata;
 use domain::consent::{ConsentCommand, ConsentError, Consents};
 use domain::grant::{
     CODE_LIFETIME, CodeIssued, Grant, GrantCommand, GrantError, IssuedAccess, NewRefresh,
-    Redemption, RevokeReason, Rotation,
+    Redemption, RevokeReason, Rotation, Standing,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -42,6 +42,14 @@ pub fn parse_refresh(value: &str) -> Option<(Uuid, Uuid, String)> {
 /// Whether `value` looks like one of this module's refresh tokens.
 pub fn is_grant_refresh(value: &str) -> bool {
     value.starts_with(REFRESH_PREFIX)
+}
+
+/// A PKCE code verifier, or an S256 challenge (RFC 7636 §4.1): 43 to 128
+/// characters of `[A-Za-z0-9-._~]`.
+pub fn is_pkce_value(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// The PKCE S256 transform (RFC 7636 §4.2): BASE64URL(SHA-256(verifier)).
@@ -125,9 +133,9 @@ pub async fn issue_code(
     Ok((value, grant_id, outcome))
 }
 
-/// The scope a code would grant, read from its grant (for signing the
-/// access token before the redemption records it).
-pub async fn code_scope(
+/// The grant a code names, with the facts fixed at its issue (for signing
+/// the access token before the redemption records it).
+pub async fn code_facts(
     bus: &CommandBus,
     code_value: &str,
 ) -> Result<Grant, CommandError<GrantError>> {
@@ -172,6 +180,11 @@ pub enum Redeemed {
     },
     /// The code or refresh token had been used: the grant is now revoked.
     Replayed { grant_id: Uuid },
+    /// What the grant stood on is gone: the grant is now revoked.
+    Ended {
+        grant_id: Uuid,
+        reason: RevokeReason,
+    },
 }
 
 /// The grant `id` as it is after this node's last command on it.
@@ -274,31 +287,43 @@ pub async fn redeem(
     }
 }
 
-/// Rotates a refresh token: the next one, the grant as it now is, and the
-/// scope of the access token to issue (`scope`, narrowed by the caller).
-/// A rotated-away token presented again is recorded and answered
-/// [`Redeemed::Replayed`].
+/// What a refresh request presents.
+#[derive(Debug, Clone)]
+pub struct RefreshRequest<'a> {
+    /// The refresh token's value.
+    pub value: &'a str,
+    pub client_id: Uuid,
+    /// The scope of the access token to issue, narrowed by the caller.
+    pub scope: String,
+    /// How long the next refresh token lives unused.
+    pub lifetime: Duration,
+}
+
+/// Rotates a refresh token: the next one and the grant as it now is. A
+/// rotated-away token presented again is recorded and answered
+/// [`Redeemed::Replayed`]; a grant whose session, consent or person is
+/// gone (`standing`, as the caller found them) is revoked, recorded and
+/// answered [`Redeemed::Ended`].
 pub async fn refresh(
     bus: &CommandBus,
-    value: &str,
-    client_id: Uuid,
-    scope: String,
-    lifetime: Duration,
+    request: RefreshRequest<'_>,
     access: Access,
+    standing: Standing,
     metadata: &Metadata,
 ) -> Result<Redeemed, CommandError<GrantError>> {
     let (grant_id, token_id, secret) =
-        parse_refresh(value).ok_or(CommandError::Domain(GrantError::InvalidRefresh))?;
-    let (next_value, next) = new_refresh(grant_id, bus.clock().now(), lifetime);
+        parse_refresh(request.value).ok_or(CommandError::Domain(GrantError::InvalidRefresh))?;
+    let (next_value, next) = new_refresh(grant_id, bus.clock().now(), request.lifetime);
     let next_id = next.token_id;
     let command = GrantCommand::Refresh(Box::new(Rotation {
-        client_id,
+        client_id: request.client_id,
         presented_token_id: token_id,
         presented_hash: crypto::hash_secret(&secret),
         refresh: next,
-        scope,
+        scope: request.scope,
         access: access.issued,
         secret_id: access.secret_id,
+        standing,
     }));
     let outcome = bus
         .execute::<Grant>(&grant_id.to_string(), command, metadata)
@@ -309,14 +334,14 @@ pub async fn refresh(
         .current
         .as_ref()
         .is_some_and(|c| c.id == next_id);
-    if ours && after.is_usable() {
-        Ok(Redeemed::Granted {
+    Ok(match after.revoked_because {
+        _ if ours && after.is_usable() => Redeemed::Granted {
             grant: Box::new(after),
             refresh_token: Some(next_value),
-        })
-    } else {
-        Ok(Redeemed::Replayed { grant_id })
-    }
+        },
+        Some(reason) => Redeemed::Ended { grant_id, reason },
+        None => Redeemed::Replayed { grant_id },
+    })
 }
 
 /// Ends a grant: its refresh tokens and access tokens stop working.

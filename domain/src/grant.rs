@@ -253,6 +253,40 @@ pub struct Rotation {
     /// The access token signed for this refresh.
     pub access: Option<IssuedAccess>,
     pub secret_id: Option<Uuid>,
+    /// What the grant stands on, as the caller found it.
+    pub standing: Standing,
+}
+
+/// What a grant stands on, as found when it is used: its session, the
+/// person's consent to its client, the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The session it was issued in was revoked (or is unknown).
+    pub session_ended: bool,
+    /// When the person's current consent to the client was given, if
+    /// they have one.
+    pub consent_since: Option<OffsetDateTime>,
+    /// The person may still sign in.
+    pub person_active: bool,
+}
+
+impl Grant {
+    /// Why the grant may no longer be used although nothing of its own
+    /// ended it: its session was ended, the consent it was made under
+    /// withdrawn (or withdrawn and given again), its person deactivated.
+    pub fn ended_by(&self, standing: &Standing) -> Option<RevokeReason> {
+        let issued = self.issued.as_ref()?;
+        if standing.session_ended {
+            return Some(RevokeReason::SessionEnded);
+        }
+        if issued.consent_since.is_some() && issued.consent_since != standing.consent_since {
+            return Some(RevokeReason::ConsentRevoked);
+        }
+        if !standing.person_active {
+            return Some(RevokeReason::UserInactive);
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,6 +406,7 @@ impl Grant {
             scope,
             access,
             secret_id,
+            standing,
         } = r;
         let issued = self.issued.as_ref().ok_or(GrantError::InvalidRefresh)?;
         if issued.client_id != client_id {
@@ -385,6 +420,11 @@ impl Grant {
         }
         match self.chain.presented(presented_token_id, &presented_hash) {
             Presented::Current => {
+                // Only the holder of the live token learns (and records)
+                // that what the grant stood on is gone.
+                if let Some(reason) = self.ended_by(&standing) {
+                    return Ok(vec![GrantEvent::Revoked(Revoked { reason, at: now })]);
+                }
                 if self.refresh_expires_at.is_some_and(|t| now >= t) {
                     return Err(GrantError::RefreshExpired);
                 }

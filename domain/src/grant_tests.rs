@@ -28,6 +28,13 @@ fn issued() -> CodeIssued {
     }
 }
 
+/// A grant's session, consent and person as they were at its issue.
+const STANDING: Standing = Standing {
+    session_ended: false,
+    consent_since: Some(NOW),
+    person_active: true,
+};
+
 fn refresh(n: u128, c: char) -> NewRefresh {
     NewRefresh {
         token_id: Uuid::from_u128(n),
@@ -130,6 +137,7 @@ fn refresh_rotates_and_a_reused_token_revokes_the_grant() {
             scope: scope.into(),
             access: None,
             secret_id: None,
+            standing: STANDING,
         }))
     };
     assert_eq!(
@@ -151,6 +159,7 @@ fn refresh_rotates_and_a_reused_token_revokes_the_grant() {
         scope: "openid".into(),
         access: None,
         secret_id: None,
+        standing: STANDING,
     }));
     assert_eq!(g.decide(other, NOW), Err(GrantError::InvalidRefresh));
     let events = g
@@ -176,6 +185,7 @@ fn an_expired_refresh_token_is_refused_and_revocation_is_recorded_once() {
         scope: String::new(),
         access: None,
         secret_id: None,
+        standing: STANDING,
     }));
     assert_eq!(
         g.decide(late, NOW + Duration::days(31)),
@@ -188,4 +198,71 @@ fn an_expired_refresh_token_is_refused_and_revocation_is_recorded_once() {
     let g = apply(g, &events);
     assert_eq!(g.revoked_because, Some(RevokeReason::SessionEnded));
     assert_eq!(g.decide(revoke, NOW), Ok(vec![]));
+}
+
+#[test]
+fn a_refresh_finds_what_the_grant_stood_on_gone_and_records_the_end() {
+    let g = redeemed();
+    let refresh_with = |standing: Standing| {
+        GrantCommand::Refresh(Box::new(Rotation {
+            client_id: Uuid::from_u128(3),
+            presented_token_id: Uuid::from_u128(10),
+            presented_hash: hash('b'),
+            refresh: refresh(11, 'c'),
+            scope: "openid".into(),
+            access: None,
+            secret_id: None,
+            standing,
+        }))
+    };
+    for (standing, reason) in [
+        (
+            Standing {
+                session_ended: true,
+                ..STANDING
+            },
+            RevokeReason::SessionEnded,
+        ),
+        (
+            Standing {
+                consent_since: None,
+                ..STANDING
+            },
+            RevokeReason::ConsentRevoked,
+        ),
+        (
+            Standing {
+                consent_since: Some(NOW + Duration::hours(1)),
+                ..STANDING
+            },
+            RevokeReason::ConsentRevoked,
+        ),
+        (
+            Standing {
+                person_active: false,
+                ..STANDING
+            },
+            RevokeReason::UserInactive,
+        ),
+    ] {
+        let events = g.decide(refresh_with(standing), NOW).unwrap_or_default();
+        assert!(
+            matches!(events.as_slice(), [GrantEvent::Revoked(r)] if r.reason == reason),
+            "{reason:?}: {events:?}"
+        );
+        let ended = apply(g.clone(), &events);
+        assert_eq!(
+            ended.decide(refresh_with(STANDING), NOW),
+            Err(GrantError::Revoked(Some(reason)))
+        );
+    }
+    // A wrong token learns nothing and records nothing.
+    let mut wrong = refresh_with(Standing {
+        session_ended: true,
+        ..STANDING
+    });
+    if let GrantCommand::Refresh(r) = &mut wrong {
+        r.presented_hash = hash('z');
+    }
+    assert_eq!(g.decide(wrong, NOW), Err(GrantError::InvalidRefresh));
 }

@@ -169,7 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("log.db").display());
         let log = eventlog::open(&url, &LogOptions::default()).await.unwrap();
-        let meta = Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
+        let meta = Metadata::system(
+            uuid::Uuid::now_v7(),
+            time::macros::datetime!(2026-12-01 12:00 UTC),
+        );
         for i in 0..2500u64 {
             let mut e = NewEvent::new("t.happened.v1", json!({"i": i}), meta.clone());
             if i % 100 == 0 {
@@ -220,7 +223,10 @@ mod tests {
         )
         .await
         .unwrap();
-        let meta = Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
+        let meta = Metadata::system(
+            uuid::Uuid::now_v7(),
+            time::macros::datetime!(2026-12-01 12:00 UTC),
+        );
         for i in 0..20u64 {
             let e = NewEvent::new("t.happened.v1", json!({ "i": i }), meta.clone());
             log.append(&format!("t-{}", i % 3), ExpectedRevision::Any, vec![e])

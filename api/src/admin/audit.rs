@@ -723,6 +723,9 @@ mod tests {
         );
     }
 
+    /// When the entries of [`trail`] happened (any instant will do).
+    const AT: OffsetDateTime = time::macros::datetime!(2026-12-01 12:00 UTC);
+
     /// A read model holding `n` audit entries at positions 1..=n.
     async fn trail(dir: &tempfile::TempDir, n: u64) -> ReadDb {
         use projections::Projection;
@@ -744,10 +747,10 @@ mod tests {
                 data: json!({}).into(),
                 metadata: domain::Metadata {
                     user_agent: Some(format!("agent {i}, \"quoted\"")),
-                    ..domain::Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
+                    ..domain::Metadata::system(Uuid::now_v7(), AT)
                 },
                 subject: None,
-                recorded_at: OffsetDateTime::now_utc(),
+                recorded_at: AT,
             };
             model::AuditProjection
                 .apply(&mut conn, projections::Tables::live(db.dialect), &event)

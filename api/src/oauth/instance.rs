@@ -160,16 +160,15 @@ pub async fn token_exchange(
     .await
 }
 
+/// `grant_type=refresh_token` with an instance's refresh token
+/// (`presented`; the caller checked the client may use the grant).
 pub async fn refresh(
     state: &AppState,
     ctx: &RequestContext,
     form: &Form,
     auth: AuthenticatedClient,
+    presented: &str,
 ) -> Result<Response, OAuthError> {
-    auth.client.may_use(GrantType::RefreshToken)?;
-    let presented = form
-        .get("refresh_token")
-        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let (auth_token_id, _, _) = registration::parse_refresh_token(presented)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
     let chain = owned_by(state, auth_token_id, &auth, "refresh token").await?;

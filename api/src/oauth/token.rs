@@ -50,14 +50,18 @@ async fn handle(
         GrantType::AuthorizationCode => {
             crate::oidc::token::authorization_code(state, ctx, &form, client).await
         }
-        GrantType::RefreshToken
-            if form
+        GrantType::RefreshToken => {
+            client.client.may_use(GrantType::RefreshToken)?;
+            let presented = form
                 .get("refresh_token")
-                .is_some_and(commands::grant::is_grant_refresh) =>
-        {
-            crate::oidc::token::refresh(state, ctx, &form, client).await
+                .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+            // A person's grant (`rg_…`) or an instance's chain (`rf_…`).
+            if commands::grant::is_grant_refresh(presented) {
+                crate::oidc::token::refresh(state, ctx, &form, client, presented).await
+            } else {
+                super::instance::refresh(state, ctx, &form, client, presented).await
+            }
         }
-        GrantType::RefreshToken => super::instance::refresh(state, ctx, &form, client).await,
     }
 }
 

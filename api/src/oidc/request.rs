@@ -128,13 +128,12 @@ impl AuthRequest {
 
 /// Whether `uri` is a loopback IP literal redirect (RFC 8252 §7.3).
 fn loopback_ip(url: &Url) -> bool {
-    url.scheme() == "http"
-        && matches!(
-            url.host(),
-            Some(url::Host::Ipv4(ip)) if ip.is_loopback()
-        )
-        || url.scheme() == "http"
-            && matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    url.scheme() == "http" && loopback
 }
 
 /// Whether `asked` is one of the `registered` redirect URIs: the same
@@ -159,12 +158,6 @@ pub fn redirect_matches(asked: &str, registered: &[String]) -> bool {
                 && r.query() == a.query()
         })
     })
-}
-
-fn is_pkce_value(s: &str) -> bool {
-    (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Reads and checks an authorization request's parameters.
@@ -288,7 +281,7 @@ pub async fn parse(state: &AppState, pairs: Vec<(String, String)>) -> Result<Aut
         }
     }
     let challenge = get("code_challenge").unwrap_or_default();
-    if !is_pkce_value(challenge) {
+    if !commands::grant::is_pkce_value(challenge) {
         return Err(req.refuse(
             "invalid_request",
             "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]",
@@ -343,9 +336,6 @@ pub async fn parse(state: &AppState, pairs: Vec<(String, String)>) -> Result<Aut
         req.max_age = Some(m.parse::<i64>().ok().filter(|m| *m >= 0).ok_or_else(|| {
             req.refuse("invalid_request", "max_age must be a non-negative integer")
         })?);
-    }
-    if get("id_token_hint").is_some() && !p.none {
-        // Accepted and not needed: the session is what is checked.
     }
     if let Some(n) = &req.nonce
         && n.len() > 512

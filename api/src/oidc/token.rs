@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use commands::grant::{Redeemed, RefreshPolicy};
 use commands::tokens::{Grant as TokenGrant, Person};
 use domain::client::{Client, GrantType, narrowed_scope};
-use domain::grant::{GrantError, RevokeReason};
+use domain::grant::{GrantError, RevokeReason, Standing};
 use domain::signing_key::KeyAlgorithm;
 use domain::user::User;
 use serde_json::{Value, json};
@@ -41,12 +41,6 @@ fn refresh_policy(state: &AppState, client: &Client) -> RefreshPolicy {
     }
 }
 
-fn is_verifier(s: &str) -> bool {
-    (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-}
-
 /// `grant_type=authorization_code`.
 pub async fn authorization_code(
     state: &AppState,
@@ -64,7 +58,7 @@ pub async fn authorization_code(
     let verifier = form
         .get("code_verifier")
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
-    if !is_verifier(verifier) {
+    if !commands::grant::is_pkce_value(verifier) {
         return Err(OAuthError::invalid_request(
             "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~]",
         ));
@@ -73,7 +67,7 @@ pub async fn authorization_code(
         domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
-    let facts = commands::grant::code_scope(&state.bus, code)
+    let facts = commands::grant::code_facts(&state.bus, code)
         .await
         .map_err(grant_error)?;
     let issued = facts
@@ -110,7 +104,7 @@ pub async fn authorization_code(
             grant,
             refresh_token,
         } => (grant, refresh_token),
-        Redeemed::Replayed { grant_id } => {
+        Redeemed::Replayed { grant_id } | Redeemed::Ended { grant_id, .. } => {
             state.tokens.grants.invalidate(grant_id);
             metrics::counter!("idp_authorization_code_replays_total").increment(1);
             tracing::warn!(%grant_id, "an authorization code was used twice: its grant is revoked");
@@ -134,17 +128,15 @@ pub async fn authorization_code(
     )
 }
 
-/// `grant_type=refresh_token` with a refresh token of a person's grant.
+/// `grant_type=refresh_token` with a refresh token of a person's grant
+/// (`presented`; the caller checked the client may use the grant).
 pub async fn refresh(
     state: &AppState,
     ctx: &RequestContext,
     form: &Form,
     auth: AuthenticatedClient,
+    presented: &str,
 ) -> Result<Response, OAuthError> {
-    auth.client.may_use(GrantType::RefreshToken)?;
-    let presented = form
-        .get("refresh_token")
-        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let (grant_id, _, _) = commands::grant::parse_refresh(presented)
         .ok_or_else(|| OAuthError::invalid_grant("the refresh token is malformed"))?;
     let grant = commands::grant::facts(&state.bus, grant_id)
@@ -162,46 +154,46 @@ pub async fn refresh(
         domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
     );
-    if grant.is_usable()
-        && let Some(reason) = ended_because(state, &issued).await?
-    {
-        commands::grant::revoke(&state.bus, grant_id, reason, &meta)
-            .await
-            .map_err(grant_error)?;
-        state.tokens.grants.invalidate(grant_id);
-        return Err(OAuthError::invalid_grant(format!(
-            "the grant was revoked ({}): sign in again",
-            reason.as_str()
-        )));
-    }
+    let standing = standing(state, &issued).await?;
     let scope = narrowed_scope(
         form.get("scope"),
         &issued.scope,
         &auth.client.settings.scopes,
     )?;
-    let policy = refresh_policy(state, &auth.client);
-    let prepared = prepare(state, &auth, GrantType::RefreshToken, &issued, &scope, form).await?;
-    match commands::grant::refresh(
-        &state.bus,
-        presented,
-        auth.client_id,
-        scope.clone(),
-        policy.lifetime,
-        prepared.access.clone(),
-        &meta,
-    )
-    .await
-    .map_err(grant_error)?
+    // No token is signed for a grant whose session, consent or person is
+    // gone: the command records its end instead.
+    let prepared = match grant.ended_by(&standing) {
+        None => Some(prepare(state, &auth, GrantType::RefreshToken, &issued, &scope, form).await?),
+        Some(_) => None,
+    };
+    let request = commands::grant::RefreshRequest {
+        value: presented,
+        client_id: auth.client_id,
+        scope: scope.clone(),
+        lifetime: refresh_policy(state, &auth.client).lifetime,
+    };
+    let access = prepared
+        .as_ref()
+        .map(|p| p.access.clone())
+        .unwrap_or_default();
+    match commands::grant::refresh(&state.bus, request, access, standing, &meta)
+        .await
+        .map_err(grant_error)?
     {
-        Redeemed::Granted { refresh_token, .. } => respond(
-            state,
-            &auth,
-            GrantType::RefreshToken,
-            &issued,
-            &scope,
-            prepared,
-            refresh_token,
-        ),
+        Redeemed::Granted { refresh_token, .. } => {
+            let prepared = prepared.ok_or_else(|| {
+                OAuthError::server_error(&"a refresh was granted without its access token")
+            })?;
+            respond(
+                state,
+                &auth,
+                GrantType::RefreshToken,
+                &issued,
+                &scope,
+                prepared,
+                refresh_token,
+            )
+        }
         Redeemed::Replayed { grant_id } => {
             state.tokens.grants.invalidate(grant_id);
             metrics::counter!("idp_refresh_reuse_detected_total").increment(1);
@@ -210,45 +202,33 @@ pub async fn refresh(
                 "the refresh token was already used: the grant is revoked, sign in again",
             ))
         }
+        Redeemed::Ended { grant_id, reason } => {
+            state.tokens.grants.invalidate(grant_id);
+            Err(OAuthError::invalid_grant(format!(
+                "the grant was revoked ({}): sign in again",
+                reason.as_str()
+            )))
+        }
     }
 }
 
-/// Why a grant may no longer be used, if it may not: its session was
-/// ended, its consent withdrawn, or its person cannot sign in (each as
-/// the token views have it, kept current by the log's subscription).
-async fn ended_because(
+/// What a grant stands on — its session, the person's consent to its
+/// client, the person — as the token views have them (kept current by the
+/// log's subscription).
+async fn standing(
     state: &AppState,
     issued: &domain::grant::CodeIssued,
-) -> Result<Option<RevokeReason>, OAuthError> {
+) -> Result<Standing, OAuthError> {
     let views = &state.tokens;
-    let session = views
-        .session(issued.session_id)
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?;
-    if session.is_none_or(|s| s.revoked.is_some()) {
-        return Ok(Some(RevokeReason::SessionEnded));
-    }
-    if let Some(since) = issued.consent_since {
-        let consents = views
-            .consents(issued.user_id)
-            .await
-            .map_err(|e| OAuthError::server_error(&e))?;
-        let still = consents
-            .as_ref()
-            .and_then(|c| c.by_client.get(&issued.client_id))
-            .is_some_and(|c| c.since == since);
-        if !still {
-            return Ok(Some(RevokeReason::ConsentRevoked));
-        }
-    }
-    let user = views
-        .user(issued.user_id)
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?;
-    if !user.is_some_and(|u| u.is_active()) {
-        return Ok(Some(RevokeReason::UserInactive));
-    }
-    Ok(None)
+    let failed = |e: eventlog::Error| OAuthError::server_error(&e);
+    let session = views.session(issued.session_id).await.map_err(failed)?;
+    let consents = views.consents(issued.user_id).await.map_err(failed)?;
+    let person = views.user(issued.user_id).await.map_err(failed)?;
+    Ok(Standing {
+        session_ended: session.is_none_or(|s| s.revoked.is_some()),
+        consent_since: consents.and_then(|c| c.by_client.get(&issued.client_id).map(|c| c.since)),
+        person_active: person.is_some_and(|p| p.is_active()),
+    })
 }
 
 /// An access token signed for a person's grant and not yet handed out:
