@@ -66,6 +66,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013", "notifications"),
     migration!(14, "0014", "roles"),
     migration!(15, "0015", "role_includes"),
+    migration!(16, "0016", "user_attribute_keys"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

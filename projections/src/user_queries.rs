@@ -119,8 +119,14 @@ pub struct UserFilter {
     /// The username, exactly (compared normalized, as uniqueness is).
     pub username: Option<String>,
     /// Custom attributes' names and a value each, compared regardless of
-    /// (ASCII) case; every one must hold.
+    /// case (as [`attribute_key`]s); every one must hold.
     pub attributes_any_case: Vec<(String, String)>,
+}
+
+/// How an attribute value is compared regardless of case: the key stored
+/// beside it (`user_attributes.value_key`) and the key a filter asks for.
+pub fn attribute_key(value: &str) -> String {
+    value.to_lowercase()
 }
 
 /// The `WHERE` clause of a filter and its parameters (numbered from 1).
@@ -159,16 +165,25 @@ fn where_clause(f: &UserFilter) -> (String, Vec<String>) {
     }
     if let Some(name) = &f.username {
         let p = param(&mut binds, domain::user::normalize_identifier(name));
-        sql.push_str(&format!(" AND username_key = {p}"));
+        if in_org.is_empty() {
+            sql.push_str(&format!(" AND username_key = {p}"));
+        } else {
+            // Unique within an organization: as the id it names, the
+            // planner looks it up rather than walking the organization's
+            // users in the order asked.
+            sql.push_str(&format!(
+                " AND id = (SELECT id FROM users WHERE username_key = {p}{in_org} LIMIT 1)"
+            ));
+        }
     }
     for (name, value) in &f.attributes_any_case {
         let (n, v) = (
             param(&mut binds, name.clone()),
-            param(&mut binds, value.to_lowercase()),
+            param(&mut binds, attribute_key(value)),
         );
         sql.push_str(&format!(
             " AND id IN (SELECT user_id FROM user_attributes
-                WHERE name = {n} AND lower(value) = {v}{in_org})"
+                WHERE name = {n} AND value_key = {v}{in_org})"
         ));
     }
     if let Some(status) = &f.status {
@@ -273,8 +288,64 @@ pub async fn list_users_at(
     rows.iter().map(|r| user_row(r, Some(17))).collect()
 }
 
-/// How many users pass `filter`.
+impl UserFilter {
+    /// The one condition of a filter that asks only for an organization's
+    /// users with an attribute value: the attribute's name, value and the
+    /// column it is compared in.
+    fn only_attribute(&self) -> Option<(&str, &str, String, &'static str)> {
+        // Every field named, so that a new one is considered here.
+        let UserFilter {
+            organization_id,
+            search,
+            status,
+            group_id,
+            created_from,
+            created_to,
+            last_sign_in_from,
+            last_sign_in_to,
+            attribute,
+            username,
+            attributes_any_case,
+        } = self;
+        let organization = organization_id.as_deref()?;
+        let others = [
+            search,
+            status,
+            group_id,
+            created_from,
+            created_to,
+            last_sign_in_from,
+            last_sign_in_to,
+            username,
+        ];
+        if others.iter().any(|o| o.is_some()) {
+            return None;
+        }
+        match (attribute, attributes_any_case.as_slice()) {
+            (Some((name, value)), []) => Some((organization, name, value.clone(), "value")),
+            (None, [(name, value)]) => {
+                Some((organization, name, attribute_key(value), "value_key"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How many users pass `filter`. An organization's users with one
+/// attribute value are counted in the attribute index alone (every
+/// attribute row's user exists), not by looking up each user.
 pub async fn count_users(db: &ReadDb, filter: &UserFilter) -> Result<i64, ProjectionError> {
+    if let Some((organization, name, value, column)) = filter.only_attribute() {
+        return Ok(sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(DISTINCT user_id) FROM user_attributes
+             WHERE organization_id = $1 AND name = $2 AND {column} = $3"
+        )))
+        .bind(organization)
+        .bind(name)
+        .bind(value)
+        .fetch_one(&db.pool)
+        .await?);
+    }
     let (sql, binds) = where_clause(filter);
     let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM users WHERE {sql}"

@@ -103,15 +103,16 @@ async fn set_attributes(
             exec(
                 conn,
                 format!(
-                    "INSERT INTO {t} (user_id, organization_id, name, value)
-                     SELECT $1, organization_id, $2, $3 FROM {} WHERE id = $1
+                    "INSERT INTO {t} (user_id, organization_id, name, value, value_key)
+                     SELECT $1, organization_id, $2, $3, $4 FROM {} WHERE id = $1
                      ON CONFLICT DO NOTHING",
                     tables.name("users")
                 ),
                 binds![
                     Some(user_id.to_owned()),
                     Some(name.clone()),
-                    Some(v.clone())
+                    Some(v.clone()),
+                    Some(attribute_key(v))
                 ],
             )
             .await?;
@@ -209,20 +210,29 @@ async fn insert_created(
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
         exec(conn, sql, binds).await?;
         for rows in attribute_rows.chunks(ROWS_PER_INSERT * 2) {
-            let mut sql =
-                format!("INSERT INTO {attrs} (user_id, organization_id, name, value) VALUES ");
-            let mut binds = Vec::with_capacity(rows.len() * 4);
+            let mut sql = format!(
+                "INSERT INTO {attrs} (user_id, organization_id, name, value, value_key) VALUES "
+            );
+            let mut binds = Vec::with_capacity(rows.len() * 5);
             for (i, (user, org, name, value)) in rows.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                let n = i * 4;
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+                let n = i * 5;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                ));
                 binds.extend(binds![
                     Some(user.clone()),
                     Some(org.clone()),
                     Some(name.clone()),
-                    Some(value.clone())
+                    Some(value.clone()),
+                    Some(attribute_key(value))
                 ]);
             }
             sql.push_str(" ON CONFLICT DO NOTHING");
@@ -519,8 +529,9 @@ impl Projection for UsersProjection {
     }
 
     fn version(&self) -> u32 {
-        // 2: attribute values carry their user's organization.
-        2
+        // 2: attribute values carry their user's organization; 3: and their
+        // lowercased key.
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -58,27 +58,80 @@ const PAGE: usize = 1000;
 impl World {
     /// Replays roles, groups and group trees recorded up to `as_of`.
     async fn at(state: &AppState, as_of: OffsetDateTime) -> Result<Self, Problem> {
-        let filter = Filter::categories(["role", "roletree", "group", "grouptree"]);
         let mut world = Self::default();
+        let filter = Filter::categories(["role", "roletree", "group", "grouptree"]);
+        world.replay(state, as_of, &filter, |_| true).await?;
+        Ok(world)
+    }
+
+    /// What decides one user's access up to `as_of`: the roles and both
+    /// trees, of role assignments to people only this user's, and of group
+    /// memberships only this user's (through the log's subject index) in
+    /// the groups that existed then. A large group's other members are
+    /// never read.
+    async fn for_user(
+        state: &AppState,
+        user: Uuid,
+        as_of: OffsetDateTime,
+    ) -> Result<Self, Problem> {
+        let subject = domain::user::user_subject(user);
+        let mut world = Self::default();
+        let structure = Filter::categories(["role", "roletree", "grouptree"]);
+        world
+            .replay(state, as_of, &structure, |e| {
+                e.subject.as_deref().is_none_or(|s| s == subject)
+            })
+            .await?;
+        let about = state
+            .log
+            .read_subject(&subject)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        let memberships: Vec<_> = about
+            .iter()
+            .filter(|e| e.category() == "group" && e.recorded_at <= as_of)
+            .collect();
+        let named: BTreeSet<&str> = memberships.iter().map(|e| e.stream.as_str()).collect();
+        for stream in named {
+            if let Some((id, organization)) = group_then(state, stream, as_of).await? {
+                world.groups.insert(id, (organization, BTreeSet::new()));
+            }
+        }
+        for e in memberships {
+            world.apply(e)?;
+        }
+        Ok(world)
+    }
+
+    /// Applies the events of `filter` recorded up to `as_of` that `keep`
+    /// lets through (undecoded otherwise), a page at a time.
+    async fn replay(
+        &mut self,
+        state: &AppState,
+        as_of: OffsetDateTime,
+        filter: &Filter,
+        keep: impl Fn(&eventlog::RecordedEvent) -> bool,
+    ) -> Result<(), Problem> {
         let mut after = Position::START;
-        'pages: loop {
+        loop {
             let page = state
                 .log
-                .read_all(after, &filter, PAGE)
+                .read_all(after, filter, PAGE)
                 .await
                 .map_err(|e| Problem::internal(&e))?;
             for e in &page {
                 if e.recorded_at > as_of {
-                    break 'pages;
+                    return Ok(());
                 }
-                world.apply(e)?;
+                if keep(e) {
+                    self.apply(e)?;
+                }
             }
             match page.last() {
                 Some(last) if page.len() == PAGE => after = last.position,
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        Ok(world)
     }
 
     fn apply(&mut self, e: &eventlog::RecordedEvent) -> Result<(), Problem> {
@@ -222,6 +275,36 @@ impl World {
     }
 }
 
+/// A group's id and organization if it existed at `as_of`: its first
+/// event (the creation) was recorded by then and its deletion, always its
+/// last event, was not. Two reads of one event each, whatever its size.
+async fn group_then(
+    state: &AppState,
+    stream: &str,
+    as_of: OffsetDateTime,
+) -> Result<Option<(Uuid, Uuid)>, Problem> {
+    let read = |direction| async move {
+        let events = state
+            .log
+            .read_stream(stream, direction, None, 1)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        events
+            .first()
+            .filter(|e| e.recorded_at <= as_of)
+            .map(eventlog::decode::<GroupEvent>)
+            .transpose()
+            .map_err(|e| Problem::internal(&e))
+    };
+    let Some(GroupEvent::Created(created)) = read(eventlog::Direction::Forwards).await? else {
+        return Ok(None);
+    };
+    if let Some(GroupEvent::Deleted(_)) = read(eventlog::Direction::Backwards).await? {
+        return Ok(None);
+    }
+    Ok(Some((created.group_id, created.organization_id)))
+}
+
 fn parse_as_of(state: &AppState, as_of: Option<&str>) -> Result<OffsetDateTime, Problem> {
     match as_of {
         None => Ok(state.clock.now()),
@@ -293,7 +376,7 @@ pub async fn user_access(
         .map(|first| User::fold(std::slice::from_ref(&first)).organization_id);
     let organization = caller.within(organization, "user")?;
     let user = User::fold(&then);
-    let world = World::at(&state, as_of).await?;
+    let world = World::for_user(&state, q.user, as_of).await?;
     let groups = world.groups_of(q.user);
     let existed = user.exists();
     // Each role held then, with how: assigned (to the user, a group of

@@ -816,3 +816,122 @@ async fn access_at_any_moment_is_replayed_from_the_log() {
     .await;
     assert_eq!(st, 422);
 }
+
+/// A user's access then is replayed from their own events and the groups
+/// they name: a role given to them directly, one reaching them through a
+/// parent group, another user's roles and memberships never counted, and a
+/// group's deletion ending what it gave.
+#[tokio::test]
+async fn access_at_a_moment_reads_the_users_own_memberships() {
+    use commands::Clock;
+    use time::format_description::well_known::Rfc3339;
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "roles_as_of_own")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let reader = create_role(&s, &admin, "reader", &["users:read"]).await;
+    let auditor = create_role(&s, &admin, "auditor", &["audit:read"]).await;
+    let writer = create_role(&s, &admin, "writer", &["users:write"]).await;
+    let mut ids = Vec::new();
+    for name in ["parent", "child", "doomed"] {
+        ids.push(
+            create(
+                &s,
+                &admin,
+                "/admin/groups",
+                json!({"name": name}),
+                "group_id",
+            )
+            .await,
+        );
+    }
+    let [parent, child, doomed] = [ids[0].clone(), ids[1].clone(), ids[2].clone()];
+    let mut people = Vec::new();
+    for name in ["ada", "bob"] {
+        people.push(
+            create(
+                &s,
+                &admin,
+                "/admin/users",
+                json!({"username": name}),
+                "user_id",
+            )
+            .await,
+        );
+    }
+    let [ada, bob] = [people[0].clone(), people[1].clone()];
+    let add = |group: String, body: Value| {
+        let (s, admin) = (&s, &admin);
+        async move {
+            let path = format!("/admin/groups/{group}/members");
+            let (st, v) = call(s, admin, Method::POST, &path, Some(body)).await;
+            assert_eq!(st, 204, "{v}");
+        }
+    };
+    add(parent.clone(), json!({"group_id": child})).await;
+    add(child.clone(), json!({"user_id": ada})).await;
+    add(doomed.clone(), json!({"user_id": ada})).await;
+    add(child.clone(), json!({"user_id": bob})).await;
+    assert_eq!(assign(&s, &admin, &reader, "groups", &parent).await.0, 204);
+    assert_eq!(assign(&s, &admin, &auditor, "groups", &doomed).await.0, 204);
+    assert_eq!(assign(&s, &admin, &writer, "users", &bob).await.0, 204);
+    let before_deletion = clock.now() + time::Duration::seconds(30);
+    clock.advance(time::Duration::minutes(1));
+    let (st, v) = call(
+        &s,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/groups/{doomed}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    assert_eq!(assign(&s, &admin, &writer, "users", &ada).await.0, 204);
+    clock.advance(time::Duration::minutes(1));
+
+    let access = |user: &str, t: time::OffsetDateTime| {
+        let path = format!(
+            "/admin/access?user={user}&as_of={}",
+            t.format(&Rfc3339).unwrap()
+        );
+        let (s, admin) = (&s, &admin);
+        async move {
+            let (st, v) = call(s, admin, Method::GET, &path, None).await;
+            assert_eq!(st, 200, "{v}");
+            v
+        }
+    };
+    let v = access(&ada, before_deletion).await;
+    assert_eq!(v["permissions"], json!(["audit:read", "users:read"]), "{v}");
+    let mut groups: Vec<String> = serde_json::from_value(v["groups"].clone()).unwrap();
+    groups.sort();
+    let mut expected = vec![parent.clone(), child.clone(), doomed.clone()];
+    expected.sort();
+    assert_eq!(groups, expected, "{v}");
+    let now = clock.now();
+    let v = access(&ada, now).await;
+    assert_eq!(
+        v["permissions"],
+        json!(["users:read", "users:write"]),
+        "the deleted group gives nothing, the direct role counts: {v}"
+    );
+    let writer_via = v["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "writer")
+        .map(|r| r["via"].clone());
+    assert_eq!(
+        writer_via,
+        Some(json!([{"type": "user", "id": ada}])),
+        "{v}"
+    );
+    let v = access(&bob, before_deletion).await;
+    assert_eq!(
+        v["permissions"],
+        json!(["users:read", "users:write"]),
+        "{v}"
+    );
+    assert_eq!(v["groups"].as_array().map(Vec::len), Some(2), "{v}");
+}

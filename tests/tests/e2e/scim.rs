@@ -248,6 +248,18 @@ async fn round_trips(store: Store) {
         ["bjensen"]
     );
     assert_eq!(sorted(scim.names(&q(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "sales""#)).await), ["adoe", "bjensen"]);
+    // Counted in the attribute index alone, whatever the case asked.
+    let (_, page) = scim
+        .get(&format!(
+            "/Users?{}&count=1",
+            q(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "SALES""#)
+        ))
+        .await;
+    assert_eq!(
+        (page["totalResults"].clone(), page["itemsPerPage"].clone()),
+        (json!(2), json!(1)),
+        "{page}"
+    );
     assert_eq!(
         sorted(
             scim.names(&q(
