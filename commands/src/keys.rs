@@ -188,7 +188,7 @@ mod tests {
             let ring = load_ring(bus.log(), &master).await.unwrap();
             let e = ring.get(&kid).unwrap();
             assert_eq!((e.alg, e.status), (alg, KeyStatus::Generated));
-            assert!(e.encoding_key.is_some());
+            assert!(e.signer.is_some());
             assert!(format!("{ring:?}").contains("[redacted]"));
             let jwk = e.public_jwk.as_object().unwrap();
             assert_eq!(jwk["kid"], json!(kid));
@@ -239,7 +239,7 @@ mod tests {
         ring.catch_up(bus.log(), &master).await.unwrap();
         let e = ring.get(&kid).unwrap();
         assert_eq!(e.status, KeyStatus::Retired);
-        assert!(e.encoding_key.is_none(), "a retired key signs nothing");
+        assert!(e.signer.is_none(), "a retired key signs nothing");
         assert!(ring.active(KeyAlgorithm::ES256).is_none());
 
         // Applying the same events twice changes nothing.

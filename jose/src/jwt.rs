@@ -125,7 +125,7 @@ pub enum JwtError {
     NotYetValid,
 }
 
-fn jws_alg(alg: KeyAlgorithm) -> Algorithm {
+pub(crate) fn jws_alg(alg: KeyAlgorithm) -> Algorithm {
     match alg {
         KeyAlgorithm::ES256 => Algorithm::ES256,
         KeyAlgorithm::RS256 => Algorithm::RS256,
@@ -152,15 +152,7 @@ pub fn sign_access_token(
     {
         return Err(KeyError::ReservedClaim((*name).to_owned()));
     }
-    let entry = ring.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
-    let key = entry
-        .encoding_key
-        .as_ref()
-        .ok_or(KeyError::NoActiveKey(alg))?;
-    let mut header = Header::new(jws_alg(alg));
-    header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-    header.kid = Some(entry.kid.clone());
-    jsonwebtoken::encode(&header, claims, key).map_err(KeyError::Signing)
+    sign_with_active(ring, alg, ACCESS_TOKEN_TYP, claims)
 }
 
 /// Signs an OpenID Connect ID token (or any plain JWT of claims) with the
@@ -170,15 +162,23 @@ pub fn sign_id_token(
     alg: KeyAlgorithm,
     claims: &Value,
 ) -> Result<String, KeyError> {
+    sign_with_active(ring, alg, "JWT", claims)
+}
+
+/// Signs `claims` with the active key of `alg`, the header naming `typ`
+/// and the key's `kid`.
+fn sign_with_active<T: serde::Serialize>(
+    ring: &KeyRing,
+    alg: KeyAlgorithm,
+    typ: &str,
+    claims: &T,
+) -> Result<String, KeyError> {
     let entry = ring.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
-    let key = entry
-        .encoding_key
-        .as_ref()
-        .ok_or(KeyError::NoActiveKey(alg))?;
+    let signer = entry.signer.as_ref().ok_or(KeyError::NoActiveKey(alg))?;
     let mut header = Header::new(jws_alg(alg));
-    header.typ = Some("JWT".to_owned());
+    header.typ = Some(typ.to_owned());
     header.kid = Some(entry.kid.clone());
-    jsonwebtoken::encode(&header, claims, key).map_err(KeyError::Signing)
+    signer.sign(&header, claims)
 }
 
 /// The left half of the SHA-256 of a token, base64url: `at_hash` (OpenID

@@ -16,17 +16,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::Aggregate;
 use domain::signing_key::{KeyAlgorithm, KeyStatus, SigningKey, SigningKeyEvent};
 use eventlog::{EventLog, Filter, Position, RecordedEvent};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::elliptic_curve::zeroize::Zeroizing;
 use rand_core::OsRng;
-use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crypto::{CryptoError, MasterKey};
+
+use crate::signer::Signer;
 
 /// The size of generated RSA keys.
 pub const RSA_BITS: usize = 2048;
@@ -154,31 +155,17 @@ fn decoding_key(alg: KeyAlgorithm, jwk: &Value, kid: &str) -> Result<DecodingKey
 
 /// The signing key from the opened PKCS#8 DER, after checking that it is the
 /// private half of the published JWK.
-fn encoding_key(
-    alg: KeyAlgorithm,
-    pkcs8_der: &[u8],
-    jwk: &Value,
-    kid: &str,
-) -> Result<EncodingKey, KeyError> {
-    let (derived, key) = match alg {
+fn signer(alg: KeyAlgorithm, pkcs8_der: &[u8], jwk: &Value, kid: &str) -> Result<Signer, KeyError> {
+    let derived = match alg {
         KeyAlgorithm::ES256 => {
             let secret =
                 p256::SecretKey::from_pkcs8_der(pkcs8_der).map_err(|e| malformed(kid, e))?;
-            (
-                es256_public_jwk(&secret.public_key(), kid)?,
-                // jsonwebtoken's EC signer parses PKCS#8 DER.
-                EncodingKey::from_ec_der(pkcs8_der),
-            )
+            es256_public_jwk(&secret.public_key(), kid)?
         }
         KeyAlgorithm::RS256 => {
             let private =
                 rsa::RsaPrivateKey::from_pkcs8_der(pkcs8_der).map_err(|e| malformed(kid, e))?;
-            // jsonwebtoken's RSA signer parses PKCS#1 DER, not PKCS#8.
-            let pkcs1 = private.to_pkcs1_der().map_err(|e| malformed(kid, e))?;
-            (
-                rs256_public_jwk(&private.to_public_key(), kid),
-                EncodingKey::from_rsa_der(pkcs1.as_bytes()),
-            )
+            rs256_public_jwk(&private.to_public_key(), kid)
         }
     };
     if key_members(alg)
@@ -190,7 +177,7 @@ fn encoding_key(
             "the private key does not match the public JWK",
         ));
     }
-    Ok(key)
+    Signer::from_pkcs8(alg, pkcs8_der).map_err(|e| malformed(kid, e))
 }
 
 /// One signing key as the ring holds it.
@@ -206,7 +193,7 @@ pub struct Entry {
     pub retired_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
     /// The private key; dropped when the key is retired.
-    pub encoding_key: Option<EncodingKey>,
+    pub signer: Option<Arc<Signer>>,
     pub decoding_key: DecodingKey,
 }
 
@@ -254,7 +241,7 @@ impl KeyRing {
                         },
                     )?,
                 );
-                let encoding_key = encoding_key(e.alg, &der, &e.public_jwk, &kid)?;
+                let signer = signer(e.alg, &der, &e.public_jwk, &kid)?;
                 self.keys.insert(
                     kid.clone(),
                     Entry {
@@ -266,7 +253,7 @@ impl KeyRing {
                         activated_at: None,
                         retired_at: None,
                         revoked_at: None,
-                        encoding_key: Some(encoding_key),
+                        signer: Some(Arc::new(signer)),
                         decoding_key,
                     },
                 );
@@ -286,7 +273,7 @@ impl KeyRing {
                     .ok_or_else(|| KeyError::UnknownKey(kid.clone()))?;
                 entry.status = KeyStatus::Retired;
                 entry.retired_at = Some(e.retired_at);
-                entry.encoding_key = None;
+                entry.signer = None;
             }
             SigningKeyEvent::Revoked(e) => {
                 let entry = self
@@ -295,7 +282,7 @@ impl KeyRing {
                     .ok_or_else(|| KeyError::UnknownKey(kid.clone()))?;
                 entry.status = KeyStatus::Revoked;
                 entry.revoked_at = Some(e.revoked_at);
-                entry.encoding_key = None;
+                entry.signer = None;
             }
         }
         self.position = recorded.position;
@@ -412,14 +399,48 @@ mod tests {
     fn a_private_key_for_another_public_key_is_refused() {
         let a = new_key_pair(KeyAlgorithm::ES256, "a").unwrap();
         let b = new_key_pair(KeyAlgorithm::ES256, "a").unwrap();
-        assert!(encoding_key(KeyAlgorithm::ES256, &a.pkcs8_der, &a.public_jwk, "a").is_ok());
+        assert!(signer(KeyAlgorithm::ES256, &a.pkcs8_der, &a.public_jwk, "a").is_ok());
         assert!(matches!(
-            encoding_key(KeyAlgorithm::ES256, &a.pkcs8_der, &b.public_jwk, "a"),
+            signer(KeyAlgorithm::ES256, &a.pkcs8_der, &b.public_jwk, "a"),
             Err(KeyError::Malformed { .. })
         ));
         assert!(matches!(
             decoding_key(KeyAlgorithm::RS256, &a.public_jwk, "a"),
             Err(KeyError::Malformed { .. })
         ));
+    }
+
+    /// What the parsed key signs verifies with jsonwebtoken against the
+    /// published JWK, for both algorithms; a changed byte does not.
+    #[test]
+    fn the_parsed_key_signs_what_the_public_jwk_verifies() {
+        use jsonwebtoken::{Header, Validation};
+        for alg in [KeyAlgorithm::ES256, KeyAlgorithm::RS256] {
+            let pair = new_key_pair(alg, "k").unwrap();
+            let signer = signer(alg, &pair.pkcs8_der, &pair.public_jwk, "k").unwrap();
+            let mut header = Header::new(crate::jwt::jws_alg(alg));
+            header.kid = Some("k".into());
+            let claims = json!({"sub": "ada", "exp": 4_102_444_800u64, "note": "é"});
+            let token = signer.sign(&header, &claims).unwrap();
+            let key = decoding_key(alg, &pair.public_jwk, "k").unwrap();
+            let mut validation = Validation::new(crate::jwt::jws_alg(alg));
+            validation.required_spec_claims.clear();
+            let read = jsonwebtoken::decode::<Value>(&token, &key, &validation).unwrap();
+            assert_eq!(read.claims, claims, "{alg:?}");
+            assert_eq!(read.header.kid.as_deref(), Some("k"));
+            let mut forged = token.clone().into_bytes();
+            let at = token.find('.').unwrap() + 3;
+            forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(jsonwebtoken::decode::<Value>(&forged, &key, &validation).is_err());
+            let wrong = Header::new(crate::jwt::jws_alg(match alg {
+                KeyAlgorithm::ES256 => KeyAlgorithm::RS256,
+                KeyAlgorithm::RS256 => KeyAlgorithm::ES256,
+            }));
+            assert!(matches!(
+                signer.sign(&wrong, &claims),
+                Err(KeyError::Signing(_))
+            ));
+        }
     }
 }

@@ -79,7 +79,7 @@ async fn ensure_active_makes_one_key_per_algorithm_once() {
     for alg in KeyAlgorithm::ALL {
         let e = ring.active(alg).unwrap();
         assert_eq!((e.alg, e.status), (alg, KeyStatus::Active));
-        assert!(e.encoding_key.is_some());
+        assert!(e.signer.is_some());
     }
     let events = all_events(&log).await.len();
     assert_eq!(events, 4, "generated + activated, twice");

@@ -151,12 +151,12 @@ async fn keys_verify_only_what_they_may() {
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some("at+jwt".into());
     header.kid = Some(pending.clone());
-    let unactivated = jsonwebtoken::encode(
-        &header,
-        &claims(&s, &admin, now, now + 600),
-        entry.encoding_key.as_ref().unwrap(),
-    )
-    .unwrap();
+    let unactivated = entry
+        .signer
+        .as_ref()
+        .unwrap()
+        .sign(&header, &claims(&s, &admin, now, now + 600))
+        .unwrap();
     assert_eq!(admin_status(&s, &unactivated).await, 401);
 
     // A revoked key verifies nothing, not even what it signed before, and
