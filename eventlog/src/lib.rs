@@ -32,6 +32,7 @@ mod reader;
 pub mod redact;
 pub mod sqlite;
 mod subscription;
+mod tail;
 mod types;
 mod verify;
 
@@ -46,6 +47,7 @@ pub use open::{LogOptions, open};
 pub use port::{Direction, EventLog};
 pub use reader::LogReader;
 pub use subscription::Subscription;
+pub use tail::SharedTail;
 pub use types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
     validate_stream_name,

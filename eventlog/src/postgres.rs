@@ -243,13 +243,26 @@ async fn writer_loop(shared: Arc<WriterShared>) {
                 other => other.map_err(Error::from),
             }
         };
-        let mut written = 0u64;
+        // Local subscribers are woken before any writer hears back, so that
+        // whoever learns of an append finds the wake-up already counted.
+        let written: u64 = match &results {
+            Ok(results) => group
+                .iter()
+                .zip(results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(req, _)| req.events.len() as u64)
+                .sum(),
+            Err(_) => 0,
+        };
+        if written > 0 {
+            shared.wake.send_modify(|n| *n = n.wrapping_add(1));
+            shared.notify.notify_one();
+            shared.unsealed.fetch_add(written, Ordering::Relaxed);
+            shared.seal_kick.notify_one();
+        }
         match results {
             Ok(results) => {
                 for (req, result) in group.into_iter().zip(results) {
-                    if result.is_ok() {
-                        written += req.events.len() as u64;
-                    }
                     let _ = req.reply.send(result);
                 }
             }
@@ -259,12 +272,6 @@ async fn writer_loop(shared: Arc<WriterShared>) {
                     let _ = req.reply.send(Err(Error::Backend(text.clone())));
                 }
             }
-        }
-        if written > 0 {
-            shared.wake.send_modify(|n| *n = n.wrapping_add(1));
-            shared.notify.notify_one();
-            shared.unsealed.fetch_add(written, Ordering::Relaxed);
-            shared.seal_kick.notify_one();
         }
     }
 }

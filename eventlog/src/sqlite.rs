@@ -202,13 +202,24 @@ fn writer_loop(
         }
         if !group.is_empty() {
             let outcomes = commit_group(&mut conn, &group, clock.now());
-            let mut written = 0u64;
+            // Subscribers are woken before any writer hears back, so that
+            // whoever learns of an append finds the wake-up already counted.
+            let written: u64 = match &outcomes {
+                Ok(results) => group
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(req, _)| req.events.len() as u64)
+                    .sum(),
+                Err(_) => 0,
+            };
+            if written > 0 {
+                wake.send_modify(|n| *n = n.wrapping_add(1));
+                unsealed.add(written);
+            }
             match outcomes {
                 Ok(results) => {
                     for (req, result) in group.drain(..).zip(results) {
-                        if result.is_ok() {
-                            written += req.events.len() as u64;
-                        }
                         let _ = req.reply.send(result);
                     }
                 }
@@ -218,10 +229,6 @@ fn writer_loop(
                         let _ = req.reply.send(Err(Error::Backend(e.to_string())));
                     }
                 }
-            }
-            if written > 0 {
-                wake.send_modify(|n| *n = n.wrapping_add(1));
-                unsealed.add(written);
             }
         }
         for reply in seals.drain(..) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventlog::clock::{Clock, SystemClock};
-use eventlog::{EventLog, Filter, Position, RecordedEvent, Subscription};
+use eventlog::{EventLog, Filter, Position, RecordedEvent, SharedTail, Subscription};
 use sqlx::AnyConnection;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
@@ -236,6 +236,8 @@ impl Runner {
             ));
             rebuilt
         });
+        // The live runners follow the log through one shared read of its tail.
+        let tail: Arc<dyn EventLog> = Arc::new(SharedTail::new(Arc::clone(&self.log)));
         let mut running = Vec::new();
         for (p, start) in self.projections.into_iter().zip(starts) {
             let (tx, rx) = watch::channel(match start {
@@ -244,6 +246,7 @@ impl Runner {
             });
             let task = tokio::spawn(run_projection(
                 Arc::clone(&self.log),
+                Arc::clone(&tail),
                 self.db.clone(),
                 Arc::clone(&p),
                 start,
@@ -441,6 +444,7 @@ async fn rebuild_together(
 #[allow(clippy::too_many_arguments)]
 async fn run_projection(
     log: Arc<dyn EventLog>,
+    tail: Arc<dyn EventLog>,
     db: ReadDb,
     p: Arc<dyn Projection>,
     start: Start,
@@ -476,7 +480,7 @@ async fn run_projection(
         }
     };
     position.send_replace(committed);
-    let mut sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
+    let mut sub = Subscription::new(Arc::clone(&tail), committed, Filter::all(), batch_size);
     let mut last_count = eventlog::clock::monotonic() - Duration::from_secs(60);
     // `committed` is how far this runner has read; `stored` the checkpoint
     // as written. A batch the projection has nothing to do with moves only
@@ -519,7 +523,7 @@ async fn run_projection(
                         (stored, stored_at, unstored) = (at, clock.now(), 0);
                         position.send_replace(at);
                         sub = Subscription::new(
-                            Arc::clone(&log),
+                            Arc::clone(&tail),
                             committed,
                             Filter::all(),
                             batch_size,
@@ -540,7 +544,7 @@ async fn run_projection(
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
                         sub = Subscription::new(
-                            Arc::clone(&log),
+                            Arc::clone(&tail),
                             committed,
                             Filter::all(),
                             batch_size,
@@ -582,7 +586,7 @@ async fn run_projection(
                 }
                 committed = stored;
                 unstored = 0;
-                sub = Subscription::new(Arc::clone(&log), committed, Filter::all(), batch_size);
+                sub = Subscription::new(Arc::clone(&tail), committed, Filter::all(), batch_size);
             }
         }
     }
