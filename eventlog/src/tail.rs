@@ -6,7 +6,8 @@
 //! more came).
 //!
 //! Only whole-log reads (`Filter::all()`) at or near the tail are served
-//! from memory; every other read goes to the log. The events kept are a
+//! from memory (the latest [`KEPT`] events, at most about [`KEPT_BYTES`]
+//! of their data); every other read goes to the log. The events kept are a
 //! contiguous run: every event strictly after `from` up to the last one,
 //! as one read answered it (a log never later shows an event below a
 //! position it has shown, see [`crate::Position`]).
@@ -25,8 +26,18 @@ use crate::port::{Direction, EventLog};
 use crate::types::{AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent};
 use crate::verify::VerifyReport;
 
-/// The most events kept.
+/// The most events kept, and about the most bytes of their data.
 const KEPT: usize = 4096;
+const KEPT_BYTES: usize = 32 << 20;
+
+/// About how much memory an event's data holds: its text, or a guess for
+/// a parsed tree (measuring one would cost a serialization).
+fn weight(e: &RecordedEvent) -> usize {
+    match e.data.stored() {
+        crate::data::Stored::Text(t) => t.len(),
+        crate::data::Stored::Tree(_) => 4096,
+    }
+}
 
 /// How long an answer "nothing after the last event kept" stands without a
 /// new read, if no wake-up came since the read that found the end. (A
@@ -40,6 +51,8 @@ struct Kept {
     /// missing; `None` before the first read.
     from: Option<Position>,
     events: VecDeque<RecordedEvent>,
+    /// The [`weight`] of the events kept.
+    bytes: usize,
     /// The wake-up count seen before the read that last reached the end of
     /// the log, and when that read began.
     reached_end: Option<(u64, Instant)>,
@@ -83,11 +96,14 @@ impl Kept {
             _ => {
                 self.from = Some(after);
                 self.events.clear();
+                self.bytes = 0;
             }
         }
+        self.bytes += page.iter().map(weight).sum::<usize>();
         self.events.extend(page.iter().cloned());
-        while self.events.len() > KEPT {
+        while self.events.len() > KEPT || (self.bytes > KEPT_BYTES && self.events.len() > 1) {
             if let Some(dropped) = self.events.pop_front() {
+                self.bytes -= weight(&dropped);
                 self.from = Some(dropped.position);
             }
         }
@@ -306,5 +322,35 @@ mod tests {
         assert_eq!(behind.len(), 20);
         assert_eq!(positions(&behind[..4]), positions(&first));
         assert_eq!(kept(&tail), (from, KEPT));
+
+        // Large events: the run keeps about KEPT_BYTES of their data.
+        let big: Vec<NewEvent> = (0..40)
+            .map(|_| {
+                let meta =
+                    domain::Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
+                let text = "x".repeat(1 << 20);
+                NewEvent::new(
+                    "thing.happened.v1",
+                    serde_json::json!({ "text": text }),
+                    meta,
+                )
+            })
+            .collect();
+        log.append("thing-4", ExpectedRevision::Any, big)
+            .await
+            .unwrap();
+        let mut read = 0;
+        loop {
+            let page = tail.read_all(after, &all, 10).await.unwrap();
+            match page.last() {
+                Some(last) => after = last.position,
+                None => break,
+            }
+            read += page.len();
+        }
+        assert_eq!(read, 40);
+        let kept_bytes = tail.kept.lock().unwrap().bytes;
+        assert!(kept_bytes <= KEPT_BYTES, "{kept_bytes}");
+        assert!(kept(&tail).1 < 40);
     }
 }
