@@ -68,29 +68,6 @@ fn setup(e: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(format!("setting up: {e}"))
 }
 
-async fn token(
-    http: &reqwest::Client,
-    base: &str,
-    id: &str,
-    secret: &str,
-    scope: &str,
-) -> Result<String, BenchError> {
-    let v: Value = http
-        .post(format!("{base}/oauth/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
-        .send()
-        .await
-        .map_err(setup)?
-        .json()
-        .await
-        .map_err(setup)?;
-    v["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| setup(format!("no token for {scope}: {v}")))
-}
-
 /// An admin call that must succeed; its JSON.
 async fn admin(
     http: &reqwest::Client,
@@ -180,16 +157,9 @@ pub async fn run(args: AccessArgs) -> Result<(), BenchError> {
         .pool_max_idle_per_host(128)
         .build()
         .map_err(setup)?;
-    let base = args.server.url.trim_end_matches('/').to_owned();
+    let base = args.server.base();
     let org = args.server.organization_id.clone();
-    let admin_token = token(
-        &http,
-        &base,
-        &args.server.client_id,
-        &args.server.client_secret,
-        "idp:admin",
-    )
-    .await?;
+    let admin_token = args.server.token(&http, "idp:admin").await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let tag = &run[20..];
 
@@ -321,7 +291,7 @@ pub async fn run(args: AccessArgs) -> Result<(), BenchError> {
     )
     .await?;
     let (pep, pep_secret) = client(&http, &base, &admin_token, &org, &["idp:authz"]).await?;
-    let pep_token = token(&http, &base, &pep, &pep_secret, "idp:authz").await?;
+    let pep_token = super::client_token(&http, &base, &pep, &pep_secret, "idp:authz").await?;
     let decisions = {
         let (http, ids, token) = (http.clone(), Arc::new(ids.clone()), pep_token.clone());
         let url = format!("{base}/authz/decide");
@@ -366,7 +336,7 @@ pub async fn run(args: AccessArgs) -> Result<(), BenchError> {
 
     // SCIM filtered lists, one at a time.
     let (scim, scim_secret) = client(&http, &base, &admin_token, &org, &["idp:scim"]).await?;
-    let scim_token = token(&http, &base, &scim, &scim_secret, "idp:scim").await?;
+    let scim_token = super::client_token(&http, &base, &scim, &scim_secret, "idp:scim").await?;
     let enc = |f: &str| {
         f.replace(' ', "%20")
             .replace('"', "%22")

@@ -105,6 +105,50 @@ pub struct AdminServer {
     pub organization_id: String,
 }
 
+impl AdminServer {
+    /// The base URL, without a trailing `/`.
+    pub fn base(&self) -> String {
+        self.url.trim_end_matches('/').to_owned()
+    }
+
+    /// An access token of the admin client for `scope`.
+    pub async fn token(&self, http: &reqwest::Client, scope: &str) -> Result<String, BenchError> {
+        client_token(
+            http,
+            &self.base(),
+            &self.client_id,
+            &self.client_secret,
+            scope,
+        )
+        .await
+    }
+}
+
+/// An access token for `scope` by the client credentials grant.
+pub async fn client_token(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+    scope: &str,
+) -> Result<String, BenchError> {
+    let failed = |e: reqwest::Error| BenchError::Setup(format!("token for {scope}: {e}"));
+    let body: serde_json::Value = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .map_err(failed)?
+        .json()
+        .await
+        .map_err(failed)?;
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| BenchError::Setup(format!("no token for {scope}: {body}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]

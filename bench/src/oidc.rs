@@ -84,22 +84,13 @@ fn location(r: &reqwest::Response) -> Option<String> {
 }
 
 pub async fn run(args: OidcArgs) -> Result<(), BenchError> {
-    let base = args.server.url.trim_end_matches('/').to_owned();
+    let base = args.server.base();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(setup)?;
-    let admin_token = json_call(
-        http.post(format!("{base}/oauth/token"))
-            .basic_auth(&args.server.client_id, Some(&args.server.client_secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")]),
-        "admin token",
-    )
-    .await?["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| setup("no admin token"))?;
+    let admin_token = args.server.token(&http, "idp:admin").await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let username = format!("bench-{}", &run[20..]);
     json_call(

@@ -28,7 +28,7 @@ use domain::user::{
 };
 use eventlog::{EventLog, ExpectedRevision, NewEvent};
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -245,17 +245,9 @@ pub async fn seed(stores: &Stores, args: PeopleSeedArgs) -> Result<(), BenchErro
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeopleArgs {
-    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
-    pub url: String,
-    /// An admin client (`idp:admin`): its id and secret.
-    #[arg(long)]
-    pub client_id: String,
-    #[arg(long, env = "BENCH_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: String,
-    /// The organization users are created in and searched.
-    #[arg(long)]
-    pub organization_id: Uuid,
+    /// The server, and the organization users are created in and searched.
+    #[command(flatten)]
+    pub server: super::AdminServer,
     /// The user read with `as_of` (from `people-seed`).
     #[arg(long)]
     pub history_user: Option<Uuid>,
@@ -274,28 +266,6 @@ pub struct PeopleArgs {
     /// What to print in front of each result line (e.g. the store).
     #[arg(long, default_value = "")]
     pub label: String,
-}
-
-async fn admin_token(
-    http: &reqwest::Client,
-    base: &str,
-    args: &PeopleArgs,
-) -> Result<String, BenchError> {
-    let resp = http
-        .post(format!("{base}/oauth/token"))
-        .basic_auth(&args.client_id, Some(&args.client_secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
-        .send()
-        .await
-        .map_err(|e| BenchError::Setup(format!("token: {e}")))?;
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| BenchError::Setup(format!("token: {e}")))?;
-    body["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| BenchError::Setup(format!("no token: {body}")))
 }
 
 /// GETs `paths(i)` one after the other, `samples` times.
@@ -327,9 +297,10 @@ pub async fn run(args: PeopleArgs) -> Result<(), BenchError> {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .map_err(|e| BenchError::Setup(format!("HTTP client: {e}")))?;
-    let base = args.url.trim_end_matches('/').to_owned();
-    let token = admin_token(&http, &base, &args).await?;
-    let org = args.organization_id;
+    let base = args.server.base();
+    let token = args.server.token(&http, "idp:admin").await?;
+    let org = Uuid::parse_str(&args.server.organization_id)
+        .map_err(|e| BenchError::Setup(format!("--organization-id: {e}")))?;
 
     // Creations: unique usernames and emails, no password.
     let run = Uuid::now_v7().simple().to_string();

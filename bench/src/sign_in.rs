@@ -115,21 +115,8 @@ pub async fn run(args: SignInArgs) -> Result<(), BenchError> {
         .pool_max_idle_per_host(64)
         .build()
         .map_err(setup)?;
-    let base = args.server.url.trim_end_matches('/').to_owned();
-    let token: Value = http
-        .post(format!("{base}/oauth/token"))
-        .basic_auth(&args.server.client_id, Some(&args.server.client_secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "idp:admin")])
-        .send()
-        .await
-        .map_err(setup)?
-        .json()
-        .await
-        .map_err(setup)?;
-    let token = token["access_token"]
-        .as_str()
-        .ok_or_else(|| setup("no admin token: check the client"))?
-        .to_owned();
+    let base = args.server.base();
+    let token = args.server.token(&http, "idp:admin").await?;
     let run = uuid::Uuid::now_v7().simple().to_string();
     let names: Vec<String> = (0..args.users)
         .map(|i| format!("signin{}-{i}", &run[20..]))

@@ -245,15 +245,9 @@ async fn writer_loop(shared: Arc<WriterShared>) {
         };
         // Local subscribers are woken before any writer hears back, so that
         // whoever learns of an append finds the wake-up already counted.
-        let written: u64 = match &results {
-            Ok(results) => group
-                .iter()
-                .zip(results)
-                .filter(|(_, r)| r.is_ok())
-                .map(|(req, _)| req.events.len() as u64)
-                .sum(),
-            Err(_) => 0,
-        };
+        let written = results.as_ref().map_or(0, |results| {
+            crate::types::events_written(group.iter().map(|a| a.events.len()), results)
+        });
         if written > 0 {
             shared.wake.send_modify(|n| *n = n.wrapping_add(1));
             shared.notify.notify_one();

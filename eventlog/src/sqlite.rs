@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::port::{Direction, EventLog};
 use crate::types::{
     AppendResult, ExpectedRevision, Filter, NewEvent, Position, RecordedEvent, category_of,
-    validate_append,
+    events_written, validate_append,
 };
 use crate::verify::VerifyReport;
 
@@ -204,15 +204,9 @@ fn writer_loop(
             let outcomes = commit_group(&mut conn, &group, clock.now());
             // Subscribers are woken before any writer hears back, so that
             // whoever learns of an append finds the wake-up already counted.
-            let written: u64 = match &outcomes {
-                Ok(results) => group
-                    .iter()
-                    .zip(results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(req, _)| req.events.len() as u64)
-                    .sum(),
-                Err(_) => 0,
-            };
+            let written = outcomes.as_ref().map_or(0, |results| {
+                events_written(group.iter().map(|a| a.events.len()), results)
+            });
             if written > 0 {
                 wake.send_modify(|n| *n = n.wrapping_add(1));
                 unsealed.add(written);

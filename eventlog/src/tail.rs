@@ -73,7 +73,11 @@ impl Kept {
         }
         if after == end {
             return match self.reached_end {
-                Some((seen, at)) if seen == wakeups && at.elapsed() < FRESH_FOR => Some(Vec::new()),
+                Some((seen, at))
+                    if seen == wakeups && monotonic().saturating_duration_since(at) < FRESH_FOR =>
+                {
+                    Some(Vec::new())
+                }
                 _ => None,
             };
         }
@@ -228,15 +232,20 @@ impl EventLog for SharedTail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
+    use crate::clock::ManualClock;
     use crate::sqlite::{SqliteLog, Synchronous};
 
-    fn events(n: usize) -> Vec<NewEvent> {
+    /// `n` events whose data is `{"text": text}`.
+    fn events(n: usize, text: &str) -> Vec<NewEvent> {
+        let at = time::macros::datetime!(2026-12-01 12:00 UTC);
         (0..n)
-            .map(|i| {
-                let meta =
-                    domain::Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
-                NewEvent::new("thing.happened.v1", serde_json::json!({ "i": i }), meta)
+            .map(|_| {
+                let meta = domain::Metadata::system(uuid::Uuid::now_v7(), at);
+                NewEvent::new(
+                    "thing.happened.v1",
+                    serde_json::json!({ "text": text }),
+                    meta,
+                )
             })
             .collect()
     }
@@ -258,13 +267,15 @@ mod tests {
                 dir.path().join("log.db"),
                 Synchronous::Normal,
                 0,
-                Arc::new(SystemClock),
+                Arc::new(ManualClock::new(
+                    time::macros::datetime!(2026-12-01 12:00 UTC),
+                )),
             )
             .unwrap(),
         );
         let tail = SharedTail::new(Arc::clone(&log));
         let all = Filter::all();
-        log.append("thing-1", ExpectedRevision::Any, events(10))
+        log.append("thing-1", ExpectedRevision::Any, events(10, ""))
             .await
             .unwrap();
 
@@ -284,7 +295,7 @@ mod tests {
         // At the end: nothing, until an append, which the next read shows.
         let end = rest[5].position;
         assert!(tail.read_all(end, &all, 100).await.unwrap().is_empty());
-        log.append("thing-2", ExpectedRevision::Any, events(1))
+        log.append("thing-2", ExpectedRevision::Any, events(1, ""))
             .await
             .unwrap();
         let new = tail.read_all(end, &all, 100).await.unwrap();
@@ -304,7 +315,7 @@ mod tests {
 
         // Past the most kept, the oldest leave; a read behind them goes to
         // the log and still answers everything.
-        log.append("thing-3", ExpectedRevision::Any, events(KEPT))
+        log.append("thing-3", ExpectedRevision::Any, events(KEPT, ""))
             .await
             .unwrap();
         let mut after = new[0].position;
@@ -324,18 +335,7 @@ mod tests {
         assert_eq!(kept(&tail), (from, KEPT));
 
         // Large events: the run keeps about KEPT_BYTES of their data.
-        let big: Vec<NewEvent> = (0..40)
-            .map(|_| {
-                let meta =
-                    domain::Metadata::system(uuid::Uuid::now_v7(), time::OffsetDateTime::now_utc());
-                let text = "x".repeat(1 << 20);
-                NewEvent::new(
-                    "thing.happened.v1",
-                    serde_json::json!({ "text": text }),
-                    meta,
-                )
-            })
-            .collect();
+        let big = events(40, &"x".repeat(1 << 20));
         log.append("thing-4", ExpectedRevision::Any, big)
             .await
             .unwrap();

@@ -217,6 +217,20 @@ impl Filter {
     }
 }
 
+/// How many events a group commit wrote: the `sizes` of its appends whose
+/// own result is a success.
+pub(crate) fn events_written<T, E>(
+    sizes: impl IntoIterator<Item = usize>,
+    results: &[Result<T, E>],
+) -> u64 {
+    sizes
+        .into_iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n as u64)
+        .sum()
+}
+
 /// The category of a stream: what comes before its first `-`.
 pub fn category_of(stream: &str) -> &str {
     stream.split_once('-').map_or(stream, |(c, _)| c)

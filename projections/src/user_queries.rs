@@ -101,7 +101,7 @@ impl UserSort {
 }
 
 /// Filters of the user list; `None` means any.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserFilter {
     pub organization_id: Option<String>,
     /// A prefix of the username, the email address (both compared
@@ -293,35 +293,17 @@ impl UserFilter {
     /// users with an attribute value: the attribute's name, value and the
     /// column it is compared in.
     fn only_attribute(&self) -> Option<(&str, &str, String, &'static str)> {
-        // Every field named, so that a new one is considered here.
-        let UserFilter {
-            organization_id,
-            search,
-            status,
-            group_id,
-            created_from,
-            created_to,
-            last_sign_in_from,
-            last_sign_in_to,
-            attribute,
-            username,
-            attributes_any_case,
-        } = self;
-        let organization = organization_id.as_deref()?;
-        let others = [
-            search,
-            status,
-            group_id,
-            created_from,
-            created_to,
-            last_sign_in_from,
-            last_sign_in_to,
-            username,
-        ];
-        if others.iter().any(|o| o.is_some()) {
+        let organization = self.organization_id.as_deref()?;
+        let bare = UserFilter {
+            organization_id: self.organization_id.clone(),
+            attribute: self.attribute.clone(),
+            attributes_any_case: self.attributes_any_case.clone(),
+            ..UserFilter::default()
+        };
+        if *self != bare {
             return None;
         }
-        match (attribute, attributes_any_case.as_slice()) {
+        match (&self.attribute, self.attributes_any_case.as_slice()) {
             (Some((name, value)), []) => Some((organization, name, value.clone(), "value")),
             (None, [(name, value)]) => {
                 Some((organization, name, attribute_key(value), "value_key"))
