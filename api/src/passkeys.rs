@@ -79,6 +79,23 @@ pub fn credential_id(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The credential id a passkey request lists for an identifier that names
+/// nobody with a passkey (WebAuthn Level 2 §14.6.2): derived from the
+/// identifier under the master key, so that asking twice lists the same
+/// one, and a stranger cannot tell it from a real person's passkey.
+pub fn decoy_credential_id(
+    master: &commands::crypto::MasterKey,
+    organization_id: uuid::Uuid,
+    normalized_identifier: &str,
+) -> String {
+    let digest = commands::crypto::keyed_digest(
+        master,
+        "passkey decoy",
+        &format!("{}:{normalized_identifier}", organization_id.simple()),
+    );
+    credential_id(&hex::decode(digest).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -677,19 +677,35 @@ async fn passkey_step(
             .webauthn
             .start_discoverable_authentication()
             .map_err(|e| Problem::internal(&e))?;
-        if let Some(user) = known {
-            let credentials = commands::credentials::load(&state.bus, user).await?;
-            let allow: Vec<serde_json::Value> = credentials
+        let mut allow: Vec<String> = match known {
+            Some(user) => commands::credentials::load(&state.bus, user)
+                .await?
                 .passkeys
-                .iter()
-                .map(|p| serde_json::json!({"type": "public-key", "id": p.credential_id}))
+                .into_iter()
+                .map(|p| p.credential_id)
+                .collect(),
+            None => Vec::new(),
+        };
+        // An identifier naming nobody with a passkey gets a request shaped
+        // like anyone's: one credential, always the same for it.
+        if allow.is_empty()
+            && let Some(identifier) = identifier
+        {
+            allow.push(crate::passkeys::decoy_credential_id(
+                &state.master_key,
+                sign_in.organization_id,
+                &domain::user::normalize_identifier(identifier),
+            ));
+        }
+        if !allow.is_empty() {
+            let allow = allow
+                .into_iter()
+                .map(|id| serde_json::json!({"type": "public-key", "id": id}))
                 .collect();
-            if !allow.is_empty() {
-                request.public_key.allow_credentials =
-                    serde_json::from_value(serde_json::Value::Array(allow))
-                        .map_err(|e| Problem::internal(&e))?;
-                request.mediation = None;
-            }
+            request.public_key.allow_credentials =
+                serde_json::from_value(serde_json::Value::Array(allow))
+                    .map_err(|e| Problem::internal(&e))?;
+            request.mediation = None;
         }
         let ceremony = serde_json::to_value(&ceremony).map_err(|e| Problem::internal(&e))?;
         commands::sign_in::challenge_passkey(&state.bus, sign_in.id, ceremony, known, meta).await?;

@@ -154,6 +154,24 @@ async fn passkeys_register_and_sign_in_named_and_usernameless() {
         "{v}"
     );
 
+    // An identifier naming nobody, or someone without a passkey, gets a
+    // request shaped like Ada's: one credential, the same each time.
+    create_user(&s, &admin, "Bob", Some(PASSWORD)).await;
+    let shape = |r: &Value| {
+        let allow = r["publicKey"]["allowCredentials"].as_array().unwrap();
+        assert_eq!(allow.len(), 1, "{r}");
+        assert!(r["mediation"].is_null(), "{r}");
+        allow[0]["id"].as_str().unwrap().to_owned()
+    };
+    for who in ["nobody", "bob"] {
+        let (first, _) = start(&s, &b, &admin).await;
+        let once = shape(&ask(&s, &b, &first, Some(who)).await);
+        let (second, _) = start(&s, &b, &admin).await;
+        let again = shape(&ask(&s, &b, &second, Some(who)).await);
+        assert_eq!(once, again, "{who}");
+        assert_ne!(once, credential_id, "{who}");
+    }
+
     // Usernameless: no identifier; the authenticator answers with the
     // person's handle, as a discoverable credential does.
     let (id3, _) = start(&s, &b, &admin).await;
