@@ -421,6 +421,16 @@ pub async fn record_failure(
     Ok(())
 }
 
+/// Records a code sent, with the send limiter's counts (read by every node).
+pub async fn record_code_send(
+    bus: &CommandBus,
+    counted: &domain::sign_in::CodeSendCounted,
+    meta: &Metadata,
+) -> std::result::Result<(), eventlog::Error> {
+    journal::record(bus.log(), &auth_failure_stream(counted.at), counted, meta).await?;
+    Ok(())
+}
+
 /// Records that an account is under attack (its attempts are slowed).
 pub async fn record_slowed(
     bus: &CommandBus,

@@ -46,6 +46,10 @@ pub const UNLOCKED_V1: &str = "signin.unlocked.v1";
 /// steps from every address than an hour allows; its attempts are slowed
 /// down and its person told.
 pub const ACCOUNT_SLOWED_V1: &str = "signin.account_slowed.v1";
+/// A journal event (in `authfailures-{day}`): a one-time code was sent,
+/// with the send limiter's counts after it, so that every node (and a
+/// restarted one) limits sending alike.
+pub const CODE_SEND_COUNTED_V1: &str = "signin.code_send_counted.v1";
 
 /// The longest `continue_to` accepted.
 pub const MAX_CONTINUE_TO_LEN: usize = 4096;
@@ -268,6 +272,35 @@ pub struct SignInStepFailed {
 crate::single_event!(SignInStepFailed, STEP_FAILED_V1, |e: &SignInStepFailed| e
     .user_id
     .map(user_subject));
+
+/// A code sent: the sends the limiter counts for the account and for the
+/// source address (the event's `source_ip`) after it, and the waits they
+/// began. No code and no address is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSendCounted {
+    /// The person the code went to, when one did.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    /// What the limiter counts under (as [`SignInStepFailed::account`]).
+    pub account: String,
+    pub account_sends: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub account_blocked_until: Option<OffsetDateTime>,
+    /// Absent when only the account is limited (a code confirming an
+    /// address from one's own session).
+    #[serde(default)]
+    pub source_sends: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub source_blocked_until: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+crate::single_event!(
+    CodeSendCounted,
+    CODE_SEND_COUNTED_V1,
+    |e: &CodeSendCounted| e.user_id.map(user_subject)
+);
 
 /// An admin lifted every wait of a user's failed sign-ins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -218,6 +218,7 @@ pub const JOURNAL_EVENT_TYPES: &[&str] = &[
     crate::sign_in::STEP_FAILED_V1,
     crate::sign_in::UNLOCKED_V1,
     crate::sign_in::ACCOUNT_SLOWED_V1,
+    crate::sign_in::CODE_SEND_COUNTED_V1,
     crate::grant::AUTHORIZATION_REFUSED_V1,
 ];
 

@@ -105,8 +105,9 @@ pub struct TokenViews {
     /// Failed sign-in steps by account and source address (every failure
     /// is recorded; each node counts them all).
     pub user_throttle: UserThrottle,
-    /// Codes sent by account and by source address, on this node: a
-    /// few are free, then each waits longer.
+    /// Codes sent by account and by source address (every send is
+    /// recorded; each node counts them all): a few are free, then each
+    /// waits longer.
     pub code_throttle: UserThrottle,
     /// Failed sign-in steps by account from every address together
     /// (`ThrottlePolicy::account_wide`).
@@ -438,6 +439,25 @@ impl TokenViews {
                     f.blocked_until,
                     f.at,
                 );
+            }
+            return;
+        }
+        if e.event_type == domain::sign_in::CODE_SEND_COUNTED_V1 {
+            if let Ok(c) = eventlog::decode::<domain::sign_in::CodeSendCounted>(e) {
+                self.code_throttle.observe_at(
+                    (c.account, String::new()),
+                    c.account_sends,
+                    c.account_blocked_until,
+                    c.at,
+                );
+                if let (Some(sends), Some(source)) = (c.source_sends, &e.metadata.source_ip) {
+                    self.code_throttle.observe_at(
+                        (String::new(), source.clone()),
+                        sends,
+                        c.source_blocked_until,
+                        c.at,
+                    );
+                }
             }
             return;
         }

@@ -559,8 +559,20 @@ async fn send_code(
             ),
         ));
     }
-    sends.count(by_account, now);
-    sends.count(by_source, now);
+    let (account_sends, account_blocked_until) = sends.count(by_account, now);
+    let (source_sends, source_blocked_until) = sends.count(by_source, now);
+    let counted = domain::sign_in::CodeSendCounted {
+        user_id: target.as_ref().map(|(id, _)| *id),
+        account: found.account.clone(),
+        account_sends,
+        account_blocked_until,
+        source_sends: Some(source_sends),
+        source_blocked_until,
+        at: now,
+    };
+    commands::sign_in::record_code_send(&state.bus, &counted, meta)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     let code = commands::sign_in::new_code();
     let hash = code_hash(state, sign_in.id, &code);
     let user_id = target.as_ref().map(|(id, _)| *id);

@@ -102,7 +102,19 @@ async fn begin(
     if let Some(wait) = sends.wait(&key, now) {
         return Ok(crate::authentication::too_many(wait));
     }
-    sends.count(key, now);
+    let (account_sends, account_blocked_until) = sends.count(key.clone(), now);
+    let counted = domain::sign_in::CodeSendCounted {
+        user_id: Some(session.user_id),
+        account: key.0,
+        account_sends,
+        account_blocked_until,
+        source_sends: None,
+        source_blocked_until: None,
+        at: now,
+    };
+    commands::sign_in::record_code_send(&state.bus, &counted, &caller.metadata())
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     let code = commands::sign_in::new_code();
     let expires = now.unix_timestamp() + VERIFY_SECONDS;
     let sealed = commands::crypto::seal(

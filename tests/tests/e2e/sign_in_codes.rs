@@ -264,3 +264,59 @@ async fn without_a_provider_codes_wait_in_the_outbox_and_failures_are_recorded()
             .any(|i| i["provider"] == "outbox" && i["status"] == "sent")
     );
 }
+
+#[tokio::test]
+async fn the_limit_on_sending_codes_outlives_a_restart() {
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "code_limit")
+        .await
+        .unwrap();
+    let mut s = s;
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let path = format!(
+        "/admin/organizations/{}/sign-in-policy",
+        admin.organization_id
+    );
+    let (st, v) = admin_call(
+        &s,
+        &admin,
+        Method::PUT,
+        &path,
+        Some(json!({
+            "methods": ["password", "email"], "first_factors": ["password", "email"],
+            "factors_required": 1, "passwordless_codes": true
+        })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    // Each sign-in may send its own code; the account's sends add up.
+    async fn send_one(s: &TestServer, admin: &crate::harness::Admin) -> (u16, Value) {
+        let c = home();
+        let (id, _) = start(s, &c, admin).await;
+        ask_code(s, &c, &id, "email", Some("ada")).await
+    }
+    for n in 1..=6 {
+        let (st, v) = send_one(&s, &admin).await;
+        assert_eq!(st, 202, "send {n}: {v}");
+    }
+    let (st, v) = send_one(&s, &admin).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{v}"
+    );
+    // Every send is recorded: a restarted node (or any other one) limits
+    // the account the same.
+    s.restart_clocked(clock.clone()).await;
+    s.wait_ready().await;
+    let (st, v) = send_one(&s, &admin).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{v}"
+    );
+    clock.advance(Duration::seconds(2));
+    let (st, v) = send_one(&s, &admin).await;
+    assert_eq!(st, 202, "the wait is over: {v}");
+}
