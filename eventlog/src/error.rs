@@ -22,6 +22,9 @@ pub enum Error {
     Closed,
     #[error("unsupported event log URL: {0}")]
     UnsupportedUrl(String),
+    /// A stream holds events no tamper-evidence anchor covers yet.
+    #[error("stream {0} has events not yet sealed")]
+    NotSealed(String),
     #[error("event log backend: {0}")]
     Backend(String),
 }

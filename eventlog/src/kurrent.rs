@@ -540,6 +540,24 @@ impl EventLog for KurrentLog {
         Err(unsupported("verifying"))
     }
 
+    /// KurrentDB deletes the stream itself (a soft delete: the name can be
+    /// appended to again); it keeps no anchors of ours to account for.
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error> {
+        let present = self
+            .read_stream(stream, Direction::Backwards, None, 1)
+            .await?
+            .first()
+            .map_or(0, |e| e.revision + 1);
+        if present == 0 {
+            return Ok(0);
+        }
+        self.client
+            .delete_stream(stream, &kurrentdb::DeleteStreamOptions::default())
+            .await
+            .map_err(|e| Error::Backend(format!("kurrentdb: {e}")))?;
+        Ok(present)
+    }
+
     fn wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.clone()
     }

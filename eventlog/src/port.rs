@@ -84,6 +84,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// writes.
     async fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, Error>;
 
+    /// Drops a whole stream, as a retention rule does: its events are
+    /// deleted and only their chain links kept (with the stream's name and
+    /// their revisions), so that the anchors still check. Seals first; a
+    /// stream with an event no anchor covers even then (appended meanwhile)
+    /// is refused with [`Error::NotSealed`] and left whole. Answers how many
+    /// events were dropped (0 for a stream that is not there). Appending to
+    /// the name later starts a new stream at revision 0.
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error>;
+
     /// Which adapter this is, for logs and metrics.
     fn backend(&self) -> &'static str;
 }

@@ -598,6 +598,10 @@ impl EventLog for PostgresLog {
         tamper::verify(&self.pool, progress).await
     }
 
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error> {
+        tamper::drop_stream(&self.pool, stream, self.seal_block).await
+    }
+
     fn wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.clone()
     }

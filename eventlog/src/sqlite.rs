@@ -63,6 +63,7 @@ struct AppendRequest {
 enum Request {
     Append(AppendRequest),
     Seal(oneshot::Sender<Result<Option<Anchor>, Error>>),
+    Drop(String, oneshot::Sender<Result<u64, Error>>),
 }
 
 pub struct SqliteLog {
@@ -175,6 +176,7 @@ fn writer_loop(
     };
     let mut group = Vec::with_capacity(64);
     let mut seals = Vec::new();
+    let mut drops = Vec::new();
     let mut unsealed = tamper::Unsealed::default();
     loop {
         // Wait for work, or until the unsealed events are due for a seal.
@@ -195,6 +197,7 @@ fn writer_loop(
             match r {
                 Request::Append(a) => group.push(a),
                 Request::Seal(reply) => seals.push(reply),
+                Request::Drop(stream, reply) => drops.push((stream, reply)),
             }
             if group.len() < MAX_GROUP {
                 next = rx.try_recv().ok();
@@ -227,6 +230,13 @@ fn writer_loop(
         }
         for reply in seals.drain(..) {
             let result = tamper::seal(&mut conn, block, None, clock).map(|(anchor, _)| anchor);
+            if result.is_ok() {
+                unsealed = tamper::Unsealed::default();
+            }
+            let _ = reply.send(result);
+        }
+        for (stream, reply) in drops.drain(..) {
+            let result = tamper::drop_stream(&mut conn, &stream, block, clock);
             if result.is_ok() {
                 unsealed = tamper::Unsealed::default();
             }
@@ -504,6 +514,14 @@ impl EventLog for SqliteLog {
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Request::Seal(reply))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Drop(stream.to_owned(), reply))
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }

@@ -224,6 +224,10 @@ impl EventLog for SharedTail {
         self.log.verify(progress).await
     }
 
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error> {
+        self.log.drop_stream(stream).await
+    }
+
     fn backend(&self) -> &'static str {
         self.log.backend()
     }

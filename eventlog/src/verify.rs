@@ -71,6 +71,9 @@ pub struct VerifyReport {
     pub events_unanchored: u64,
     /// Events stored before chains existed and not yet given one by `seal`.
     pub events_unchained: u64,
+    /// Events a retention rule dropped: only their links are left, and
+    /// they count in the anchors like the others.
+    pub events_dropped: u64,
     /// How many findings; later ones may be consequences of the first.
     pub problems: u64,
     /// The earliest finding in log order.
@@ -404,6 +407,13 @@ impl Verifier {
 
     /// The anchor pass: every event's position and stored link, in position
     /// order.
+    /// The anchor pass, for an event a retention rule dropped: its kept
+    /// link stands for it.
+    pub(crate) fn dropped_link_in_order(&mut self, position: Position, chain: Option<&str>) {
+        self.report.events_dropped += 1;
+        self.link_in_order(position, chain);
+    }
+
     pub(crate) fn link_in_order(&mut self, position: Position, chain: Option<&str>) {
         while self
             .anchors

@@ -42,6 +42,18 @@ CREATE TABLE IF NOT EXISTS chain_anchors (
     sealed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- Events a retention rule dropped (`EventLog::drop_stream`): their contents
+-- are gone; their chain links stay, in the anchors' order, for `verify`.
+CREATE TABLE IF NOT EXISTS dropped_links (
+    tx_id      xid8        NOT NULL,
+    seq        bigint      NOT NULL,
+    stream     text        NOT NULL,
+    revision   bigint      NOT NULL,
+    chain      text,
+    dropped_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (tx_id, seq)
+);
+
 -- What an event's link hashes. A NULL `prev` (the previous link unknown)
 -- gives NULL. `textsend` gives a text's bytes in the session's client
 -- encoding, which the adapter's connections (sqlx) always set to UTF-8: the

@@ -22,6 +22,16 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_subject ON events (subject, position) WHERE subject IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_by_category ON events (category, position);
 
+-- Events a retention rule dropped (`EventLog::drop_stream`): their contents
+-- are gone; their chain links stay, in the anchors' order, for `verify`.
+CREATE TABLE IF NOT EXISTS dropped_links (
+    position   INTEGER PRIMARY KEY,
+    stream     TEXT    NOT NULL,
+    revision   INTEGER NOT NULL,
+    chain      TEXT,
+    dropped_at INTEGER NOT NULL -- microseconds since the Unix epoch
+);
+
 -- Tamper-evidence anchors written by `seal`: anchor `seq` covers the events
 -- after anchor seq-1 up to `position`; `events` counts the events up to
 -- `position`; `hash` = SHA-256(previous hash || their chain links).

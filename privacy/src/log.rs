@@ -230,6 +230,10 @@ impl EventLog for PiiLog {
         self.inner.verify(progress).await
     }
 
+    async fn drop_stream(&self, stream: &str) -> Result<u64, Error> {
+        self.inner.drop_stream(stream).await
+    }
+
     fn counts_cheaply(&self) -> bool {
         self.inner.counts_cheaply()
     }

@@ -134,6 +134,13 @@ fn write_report(r: &VerifyReport, out: &mut dyn Write) -> std::io::Result<()> {
             r.events_unanchored
         )?;
     }
+    if r.events_dropped > 0 {
+        writeln!(
+            out,
+            "events dropped:    {} (by retention: their links still count in the anchors)",
+            r.events_dropped
+        )?;
+    }
     if r.events_unchained > 0 {
         writeln!(
             out,

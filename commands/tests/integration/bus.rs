@@ -212,6 +212,9 @@ impl EventLog for SlowLog {
     ) -> Result<eventlog::VerifyReport, eventlog::Error> {
         self.inner.verify(progress).await
     }
+    async fn drop_stream(&self, stream: &str) -> Result<u64, eventlog::Error> {
+        self.inner.drop_stream(stream).await
+    }
     fn counts_cheaply(&self) -> bool {
         self.inner.counts_cheaply()
     }

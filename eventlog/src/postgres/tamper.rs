@@ -211,6 +211,64 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, Error> {
     })
 }
 
+/// Drops `stream` once everything readable is sealed: under the stream's
+/// append lock, its links move to `dropped_links` and its events go, in one
+/// transaction.
+pub(super) async fn drop_stream(pool: &PgPool, stream: &str, block: u64) -> Result<u64, Error> {
+    let present: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1)")
+            .bind(stream)
+            .fetch_one(pool)
+            .await?;
+    if !present {
+        return Ok(0);
+    }
+    seal(pool, block).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(stream)
+        .execute(&mut *tx)
+        .await?;
+    let last = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {ANCHOR_COLUMNS} FROM chain_anchors ORDER BY seq DESC LIMIT 1"
+    )))
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| anchor_row(&r))
+    .transpose()?;
+    let (after_tx, after_seq) = last.map_or(("0".to_owned(), i64::MIN), |a| {
+        (a.position.commit.to_string(), clamp(a.position.prepare))
+    });
+    let unsealed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events
+                         WHERE stream = $1 AND (tx_id, seq) > ($2::text::xid8, $3))",
+    )
+    .bind(stream)
+    .bind(&after_tx)
+    .bind(after_seq)
+    .fetch_one(&mut *tx)
+    .await?;
+    if unsealed {
+        tx.rollback().await?;
+        return Err(Error::NotSealed(stream.to_owned()));
+    }
+    sqlx::query(
+        "INSERT INTO dropped_links (tx_id, seq, stream, revision, chain)
+         SELECT tx_id, seq, stream, revision, chain FROM events WHERE stream = $1",
+    )
+    .bind(stream)
+    .execute(&mut *tx)
+    .await?;
+    let dropped = sqlx::query("DELETE FROM events WHERE stream = $1")
+        .bind(stream)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    tracing::info!(stream, events = dropped, "stream dropped");
+    Ok(dropped)
+}
+
 pub(super) async fn verify(
     pool: &PgPool,
     progress: &(dyn Fn(u64) + Sync),
@@ -250,14 +308,23 @@ pub(super) async fn verify(
     }
     {
         let mut rows = sqlx::query(
-            "SELECT tx_id::text AS tx, seq, chain FROM events
-              WHERE tx_id < $1::text::xid8 ORDER BY tx_id, seq",
+            "SELECT tx_id::text AS tx, seq, chain, dropped FROM (
+                SELECT tx_id, seq, chain, false AS dropped FROM events
+                 WHERE tx_id < $1::text::xid8
+                UNION ALL
+                SELECT tx_id, seq, chain, true FROM dropped_links
+             ) links ORDER BY tx_id, seq",
         )
         .bind(&bound)
         .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
             let chain: Option<String> = row.try_get("chain")?;
-            v.link_in_order(position(&row, "tx", "seq")?, chain.as_deref());
+            let at = position(&row, "tx", "seq")?;
+            if row.try_get::<bool, _>("dropped")? {
+                v.dropped_link_in_order(at, chain.as_deref());
+            } else {
+                v.link_in_order(at, chain.as_deref());
+            }
         }
     }
     progress(v.events_checked());

@@ -230,6 +230,42 @@ fn backfill(
     Ok(Some(link))
 }
 
+/// Drops `stream` once everything is sealed: its links move to
+/// `dropped_links`, its events go, in one transaction.
+pub(super) fn drop_stream(
+    conn: &mut Connection,
+    stream: &str,
+    block: u64,
+    clock: &dyn crate::clock::Clock,
+) -> Result<u64, Error> {
+    let present = conn
+        .prepare_cached("SELECT 1 FROM events WHERE stream = ?1 LIMIT 1")?
+        .exists([stream])?;
+    if !present {
+        return Ok(0);
+    }
+    seal(conn, block, None, clock)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let sealed_to = last_anchor(&tx)?.map_or(i64::MIN, |a| a.position.commit as i64);
+    let unsealed = tx
+        .prepare_cached("SELECT 1 FROM events WHERE stream = ?1 AND position > ?2 LIMIT 1")?
+        .exists(params![stream, sealed_to])?;
+    if unsealed {
+        return Err(Error::NotSealed(stream.to_owned()));
+    }
+    tx.prepare_cached(
+        "INSERT INTO dropped_links (position, stream, revision, chain, dropped_at)
+         SELECT position, stream, revision, chain, ?2 FROM events WHERE stream = ?1",
+    )?
+    .execute(params![stream, unix_micros(clock.now())])?;
+    let dropped = tx
+        .prepare_cached("DELETE FROM events WHERE stream = ?1")?
+        .execute([stream])?;
+    tx.commit()?;
+    tracing::info!(stream, events = dropped, "stream dropped");
+    Ok(dropped as u64)
+}
+
 pub(super) fn verify(conn: &Connection, progress: &dyn Fn(u64)) -> Result<VerifyReport, Error> {
     let tx = conn.unchecked_transaction()?;
     let anchors: Vec<Anchor> = tx
@@ -250,10 +286,19 @@ pub(super) fn verify(conn: &Connection, progress: &dyn Fn(u64)) -> Result<Verify
         }
     }
     {
-        let mut stmt = tx.prepare("SELECT position, chain FROM events ORDER BY position")?;
+        let mut stmt = tx.prepare(
+            "SELECT position, chain, 0 FROM events
+             UNION ALL SELECT position, chain, 1 FROM dropped_links
+             ORDER BY 1",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            v.link_in_order(position(row.get(0)?), opt_text(row, 1)?.as_deref());
+            let (at, chain) = (position(row.get(0)?), opt_text(row, 1)?);
+            if int(row, 2)? == 1 {
+                v.dropped_link_in_order(at, chain.as_deref());
+            } else {
+                v.link_in_order(at, chain.as_deref());
+            }
         }
     }
     progress(v.events_checked());

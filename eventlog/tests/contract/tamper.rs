@@ -56,6 +56,7 @@ tamper_suite!(
     a_forged_event_is_reported_inserted,
     a_changed_and_rechained_event_is_caught_by_the_anchors,
     a_log_from_before_chains_is_backfilled_by_seal,
+    a_dropped_stream_leaves_a_log_that_verifies,
 );
 
 fn meta() -> Metadata {
@@ -235,6 +236,67 @@ pub async fn a_removed_stream_is_caught_by_the_anchors(h: Harness) {
     let r = verify(&h.log).await;
     assert_eq!(first(&r).0, ProblemKind::Removed);
     assert_eq!(r.events_checked, SEEDED - n);
+}
+
+pub async fn a_dropped_stream_leaves_a_log_that_verifies(h: Harness) {
+    let last = seed(&h.log).await;
+    for _ in 0..500 {
+        if h.log.head().await.unwrap() >= Some(last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing sealed yet: dropping seals first.
+    let held = h
+        .log
+        .read_stream("acct-3", eventlog::Direction::Forwards, None, 1000)
+        .await
+        .unwrap()
+        .len() as u64;
+    assert!(held > 20);
+    assert_eq!(h.log.drop_stream("acct-3").await.unwrap(), held);
+    assert_eq!(h.log.drop_stream("acct-3").await.unwrap(), 0, "gone");
+    assert_eq!(h.log.drop_stream("no-such").await.unwrap(), 0);
+    let gone = h
+        .log
+        .read_stream("acct-3", eventlog::Direction::Forwards, None, 1000)
+        .await
+        .unwrap();
+    assert!(gone.is_empty());
+    let r = verify(&h.log).await;
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!((r.events_checked, r.events_dropped), (SEEDED - held, held));
+    assert_eq!(r.events_unanchored, 0);
+
+    // The name can be appended to again: a new stream from revision 0.
+    let again = h
+        .log
+        .append(
+            "acct-3",
+            ExpectedRevision::NoStream,
+            vec![NewEvent::new(
+                "acct.changed.v1",
+                json!({"again": true}),
+                meta(),
+            )],
+        )
+        .await
+        .unwrap();
+    seal_through(&h.log, again.position).await;
+    let r = verify(&h.log).await;
+    assert!(r.is_intact(), "{r:?}");
+
+    // Deleting behind the adapter's back is still caught.
+    Db::of(&h)
+        .exec(
+            "DELETE FROM events WHERE stream = ?1 AND revision = ?2",
+            "DELETE FROM events WHERE stream = $1 AND revision = $2",
+            "acct-2",
+            4,
+        )
+        .await;
+    let r = verify(&h.log).await;
+    assert_eq!(first(&r), (ProblemKind::Removed, Some("acct-2"), Some(4)));
 }
 
 pub async fn a_forged_event_is_reported_inserted(h: Harness) {
