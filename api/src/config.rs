@@ -51,6 +51,10 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// `IDP_SECRET_MAX_LIFETIME_DAYS`: the longest a client secret may live.
     pub secret_max_lifetime_days: u32,
+    /// `IDP_DECISION_RETENTION_DAYS`: how many days (today included) of the
+    /// policy decision point's decision records are kept; older days are
+    /// dropped from the log. 0 keeps them all.
+    pub decision_retention_days: u32,
     /// `IDP_SECRET_ALLOW_NEVER_EXPIRING`: whether a secret may never expire.
     pub secret_allow_never_expiring: bool,
     /// `IDP_HTTP_HEADER_TIMEOUT_SECONDS`: how long a client has to send a
@@ -188,6 +192,7 @@ impl Default for Config {
             shutdown_grace_seconds: 20,
             secret_max_lifetime_days: 365,
             secret_allow_never_expiring: false,
+            decision_retention_days: 90,
             http_header_timeout_seconds: 10,
             http_request_timeout_seconds: 30,
             password_min_length: 12,

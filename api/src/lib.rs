@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod passkeys;
 pub mod problem;
 pub mod registration;
+pub mod retention;
 pub mod scim;
 pub mod self_service;
 pub mod serve;

@@ -223,7 +223,7 @@ impl Server {
             "idp serving"
         );
         announce_catching_up(&state).await;
-        let reporter = tokio::spawn(report_failures(state.clone()));
+        let reporter = tokio::spawn(housekeeping(state.clone()));
         let (stop, stop_rx) = watch::channel(false);
         let app = router(state.clone());
         let limits = crate::serve::Limits {
@@ -389,11 +389,24 @@ async fn announce_catching_up(state: &AppState) {
 
 /// Records the counted client authentication failures whose window has
 /// closed, every few seconds, until the task is dropped.
-async fn report_failures(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Every few seconds, records the failed client authentications counted
+/// since; at start and then hourly, drops the decision records retention no
+/// longer keeps.
+async fn housekeeping(state: AppState) {
+    const TICK: Duration = Duration::from_secs(5);
+    let mut tick = tokio::time::interval(TICK);
+    let mut next_day = None;
+    let mut ticks_to_retention = 0u32;
     loop {
         tick.tick().await;
         crate::oauth::client_auth::flush_failures(&state, false).await;
+        if ticks_to_retention == 0 {
+            ticks_to_retention = (crate::retention::EVERY.as_secs() / TICK.as_secs()) as u32;
+            if let Err(e) = crate::retention::drop_old_decisions(&state, &mut next_day).await {
+                tracing::error!(error = %e, "dropping old decision records failed; retrying later");
+            }
+        }
+        ticks_to_retention -= 1;
     }
 }
 

@@ -28,6 +28,7 @@ pub mod privacy;
 pub mod refresh_chain;
 pub mod registration;
 pub mod reservation;
+pub mod retention;
 pub mod role;
 pub mod role_tree;
 pub mod session;

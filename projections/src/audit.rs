@@ -250,6 +250,29 @@ impl Projection for AuditProjection {
             }
             q.execute(&mut *conn).await?;
         }
+        // A stream retention dropped takes its entries along: the trail
+        // keeps the record of the drop, as a rebuild would.
+        let table = tables.name("audit_entries");
+        for e in events
+            .iter()
+            .filter(|e| e.event_type == domain::retention::STREAM_DROPPED_V1)
+        {
+            let dropped: domain::retention::StreamDropped =
+                eventlog::decode(e).map_err(|err| ProjectionError::Apply {
+                    projection: "audit",
+                    event: format!("{} at {}", e.event_type, e.position),
+                    reason: err.to_string(),
+                })?;
+            let journal = i32::from(journal_category(category_of(&dropped.stream)));
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE stream = $1 AND journal = $2 AND commit_pos < $3"
+            )))
+            .bind(dropped.stream)
+            .bind(journal)
+            .bind(e.position.commit as i64)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 }

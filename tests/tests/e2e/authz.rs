@@ -411,3 +411,94 @@ async fn policies_are_validated_versioned_and_decide_on_roles_attributes_address
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn decision_records_older_than_the_retention_are_dropped_and_the_log_still_verifies() {
+    let (mut config, dir) = TestServer::config(Store::Sqlite, "decision_retention")
+        .await
+        .unwrap();
+    config.decision_retention_days = 2;
+    let (mut s, clock) = TestServer::start_clocked_with(config, dir).await;
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let (id, secret) = pep(&s, &admin).await;
+    let token = s.token_basic(&id, &secret, Some("idp:authz")).await;
+    let day_one = clock.now();
+    let audit = "/admin/audit?action=authz.decided.v1&limit=200";
+    // No policy is active: each decision is a denial, and recorded.
+    for n in 0..3 {
+        let (allowed, _) = decide(&s, &token, ask("someone", "read", "sales", "10.0.0.1")).await;
+        assert!(!allowed, "decision {n}");
+    }
+    let stream = domain::authz_policy::decision_stream(day_one);
+    let log = s.server().state.bus.log().clone();
+    let held = log
+        .read_stream(&stream, eventlog::Direction::Forwards, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+
+    // The next day, the records are still within the two days kept.
+    drop(log);
+    clock.advance(time::Duration::days(1));
+    s.restart_clocked(clock.clone()).await;
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    let token = s.token_basic(&id, &secret, Some("idp:authz")).await;
+    decide(&s, &token, ask("someone", "read", "sales", "10.0.0.1")).await;
+    let (_, v) = admin_call(&s, &admin, Method::GET, audit, None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 4, "{v}");
+
+    // Two days on, the first day's stream goes whole, the second stays.
+    clock.advance(time::Duration::days(1));
+    s.restart_clocked(clock.clone()).await;
+    s.wait_ready().await;
+    let log_now = s.server().state.bus.log().clone();
+    let admin = s.admin().await;
+    let drops = "/admin/audit?action=retention.stream_dropped.v1";
+    let mut dropped = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = admin_call(&s, &admin, Method::GET, drops, None).await;
+        if !v["items"].as_array().unwrap().is_empty() {
+            dropped = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(dropped["items"][0]["target"], "retention", "{dropped}");
+    let (_, event) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!(
+            "/admin/audit/events/{}",
+            dropped["items"][0]["position"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(event["data"]["stream"], stream.as_str(), "{event}");
+    assert_eq!(event["data"]["events"], 3, "{event}");
+    assert!(
+        log_now
+            .read_stream(&stream, eventlog::Direction::Forwards, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The trail lost the dropped entries with them; the later one stays.
+    let (_, v) = admin_call(&s, &admin, Method::GET, audit, None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1, "{v}");
+    let (st, _) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/audit/events/{}", held[0].position),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let report = log_now.verify(&|_| {}).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events_dropped, 3);
+}
