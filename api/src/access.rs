@@ -80,7 +80,7 @@ pub fn claims(
 pub async fn token_claims(state: &AppState, subject: Subject) -> Map<String, Value> {
     // Taken before the read: a change applied meanwhile leaves what is
     // read under the old generation, so it is read again next time.
-    let generation = projections::access_generation();
+    let generation = state.projections.access_generation();
     if let Some(found) = state.token_claims.get(&subject, generation) {
         return found;
     }
@@ -106,7 +106,7 @@ pub async fn token_claims(state: &AppState, subject: Subject) -> Map<String, Val
 const CLAIMS_KEPT: usize = 100_000;
 
 /// Token claims of subjects lately issued tokens, each valid while the
-/// read models' access generation (`projections::access_generation`) is
+/// read models' access generation (`RunnerHandle::access_generation`) is
 /// the one it was read under.
 #[derive(Default)]
 pub struct ClaimsCache {

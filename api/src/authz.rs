@@ -74,10 +74,11 @@ impl CompiledPolicies {
     }
 }
 
-/// How long what the platform knows of a subject is reused at most (a
-/// change the read models apply ends it at once; this bounds the one
-/// committed while it was being read).
-const FACTS_FOR: time::Duration = time::Duration::seconds(2);
+/// How long what the platform knows of a subject is reused at most. A
+/// change the read models apply, here or in another process, ends it at
+/// once (`RunnerHandle::access_generation`, also moved when a rebuilt read
+/// model is switched in); this bounds what a process learns late.
+const FACTS_FOR: time::Duration = time::Duration::seconds(60);
 /// Subjects remembered at most.
 const FACTS_KEPT: usize = 100_000;
 
@@ -93,8 +94,7 @@ pub struct SubjectFacts {
 }
 
 impl SubjectFacts {
-    fn get(&self, key: &SubjectKey, now: OffsetDateTime) -> Option<Facts> {
-        let generation = projections::access_generation();
+    fn get(&self, key: &SubjectKey, generation: u64, now: OffsetDateTime) -> Option<Facts> {
         let map = self.map.read().ok()?;
         let (g, at, facts) = map.get(key)?;
         (*g == generation && now - *at < FACTS_FOR).then(|| facts.clone())
@@ -233,10 +233,10 @@ async fn cached_facts(
         subject.id.clone(),
     );
     let now = state.clock.now();
-    if let Some(hit) = state.subject_facts.get(&key, now) {
+    let generation = state.projections.access_generation();
+    if let Some(hit) = state.subject_facts.get(&key, generation, now) {
         return Ok(hit);
     }
-    let generation = projections::access_generation();
     let facts = subject_facts(state, organization_id, subject)
         .await?
         .map(Arc::new);

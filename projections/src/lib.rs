@@ -37,17 +37,22 @@ pub use runner::{
     Projection, ProjectionError, ProjectionStatus, REBUILD_WHEN_BEHIND, Runner, RunnerHandle,
 };
 
-static ACCESS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A number a runner moves whenever a read model that decides what someone
+/// holds (`Projection::changes_access`: users and groups, roles) may have
+/// changed: after it commits a batch of theirs, when it finds that another
+/// process applied one, when a rebuilt one is switched in. What is cached
+/// from them, read after taking the number, is good while it stays the same.
+#[derive(Debug, Default)]
+pub struct AccessGeneration(std::sync::atomic::AtomicU64);
 
-/// A number that changes whenever the users or roles read models apply an
-/// event that may change what someone holds (moved before the change
-/// commits): what is cached from them is good while it stays the same.
-pub fn access_generation() -> u64 {
-    ACCESS_GENERATION.load(std::sync::atomic::Ordering::Acquire)
-}
+impl AccessGeneration {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 
-pub(crate) fn access_changed() {
-    ACCESS_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    pub(crate) fn changed(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The projections this platform runs, in the order they are started.

@@ -235,6 +235,10 @@ impl Projection for RolesProjection {
         &["roles", "role_assignments", "role_includes"]
     }
 
+    fn changes_access(&self) -> bool {
+        true
+    }
+
     fn handles(&self, e: &RecordedEvent) -> bool {
         matches!(e.category(), "role" | "roletree")
             || e.event_type == domain::user::DELETED_V1
@@ -249,7 +253,6 @@ impl Projection for RolesProjection {
         tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        crate::access_changed();
         match e.event_type.as_str() {
             domain::user::DELETED_V1 | domain::privacy::SUBJECT_ERASED_V1 => {
                 let user = e.subject.as_deref().and_then(domain::user::user_of_subject);

@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::AccessGeneration;
 use crate::db::ReadDb;
 use crate::generation::{Tables, advance, put_checkpoint, read_checkpoint};
 use crate::rebuild::{PROGRESS_EVERY, Progress, ProgressLog, REBUILD_BATCH, rebuild};
@@ -57,6 +58,12 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Whether `apply` wants this event (the others still move the checkpoint).
     fn handles(&self, event: &RecordedEvent) -> bool;
+    /// Whether what it holds decides what someone holds (roles, groups):
+    /// then every batch it handles, applied here or by another process,
+    /// moves the runner's [`crate::AccessGeneration`] once it is committed.
+    fn changes_access(&self) -> bool {
+        false
+    }
     /// Applies one event inside the runner's transaction, to the generation
     /// of its tables that `tables` names.
     async fn apply(
@@ -104,6 +111,7 @@ pub struct Runner {
     rebuild_when_behind: u64,
     /// For how far behind the log a projection is, in seconds.
     clock: Arc<dyn Clock>,
+    access: Arc<AccessGeneration>,
 }
 
 /// A projection at least this many events behind the log at start, and
@@ -128,6 +136,7 @@ pub struct RunnerHandle {
     log: Arc<dyn EventLog>,
     running: Vec<Running>,
     shutdown: watch::Sender<bool>,
+    access: Arc<AccessGeneration>,
 }
 
 impl Runner {
@@ -143,6 +152,7 @@ impl Runner {
             batch: 5000,
             rebuild_when_behind: REBUILD_WHEN_BEHIND,
             clock: Arc::new(SystemClock),
+            access: Arc::default(),
         }
     }
 
@@ -231,6 +241,7 @@ impl Runner {
                 Arc::clone(&self.log),
                 self.db.clone(),
                 group,
+                Arc::clone(&self.access),
                 stop_rx.clone(),
                 done,
             ));
@@ -253,6 +264,7 @@ impl Runner {
                 rebuilt.clone(),
                 self.batch,
                 Arc::clone(&self.clock),
+                Arc::clone(&self.access),
                 tx,
                 stop_rx.clone(),
             ));
@@ -267,6 +279,7 @@ impl Runner {
             log: self.log,
             running,
             shutdown,
+            access: self.access,
         })
     }
 }
@@ -331,6 +344,7 @@ async fn prepare_checkpoint(
 async fn apply_batch(
     db: &ReadDb,
     p: &dyn Projection,
+    access: &AccessGeneration,
     from: Position,
     batch: &[RecordedEvent],
 ) -> Result<Option<Position>, ProjectionError> {
@@ -350,6 +364,11 @@ async fn apply_batch(
     .await?
     {
         tx.rollback().await?;
+        // Another process applied this batch (or more): what it changed is
+        // committed, so what this process cached from before must go.
+        if p.changes_access() {
+            access.changed();
+        }
         return Ok(None);
     }
     if !handled.is_empty() {
@@ -357,6 +376,11 @@ async fn apply_batch(
             .await?;
     }
     tx.commit().await?;
+    if !handled.is_empty() && p.changes_access() {
+        // After the commit: whoever took the number before it may have read
+        // the rows from before.
+        access.changed();
+    }
     Ok(Some(last))
 }
 
@@ -367,6 +391,7 @@ async fn rebuild_first(
     log: &Arc<dyn EventLog>,
     db: &ReadDb,
     p: &Arc<dyn Projection>,
+    access: &AccessGeneration,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Position> {
     let said = ProgressLog::new(std::slice::from_ref(p), PROGRESS_EVERY);
@@ -391,6 +416,9 @@ async fn rebuild_first(
                 if let Some(summary) = &summary {
                     said.finished(summary);
                 }
+                if p.changes_access() {
+                    access.changed();
+                }
                 return Some(cp.at);
             }
             Ok(_) => tracing::error!(
@@ -414,6 +442,7 @@ async fn rebuild_together(
     log: Arc<dyn EventLog>,
     db: ReadDb,
     group: Vec<Arc<dyn Projection>>,
+    access: Arc<AccessGeneration>,
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
@@ -427,6 +456,9 @@ async fn rebuild_together(
         match result {
             Ok(summary) => {
                 said.finished(&summary);
+                if group.iter().any(|p| p.changes_access()) {
+                    access.changed();
+                }
                 done.send_replace(true);
                 return;
             }
@@ -451,6 +483,7 @@ async fn run_projection(
     rebuilt: Option<watch::Receiver<bool>>,
     batch_size: usize,
     clock: Arc<dyn Clock>,
+    access: Arc<AccessGeneration>,
     position: watch::Sender<Position>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -472,7 +505,7 @@ async fn run_projection(
             };
             match live.filter(|cp| cp.version == p.version()) {
                 Some(cp) => cp.at,
-                None => match rebuild_first(&log, &db, &p, &mut stop).await {
+                None => match rebuild_first(&log, &db, &p, &access, &mut stop).await {
                     Some(at) => at,
                     None => return,
                 },
@@ -508,7 +541,7 @@ async fn run_projection(
         }
         let result = match batch {
             Ok(batch) if batch.is_empty() => continue,
-            Ok(batch) => apply_batch(&db, p.as_ref(), stored, &batch)
+            Ok(batch) => apply_batch(&db, p.as_ref(), &access, stored, &batch)
                 .await
                 .map(|at| (at, batch)),
             Err(e) => Err(e.into()),
@@ -626,6 +659,12 @@ async fn reload(db: &ReadDb, p: &dyn Projection) -> Result<Option<Position>, Pro
 }
 
 impl RunnerHandle {
+    /// The number that moves whenever what someone holds may have changed
+    /// in the read models (see [`AccessGeneration`]).
+    pub fn access_generation(&self) -> u64 {
+        self.access.get()
+    }
+
     pub fn statuses(&self) -> Vec<ProjectionStatus> {
         self.running
             .iter()

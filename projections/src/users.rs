@@ -543,6 +543,10 @@ impl Projection for UsersProjection {
             || e.event_type == domain::privacy::SUBJECT_ERASED_V1
     }
 
+    fn changes_access(&self) -> bool {
+        true
+    }
+
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
@@ -578,9 +582,6 @@ impl Projection for UsersProjection {
         tables: Tables,
         e: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        // Whatever a user, a group or a nesting changes may change what
-        // someone holds.
-        crate::access_changed();
         if e.event_type == domain::privacy::SUBJECT_ERASED_V1 {
             if let Some(user) = e
                 .subject

@@ -130,6 +130,24 @@ impl TestServer {
         self.server = Some(server);
     }
 
+    /// Another node on this server's databases (PostgreSQL), with its own
+    /// data directory, the same master key and issuer; ready.
+    pub async fn second_node(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = self.config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        config.master_key = Some(
+            std::fs::read_to_string(self.data_dir.join("master.key"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+        config.issuer = Some(self.base.clone());
+        let second = Self::start_with(config, Some(dir)).await;
+        second.wait_ready().await;
+        second
+    }
+
     /// Stops the server gracefully and keeps the storage for a restart.
     pub async fn stop(&mut self) -> (Config, Option<tempfile::TempDir>) {
         self.server.take().unwrap().shutdown().await;

@@ -425,18 +425,6 @@ async fn two_servers_sharing_postgres_issue_exactly_the_count() {
     };
     first.wait_ready().await;
     let admin = first.admin().await;
-    // A second node on the same databases, with its own data directory.
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = first.config.clone();
-    config.data_dir = dir.path().to_path_buf();
-    config.master_key = Some(
-        std::fs::read_to_string(first.data_dir.join("master.key"))
-            .unwrap()
-            .trim()
-            .to_owned(),
-    );
-    config.issuer = Some(first.base.clone());
-    let second = TestServer::start_with(config, Some(dir)).await;
-    second.wait_ready().await;
+    let second = first.second_node().await;
     race(&[&first, &second], &admin, 100).await;
 }

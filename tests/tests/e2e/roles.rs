@@ -517,6 +517,63 @@ async fn a_clients_tokens_and_introspection_follow_its_roles() {
     assert_eq!(seen["permissions"], json!([]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_taken_away_on_one_node_leaves_the_tokens_of_the_other() {
+    let Some(first) = TestServer::start(Store::Postgres, "roles_two_nodes").await else {
+        return;
+    };
+    first.wait_ready().await;
+    let admin = first.admin().await;
+    let second = first.second_node().await;
+    let c = first
+        .create_client(
+            &admin,
+            confidential(&admin.organization_id, "client_secret_basic", &["read"]),
+        )
+        .await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let (_, secret) = first.create_secret(&admin, &id).await;
+    let reporter = create_role(&first, &admin, "reporter", &["reports:read"]).await;
+    assert_eq!(
+        assign(&first, &admin, &reporter, "clients", &id).await.0,
+        204
+    );
+    // Each node issues a token with the role, and keeps its claims.
+    for s in [&first, &second] {
+        let mut roles = Value::Null;
+        for _ in 0..200 {
+            roles = payload(&s.token_basic(&id, &secret, Some("read")).await)["roles"].clone();
+            if roles == json!(["reporter"]) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(roles, json!(["reporter"]));
+    }
+    // Taken away through the second node: the first node's next tokens
+    // lose it too, whichever node's read model applied the change.
+    let (st, _) = call(
+        &second,
+        &admin,
+        Method::DELETE,
+        &format!("/admin/roles/{reporter}/holders/clients/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    for s in [&second, &first] {
+        let mut claims = Value::Null;
+        for _ in 0..200 {
+            claims = payload(&s.token_basic(&id, &secret, Some("read")).await);
+            if claims.get("roles").is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(claims.get("roles"), None, "{claims}");
+    }
+}
+
 /// A client of `org` with the admin scope and the given built-in roles
 /// (none: its organization's admin); its admin token.
 async fn admin_client(s: &TestServer, admin: &Admin, org: &str, templates: &[&str]) -> String {
