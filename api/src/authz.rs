@@ -17,7 +17,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::post;
 use axum::{Json, Router};
-use commands::rego::{self, Policy};
+use commands::rego::{self, Policy, Value as RegoValue};
 use domain::authz_policy::{AuthzPolicy, Decided};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -85,7 +85,8 @@ const FACTS_KEPT: usize = 100_000;
 /// An organization, a subject type and id.
 type SubjectKey = (Uuid, String, String);
 /// What is known of a subject; `None`: not one of the organization's.
-type Facts = Option<Arc<Map<String, Value>>>;
+/// Kept in the policy's own form, so that each decision shares it.
+type Facts = Option<RegoValue>;
 
 /// What the platform knows of each subject lately asked about.
 #[derive(Default)]
@@ -226,7 +227,7 @@ async fn cached_facts(
     state: &AppState,
     organization_id: Uuid,
     subject: &AuthzSubject,
-) -> Result<Option<Arc<Map<String, Value>>>, Problem> {
+) -> Result<Facts, Problem> {
     let key = (
         organization_id,
         subject.subject_type.clone(),
@@ -239,7 +240,7 @@ async fn cached_facts(
     }
     let facts = subject_facts(state, organization_id, subject)
         .await?
-        .map(Arc::new);
+        .map(|f| RegoValue::from(Value::Object(f)));
     state.subject_facts.put(key, generation, facts.clone(), now);
     Ok(facts)
 }
@@ -309,6 +310,34 @@ async fn subject_facts(
     Ok(Some(facts))
 }
 
+/// A policy's input: what is known of the subject (shared, not copied)
+/// with the subject's type, id and properties as asked, and the other
+/// parts.
+fn policy_input(
+    facts: &RegoValue,
+    asked: &AuthzSubject,
+    parts: [(&str, Value); 3],
+) -> Result<RegoValue, String> {
+    let mut subject = facts.clone();
+    let known = subject.as_object_mut().map_err(|e| e.to_string())?;
+    known.insert(
+        RegoValue::from("type"),
+        RegoValue::from(asked.subject_type.as_str()),
+    );
+    known.insert(RegoValue::from("id"), RegoValue::from(asked.id.as_str()));
+    known.insert(
+        RegoValue::from("properties"),
+        RegoValue::from(Value::Object(asked.properties.clone())),
+    );
+    let mut input = RegoValue::new_object();
+    let top = input.as_object_mut().map_err(|e| e.to_string())?;
+    top.insert(RegoValue::from("subject"), subject);
+    for (name, part) in parts {
+        top.insert(RegoValue::from(name), RegoValue::from(part));
+    }
+    Ok(input)
+}
+
 /// The time as policies read it.
 fn time_input(now: OffsetDateTime) -> Value {
     json!({
@@ -336,22 +365,18 @@ async fn evaluate(
         (None, _) => (false, Some("no policy is active")),
         (_, None) => (false, Some("the subject is not one of the organization's")),
         (Some((_, p)), Some(facts)) => {
-            let mut subject = (**facts).clone();
-            subject.insert("type".into(), json!(e.subject.subject_type));
-            subject.insert("id".into(), json!(e.subject.id));
-            subject.insert(
-                "properties".into(),
-                Value::Object(e.subject.properties.clone()),
-            );
             let mut context = e.context.clone();
             context.insert("time".into(), time_input(now));
-            let input = json!({
-                "subject": subject,
-                "resource": e.resource,
-                "action": e.action,
-                "context": context,
-            });
-            match p.allows(input) {
+            let input = policy_input(
+                facts,
+                &e.subject,
+                [
+                    ("resource", json!(e.resource)),
+                    ("action", json!(e.action)),
+                    ("context", Value::Object(context)),
+                ],
+            );
+            match input.and_then(|input| p.allows_value(input).map_err(|e| e.to_string())) {
                 Ok(d) => (d, None),
                 Err(err) => {
                     tracing::warn!(error = %err, "a policy evaluation failed; denied");

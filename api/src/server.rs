@@ -195,7 +195,7 @@ impl Server {
         )?);
         let follower = tokio::spawn(Arc::clone(&tokens).follow());
         let decisions = commands::authz::DecisionRecorder::start(Arc::clone(bus.log()));
-        let state = AppState {
+        let state = AppState::new(crate::state::Services {
             config: Arc::new(config),
             clock,
             log: eventlog::LogReader::new(log),
@@ -213,7 +213,7 @@ impl Server {
             subject_facts: Arc::default(),
             decisions,
             token_claims: Arc::default(),
-        };
+        });
         tracing::info!(
             %addr,
             issuer = %state.config.issuer(),

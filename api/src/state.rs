@@ -16,9 +16,28 @@ use projections::tokens::TokenViews;
 /// The most a request body may hold; larger bodies are answered 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Services`], so that handing
+/// it to a request (axum clones the state for every extractor that takes
+/// it) is one reference count, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub config: Arc<Config>,
     /// The one source of "now" for the server.
     pub clock: Arc<dyn Clock>,

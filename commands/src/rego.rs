@@ -8,7 +8,11 @@
 
 use std::sync::Arc;
 
-use regorus::{CompiledPolicy, Engine, Value};
+/// A policy's input, or part of one: shared by reference count, so a part
+/// built once (what is known of a subject) goes into many inputs for the
+/// price of a pointer.
+pub use regorus::Value;
+use regorus::{CompiledPolicy, Engine};
 
 /// The package every policy declares.
 pub const PACKAGE: &str = "idp.authz";
@@ -104,9 +108,14 @@ pub struct EvalError(String);
 impl Policy {
     /// Whether the policy allows, given `input`.
     pub fn allows(&self, input: serde_json::Value) -> Result<bool, EvalError> {
+        self.allows_value(Value::from(input))
+    }
+
+    /// [`Policy::allows`] with an input already in the policy's own form.
+    pub fn allows_value(&self, input: Value) -> Result<bool, EvalError> {
         let value = self
             .compiled
-            .eval_with_input(Value::from(input))
+            .eval_with_input(input)
             .map_err(|e| EvalError(e.to_string()))?;
         Ok(matches!(value, Value::Bool(true)))
     }
