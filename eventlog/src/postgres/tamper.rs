@@ -108,13 +108,18 @@ async fn seal_readable(pool: &PgPool, block: u64) -> Result<(Option<Anchor>, boo
         .fetch_all(pool)
         .await?;
         if rows.is_empty() {
-            let more: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, seq) > ($1::text::xid8, $2))",
+            // The order makes the planner walk the key from the anchor on;
+            // as an EXISTS it expects a third of the table to match and
+            // scans the table from its start.
+            let more = sqlx::query(
+                "SELECT 1 FROM events WHERE (tx_id, seq) > ($1::text::xid8, $2)
+                  ORDER BY tx_id, seq LIMIT 1",
             )
             .bind(&after_tx)
             .bind(after_seq)
-            .fetch_one(pool)
-            .await?;
+            .fetch_optional(pool)
+            .await?
+            .is_some();
             return Ok((written, more));
         }
         let mut links: Vec<Option<String>> = rows
