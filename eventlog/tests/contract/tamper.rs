@@ -188,16 +188,25 @@ pub async fn a_changed_event_is_named(h: Harness) {
 }
 
 pub async fn a_removed_event_is_named(h: Harness) {
-    let db = seeded_and_sealed(&h).await;
-    db.exec(
-        "DELETE FROM events WHERE stream = ?1 AND revision = ?2",
-        "DELETE FROM events WHERE stream = $1 AND revision = $2",
-        "acct-2",
-        4,
-    )
-    .await;
+    seeded_and_sealed(&h).await;
+    a_deleted_event_is_named(&h, "acct-2", 4).await;
+}
+
+/// Deletes one event behind the adapter's back: `verify` names it.
+async fn a_deleted_event_is_named(h: &Harness, stream: &str, revision: i64) {
+    Db::of(h)
+        .exec(
+            "DELETE FROM events WHERE stream = ?1 AND revision = ?2",
+            "DELETE FROM events WHERE stream = $1 AND revision = $2",
+            stream,
+            revision,
+        )
+        .await;
     let r = verify(&h.log).await;
-    assert_eq!(first(&r), (ProblemKind::Removed, Some("acct-2"), Some(4)));
+    assert_eq!(
+        first(&r),
+        (ProblemKind::Removed, Some(stream), Some(revision as u64))
+    );
 }
 
 pub async fn a_removed_last_event_is_caught_by_the_anchors(h: Harness) {
@@ -287,16 +296,7 @@ pub async fn a_dropped_stream_leaves_a_log_that_verifies(h: Harness) {
     assert!(r.is_intact(), "{r:?}");
 
     // Deleting behind the adapter's back is still caught.
-    Db::of(&h)
-        .exec(
-            "DELETE FROM events WHERE stream = ?1 AND revision = ?2",
-            "DELETE FROM events WHERE stream = $1 AND revision = $2",
-            "acct-2",
-            4,
-        )
-        .await;
-    let r = verify(&h.log).await;
-    assert_eq!(first(&r), (ProblemKind::Removed, Some("acct-2"), Some(4)));
+    a_deleted_event_is_named(&h, "acct-2", 4).await;
 }
 
 pub async fn a_forged_event_is_reported_inserted(h: Harness) {

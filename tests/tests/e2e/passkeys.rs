@@ -13,7 +13,9 @@ use webauthn_authenticator_rs::prelude::{
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::harness::{Admin, Store, TestServer};
-use crate::sign_in::{PASSWORD, admin_call, complete, create_user, home, send, sign_in, start};
+use crate::sign_in::{
+    PASSWORD, admin_call, complete, create_user, home, put_policy, send, sign_in, start,
+};
 
 /// The origin pages are served from: the issuer's port on `localhost`.
 fn origin(s: &TestServer) -> Url {
@@ -91,14 +93,10 @@ async fn answer(
 }
 
 async fn two_factor_policy(s: &TestServer, admin: &Admin) {
-    let path = format!(
-        "/admin/organizations/{}/sign-in-policy",
-        admin.organization_id
-    );
-    let (st, v) = admin_call(s, admin, Method::PUT, &path, Some(json!({
+    put_policy(s, admin, json!({
         "methods": ["password", "totp", "passkey"], "first_factors": ["password", "passkey"], "factors_required": 2
-    }))).await;
-    assert_eq!(st, 200, "{v}");
+    }))
+    .await;
 }
 
 #[tokio::test]

@@ -63,6 +63,16 @@ pub async fn admin_call(
     (st, v)
 }
 
+/// Sets the organization's sign-in policy, which must be accepted.
+pub async fn put_policy(s: &TestServer, admin: &Admin, policy: Value) {
+    let path = format!(
+        "/admin/organizations/{}/sign-in-policy",
+        admin.organization_id
+    );
+    let (st, v) = admin_call(s, admin, Method::PUT, &path, Some(policy)).await;
+    assert_eq!(st, 200, "{v}");
+}
+
 pub async fn create_user(
     s: &TestServer,
     admin: &Admin,
@@ -898,21 +908,14 @@ async fn an_authenticator_app_is_a_second_factor_used_once() {
     assert_eq!((st, v["field"].as_str()), (422, Some("enrolment")), "{v}");
 
     // Two factors: a password, then the app.
-    let path = format!(
-        "/admin/organizations/{}/sign-in-policy",
-        admin.organization_id
-    );
-    let (st, v) = admin_call(
+    put_policy(
         &s,
         &admin,
-        Method::PUT,
-        &path,
-        Some(json!({
+        json!({
             "methods": ["password", "totp"], "first_factors": ["password"], "factors_required": 2
-        })),
+        }),
     )
     .await;
-    assert_eq!(st, 200, "{v}");
     let b = home();
     let (id, _) = start(&s, &b, &admin).await;
     let (st, _, after) = password(&s, &b, &id, "ada", PASSWORD).await;

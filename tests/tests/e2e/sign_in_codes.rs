@@ -10,7 +10,9 @@ use time::Duration;
 
 use crate::harness::{Store, TestServer};
 use crate::messages::{Gateway, Smtp, code_in};
-use crate::sign_in::{PASSWORD, admin_call, complete, create_user, home, password, send, start};
+use crate::sign_in::{
+    PASSWORD, admin_call, complete, create_user, home, password, put_policy, send, start,
+};
 
 async fn ask_code(
     s: &TestServer,
@@ -93,15 +95,11 @@ async fn codes_by_email_sms_and_the_outbox() {
     )
     .await;
     assert_eq!(st, 200, "{v}");
-    let path = format!(
-        "/admin/organizations/{}/sign-in-policy",
-        admin.organization_id
-    );
-    let (st, v) = admin_call(&s, &admin, Method::PUT, &path, Some(json!({
+    put_policy(&s, &admin, json!({
         "methods": ["password", "email", "sms", "whatsapp", "totp"],
         "first_factors": ["password", "email", "sms"], "factors_required": 1, "passwordless_codes": true
-    }))).await;
-    assert_eq!(st, 200, "{v}");
+    }))
+    .await;
 
     // Passwordless by email: the code arrives over SMTP.
     let c = home();
@@ -215,13 +213,10 @@ async fn without_a_provider_codes_wait_in_the_outbox_and_failures_are_recorded()
     )
     .await;
     assert_eq!(st, 200);
-    let path = format!(
-        "/admin/organizations/{}/sign-in-policy",
-        admin.organization_id
-    );
-    admin_call(&s, &admin, Method::PUT, &path, Some(json!({
+    put_policy(&s, &admin, json!({
         "methods": ["password", "whatsapp", "sms"], "first_factors": ["password"], "factors_required": 2
-    }))).await;
+    }))
+    .await;
     let c = home();
     let (id, _) = start(&s, &c, &admin).await;
     password(&s, &c, &id, "ada", PASSWORD).await;
@@ -274,22 +269,15 @@ async fn the_limit_on_sending_codes_outlives_a_restart() {
     s.wait_ready().await;
     let admin = s.admin().await;
     create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
-    let path = format!(
-        "/admin/organizations/{}/sign-in-policy",
-        admin.organization_id
-    );
-    let (st, v) = admin_call(
+    put_policy(
         &s,
         &admin,
-        Method::PUT,
-        &path,
-        Some(json!({
+        json!({
             "methods": ["password", "email"], "first_factors": ["password", "email"],
             "factors_required": 1, "passwordless_codes": true
-        })),
+        }),
     )
     .await;
-    assert_eq!(st, 200, "{v}");
     // Each sign-in may send its own code; the account's sends add up.
     async fn send_one(s: &TestServer, admin: &crate::harness::Admin) -> (u16, Value) {
         let c = home();
