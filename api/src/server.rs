@@ -387,11 +387,9 @@ async fn announce_catching_up(state: &AppState) {
     });
 }
 
-/// Records the counted client authentication failures whose window has
-/// closed, every few seconds, until the task is dropped.
-/// Every few seconds, records the failed client authentications counted
-/// since; at start and then hourly, drops the decision records retention no
-/// longer keeps.
+/// Until the task is dropped: every few seconds, records the counted client
+/// authentication failures whose window has closed; at start and then
+/// hourly, drops the decision records retention no longer keeps.
 async fn housekeeping(state: AppState) {
     const TICK: Duration = Duration::from_secs(5);
     let mut tick = tokio::time::interval(TICK);
