@@ -446,7 +446,14 @@ async fn decision_records_older_than_the_retention_are_dropped_and_the_log_still
     let admin = s.admin().await;
     let token = s.token_basic(&id, &secret, Some("idp:authz")).await;
     decide(&s, &token, ask("someone", "read", "sales", "10.0.0.1")).await;
-    let (_, v) = admin_call(&s, &admin, Method::GET, audit, None).await;
+    let mut v = Value::Null;
+    for _ in 0..200 {
+        (_, v) = admin_call(&s, &admin, Method::GET, audit, None).await;
+        if v["items"].as_array().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     assert_eq!(v["items"].as_array().unwrap().len(), 4, "{v}");
 
     // Two days on, the first day's stream goes whole, the second stays.
