@@ -260,7 +260,7 @@ impl Server {
         // Closed here, not whenever the last holder lets go: on SQLite the
         // last close folds the write-ahead log into the file, which is then
         // complete when this returns.
-        self.state.read_db.pool.close().await;
+        self.state.read_db.close().await;
         self.state.subject_keys.close().await;
         tracing::info!("idp stopped");
     }
@@ -581,7 +581,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        old.pool.close().await;
+        old.close().await;
 
         let stores = open_stores(&config).await.unwrap();
         assert!(models_apart(&config).await);

@@ -106,7 +106,7 @@ pub async fn insert(
     created_at: &str,
 ) -> Result<bool, ProjectionError> {
     let _turn = db.write_turn().await;
-    let mut conn = db.pool.acquire().await?;
+    let mut conn = db.writes().acquire().await?;
     insert_on(&mut conn, subject, sealed, created_at).await
 }
 
@@ -133,7 +133,7 @@ pub async fn delete(db: &ReadDb, subject: &str) -> Result<bool, ProjectionError>
     let _turn = db.write_turn().await;
     let done = sqlx::query("DELETE FROM subject_keys WHERE subject = $1")
         .bind(subject.to_owned())
-        .execute(&db.pool)
+        .execute(db.writes())
         .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -51,7 +51,7 @@ impl Stores {
     /// folds the write-ahead log into its file: without it a command that
     /// wrote much (a rebuild) leaves a large log beside the file.
     pub async fn close(&self) {
-        self.read_db.pool.close().await;
+        self.read_db.close().await;
         self.subject_keys.close().await;
     }
 }
@@ -112,7 +112,7 @@ pub async fn open_stores(
         crate::key_store::move_all(&old, keys_db)
             .await
             .map_err(|e| StoreError::read_db(log_url, &e))?;
-        old.pool.close().await;
+        old.close().await;
         let dropped = ReadDb::retire_read_models(log_url, &projections::all())
             .await
             .map_err(|e| StoreError::read_db(log_url, &e))?;

@@ -114,7 +114,7 @@ impl SubjectKeys {
 
     /// Closes the database the keys are in (at shutdown).
     pub async fn close(&self) {
-        self.db.pool.close().await;
+        self.db.close().await;
     }
 
     /// Deletes the subject's key (crypto-shredding); true if there was one.

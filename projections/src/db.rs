@@ -81,6 +81,11 @@ pub struct ReadDb {
     /// This process's writers of a SQLite database take turns here rather
     /// than in SQLite's busy handler, which sleeps whole milliseconds.
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// What they write with: on SQLite one connection, whose page cache
+    /// then lasts from one commit to the next (a connection's cache starts
+    /// over whenever another connection has written); on PostgreSQL the
+    /// pool.
+    writer: AnyPool,
 }
 
 /// A transaction that writes: on SQLite it holds the process's write turn
@@ -112,6 +117,38 @@ impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.tx
     }
+}
+
+/// The writing connection's page cache: 64 MiB (a negative `cache_size`
+/// counts KiB), for the index pages a batch of rows probes.
+const WRITER_PRAGMAS: &str = "PRAGMA cache_size=-65536;";
+
+/// The pool's settings; on SQLite every connection runs the pragmas below
+/// and then `extra`.
+fn pool_options(dialect: Dialect, max_connections: u32, extra: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // secure_delete: an erased person's values are
+                    // overwritten on disk, not left in free pages.
+                    // mmap_size: pages are read from the mapped file
+                    // instead of copied by a system call each (SQLite
+                    // caps it at its compiled-in limit).
+                    conn.execute(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; \
+                         PRAGMA secure_delete=ON; PRAGMA mmap_size=17179869184;",
+                    )
+                    .await?;
+                    if !extra.is_empty() {
+                        conn.execute(extra).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
 }
 
 impl ReadDb {
@@ -152,37 +189,43 @@ impl ReadDb {
                 "unsupported read-model database URL {url:?}: expected sqlite: or postgres://"
             )));
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if dialect == Dialect::Sqlite {
+        let pool = pool_options(
+            dialect,
+            if dialect == Dialect::Sqlite {
                 max_connections.min(8)
             } else {
                 max_connections
-            })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // secure_delete: an erased person's values are
-                        // overwritten on disk, not left in free pages.
-                        // mmap_size: pages are read from the mapped file
-                        // instead of copied by a system call each (SQLite
-                        // caps it at its compiled-in limit).
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; \
-                             PRAGMA secure_delete=ON; PRAGMA mmap_size=17179869184;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
+            },
+            "",
+        )
+        .connect(&url)
+        .await?;
+        let writer = match dialect {
+            Dialect::Sqlite => {
+                pool_options(dialect, 1, WRITER_PRAGMAS)
+                    .connect(&url)
+                    .await?
+            }
+            Dialect::Postgres => pool.clone(),
+        };
         Ok(Self {
             pool,
             dialect,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
+            writer,
         })
+    }
+
+    /// The pool writes go through (see [`Self::begin_write`]).
+    pub fn writes(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Closes the connections. On SQLite the last close folds the
+    /// write-ahead log into the database file.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 
     /// Whether the SQLite database at `url` already holds read models (it
@@ -254,7 +297,7 @@ impl ReadDb {
         }
         tx.commit().await?;
         old.checkpoint().await?;
-        old.pool.close().await;
+        old.close().await;
         Ok(dropped)
     }
 
@@ -275,7 +318,7 @@ impl ReadDb {
             Dialect::Sqlite => {
                 let turn = Arc::clone(&self.write_turn).lock_owned().await;
                 WriteTx {
-                    tx: self.pool.begin_with(SQLITE_BEGIN_WRITE).await?,
+                    tx: self.writer.begin_with(SQLITE_BEGIN_WRITE).await?,
                     _turn: Some(turn),
                 }
             }
@@ -287,7 +330,7 @@ impl ReadDb {
     }
 
     /// Runs one writing statement (or autocommit batch) in this process's
-    /// write turn (see [`Self::begin_write`]).
+    /// write turn (see [`Self::begin_write`]); run it on [`Self::writes`].
     pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.dialect {
             Dialect::Sqlite => Some(Arc::clone(&self.write_turn).lock_owned().await),

@@ -165,7 +165,7 @@ async fn checkpoint_while_empty(log: &Arc<dyn EventLog>, url: &str) {
         .await
         .unwrap();
     handle.stop().await;
-    db.pool.close().await;
+    db.close().await;
 }
 
 async fn crash_and_resume(env: Env) {
@@ -208,7 +208,7 @@ async fn crash_and_resume(env: Env) {
             handle.stop().await;
         } else {
             handle.abort().await;
-            crashed.pool.close().await;
+            crashed.close().await;
             crashed = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
         }
         restarts += 1;
@@ -946,7 +946,7 @@ async fn interrupted_rebuild(env: Env) {
     }
     task.abort();
     assert!(task.await.is_err(), "aborted mid-way");
-    db.pool.close().await;
+    db.close().await;
 
     let db = ReadDb::connect(&url, 4).await.unwrap();
     let next: Vec<(String, i64)> = sqlx::query_as(
