@@ -75,6 +75,14 @@ pub type ClientThrottle = Throttle<(String, String), FailureNote>;
 /// `user:{id}` or the keyed claim of an identifier nobody holds.
 pub type UserThrottle = Throttle<(String, String), ()>;
 
+/// The code limiter's keys: the account's, and the source address's.
+fn code_keys(account: &str, source: Option<&str>) -> ((String, String), Option<(String, String)>) {
+    (
+        (account.to_owned(), String::new()),
+        source.map(|s| (String::new(), s.to_owned())),
+    )
+}
+
 pub use domain::token::AUTH_TOKEN_CLAIM;
 
 pub struct TokenViews {
@@ -107,8 +115,8 @@ pub struct TokenViews {
     pub user_throttle: UserThrottle,
     /// Codes sent by account and by source address (every send is
     /// recorded; each node counts them all): a few are free, then each
-    /// waits longer.
-    pub code_throttle: UserThrottle,
+    /// waits longer. Keyed by [`code_keys`]; see [`Self::code_send_wait`].
+    code_throttle: UserThrottle,
     /// Failed sign-in steps by account from every address together
     /// (`ThrottlePolicy::account_wide`).
     pub account_throttle: Throttle<String, ()>,
@@ -184,6 +192,50 @@ impl TokenViews {
             }
         }
         Ok(())
+    }
+
+    /// How long before a code may be sent to `account` (or from `source`,
+    /// when given), if either must still wait.
+    pub fn code_send_wait(
+        &self,
+        account: &str,
+        source: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<time::Duration> {
+        let (by_account, by_source) = code_keys(account, source);
+        std::iter::once(by_account)
+            .chain(by_source)
+            .find_map(|key| self.code_throttle.wait(&key, now))
+    }
+
+    /// Counts a code about to be sent to `account` (and from `source`,
+    /// when given); answers the fact to record, so that every node counts
+    /// it too.
+    pub fn count_code_send(
+        &self,
+        account: &str,
+        source: Option<&str>,
+        user_id: Option<uuid::Uuid>,
+        now: OffsetDateTime,
+    ) -> domain::sign_in::CodeSendCounted {
+        let (by_account, by_source) = code_keys(account, source);
+        let (account_sends, account_blocked_until) = self.code_throttle.count(by_account, now);
+        let (source_sends, source_blocked_until) = match by_source {
+            Some(key) => {
+                let (sends, until) = self.code_throttle.count(key, now);
+                (Some(sends), until)
+            }
+            None => (None, None),
+        };
+        domain::sign_in::CodeSendCounted {
+            user_id,
+            account: account.to_owned(),
+            account_sends,
+            account_blocked_until,
+            source_sends,
+            source_blocked_until,
+            at: now,
+        }
     }
 
     /// Whether tokens can be signed (an active ES256 key is loaded).
@@ -444,19 +496,17 @@ impl TokenViews {
         }
         if e.event_type == domain::sign_in::CODE_SEND_COUNTED_V1 {
             if let Ok(c) = eventlog::decode::<domain::sign_in::CodeSendCounted>(e) {
+                let source = c.source_sends.and(e.metadata.source_ip.as_deref());
+                let (by_account, by_source) = code_keys(&c.account, source);
                 self.code_throttle.observe_at(
-                    (c.account, String::new()),
+                    by_account,
                     c.account_sends,
                     c.account_blocked_until,
                     c.at,
                 );
-                if let (Some(sends), Some(source)) = (c.source_sends, &e.metadata.source_ip) {
-                    self.code_throttle.observe_at(
-                        (String::new(), source.clone()),
-                        sends,
-                        c.source_blocked_until,
-                        c.at,
-                    );
+                if let (Some(key), Some(sends)) = (by_source, c.source_sends) {
+                    self.code_throttle
+                        .observe_at(key, sends, c.source_blocked_until, c.at);
                 }
             }
             return;

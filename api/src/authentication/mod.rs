@@ -536,13 +536,11 @@ async fn send_code(
     meta: &Metadata,
 ) -> Result<Response, Problem> {
     let now = state.clock.now();
-    let sends = &state.tokens.code_throttle;
-    let by_account = (found.account.clone(), String::new());
-    let by_source = (String::new(), source);
-    for k in [&by_account, &by_source] {
-        if let Some(wait) = sends.wait(k, now) {
-            return Ok(too_many(wait));
-        }
+    if let Some(wait) = state
+        .tokens
+        .code_send_wait(&found.account, Some(&source), now)
+    {
+        return Ok(too_many(wait));
     }
     let target = found
         .user
@@ -559,23 +557,15 @@ async fn send_code(
             ),
         ));
     }
-    let (account_sends, account_blocked_until) = sends.count(by_account, now);
-    let (source_sends, source_blocked_until) = sends.count(by_source, now);
-    let counted = domain::sign_in::CodeSendCounted {
-        user_id: target.as_ref().map(|(id, _)| *id),
-        account: found.account.clone(),
-        account_sends,
-        account_blocked_until,
-        source_sends: Some(source_sends),
-        source_blocked_until,
-        at: now,
-    };
+    let user_id = target.as_ref().map(|(id, _)| *id);
+    let counted = state
+        .tokens
+        .count_code_send(&found.account, Some(&source), user_id, now);
     commands::sign_in::record_code_send(&state.bus, &counted, meta)
         .await
         .map_err(|e| Problem::internal(&e))?;
     let code = commands::sign_in::new_code();
     let hash = code_hash(state, sign_in.id, &code);
-    let user_id = target.as_ref().map(|(id, _)| *id);
     let after =
         commands::sign_in::send_code(&state.bus, sign_in.id, method, user_id, hash, meta).await?;
     if let Some((user_id, to)) = target {

@@ -94,24 +94,13 @@ async fn begin(
     must_be_fresh(state, caller)?;
     let session = &caller.session;
     let now = state.clock.now();
-    let sends = &state.tokens.code_throttle;
-    let key = (
-        commands::sign_in::account_of_user(session.user_id),
-        String::new(),
-    );
-    if let Some(wait) = sends.wait(&key, now) {
+    let account = commands::sign_in::account_of_user(session.user_id);
+    if let Some(wait) = state.tokens.code_send_wait(&account, None, now) {
         return Ok(crate::authentication::too_many(wait));
     }
-    let (account_sends, account_blocked_until) = sends.count(key.clone(), now);
-    let counted = domain::sign_in::CodeSendCounted {
-        user_id: Some(session.user_id),
-        account: key.0,
-        account_sends,
-        account_blocked_until,
-        source_sends: None,
-        source_blocked_until: None,
-        at: now,
-    };
+    let counted = state
+        .tokens
+        .count_code_send(&account, None, Some(session.user_id), now);
     commands::sign_in::record_code_send(&state.bus, &counted, &caller.metadata())
         .await
         .map_err(|e| Problem::internal(&e))?;
