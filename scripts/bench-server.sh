@@ -15,6 +15,7 @@
 #   scripts/bench-server.sh access --binary PATH       # that idp binary instead of a release build
 #   scripts/bench-server.sh sign-in --duration 20 --concurrency 16 --users 200
 #
+# The server's log is dropped with the scratch store unless SERVER_LOG names a file to keep it in.
 # Needs curl and python3 (and psql for --postgres).
 set -euo pipefail
 
@@ -94,7 +95,7 @@ for k in sys.argv[1].split("."):
 print(v)' "$1"
 }
 
-"$idp" serve >>"$work/server.log" 2>&1 &
+"$idp" serve >>"${SERVER_LOG:-$work/server.log}" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 3000); do
     if curl -fsS -o /dev/null "$base/readyz" 2>/dev/null; then break; fi

@@ -180,7 +180,7 @@ impl Server {
             .map_err(|e| StartError::Keys(e.to_string()))?;
         let tokens = Arc::new(TokenViews::new(
             config.issuer(),
-            Arc::clone(&log),
+            runner.tail(),
             Arc::clone(&clock),
             master_key.clone(),
             ring,

@@ -15,12 +15,13 @@
 //! acknowledged append across a crash of the process; `synchronous=full`
 //! in the URL keeps it across a power loss too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -39,12 +40,18 @@ use crate::verify::VerifyReport;
 const SCHEMA: &str = include_str!("../../migrations/eventlog/sqlite.sql");
 /// The most appends one group commit takes.
 const MAX_GROUP: usize = 1024;
-const READERS_KEPT: usize = 64;
+/// A read of the whole log that starts at least this many positions
+/// behind the last commit is a scan (see `readers`): rebuilds, replays,
+/// subscriptions catching up from far back. Reads at the tail are not.
+const SCAN_DISTANCE: u64 = 256;
 /// The most blocks one automatic seal writes before the writer takes the
 /// next appends (a log from before chains is backfilled a slice at a time).
 const AUTO_SEAL_BLOCKS: usize = 4;
 
+mod readers;
 mod tamper;
+
+use readers::{Access, Readers};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Synchronous {
@@ -67,9 +74,11 @@ enum Request {
 }
 
 pub struct SqliteLog {
-    path: PathBuf,
     writer: mpsc::Sender<Request>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Readers,
+    /// The position of the last event committed (0: none), kept by the
+    /// writer.
+    last: Arc<AtomicU64>,
     wakeups: watch::Receiver<u64>,
 }
 
@@ -106,66 +115,33 @@ impl SqliteLog {
             conn.execute_batch("ALTER TABLE events ADD COLUMN chain TEXT")?;
         }
 
+        let last: i64 =
+            conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })?;
+        let last = Arc::new(AtomicU64::new(last.max(0) as u64));
         let (wake_tx, wakeups) = watch::channel(0u64);
         let (tx, rx) = mpsc::channel::<Request>();
+        let written = Arc::clone(&last);
         std::thread::Builder::new()
             .name("eventlog-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, wake_tx, seal_every, &*clock))
+            .spawn(move || writer_loop(conn, rx, wake_tx, &written, seal_every, &*clock))
             .map_err(|e| Error::Backend(format!("starting the writer thread: {e}")))?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            path,
             writer: tx,
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: Readers::start(&path, (2 * threads).clamp(4, 16))?,
+            last,
             wakeups,
         })
     }
-
-    /// Runs `f` on a reader connection on the blocking pool.
-    async fn with_reader<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
-    {
-        let pool = Arc::clone(&self.readers);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = pool.lock().map_err(|_| Error::Closed)?.pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&path)?,
-            };
-            let out = f(&conn);
-            if let Ok(mut p) = pool.lock()
-                && p.len() < READERS_KEPT
-            {
-                p.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| Error::Backend(format!("reader task: {e}")))?
-    }
 }
-
-fn open_reader(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Readers map the file instead of a pread per page: replays and
-    // rebuilds read the whole log. (Address space only; SQLite caps it.)
-    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
-    Ok(conn)
-}
-
-/// How much of the log file a reader maps.
-const READER_MMAP_BYTES: i64 = 1 << 34;
 
 fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Request>,
     wake: watch::Sender<u64>,
+    last: &AtomicU64,
     seal_every: u64,
     clock: &dyn Clock,
 ) {
@@ -210,6 +186,11 @@ fn writer_loop(
             let written = outcomes.as_ref().map_or(0, |results| {
                 events_written(group.iter().map(|a| a.events.len()), results)
             });
+            if let Ok(results) = &outcomes
+                && let Some(end) = results.iter().flatten().map(|r| r.position.commit).max()
+            {
+                last.fetch_max(end, Ordering::Release);
+            }
             if written > 0 {
                 wake.send_modify(|n| *n = n.wrapping_add(1));
                 unsealed.add(written);
@@ -529,7 +510,7 @@ impl EventLog for SqliteLog {
     async fn verify(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, Error> {
         // The check runs on a reader thread; its progress comes back here.
         let (tx, mut rx) = watch::channel(0u64);
-        let check = self.with_reader(move |c| {
+        let check = self.readers.run(Access::Scan, move |c| {
             tamper::verify(c, &|n| {
                 let _ = tx.send(n);
             })
@@ -563,25 +544,26 @@ impl EventLog for SqliteLog {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let stream = stream.to_owned();
-        self.with_reader(move |c| {
-            let limit = limit.min(i64::MAX as usize) as i64;
-            match direction {
-                Direction::Forwards => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision >= ?2 ORDER BY revision LIMIT ?3"
-                    );
-                    collect(
-                        &mut c.prepare_cached(&sql)?,
-                        params![stream, from.unwrap_or(0) as i64, limit],
-                    )
-                }
-                Direction::Backwards => {
-                    let sql = format!(
-                        "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT ?3"
-                    );
-                    let from = from.map_or(i64::MAX, |f| f.min(i64::MAX as u64) as i64);
-                    collect(&mut c.prepare_cached(&sql)?, params![stream, from, limit])
-                }
+        // The limit is written into the statement, not bound: SQLite plans
+        // an ORDER BY with a LIMIT by the limit's value, so a statement
+        // with a bound limit is compiled again on every run.
+        let limit = limit.min(i64::MAX as usize);
+        self.readers.run(Access::Point, move |c| match direction {
+            Direction::Forwards => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision >= ?2 ORDER BY revision LIMIT {limit}"
+                );
+                collect(
+                    &mut c.prepare_cached(&sql)?,
+                    params![stream, from.unwrap_or(0) as i64],
+                )
+            }
+            Direction::Backwards => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT {limit}"
+                );
+                let from = from.map_or(i64::MAX, |f| f.min(i64::MAX as u64) as i64);
+                collect(&mut c.prepare_cached(&sql)?, params![stream, from])
             }
         })
         .await
@@ -594,7 +576,16 @@ impl EventLog for SqliteLog {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, Error> {
         let (clause, fparams) = filter_sql(filter);
-        self.with_reader(move |c| {
+        let behind = self
+            .last
+            .load(Ordering::Acquire)
+            .saturating_sub(after.commit);
+        let access = if behind >= SCAN_DISTANCE {
+            Access::Scan
+        } else {
+            Access::Point
+        };
+        self.readers.run(access, move |c| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM events WHERE position > ?1{clause} ORDER BY position LIMIT {}",
                 limit.min(i64::MAX as usize)
@@ -610,31 +601,35 @@ impl EventLog for SqliteLog {
 
     async fn read_subject(&self, subject: &str) -> Result<Vec<RecordedEvent>, Error> {
         let subject = subject.to_owned();
-        self.with_reader(move |c| {
-            let sql = format!("SELECT {COLUMNS} FROM events WHERE subject = ?1 ORDER BY position");
-            collect(&mut c.prepare_cached(&sql)?, [subject])
-        })
-        .await
+        self.readers
+            .run(Access::Point, move |c| {
+                let sql =
+                    format!("SELECT {COLUMNS} FROM events WHERE subject = ?1 ORDER BY position");
+                collect(&mut c.prepare_cached(&sql)?, [subject])
+            })
+            .await
     }
 
     async fn head(&self) -> Result<Option<Position>, Error> {
-        self.with_reader(|c| {
-            let p: Option<i64> = c
-                .prepare_cached("SELECT max(position) FROM events")?
-                .query_row([], |r| r.get(0))?;
-            Ok(p.map(|p| Position::new(p as u64, p as u64)))
-        })
-        .await
+        self.readers
+            .run(Access::Point, |c| {
+                let p: Option<i64> = c
+                    .prepare_cached("SELECT max(position) FROM events")?
+                    .query_row([], |r| r.get(0))?;
+                Ok(p.map(|p| Position::new(p as u64, p as u64)))
+            })
+            .await
     }
 
     async fn count_after(&self, after: Position) -> Result<u64, Error> {
-        self.with_reader(move |c| {
-            let n: i64 = c
-                .prepare_cached("SELECT count(*) FROM events WHERE position > ?1")?
-                .query_row([after.commit.min(i64::MAX as u64) as i64], |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
+        self.readers
+            .run(Access::Point, move |c| {
+                let n: i64 = c
+                    .prepare_cached("SELECT count(*) FROM events WHERE position > ?1")?
+                    .query_row([after.commit.min(i64::MAX as u64) as i64], |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

@@ -134,6 +134,8 @@ struct Running {
 /// stop it.
 pub struct RunnerHandle {
     log: Arc<dyn EventLog>,
+    /// The live runners' shared read of the log's tail.
+    tail: Arc<dyn EventLog>,
     running: Vec<Running>,
     shutdown: watch::Sender<bool>,
     access: Arc<AccessGeneration>,
@@ -277,6 +279,7 @@ impl Runner {
         }
         Ok(RunnerHandle {
             log: self.log,
+            tail,
             running,
             shutdown,
             access: self.access,
@@ -659,6 +662,13 @@ async fn reload(db: &ReadDb, p: &dyn Projection) -> Result<Option<Position>, Pro
 }
 
 impl RunnerHandle {
+    /// The log, read through the live runners' shared read of its tail: a
+    /// subscription of the whole log that follows through it takes the
+    /// events the runners read at each commit instead of reading them again.
+    pub fn tail(&self) -> Arc<dyn EventLog> {
+        Arc::clone(&self.tail)
+    }
+
     /// The number that moves whenever what someone holds may have changed
     /// in the read models (see [`AccessGeneration`]).
     pub fn access_generation(&self) -> u64 {

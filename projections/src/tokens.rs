@@ -609,18 +609,24 @@ impl TokenViews {
                 }
             }
         }
-        let mut sub =
-            eventlog::Subscription::new(Arc::clone(&self.log), start, Self::filter(), 500);
+        // The whole log, filtered here: through a shared read of the tail
+        // (`RunnerHandle::tail`) that costs nothing more per commit, where
+        // a filtered subscription would read the log again.
+        let filter = Self::filter();
+        let mut sub = eventlog::Subscription::new(Arc::clone(&self.log), start, Filter::all(), 500);
         loop {
             match sub.next_batch().await {
-                Ok(batch) => batch.iter().for_each(|e| self.apply(e)),
+                Ok(batch) => batch
+                    .iter()
+                    .filter(|e| filter.matches(&e.stream, &e.event_type))
+                    .for_each(|e| self.apply(e)),
                 Err(e) => {
                     tracing::error!(error = %e, "token views lost the log; retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     sub = eventlog::Subscription::new(
                         Arc::clone(&self.log),
                         sub.position(),
-                        Self::filter(),
+                        Filter::all(),
                         500,
                     );
                 }

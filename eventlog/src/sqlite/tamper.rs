@@ -136,11 +136,14 @@ pub(super) fn seal(
             ),
             None => (i64::MIN, GENESIS),
         };
+        // The limit is part of the statement: a bound one would have SQLite
+        // compile the statement again on every run.
         let rows: Vec<(i64, String, i64, Option<String>)> = tx
-            .prepare_cached(
-                "SELECT position, stream, revision, chain FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
-            )?
-            .query_map(params![after, block.min(i64::MAX as u64) as i64], |r| {
+            .prepare_cached(&format!(
+                "SELECT position, stream, revision, chain FROM events WHERE position > ?1 ORDER BY position LIMIT {}",
+                block.min(i64::MAX as u64)
+            ))?
+            .query_map(params![after], |r| {
                 Ok((r.get(0)?, text(r, 1)?, int(r, 2)?, opt_text(r, 3)?))
             })?
             .collect::<Result<_, _>>()?;
