@@ -22,7 +22,7 @@ set -euo pipefail
 bench="${1:-}"
 case "$bench" in
     sign-in | access | oidc) shift ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-server: name sign-in, access or oidc first" >&2; exit 2 ;;
 esac
 duration=10
@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
         --concurrency) concurrency="$2"; shift 2 ;;
         --users) users="$2"; shift 2 ;;
         --binary) binary="$(realpath "$2")"; shift 2 ;;
-        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-server: unknown argument $1" >&2; exit 2 ;;
     esac
 done
