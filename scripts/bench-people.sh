@@ -13,7 +13,8 @@
 # The seed runs `idp bench people-seed` on the stopped store; the server then builds its
 # read models from the log (the time it takes is printed), and `idp bench people` drives
 # it. Resident memory is read from /proc once the read models have caught up, and again
-# after the run. Needs curl and python3 (and psql for --postgres).
+# after the run. The server's log is dropped with the scratch store unless SERVER_LOG names
+# a file to keep it in. Needs curl and python3 (and psql for --postgres).
 set -euo pipefail
 
 users=1000000
@@ -30,7 +31,7 @@ while [[ $# -gt 0 ]]; do
         --duration) duration="$2"; shift 2 ;;
         --concurrency) concurrency="$2"; shift 2 ;;
         --binary) binary="$(realpath "$2")"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-people: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -85,7 +86,7 @@ for k in sys.argv[1].split("."):
 print(v)' "$1"
 }
 start_server() {
-    "$idp" serve >>"$work/server.log" 2>&1 &
+    "$idp" serve >>"${SERVER_LOG:-$work/server.log}" 2>&1 &
     server_pid=$!
 }
 wait_ready() {
