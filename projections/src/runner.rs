@@ -59,10 +59,17 @@ pub trait Projection: Send + Sync + 'static {
     /// Whether `apply` wants this event (the others still move the checkpoint).
     fn handles(&self, event: &RecordedEvent) -> bool;
     /// Whether what it holds decides what someone holds (roles, groups):
-    /// then every batch it handles, applied here or by another process,
-    /// moves the runner's [`crate::AccessGeneration`] once it is committed.
+    /// then every batch it handles with an event that
+    /// [`Self::event_changes_access`], applied here or by another process,
+    /// moves the runner's [`crate::AccessGeneration`] once it is committed,
+    /// and so does switching in a rebuild of it.
     fn changes_access(&self) -> bool {
         false
+    }
+    /// Whether applying `event` may change what someone holds; by default,
+    /// any event of a projection that [`Self::changes_access`].
+    fn event_changes_access(&self, _event: &RecordedEvent) -> bool {
+        self.changes_access()
     }
     /// Applies one event inside the runner's transaction, to the generation
     /// of its tables that `tables` names.
@@ -369,7 +376,7 @@ async fn apply_batch(
         tx.rollback().await?;
         // Another process applied this batch (or more): what it changed is
         // committed, so what this process cached from before must go.
-        if p.changes_access() {
+        if handled.iter().any(|e| p.event_changes_access(e)) {
             access.changed();
         }
         return Ok(None);
@@ -379,7 +386,7 @@ async fn apply_batch(
             .await?;
     }
     tx.commit().await?;
-    if !handled.is_empty() && p.changes_access() {
+    if handled.iter().any(|e| p.event_changes_access(e)) {
         // After the commit: whoever took the number before it may have read
         // the rows from before.
         access.changed();

@@ -547,6 +547,12 @@ impl Projection for UsersProjection {
         true
     }
 
+    /// A recorded sign-in moves only the last sign-in, which no decision
+    /// reads: every sign-in would otherwise drop what is cached of everyone.
+    fn event_changes_access(&self, e: &RecordedEvent) -> bool {
+        e.event_type != domain::user::SIGNED_IN_V1
+    }
+
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,

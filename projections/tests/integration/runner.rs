@@ -1362,3 +1362,74 @@ async fn write_notifications(
         .unwrap();
     }
 }
+
+/// A recorded sign-in changes nothing a decision or a token's roles read, so
+/// it leaves what is cached of everyone valid; a changed attribute does not.
+#[tokio::test]
+async fn a_recorded_sign_in_keeps_the_access_generation_and_an_attribute_moves_it() {
+    use domain::Pii;
+    use domain::user::{
+        AttributeValue, Attributes, AttributesChanged, Profile, UserCreated, UserEvent, UserFact,
+    };
+    use eventlog::{ExpectedRevision, encode};
+    let env = sqlite_env().await;
+    let db = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
+    let handle = Runner::new(Arc::clone(&env.log), db.clone(), projections::all())
+        .start()
+        .await
+        .unwrap();
+    let (org, user, now) = (Uuid::now_v7(), Uuid::now_v7(), OffsetDateTime::now_utc());
+    write_people(&env.log, org, 1, now).await;
+    let append = |event: UserEvent| {
+        let log = Arc::clone(&env.log);
+        async move {
+            log.append(
+                &format!("user-{user}"),
+                ExpectedRevision::Any,
+                vec![encode(&event, &meta())],
+            )
+            .await
+            .unwrap()
+            .position
+        }
+    };
+
+    let created = append(UserEvent::Created(UserCreated {
+        user_id: user,
+        organization_id: org,
+        username: Pii::new("ada".into()),
+        username_claim: "ef".repeat(16),
+        email: None,
+        email_claim: None,
+        email_verified: false,
+        phone_number: None,
+        phone_verified: false,
+        profile: Pii::new(Profile::default()),
+        attributes: Pii::new(Attributes::new()),
+        created_by: "admin".into(),
+        at: now,
+    }))
+    .await;
+    assert!(handle.wait_for(created, Duration::from_secs(10)).await);
+
+    let before = handle.access_generation();
+    let signed_in = append(UserEvent::SignedIn(UserFact {
+        user_id: user,
+        at: now,
+    }))
+    .await;
+    assert!(handle.wait_for(signed_in, Duration::from_secs(10)).await);
+    assert_eq!(handle.access_generation(), before, "a sign-in moved it");
+
+    let mut attributes = Attributes::new();
+    attributes.insert("department".into(), AttributeValue::One("audit".into()));
+    let changed = append(UserEvent::AttributesChanged(AttributesChanged {
+        user_id: user,
+        attributes: Pii::new(attributes),
+        at: now,
+    }))
+    .await;
+    assert!(handle.wait_for(changed, Duration::from_secs(10)).await);
+    assert!(handle.access_generation() > before, "an attribute left it");
+    handle.stop().await;
+}
