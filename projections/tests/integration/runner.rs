@@ -66,6 +66,16 @@ async fn postgres_env(name: &str) -> Option<Env> {
     })
 }
 
+/// Every projection, running on the env's read database number `url`.
+async fn run_all(env: &Env, url: usize) -> (ReadDb, projections::RunnerHandle) {
+    let db = ReadDb::connect(&env.read_urls[url], 4).await.unwrap();
+    let handle = Runner::new(Arc::clone(&env.log), db.clone(), projections::all())
+        .start()
+        .await
+        .unwrap();
+    (db, handle)
+}
+
 fn meta() -> Metadata {
     Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc())
 }
@@ -245,11 +255,7 @@ async fn a_runner_killed_at_random_points_resumes_exactly_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_is_readable_once_its_position_is_reached() {
     let env = sqlite_env().await;
-    let db = ReadDb::connect(&env.read_urls[0], 4).await.unwrap();
-    let handle = Runner::new(Arc::clone(&env.log), db.clone(), projections::all())
-        .start()
-        .await
-        .unwrap();
+    let (db, handle) = run_all(&env, 0).await;
     let bus = CommandBus::new(Arc::clone(&env.log), Arc::new(SystemClock));
     for i in 0..20 {
         let id = Uuid::now_v7();
@@ -1002,12 +1008,40 @@ async fn an_interrupted_rebuild_resumes_on_postgres() {
 
 /// Users (changed, deactivated, one of every two deleted), groups with
 /// members, and a nesting, for `write_mix`.
+/// A user created in `org` with no email, phone or profile; the username's
+/// claim is the same for every user (the projections do not check it).
+fn user_created(
+    id: Uuid,
+    org: Uuid,
+    name: String,
+    attributes: domain::user::Attributes,
+    now: OffsetDateTime,
+) -> domain::user::UserEvent {
+    use domain::Pii;
+    use domain::user::{Profile, UserCreated, UserEvent};
+    UserEvent::Created(UserCreated {
+        user_id: id,
+        organization_id: org,
+        username: Pii::new(name),
+        username_claim: "ab".repeat(16),
+        email: None,
+        email_claim: None,
+        email_verified: false,
+        phone_number: None,
+        phone_verified: false,
+        profile: Pii::new(Profile::default()),
+        attributes: Pii::new(attributes),
+        created_by: "admin".into(),
+        at: now,
+    })
+}
+
 async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: OffsetDateTime) {
     use domain::Pii;
     use domain::group::{GroupCreated, GroupEvent, GroupMembership, GroupNested, GroupTreeEvent};
     use domain::user::{
-        AttributeValue, Attributes, EmailChanged, Profile, ProfileChanged, UserCreated,
-        UserDeleted, UserEvent, UserFact,
+        AttributeValue, Attributes, EmailChanged, Profile, ProfileChanged, UserDeleted, UserEvent,
+        UserFact,
     };
     use eventlog::{ExpectedRevision, encode};
     let (user, gone, parent, child) = (
@@ -1021,23 +1055,7 @@ async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Offse
         "city".into(),
         AttributeValue::Many(vec!["Paris".into(), "Lyon".into()]),
     );
-    let created = |id: Uuid, name: String| {
-        UserEvent::Created(UserCreated {
-            user_id: id,
-            organization_id: org,
-            username: Pii::new(name),
-            username_claim: "ab".repeat(16),
-            email: None,
-            email_claim: None,
-            email_verified: false,
-            phone_number: None,
-            phone_verified: false,
-            profile: Pii::new(Profile::default()),
-            attributes: Pii::new(attributes.clone()),
-            created_by: "admin".into(),
-            at: now,
-        })
-    };
+    let created = |id: Uuid, name: String| user_created(id, org, name, attributes.clone(), now);
     let fact = |id: Uuid| UserFact {
         user_id: id,
         at: now,
@@ -1368,16 +1386,10 @@ async fn write_notifications(
 #[tokio::test]
 async fn a_recorded_sign_in_keeps_the_access_generation_and_an_attribute_moves_it() {
     use domain::Pii;
-    use domain::user::{
-        AttributeValue, Attributes, AttributesChanged, Profile, UserCreated, UserEvent, UserFact,
-    };
+    use domain::user::{AttributeValue, Attributes, AttributesChanged, UserEvent, UserFact};
     use eventlog::{ExpectedRevision, encode};
     let env = sqlite_env().await;
-    let db = ReadDb::connect(&env.read_urls[1], 4).await.unwrap();
-    let handle = Runner::new(Arc::clone(&env.log), db.clone(), projections::all())
-        .start()
-        .await
-        .unwrap();
+    let (_db, handle) = run_all(&env, 1).await;
     let (org, user, now) = (Uuid::now_v7(), Uuid::now_v7(), OffsetDateTime::now_utc());
     write_people(&env.log, org, 1, now).await;
     let append = |event: UserEvent| {
@@ -1394,21 +1406,13 @@ async fn a_recorded_sign_in_keeps_the_access_generation_and_an_attribute_moves_i
         }
     };
 
-    let created = append(UserEvent::Created(UserCreated {
-        user_id: user,
-        organization_id: org,
-        username: Pii::new("ada".into()),
-        username_claim: "ef".repeat(16),
-        email: None,
-        email_claim: None,
-        email_verified: false,
-        phone_number: None,
-        phone_verified: false,
-        profile: Pii::new(Profile::default()),
-        attributes: Pii::new(Attributes::new()),
-        created_by: "admin".into(),
-        at: now,
-    }))
+    let created = append(user_created(
+        user,
+        org,
+        "ada".into(),
+        Attributes::new(),
+        now,
+    ))
     .await;
     assert!(handle.wait_for(created, Duration::from_secs(10)).await);
 
