@@ -38,7 +38,12 @@ fn ids(entries: &[Value]) -> Vec<String> {
 
 /// Polls `path` until `done` holds for its page (events appended without a
 /// read-your-writes wait reach the read model a moment later).
-async fn until(s: &TestServer, admin: &Admin, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub async fn until(
+    s: &TestServer,
+    admin: &Admin,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     for _ in 0..250 {
         let p = page(s, admin, path).await;
         if done(&p) {

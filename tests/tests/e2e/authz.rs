@@ -7,6 +7,7 @@ use commands::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::audit::until;
 use crate::harness::{Admin, Store, TestServer, http};
 use crate::oauth::confidential;
 
@@ -446,14 +447,10 @@ async fn decision_records_older_than_the_retention_are_dropped_and_the_log_still
     let admin = s.admin().await;
     let token = s.token_basic(&id, &secret, Some("idp:authz")).await;
     decide(&s, &token, ask("someone", "read", "sales", "10.0.0.1")).await;
-    let mut v = Value::Null;
-    for _ in 0..200 {
-        (_, v) = admin_call(&s, &admin, Method::GET, audit, None).await;
-        if v["items"].as_array().unwrap().len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let v = until(&s, &admin, audit, |v| {
+        v["items"].as_array().unwrap().len() >= 4
+    })
+    .await;
     assert_eq!(v["items"].as_array().unwrap().len(), 4, "{v}");
 
     // Two days on, the first day's stream goes whole, the second stays.
@@ -463,15 +460,10 @@ async fn decision_records_older_than_the_retention_are_dropped_and_the_log_still
     let log_now = s.server().state.bus.log().clone();
     let admin = s.admin().await;
     let drops = "/admin/audit?action=retention.stream_dropped.v1";
-    let mut dropped = Value::Null;
-    for _ in 0..200 {
-        let (_, v) = admin_call(&s, &admin, Method::GET, drops, None).await;
-        if !v["items"].as_array().unwrap().is_empty() {
-            dropped = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let dropped = until(&s, &admin, drops, |v| {
+        !v["items"].as_array().unwrap().is_empty()
+    })
+    .await;
     assert_eq!(dropped["items"][0]["target"], "retention", "{dropped}");
     let (_, event) = admin_call(
         &s,

@@ -540,15 +540,8 @@ async fn a_role_taken_away_on_one_node_leaves_the_tokens_of_the_other() {
     );
     // Each node issues a token with the role, and keeps its claims.
     for s in [&first, &second] {
-        let mut roles = Value::Null;
-        for _ in 0..200 {
-            roles = payload(&s.token_basic(&id, &secret, Some("read")).await)["roles"].clone();
-            if roles == json!(["reporter"]) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        assert_eq!(roles, json!(["reporter"]));
+        let claims = roles_become(s, &id, &secret, Some(json!(["reporter"]))).await;
+        assert_eq!(claims["roles"], json!(["reporter"]), "{claims}");
     }
     // Taken away through the second node: the first node's next tokens
     // lose it too, whichever node's read model applied the change.
@@ -562,16 +555,23 @@ async fn a_role_taken_away_on_one_node_leaves_the_tokens_of_the_other() {
     .await;
     assert_eq!(st, 204);
     for s in [&second, &first] {
-        let mut claims = Value::Null;
-        for _ in 0..200 {
-            claims = payload(&s.token_basic(&id, &secret, Some("read")).await);
-            if claims.get("roles").is_none() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        let claims = roles_become(s, &id, &secret, None).await;
         assert_eq!(claims.get("roles"), None, "{claims}");
     }
+}
+
+/// The claims of the tokens `s` issues to the client, polled until their
+/// roles claim is `want` (the last ones seen otherwise).
+async fn roles_become(s: &TestServer, id: &str, secret: &str, want: Option<Value>) -> Value {
+    let mut claims = Value::Null;
+    for _ in 0..200 {
+        claims = payload(&s.token_basic(id, secret, Some("read")).await);
+        if claims.get("roles") == want.as_ref() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    claims
 }
 
 /// A client of `org` with the admin scope and the given built-in roles
