@@ -86,10 +86,36 @@ impl StateCache {
         );
     }
 
+    /// [`Self::put`], unless a later state of the stream is cached already
+    /// (a command that appended while this state was read).
+    fn put_unless_older<A: Aggregate + Clone>(
+        &self,
+        stream: &str,
+        state: A,
+        revision: Option<u64>,
+    ) {
+        let mut g = self.lock();
+        let held = g.current.get(stream).or_else(|| g.previous.get(stream));
+        if held.is_some_and(|c| c.revision > revision) {
+            return;
+        }
+        g.insert(
+            stream.to_owned(),
+            Cached {
+                state: Arc::new(state),
+                revision,
+            },
+        );
+    }
+
     pub(crate) fn forget(&self, stream: &str) {
         let mut g = self.lock();
         g.current.remove(stream);
         g.previous.remove(stream);
+    }
+
+    fn clear(&self) {
+        *self.lock() = Generations::default();
     }
 }
 
@@ -200,25 +226,30 @@ impl CommandBus {
         format!("{}-{id}", A::CATEGORY)
     }
 
-    /// Loads the aggregate `id` and its revision, fresh from the log.
-    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, Option<u64>), eventlog::Error> {
-        let stream = Self::stream_name::<A>(id);
-        let mut state = A::default();
-        let revision = self.core.catch_up(&stream, &mut state, None).await?;
-        Ok((state, revision))
-    }
-
-    /// The aggregate `id` as the log has it now, from this bus's cached
-    /// fold caught up with what came after it: a long stream (a group of
-    /// many members) is not read whole for every command.
-    pub async fn load_current<A: Aggregate + Clone>(
+    /// The aggregate `id` and its revision as the log has them now: this
+    /// bus's cached fold caught up with what came after it (one short read
+    /// past its revision), or the whole stream when nothing is cached. A
+    /// long stream (a group of many members, a person who signed in every
+    /// day for years) is not read and decoded whole every time.
+    pub async fn load<A: Aggregate + Clone>(
         &self,
         id: &str,
     ) -> Result<(A, Option<u64>), eventlog::Error> {
         let stream = Self::stream_name::<A>(id);
         let (mut state, from) = self.core.cache.get::<A>(&stream).unwrap_or_default();
         let revision = self.core.catch_up(&stream, &mut state, from).await?;
+        if revision.is_some() && revision != from {
+            self.core
+                .cache
+                .put_unless_older(&stream, state.clone(), revision);
+        }
         Ok((state, revision))
+    }
+
+    /// Drops every cached state: after an erasure, no fold opened with the
+    /// erased subject's key outlives it in memory.
+    pub fn forget_states(&self) {
+        self.core.cache.clear();
     }
 
     /// The state of aggregate `id` as this bus last saw it, if it is cached.

@@ -189,7 +189,7 @@ pub enum Redeemed {
 
 /// The grant `id` as it is after this node's last command on it.
 async fn current(bus: &CommandBus, id: Uuid) -> Result<Grant, CommandError<GrantError>> {
-    bus.load_current::<Grant>(&id.to_string())
+    bus.load::<Grant>(&id.to_string())
         .await
         .map(|(g, _)| g)
         .map_err(CommandError::Log)
@@ -389,7 +389,7 @@ pub async fn record_refusal(
 
 /// A person's consents as they are now.
 pub async fn consents(bus: &CommandBus, user_id: Uuid) -> Result<Consents, eventlog::Error> {
-    bus.load_current::<Consents>(&user_id.to_string())
+    bus.load::<Consents>(&user_id.to_string())
         .await
         .map(|(c, _)| c)
 }

@@ -115,7 +115,7 @@ pub async fn change(
 
 /// The group `id` of `organization`, if it exists.
 async fn live_group(bus: &CommandBus, id: Uuid) -> Result<Group> {
-    let (group, _) = bus.load_current::<Group>(&id.to_string()).await?;
+    let (group, _) = bus.load::<Group>(&id.to_string()).await?;
     if !group.exists() {
         return Err(GroupFailure::UnknownGroup(id));
     }

@@ -142,7 +142,7 @@ pub async fn delete(
 
 /// The role `id`, if it exists.
 async fn live_role(bus: &CommandBus, id: Uuid) -> Result<Role> {
-    let (role, _) = bus.load_current::<Role>(&id.to_string()).await?;
+    let (role, _) = bus.load::<Role>(&id.to_string()).await?;
     if !role.exists() {
         return Err(RoleFailure::UnknownRole(id));
     }
@@ -219,7 +219,7 @@ pub async fn assign(
     holder: Holder,
     meta: &Metadata,
 ) -> Result<Outcome> {
-    let (role, _) = bus.load_current::<Role>(&role_id.to_string()).await?;
+    let (role, _) = bus.load::<Role>(&role_id.to_string()).await?;
     if !role.exists() {
         return Err(RoleFailure::Role(RoleError::NotFound));
     }

@@ -162,6 +162,14 @@ pub async fn open_stores(
         CommandBus::new(Arc::clone(&log), Arc::clone(&clock))
             .with_person_ids(Arc::new(PersonIds::derive(&master_key))),
     );
+    // The bus keeps folded states, opened with the subjects' keys: an
+    // erasure drops them with the key.
+    let cached = Arc::downgrade(&bus);
+    subject_keys.on_evict(move |_| {
+        if let Some(bus) = cached.upgrade() {
+            bus.forget_states();
+        }
+    });
     Ok(Stores {
         log,
         read_db,
@@ -222,4 +230,68 @@ pub fn make_sqlite_files_private(urls: &[String]) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = urls;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::Metadata;
+    use domain::credentials::{Credentials, CredentialsCommand};
+    use domain::pii::Pii;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    /// A fold the bus keeps holds personal values opened with the subject's
+    /// key; after the erasure, loading it again finds them erased, as a
+    /// read of the log from the start would.
+    #[tokio::test]
+    async fn an_erasure_drops_the_states_the_bus_opened_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |file: &str| format!("sqlite:{}", dir.path().join(file).display());
+        let settings = StoreSettings {
+            data_dir: dir.path().to_owned(),
+            log_url: url("log.db"),
+            read_models_url: url("read.db"),
+            keys_url: Some(url("keys.db")),
+            legacy_read_models: false,
+            max_connections: 2,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(commands::SystemClock);
+        let stores = open_stores(
+            &settings,
+            MasterKey::from_bytes([7; 32]),
+            "test".into(),
+            clock,
+        )
+        .await
+        .unwrap();
+        let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
+        let user_id = Uuid::now_v7();
+        let secret = "JBSWY3DPEHPK3PXP".to_owned();
+        let enrol = CredentialsCommand::EnrolTotp {
+            user_id,
+            secret: secret.clone(),
+            step: 1,
+        };
+        let id = user_id.to_string();
+        stores
+            .bus
+            .execute::<Credentials>(&id, enrol, &meta)
+            .await
+            .unwrap();
+        let totp = |c: Credentials| c.totp.map(|t| t.secret);
+        let (held, _) = stores.bus.load::<Credentials>(&id).await.unwrap();
+        assert_eq!(totp(held), Some(Pii::Value(secret)));
+
+        crate::erase(
+            &stores.bus,
+            &stores.subject_keys,
+            &domain::user::user_subject(user_id),
+            &meta,
+        )
+        .await
+        .unwrap();
+        let (after, _) = stores.bus.load::<Credentials>(&id).await.unwrap();
+        assert_eq!(totp(after), Some(Pii::Erased));
+    }
 }

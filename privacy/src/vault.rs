@@ -24,6 +24,9 @@ pub enum VaultError {
     Unsealable(String),
 }
 
+/// Called with the subject of an eviction.
+type EvictHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Keys kept in memory at most.
 const CACHED_KEYS: usize = 50_000;
 
@@ -34,6 +37,9 @@ pub struct SubjectKeys {
     /// Keys already opened. An erasure evicts its subject here; other nodes
     /// evict when the erasure event passes through their log.
     cache: RwLock<HashMap<String, DataKey>>,
+    /// Told of every eviction (an erasure, here or seen from another
+    /// node), so that what was opened with the key is dropped too.
+    on_evict: RwLock<Vec<EvictHook>>,
 }
 
 impl SubjectKeys {
@@ -43,7 +49,16 @@ impl SubjectKeys {
             master,
             clock,
             cache: RwLock::new(HashMap::new()),
+            on_evict: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Calls `f` with the subject of every erasure this node makes or sees.
+    pub fn on_evict(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.on_evict
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
     }
 
     fn cached(&self, subject: &str) -> Option<DataKey> {
@@ -69,6 +84,14 @@ impl SubjectKeys {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(subject);
+        for f in self
+            .on_evict
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(subject);
+        }
     }
 
     async fn load(&self, subject: &str) -> Result<Option<DataKey>, VaultError> {

@@ -71,7 +71,7 @@ pub async fn theme(
     let org = match organization_id {
         Some(id) => state
             .bus
-            .load_current::<domain::organization::Organization>(&id.to_string())
+            .load::<domain::organization::Organization>(&id.to_string())
             .await
             .ok()
             .map(|(o, _)| o),

@@ -149,13 +149,60 @@ async fn a_refused_command_appends_nothing_and_a_no_op_has_no_position() {
     assert_eq!((state.name.as_str(), rev), ("Acme", Some(0)));
 }
 
+/// A load folds only what came after the state this bus keeps, and still
+/// sees what another process appended since.
+#[tokio::test]
+async fn a_load_reads_past_the_kept_fold_and_sees_another_process() {
+    use domain::organization::Organization;
+    let (inner, _dir) = sqlite().await;
+    let log = Arc::new(SlowLog::over(Arc::clone(&inner)));
+    let bus = CommandBus::new(log.clone(), Arc::new(SystemClock));
+    let other = CommandBus::new(inner, Arc::new(SystemClock));
+    let id = new_org(&other).await;
+    for name in ["B", "C", "D"] {
+        organization::rename(&other, id, name, &meta())
+            .await
+            .unwrap();
+    }
+    let name = |(o, r): (Organization, Option<u64>)| (o.name, r);
+    let key = id.to_string();
+    let load = || bus.load::<Organization>(&key);
+    assert_eq!(name(load().await.unwrap()), ("D".into(), Some(3)));
+    assert_eq!(name(load().await.unwrap()), ("D".into(), Some(3)));
+    organization::rename(&other, id, "E", &meta())
+        .await
+        .unwrap();
+    assert_eq!(name(load().await.unwrap()), ("E".into(), Some(4)));
+    assert_eq!(
+        *log.reads_from.lock().unwrap(),
+        [Some(0), Some(4), Some(4)],
+        "the first load reads the stream, the others only past what they hold"
+    );
+
+    bus.forget_states();
+    assert_eq!(name(load().await.unwrap()), ("E".into(), Some(4)));
+    assert_eq!(log.reads_from.lock().unwrap().last(), Some(&Some(0)));
+}
+
 // --- batched commands -----------------------------------------------------------
 
 /// A log whose appends take a few milliseconds, so that commands pile up
-/// behind each one; it counts the appends.
+/// behind each one; it counts the appends and notes where each read of a
+/// stream starts.
 struct SlowLog {
     inner: Arc<dyn EventLog>,
     appends: std::sync::atomic::AtomicUsize,
+    reads_from: std::sync::Mutex<Vec<Option<u64>>>,
+}
+
+impl SlowLog {
+    fn over(inner: Arc<dyn EventLog>) -> Self {
+        Self {
+            inner,
+            appends: std::sync::atomic::AtomicUsize::new(0),
+            reads_from: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -178,6 +225,7 @@ impl EventLog for SlowLog {
         from: Option<u64>,
         limit: usize,
     ) -> Result<Vec<eventlog::RecordedEvent>, eventlog::Error> {
+        self.reads_from.lock().unwrap().push(from);
         self.inner.read_stream(stream, direction, from, limit).await
     }
     async fn read_all(
@@ -232,10 +280,7 @@ impl EventLog for SlowLog {
 async fn batched_commands_are_decided_one_by_one_and_appended_together() {
     use domain::organization::{Organization, OrganizationCommand};
     let (inner, _dir) = sqlite().await;
-    let log = Arc::new(SlowLog {
-        inner,
-        appends: Default::default(),
-    });
+    let log = Arc::new(SlowLog::over(inner));
     let bus = Arc::new(CommandBus::new(log.clone(), Arc::new(SystemClock)));
     let id = Uuid::now_v7();
     organization::create(&bus, id, "Start", &meta())
