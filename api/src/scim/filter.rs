@@ -84,7 +84,10 @@ impl Schema {
     /// Every attribute path of a filter checked.
     pub fn check_filter(&self, f: &Filter) -> Result<(), ScimError> {
         match f {
-            Filter::Attr(e) => self.check(attr_of(e)),
+            Filter::Attr(e) => {
+                no_boolean_order(e)?;
+                self.check(attr_of(e))
+            }
             Filter::ValuePath(v) => {
                 self.check(&v.attr)?;
                 self.check_val(&v.attr, &v.filter)
@@ -99,6 +102,7 @@ impl Schema {
     fn check_val(&self, parent: &AttrPath, f: &ValFilter) -> Result<(), ScimError> {
         match f {
             ValFilter::Attr(e) => {
+                no_boolean_order(e)?;
                 let inner = attr_of(e);
                 let path = AttrPath {
                     uri: parent.uri.clone(),
@@ -112,6 +116,22 @@ impl Schema {
                 items.iter().try_for_each(|i| self.check_val(parent, i))
             }
         }
+    }
+}
+
+/// `gt`, `ge`, `lt` and `le` have no meaning for booleans: refused
+/// (RFC 7644 §3.4.2.2).
+fn no_boolean_order(e: &AttrExp) -> Result<(), ScimError> {
+    match e {
+        AttrExp::Comparison(
+            p,
+            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le,
+            CompValue::True | CompValue::False,
+        ) => Err(ScimError::bad_request(
+            "invalidFilter",
+            format!("`{}` cannot be ordered against a boolean", show(p)),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -191,6 +211,12 @@ fn compare(value: &Value, op: &CompareOp, wanted: &CompValue, exact: bool) -> bo
     };
     match (value, wanted) {
         (Value::String(v), CompValue::Str(w)) => {
+            // Date-times compare as instants (`…:05Z` before `…:05.3Z`).
+            if op_orders(op)
+                && let (Some(v), Some(w)) = (instant(v), instant(w))
+            {
+                return ordered(op, v.cmp(&w));
+            }
             let (v, w) = (text(v), text(w));
             match op {
                 CompareOp::Eq => v == w,
@@ -216,20 +242,45 @@ fn compare(value: &Value, op: &CompareOp, wanted: &CompValue, exact: bool) -> bo
             let (Some(v), Some(w)) = (v.as_f64(), w.as_f64()) else {
                 return false;
             };
-            let o = v.partial_cmp(&w);
-            match op {
-                CompareOp::Eq => o == Some(Ordering::Equal),
-                CompareOp::Ne => o != Some(Ordering::Equal),
-                CompareOp::Gt => o == Some(Ordering::Greater),
-                CompareOp::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
-                CompareOp::Lt => o == Some(Ordering::Less),
-                CompareOp::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
-                _ => false,
+            match v.partial_cmp(&w) {
+                Some(o) => ordered(op, o),
+                None => matches!(op, CompareOp::Ne),
             }
         }
         (Value::Null, CompValue::Null) => matches!(op, CompareOp::Eq),
         (_, CompValue::Null) => matches!(op, CompareOp::Ne),
         _ => matches!(op, CompareOp::Ne),
+    }
+}
+
+/// Whether `op` compares by order (or equality), not by substring.
+fn op_orders(op: &CompareOp) -> bool {
+    matches!(
+        op,
+        CompareOp::Eq
+            | CompareOp::Ne
+            | CompareOp::Gt
+            | CompareOp::Ge
+            | CompareOp::Lt
+            | CompareOp::Le
+    )
+}
+
+/// An RFC 3339 date-time (the form SCIM's `dateTime` attributes take).
+fn instant(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Whether values in order `o` pass the ordering or equality `op`.
+fn ordered(op: &CompareOp, o: Ordering) -> bool {
+    match op {
+        CompareOp::Eq => o == Ordering::Equal,
+        CompareOp::Ne => o != Ordering::Equal,
+        CompareOp::Gt => o == Ordering::Greater,
+        CompareOp::Ge => o != Ordering::Less,
+        CompareOp::Lt => o == Ordering::Less,
+        CompareOp::Le => o != Ordering::Greater,
+        _ => false,
     }
 }
 
@@ -311,7 +362,12 @@ pub fn sort_key(doc: &Value, by: &AttrPath) -> String {
     values(doc, by)
         .first()
         .map(|v| match v {
-            Value::String(s) => s.to_lowercase(),
+            // A date-time by its instant, in fixed width: as text, `…:05Z`
+            // would sort after `…:05.3Z`.
+            Value::String(s) => match instant(s) {
+                Some(t) => format!("{:040}", t.unix_timestamp_nanos().saturating_add(1 << 100)),
+                None => s.to_lowercase(),
+            },
             other => other.to_string(),
         })
         .unwrap_or_default()
@@ -497,10 +553,12 @@ fn put(obj: &mut Map<String, Value>, key: &str, value: Value, op: Op) {
                 existing.push(v);
             }
         }
-        (Some(Value::Object(existing)), Op::Add | Op::Replace, Value::Object(new))
-            if op == Op::Add =>
-        {
-            existing.extend(new);
+        // A complex attribute keeps the sub-attributes the value does not
+        // name, for add and replace alike (RFC 7644 §3.5.2.1, §3.5.2.3).
+        (Some(Value::Object(existing)), Op::Add | Op::Replace, Value::Object(new)) => {
+            for (k, v) in new {
+                put(existing, &k, v, Op::Replace);
+            }
         }
         (Some(slot), _, v) => *slot = v,
         (None, _, v) => {
@@ -572,9 +630,24 @@ pub fn apply(
         PatchPath::Attr(p) => {
             let target = target_object(obj, &p).ok_or_else(|| ScimError::internal("no target"))?;
             match (&p.sub_attr, op) {
-                (None, Op::Remove) => {
-                    remove_member(target, &p.name);
-                }
+                (None, Op::Remove) => match (value, member_mut(target, &p.name)) {
+                    // Values named in a list (`"value": [{"value": id}]`,
+                    // as Entra ID removes group members): only those go.
+                    (Some(Value::Array(gone)), Some(Value::Array(held))) => {
+                        let named: Vec<&Value> =
+                            gone.iter().filter_map(|g| member(g, "value")).collect();
+                        if named.len() != gone.len() {
+                            return Err(ScimError::bad_request(
+                                "invalidValue",
+                                "each value to remove names its `value`",
+                            ));
+                        }
+                        held.retain(|h| member(h, "value").is_none_or(|v| !named.contains(&v)));
+                    }
+                    _ => {
+                        remove_member(target, &p.name);
+                    }
+                },
                 (None, _) => put(target, &p.name, value.ok_or_else(needs_value)?, op),
                 (Some(sub), Op::Remove) => match member_mut(target, &p.name) {
                     Some(Value::Object(o)) => {
@@ -693,7 +766,7 @@ mod tests {
             "name": {"givenName": "Barbara", "familyName": "Jensen"},
             "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true},
                        {"value": "babs@home.example", "type": "home"}],
-            "meta": {"created": "2026-01-02T00:00:00Z"},
+            "meta": {"created": "2026-01-02T00:00:00Z", "lastModified": "2026-01-02T00:00:05.3Z"},
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Sales"},
         })
     }
@@ -716,6 +789,10 @@ mod tests {
         assert!(yes(r#"meta.created lt "2027-01-01T00:00:00Z""#));
         assert!(yes(r#"meta.created le "2026-01-02T00:00:00Z""#));
         assert!(yes("active eq true"));
+        // As instants, not as text ('.' sorts before 'Z'; offsets differ).
+        assert!(yes(r#"meta.lastModified gt "2026-01-02T00:00:05Z""#));
+        assert!(!yes(r#"meta.lastModified lt "2026-01-02T00:00:05Z""#));
+        assert!(yes(r#"meta.created eq "2026-01-02T01:00:00+01:00""#));
         assert!(yes(r#"emails[type eq "work" and value co "@example.com"]"#));
         assert!(!yes(r#"emails[type eq "work" and value co "@home"]"#));
         assert!(yes(r#"emails co "babs""#));
@@ -734,6 +811,8 @@ mod tests {
             r#"name.nope eq "x""#,
             "userName eq",
             "(userName pr",
+            "active gt true",
+            r#"emails[primary le false]"#,
         ] {
             let e = parse(bad, &SCHEMA).unwrap_err();
             assert_eq!(e.scim_type, Some("invalidFilter"), "{bad}");
@@ -776,6 +855,35 @@ mod tests {
         );
         apply(&mut d, Op::Remove, Some("name.familyName"), None).unwrap();
         assert!(d["name"].get("familyName").is_none());
+    }
+
+    #[test]
+    fn a_replaced_complex_attribute_keeps_what_the_value_does_not_name() {
+        for path in [Some("name"), None] {
+            let mut d = doc();
+            let value = match path {
+                Some(_) => json!({"givenName": "Babs"}),
+                None => json!({"name": {"GivenName": "Babs"}}),
+            };
+            apply(&mut d, Op::Replace, path, Some(value)).unwrap();
+            assert_eq!(
+                d["name"],
+                json!({"givenName": "Babs", "familyName": "Jensen"}),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_remove_with_a_list_of_values_removes_only_those() {
+        let mut d = json!({"members": [{"value": "a"}, {"value": "b"}, {"value": "c"}]});
+        let gone = json!([{"value": "a"}, {"value": "c"}]);
+        apply(&mut d, Op::Remove, Some("members"), Some(gone)).unwrap();
+        assert_eq!(d["members"], json!([{"value": "b"}]));
+        let e = apply(&mut d, Op::Remove, Some("members"), Some(json!(["b"]))).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidValue"));
+        apply(&mut d, Op::Remove, Some("members"), None).unwrap();
+        assert!(d.get("members").is_none());
     }
 
     #[test]

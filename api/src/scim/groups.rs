@@ -107,9 +107,11 @@ fn failure(e: commands::group::GroupFailure) -> ScimError {
 }
 
 /// The members a document names: ids, each a user or a group of the
-/// organization (which, is looked up).
+/// organization (which, is looked up). One that is neither is refused here,
+/// before anything is written.
 async fn wanted_members(
     state: &AppState,
+    organization: Uuid,
     doc: &Value,
 ) -> Result<BTreeSet<(String, bool)>, ScimError> {
     let mut out = BTreeSet::new();
@@ -119,6 +121,8 @@ async fn wanted_members(
     let items = items
         .as_array()
         .ok_or_else(|| ScimError::bad_request("invalidValue", "members must be a list"))?;
+    let internal = |e: projections::ProjectionError| ScimError::internal(e.to_string());
+    let ours = organization.to_string();
     for m in items {
         let value = member(m, "value")
             .and_then(Value::as_str)
@@ -126,15 +130,29 @@ async fn wanted_members(
         let id = Uuid::parse_str(value).map_err(|_| {
             ScimError::bad_request("invalidValue", format!("member `{value}` is not an id"))
         })?;
-        let is_group = match member(m, "type").and_then(Value::as_str) {
-            Some(t) if t.eq_ignore_ascii_case("group") => true,
-            Some(t) if t.eq_ignore_ascii_case("user") => false,
-            _ => projections::users::get_group(&state.read_db, &id.to_string())
+        let id = id.to_string();
+        let kind = member(m, "type").and_then(Value::as_str);
+        let group = match kind {
+            Some(t) if t.eq_ignore_ascii_case("user") => None,
+            _ => projections::users::get_group(&state.read_db, &id)
                 .await
-                .map_err(|e| ScimError::internal(e.to_string()))?
-                .is_some(),
+                .map_err(internal)?
+                .filter(|g| g.organization_id == ours),
         };
-        out.insert((id.to_string(), is_group));
+        let is_group = group.is_some();
+        let known = is_group
+            || (!kind.is_some_and(|t| t.eq_ignore_ascii_case("group"))
+                && projections::users::get_user(&state.read_db, &id)
+                    .await
+                    .map_err(internal)?
+                    .is_some_and(|u| u.organization_id == ours));
+        if !known {
+            return Err(ScimError::bad_request(
+                "invalidValue",
+                format!("member `{value}` is no user or group of this organization"),
+            ));
+        }
+        out.insert((id, is_group));
     }
     Ok(out)
 }
@@ -193,7 +211,7 @@ pub async fn create_doc(
     doc: Value,
 ) -> Result<Value, ScimError> {
     let name = display_name(&doc)?;
-    let wanted = wanted_members(state, &doc).await?;
+    let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let id = Uuid::now_v7();
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
     let out = commands::group::create(
@@ -221,7 +239,7 @@ pub async fn replace_doc(
 ) -> Result<Value, ScimError> {
     load(state, caller, id).await?;
     let name = display_name(&doc)?;
-    let wanted = wanted_members(state, &doc).await?;
+    let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
     let out = commands::group::change(&state.bus, id, version, Some(name), None, &meta)
         .await
@@ -294,6 +312,23 @@ pub async fn list(
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
     let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+    list_docs(&state, &caller, &q).await
+}
+
+/// `POST /Groups/.search`: a list whose parameters come in the body.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    list_docs(&state, &caller, &super::search_query(&body)?).await
+}
+
+async fn list_docs(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &ListQuery,
+) -> Result<Response, ScimError> {
     let org = caller.organization_id.to_string();
     let mut docs = Vec::new();
     let mut after: Option<String> = None;
@@ -303,7 +338,7 @@ pub async fn list(
                 .await
                 .map_err(|e| ScimError::internal(e.to_string()))?;
         for g in &page {
-            docs.push(group_doc(&state, &caller.base, g).await?);
+            docs.push(group_doc(state, &caller.base, g).await?);
         }
         match page.last() {
             Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
@@ -312,13 +347,14 @@ pub async fn list(
     }
     Ok(super::scim_json(
         StatusCode::OK,
-        list_response(docs, &q, &SCHEMA)?,
+        list_response(docs, q, &SCHEMA)?,
     ))
 }
 
 pub async fn show(
     State(state): State<AppState>,
     caller: ScimCaller,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
@@ -328,7 +364,7 @@ pub async fn show(
     let attributes = super::paths(q.attributes.as_deref())?;
     let excluded = super::paths(q.excluded_attributes.as_deref())?;
     super::filter::project(&mut doc, &attributes, &excluded);
-    Ok(resource(StatusCode::OK, doc))
+    Ok(super::resource_unless_unchanged(&headers, doc))
 }
 
 pub async fn create(

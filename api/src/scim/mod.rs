@@ -63,7 +63,103 @@ pub fn router() -> Router<AppState> {
                 .patch(groups::patch)
                 .delete(groups::remove),
         )
+        .route("/scim/v2/Users/.search", post(users::search))
+        .route("/scim/v2/Groups/.search", post(groups::search))
         .route("/scim/v2/Bulk", post(bulk))
+        .route("/scim/v2/Me", axum::routing::any(me))
+}
+
+/// `/Me` (RFC 7644 §3.11): a provisioning client is no user of its own.
+async fn me() -> ScimError {
+    ScimError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        None,
+        "/Me is not offered: a provisioning client is not a user",
+    )
+}
+
+const SEARCH_URN: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+/// The query of a `POST …/.search` body (RFC 7644 §3.4.3): the parameters
+/// of a list, `attributes` and `excludedAttributes` as lists.
+pub fn search_query(body: &[u8]) -> Result<ListQuery, ScimError> {
+    let body = json_body(body)?;
+    let schemas_ok = filter::member(&body, "schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|u| u.as_str() == Some(SEARCH_URN)));
+    if !schemas_ok {
+        return Err(ScimError::bad_request(
+            "invalidSyntax",
+            format!("a search request's schemas must name {SEARCH_URN}"),
+        ));
+    }
+    let invalid = |name: &str, what: &str| {
+        ScimError::bad_request("invalidValue", format!("`{name}` must be {what}"))
+    };
+    let text = |name: &str| -> Result<Option<String>, ScimError> {
+        match filter::member(&body, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(name, "a string")),
+        }
+    };
+    let number = |name: &str| -> Result<Option<i64>, ScimError> {
+        match filter::member(&body, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| invalid(name, "an integer")),
+        }
+    };
+    let list = |name: &str| -> Result<Option<String>, ScimError> {
+        match filter::member(&body, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .ok_or_else(|| invalid(name, "a list of attribute paths"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|names| Some(names.join(","))),
+            Some(_) => Err(invalid(name, "a list of attribute paths")),
+        }
+    };
+    Ok(ListQuery {
+        filter: text("filter")?,
+        start_index: number("startIndex")?,
+        count: number("count")?,
+        sort_by: text("sortBy")?,
+        sort_order: text("sortOrder")?,
+        attributes: list("attributes")?,
+        excluded_attributes: list("excludedAttributes")?,
+    })
+}
+
+/// A single resource, or 304 when `If-None-Match` names its version
+/// (RFC 7644 §3.14).
+pub fn resource_unless_unchanged(headers: &HeaderMap, doc: Value) -> Response {
+    let version = doc["meta"]["version"].as_str().unwrap_or_default();
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| {
+            tag == "*"
+                || (!version.is_empty()
+                    && tag.trim_start_matches("W/") == version.trim_start_matches("W/"))
+        });
+    if !unchanged {
+        return resource(StatusCode::OK, doc);
+    }
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = HeaderValue::from_str(version) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
 }
 
 /// An error as RFC 7644 §3.12 says: a status, a `scimType` where one
@@ -73,6 +169,8 @@ pub struct ScimError {
     pub status: StatusCode,
     pub scim_type: Option<&'static str>,
     pub detail: String,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750 §3).
+    pub challenge: Option<String>,
 }
 
 impl ScimError {
@@ -85,6 +183,7 @@ impl ScimError {
             status,
             scim_type,
             detail: detail.into(),
+            challenge: None,
         }
     }
 
@@ -145,7 +244,11 @@ impl From<Problem> for ScimError {
 
 impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
-        scim_json(self.status, self.body())
+        let mut resp = scim_json(self.status, self.body());
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        resp
     }
 }
 
@@ -227,11 +330,22 @@ impl FromRequestParts<AppState> for ScimCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ScimError> {
         let valid = bearer_with_scope(&parts.headers, state, SCIM_SCOPE)
             .await
-            .map_err(|e| match e {
-                BearerError::MissingScope(_) => {
-                    ScimError::new(StatusCode::FORBIDDEN, None, e.to_string())
-                }
-                other => ScimError::new(StatusCode::UNAUTHORIZED, None, other.to_string()),
+            .map_err(|e| {
+                let (status, challenge) = match e {
+                    BearerError::MissingScope(scope) => (
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "Bearer realm=\"idp\", error=\"insufficient_scope\", scope=\"{scope}\""
+                        ),
+                    ),
+                    _ => (
+                        StatusCode::UNAUTHORIZED,
+                        "Bearer realm=\"idp\", error=\"invalid_token\"".to_owned(),
+                    ),
+                };
+                let mut refused = ScimError::new(status, None, e.to_string());
+                refused.challenge = Some(challenge);
+                refused
             })?;
         Ok(Self {
             client_id: valid.client_id,
@@ -437,6 +551,13 @@ async fn resource_type(
         )
 }
 
+/// Whether a resource must carry the attribute: a user's `userName`, a
+/// group's `displayName` (RFC 7643 §4.1.1, §4.2). [`schema_docs`] marks
+/// the group's, whose `displayName` alone is required.
+fn required(name: &str) -> bool {
+    name == "userName"
+}
+
 /// An attribute definition of `/Schemas`.
 fn attribute(
     name: &str,
@@ -447,7 +568,7 @@ fn attribute(
     uniqueness: &str,
 ) -> Value {
     let mut a = json!({
-        "name": name, "type": kind, "multiValued": multi, "required": name == "userName" || name == "displayName",
+        "name": name, "type": kind, "multiValued": multi, "required": required(name),
         "caseExact": name == "id" || name == "externalId", "mutability": mutability,
         "returned": if name == "password" { "never" } else { "default" }, "uniqueness": uniqueness,
         "description": name,
@@ -456,6 +577,22 @@ fn attribute(
         && let Some(o) = a.as_object_mut()
     {
         o.insert("subAttributes".into(), json!(sub));
+    }
+    a
+}
+
+fn required_attribute(mut a: Value) -> Value {
+    if let Some(o) = a.as_object_mut() {
+        o.insert("required".into(), json!(true));
+    }
+    a
+}
+
+/// A `reference` sub-attribute to resources of `types`.
+fn reference(name: &str, types: &[&str]) -> Value {
+    let mut a = attribute(name, "reference", false, vec![], "readOnly", "none");
+    if let Some(o) = a.as_object_mut() {
+        o.insert("referenceTypes".into(), json!(types));
     }
     a
 }
@@ -487,7 +624,7 @@ fn schema_docs(base: &str) -> Vec<Value> {
             attribute("password", "string", false, vec![], "writeOnly", "none"),
             multi("emails"), multi("phoneNumbers"), multi("photos"),
             attribute("addresses", "complex", true, vec![s("formatted"), s("streetAddress"), s("locality"), s("region"), s("postalCode"), s("country"), s("type")], "readWrite", "none"),
-            attribute("groups", "complex", true, vec![s("value"), s("display"), s("type")], "readOnly", "none"),
+            attribute("groups", "complex", true, vec![s("value"), reference("$ref", &["Group"]), s("display"), s("type")], "readOnly", "none"),
             s("externalId"),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{}", users::USER_URN)},
@@ -505,8 +642,8 @@ fn schema_docs(base: &str) -> Vec<Value> {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
         "id": groups::GROUP_URN, "name": "Group", "description": "Group",
         "attributes": [
-            attribute("displayName", "string", false, vec![], "readWrite", "none"),
-            attribute("members", "complex", true, vec![s("value"), s("display"), s("type")], "readWrite", "none"),
+            required_attribute(attribute("displayName", "string", false, vec![], "readWrite", "none")),
+            attribute("members", "complex", true, vec![s("value"), reference("$ref", &["User", "Group"]), s("type")], "readWrite", "none"),
         ],
         "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{}", groups::GROUP_URN)},
     });
@@ -542,15 +679,21 @@ pub fn json_body(bytes: &[u8]) -> Result<Value, ScimError> {
 }
 
 /// One bulk operation's answer.
+/// `location`: the resource an operation other than a POST named (RFC
+/// 7644 §3.7.3: every answer but a failed POST's carries one).
 fn bulk_result(
     method: &str,
     bulk_id: Option<&str>,
+    location: Option<String>,
     outcome: Result<(StatusCode, Option<Value>), ScimError>,
 ) -> Value {
     let mut o = serde_json::Map::new();
     o.insert("method".into(), json!(method));
     if let Some(id) = bulk_id {
         o.insert("bulkId".into(), json!(id));
+    }
+    if let Some(l) = location {
+        o.insert("location".into(), json!(l));
     }
     match outcome {
         Ok((status, doc)) => {
@@ -648,6 +791,7 @@ async fn bulk(
             .map(parse_version)
             .transpose();
         let mut data = filter::member(&op, "data").cloned().unwrap_or(Value::Null);
+        let mut location = None;
         let outcome = async {
             let version = version?.flatten();
             resolve(&mut data, &created)?;
@@ -666,6 +810,9 @@ async fn bulk(
                     Uuid::parse_str(&raw).map_err(|_| ScimError::not_found("resource"))
                 })
                 .transpose()?;
+            if let Some(id) = id {
+                location = Some(format!("{}/{kind}/{id}", caller.base));
+            }
             match (method.as_str(), kind, id) {
                 ("POST", "Users", None) => {
                     if bulk_id.is_none() {
@@ -735,7 +882,7 @@ async fn bulk(
             Err(_) => errors += 1,
             _ => {}
         }
-        results.push(bulk_result(&method, bulk_id.as_deref(), outcome));
+        results.push(bulk_result(&method, bulk_id.as_deref(), location, outcome));
     }
     Ok(scim_json(
         StatusCode::OK,

@@ -390,6 +390,19 @@ pub async fn replace_doc(
 ) -> Result<Value, ScimError> {
     let current = load(state, caller, id).await?;
     let f = fields(&doc)?;
+    // A password the policy refuses fails the whole request before any
+    // part of it is written (checked as the command will, against the
+    // username and email the change leaves).
+    if let Some(p) = &f.password {
+        state
+            .passwords
+            .check(p, &f.username, f.email.as_deref())
+            .map_err(|e| {
+                ScimError::from(crate::problem::Problem::from(
+                    commands::user::UserFailure::Password(e),
+                ))
+            })?;
+    }
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
     let patch = UserPatch {
         username: Some(f.username),
@@ -465,8 +478,10 @@ pub async fn delete_doc(
         .map_err(ScimError::from)
 }
 
-/// Every user of the organization, narrowed in SQL where the filter
-/// allows it (`userName eq`, `externalId eq`), as SCIM documents.
+/// The users of the organization the filter may match, as SCIM
+/// documents: narrowed in SQL by each term of its top-level conjunction
+/// that SQL answers exactly (see [`pushdown`]); the whole filter is then
+/// evaluated on them.
 async fn candidates(
     state: &AppState,
     caller: &ScimCaller,
@@ -476,14 +491,8 @@ async fn candidates(
         organization_id: Some(caller.organization_id.to_string()),
         ..UserFilter::default()
     };
-    if let Some(filter) = q.filter.as_deref() {
-        let lower = filter.trim().to_ascii_lowercase();
-        let value = || filter.split('"').nth(1).map(str::to_owned);
-        if lower.starts_with("username eq \"") && lower.matches('"').count() == 2 {
-            f.search = value();
-        } else if lower.starts_with("externalid eq \"") && lower.matches('"').count() == 2 {
-            f.attribute = value().map(|v| ("externalId".to_owned(), v));
-        }
+    if let Some(text) = q.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+        narrow(&super::filter::parse(text, &SCHEMA)?, &mut f);
     }
     let mentions_groups =
         |t: Option<&str>| t.is_some_and(|t| t.to_ascii_lowercase().contains("groups"));
@@ -566,6 +575,21 @@ fn pushdown(f: &Filter, into: &mut UserFilter) -> bool {
     }
 }
 
+/// Adds to `into` every term of `f`'s top-level conjunction that
+/// [`pushdown`] takes (a necessary condition of `f`); the others are left
+/// to the evaluation in memory.
+fn narrow(f: &Filter, into: &mut UserFilter) {
+    match f {
+        Filter::And(items) => items.iter().for_each(|i| narrow(i, into)),
+        term => {
+            let mut with = into.clone();
+            if pushdown(term, &mut with) {
+                *into = with;
+            }
+        }
+    }
+}
+
 /// A list SQL answers whole (the filter pushed down, the total counted,
 /// the page read by index): `None` when it cannot.
 async fn list_in_sql(
@@ -621,11 +645,28 @@ pub async fn list(
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
     let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
-    if let Some(list) = list_in_sql(&state, &caller, &q).await? {
+    list_docs(&state, &caller, &q).await
+}
+
+/// `POST /Users/.search`: a list whose parameters come in the body.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    body: axum::body::Bytes,
+) -> Result<Response, ScimError> {
+    list_docs(&state, &caller, &super::search_query(&body)?).await
+}
+
+async fn list_docs(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &ListQuery,
+) -> Result<Response, ScimError> {
+    if let Some(list) = list_in_sql(state, caller, q).await? {
         return Ok(super::scim_json(StatusCode::OK, list));
     }
-    let docs = candidates(&state, &caller, &q).await?;
-    let (total, start, mut page) = super::select(docs, &q, &SCHEMA)?;
+    let docs = candidates(state, caller, q).await?;
+    let (total, start, mut page) = super::select(docs, q, &SCHEMA)?;
     for doc in &mut page {
         if doc.get("groups").is_none()
             && let Some(id) = doc["id"].as_str()
@@ -640,13 +681,14 @@ pub async fn list(
     }
     Ok(super::scim_json(
         StatusCode::OK,
-        super::wrap(total, start, page, &q)?,
+        super::wrap(total, start, page, q)?,
     ))
 }
 
 pub async fn show(
     State(state): State<AppState>,
     caller: ScimCaller,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
@@ -656,7 +698,7 @@ pub async fn show(
     let attributes = super::paths(q.attributes.as_deref())?;
     let excluded = super::paths(q.excluded_attributes.as_deref())?;
     super::filter::project(&mut doc, &attributes, &excluded);
-    Ok(resource(StatusCode::OK, doc))
+    Ok(super::resource_unless_unchanged(&headers, doc))
 }
 
 pub async fn create(

@@ -113,10 +113,9 @@ async fn log_len(s: &TestServer) -> u64 {
     log.count_after(eventlog::Position::START).await.unwrap()
 }
 
-async fn round_trips(store: Store) {
-    let Some(s) = TestServer::start(store, "scim").await else {
-        return;
-    };
+/// A client of the admin's organization that may provision (and read):
+/// its SCIM caller, id and secret.
+async fn provisioning_client(s: &TestServer) -> (Scim<'_>, String, String) {
     s.wait_ready().await;
     let admin = s.admin().await;
     let c = s
@@ -132,9 +131,17 @@ async fn round_trips(store: Store) {
     let id = c["client_id"].as_str().unwrap().to_owned();
     let (_, secret) = s.create_secret(&admin, &id).await;
     let scim = Scim {
-        s: &s,
+        s,
         token: s.token_basic(&id, &secret, Some("idp:scim")).await,
     };
+    (scim, id, secret)
+}
+
+async fn round_trips(store: Store) {
+    let Some(s) = TestServer::start(store, "scim").await else {
+        return;
+    };
+    let (scim, id, secret) = provisioning_client(&s).await;
 
     // Who may call.
     let wrong = Scim {
@@ -596,4 +603,236 @@ async fn a_scim_client_provisions_users_and_groups_on_sqlite() {
 #[tokio::test]
 async fn a_scim_client_provisions_users_and_groups_on_postgres() {
     round_trips(Store::Postgres).await;
+}
+
+/// What SCIM testers probe beyond the round trips: `or` across pushed-down
+/// terms, PATCH replace of part of a complex attribute, writes refused
+/// whole, `.search`, `If-None-Match`, challenges, `/Me`, Bulk locations and
+/// removing listed members.
+#[tokio::test]
+async fn a_scim_tester_finds_the_letter_of_the_rfc() {
+    let Some(s) = TestServer::start(Store::Sqlite, "scim-letter").await else {
+        return;
+    };
+    let (scim, _, _) = provisioning_client(&s).await;
+    let mut ids = Vec::new();
+    for (u, g, f, e, d) in [
+        ("ann", "Ann", "Lee", "ann@example.com", "Sales"),
+        ("bob", "Bob", "Ray", "bob@example.com", "Ops"),
+        ("cyd", "Cyd", "Poe", "cyd@example.com", "Ops"),
+    ] {
+        let (st, _, v) = scim
+            .call(Method::POST, "/Users", None, Some(person(u, g, f, e, d)))
+            .await;
+        assert_eq!(st, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let (st, _, _) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{}", ids[2]),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    // An `or` whose first term SQL could answer still finds the others.
+    let mut found = scim
+        .names(&q(r#"userName eq "ann" or active eq false"#))
+        .await;
+    found.sort();
+    assert_eq!(found, ["ann", "cyd"]);
+    let found = scim
+        .names(&format!(
+            "{}&sortBy=userName&sortOrder=descending",
+            q(r#"userName eq "bob" and active eq true"#)
+        ))
+        .await;
+    assert_eq!(found, ["bob"]);
+
+    // PATCH replace of a complex attribute keeps what it does not name.
+    let (st, _, v) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{}", ids[0]),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "name", "value": {"givenName": "Anne"}}]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (
+            v["name"]["givenName"].clone(),
+            v["name"]["familyName"].clone()
+        ),
+        (json!("Anne"), json!("Lee"))
+    );
+
+    // A refused part refuses the whole request, and nothing is written.
+    let before = log_len(&s).await;
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{}", ids[0]),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [
+                {"op": "replace", "path": "displayName", "value": "Changed"},
+                {"op": "replace", "path": "password", "value": "short"}]})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].clone()),
+        (400, json!("invalidValue")),
+        "{e}"
+    );
+    let stranger = "0190aaaa-0000-7000-8000-000000000000";
+    let (st, _, e) = scim
+        .call(
+            Method::POST,
+            "/Groups",
+            None,
+            Some(json!({"schemas": [GROUP], "displayName": "Orphans", "members": [{"value": stranger}]})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].clone()),
+        (400, json!("invalidValue")),
+        "{e}"
+    );
+    assert_eq!(log_len(&s).await, before, "nothing written for either");
+    let (_, v) = scim.get(&format!("/Users/{}", ids[0])).await;
+    assert_eq!(v["displayName"], "Ann Lee");
+
+    // POST /.search takes the list's parameters in the body.
+    let (st, _, v) = scim
+        .call(
+            Method::POST,
+            "/Users/.search",
+            None,
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "name.familyName sw \"R\" or name.familyName sw \"P\"",
+                "sortBy": "userName", "attributes": ["userName"], "startIndex": 1, "count": 1,
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (
+            v["totalResults"].clone(),
+            v["Resources"][0]["userName"].clone()
+        ),
+        (json!(2), json!("bob"))
+    );
+    assert!(
+        v["Resources"][0].get("name").is_none(),
+        "only the attributes asked for"
+    );
+    let (st, _, e) = scim
+        .call(
+            Method::POST,
+            "/Groups/.search",
+            None,
+            Some(json!({"filter": "displayName pr"})),
+        )
+        .await;
+    assert_eq!((st, e["scimType"].clone()), (400, json!("invalidSyntax")));
+
+    // If-None-Match with the current version: 304; after a change: 200.
+    let (_, tag, _) = scim
+        .call(Method::GET, &format!("/Users/{}", ids[1]), None, None)
+        .await;
+    let tag = tag.unwrap();
+    let cached = |tag: String| {
+        http()
+            .get(s.url(&format!("/scim/v2/Users/{}", ids[1])))
+            .bearer_auth(&scim.token)
+            .header("if-none-match", tag)
+            .send()
+    };
+    let r = cached(tag.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 304);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), tag);
+    assert_eq!(
+        cached("W/\"0\"".into()).await.unwrap().status().as_u16(),
+        200
+    );
+
+    // Challenges and /Me.
+    let r = http()
+        .get(s.url("/scim/v2/Users"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let (st, _, e) = scim.call(Method::GET, "/Me", None, None).await;
+    assert_eq!((st, e["status"].clone()), (501, json!("501")));
+
+    // Members listed in a remove's value are the only ones removed, and
+    // every Bulk answer but a failed POST's names its resource.
+    let (st, _, g) = scim
+        .call(
+            Method::POST,
+            "/Groups",
+            None,
+            Some(json!({"schemas": [GROUP], "displayName": "All", "members": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+        )
+        .await;
+    assert_eq!(st, 201, "{g}");
+    let group = g["id"].as_str().unwrap().to_owned();
+    let (st, _, g) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{group}"),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "Remove", "path": "members", "value": [{"value": ids[0]}]}]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{g}");
+    let mut left: Vec<String> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    left.sort();
+    let mut want = vec![ids[1].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(left, want);
+    let (st, _, bulk) = scim
+        .call(
+            Method::POST,
+            "/Bulk",
+            None,
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                "Operations": [
+                    {"method": "DELETE", "path": format!("/Groups/{group}")},
+                    {"method": "DELETE", "path": format!("/Groups/{group}")},
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{bulk}");
+    let location = s.url(&format!("/scim/v2/Groups/{group}"));
+    for (op, status) in bulk["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["204", "404"])
+    {
+        assert_eq!(
+            (op["status"].as_str(), op["location"].as_str()),
+            (Some(status), Some(location.as_str())),
+            "{op}"
+        );
+    }
 }
