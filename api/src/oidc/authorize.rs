@@ -148,6 +148,23 @@ async fn authorize(
         }
         _ => return see_other(&login_path(&req)),
     };
+    // An `id_token_hint` names who the client expects: anyone else signed
+    // in is refused rather than answered for (OpenID Connect Core §3.1.2.1).
+    if req
+        .hinted_subject
+        .as_deref()
+        .is_some_and(|sub| sub != session.user_id.to_string())
+    {
+        return refused(
+            state,
+            ctx,
+            req.refuse(
+                "login_required",
+                "the person signed in is not the one the id_token_hint names",
+            ),
+        )
+        .await;
+    }
     continue_with(state, ctx, req, session).await
 }
 

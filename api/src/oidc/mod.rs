@@ -28,7 +28,13 @@ pub fn router() -> Router<AppState> {
         .route("/authorize", get(authorize::handle).post(authorize::handle))
         .route("/consent", get(consent::show).post(consent::decide))
         .route("/login", get(login::show).post(login::step))
-        .route("/oauth/userinfo", get(userinfo::get).post(userinfo::post))
+        .route(
+            "/oauth/userinfo",
+            get(userinfo::get)
+                .post(userinfo::post)
+                .options(crate::oauth::preflight)
+                .layer(crate::oauth::cors()),
+        )
         .route(
             "/oauth/end_session",
             get(logout::handle).post(logout::handle),

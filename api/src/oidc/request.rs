@@ -58,6 +58,9 @@ pub struct AuthRequest {
     pub login_hint: Option<String>,
     pub ui_locales: Option<String>,
     pub acr_values: Option<String>,
+    /// The person an `id_token_hint` names (its `sub`): only they may be
+    /// signed in for this request.
+    pub hinted_subject: Option<String>,
     /// The request's parameters as received (known names only).
     pub params: Vec<(String, String)>,
 }
@@ -164,7 +167,14 @@ pub fn redirect_matches(asked: &str, registered: &[String]) -> bool {
 pub async fn parse(state: &AppState, pairs: Vec<(String, String)>) -> Result<AuthRequest, Refusal> {
     let mut params: Vec<(String, String)> = Vec::new();
     let mut repeated = None;
+    // Request objects are not supported: said so, not ignored (OpenID
+    // Connect Core §6.1, §6.2), lest their contents be taken for granted.
+    let mut request_object = None;
     for (k, v) in pairs {
+        if k == "request" || k == "request_uri" {
+            request_object = Some(k);
+            continue;
+        }
         if !PARAMS.contains(&k.as_str()) {
             continue;
         }
@@ -240,6 +250,7 @@ pub async fn parse(state: &AppState, pairs: Vec<(String, String)>) -> Result<Aut
         login_hint: get("login_hint").map(str::to_owned),
         ui_locales: get("ui_locales").map(str::to_owned),
         acr_values: get("acr_values").map(str::to_owned),
+        hinted_subject: None,
         params: Vec::new(),
     };
     if let Some(k) = repeated {
@@ -254,6 +265,33 @@ pub async fn parse(state: &AppState, pairs: Vec<(String, String)>) -> Result<Aut
                 "only response_type=code is supported",
             ));
         }
+    }
+    match request_object.as_deref() {
+        Some("request") => {
+            return Err(req.refuse(
+                "request_not_supported",
+                "request objects (the request parameter) are not supported",
+            ));
+        }
+        Some(_) => {
+            return Err(req.refuse(
+                "request_uri_not_supported",
+                "request objects by reference (request_uri) are not supported",
+            ));
+        }
+        None => {}
+    }
+    if let Some(hint) = get("id_token_hint") {
+        let claims = state.tokens.id_token_hint(hint).ok_or_else(|| {
+            req.refuse(
+                "invalid_request",
+                "id_token_hint is not an ID token this server issued",
+            )
+        })?;
+        req.hinted_subject = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
     }
     if get("response_mode").is_some_and(|m| m != "query") {
         return Err(req.refuse("invalid_request", "only response_mode=query is supported"));

@@ -615,6 +615,15 @@ async fn every_refusal_the_flow_owes() {
         ),
         (vec![("prompt", "none")], "login_required"),
         (vec![("prompt", "none login")], "invalid_request"),
+        (
+            vec![("request", "eyJhbGciOiJub25lIn0.eyJzdGF0ZSI6IngifQ.")],
+            "request_not_supported",
+        ),
+        (
+            vec![("request_uri", "https://rp.example/request.jwt")],
+            "request_uri_not_supported",
+        ),
+        (vec![("id_token_hint", "eyJ.e30.x")], "invalid_request"),
     ] {
         let q = sent_back(&c, &authorize_url(&s, &client_id, &params)).await;
         assert_eq!(q["error"], error, "{params:?}");
@@ -725,6 +734,20 @@ async fn every_refusal_the_flow_owes() {
         query(&back).contains_key("code"),
         "and then answers: {back}"
     );
+
+    // An id_token_hint names whom the client expects: someone else signed
+    // in is refused, the person it names gets a code.
+    create_user(&s, &admin, "bea", Some(PASSWORD)).await;
+    let bea = browser();
+    let (back, _) = through_pages(&s, &bea, &authorize_url(&s, &client_id, &[]), "bea").await;
+    let (st, v) = redeem(VERIFIER, REDIRECT, query(&back)["code"].clone()).await;
+    assert_eq!(st, 200, "{v}");
+    let hint = v["id_token"].as_str().unwrap().to_owned();
+    let hinted = [("id_token_hint", hint.as_str()), ("prompt", "none")];
+    let q = sent_back(&c, &authorize_url(&s, &client_id, &hinted)).await;
+    assert_eq!(q["error"], "login_required", "ada is signed in, not bea");
+    let q = sent_back(&bea, &authorize_url(&s, &client_id, &hinted)).await;
+    assert!(q.contains_key("code"), "{q:?}");
 
     // Signed in, but another client was never consented to: prompt=none
     // cannot ask.
@@ -848,6 +871,48 @@ async fn discovery_lists_what_is_implemented() {
             .unwrap()
             .contains(&json!("offline_access"))
     );
+
+    // A client in a browser may call discovery, the keys, the token,
+    // revocation and UserInfo endpoints from its own origin; the pages
+    // and the admin API stay same-origin.
+    let origin = "https://spa.example";
+    for (method, path) in [
+        ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/oauth/jwks"),
+        ("POST", "/oauth/token"),
+        ("POST", "/oauth/revoke"),
+        ("GET", "/oauth/userinfo"),
+    ] {
+        let r = reqwest::Client::new()
+            .request(Method::OPTIONS, s.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "preflight of {path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+        assert!(
+            r.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+    let r = reqwest::Client::new()
+        .get(s.url("/oauth/jwks"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = reqwest::Client::new()
+        .get(s.url("/admin/users"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
