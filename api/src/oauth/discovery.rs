@@ -16,7 +16,8 @@ pub fn document(issuer: &str) -> Value {
         "private_key_jwt"
     ]);
     // Public clients (installed applications) authenticate with `none` at
-    // the token endpoint only.
+    // the token endpoint, and name themselves to revoke their own tokens
+    // (RFC 7009 §2.1); introspection is for confidential clients only.
     let token_methods = json!([
         "client_secret_basic",
         "client_secret_post",
@@ -56,11 +57,11 @@ pub fn document(issuer: &str) -> Value {
         "request_uri_parameter_supported": false,
         "require_request_uri_registration": false,
         "ui_locales_supported": ["en"],
-        "token_endpoint_auth_methods_supported": token_methods,
+        "token_endpoint_auth_methods_supported": token_methods.clone(),
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
         "introspection_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
-        "revocation_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint_auth_methods_supported": token_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "ES384"],
         "access_token_signing_alg_values_supported": ["ES256"],
         "service_documentation": format!("{issuer}/openapi.json"),

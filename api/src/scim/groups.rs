@@ -319,7 +319,7 @@ pub async fn list(
 pub async fn search(
     State(state): State<AppState>,
     caller: ScimCaller,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     list_docs(&state, &caller, &super::search_query(&body)?).await
 }
@@ -371,7 +371,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: ScimCaller,
     ctx: RequestContext,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
     Ok(resource(StatusCode::CREATED, doc))
@@ -383,7 +383,7 @@ pub async fn replace(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
     let version = if_match(&headers)?;
@@ -397,7 +397,7 @@ pub async fn patch(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
     let version = if_match(&headers)?;

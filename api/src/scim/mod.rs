@@ -67,6 +67,16 @@ pub fn router() -> Router<AppState> {
         .route("/scim/v2/Groups/.search", post(groups::search))
         .route("/scim/v2/Bulk", post(bulk))
         .route("/scim/v2/Me", axum::routing::any(me))
+        .route("/scim/v2/{*rest}", axum::routing::any(no_endpoint))
+}
+
+/// A path under `/scim/v2` that names no endpoint: 404 in SCIM's format.
+async fn no_endpoint() -> ScimError {
+    ScimError::new(
+        StatusCode::NOT_FOUND,
+        None,
+        "no SCIM endpoint has this path",
+    )
 }
 
 /// `/Me` (RFC 7644 §3.11): a provisioning client is no user of its own.
@@ -671,6 +681,31 @@ async fn schema(
         )
 }
 
+/// A request's body, refused in SCIM's own format: over the size the
+/// service provider configuration names, 413 saying so (RFC 7644 §3.7.4).
+pub struct ScimBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ScimError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ScimError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    format!(
+                        "the body is larger than maxPayloadSize ({} bytes)",
+                        crate::state::MAX_BODY_BYTES
+                    ),
+                ),
+                status => ScimError::new(status, Some("invalidSyntax"), e.body_text()),
+            })
+    }
+}
+
 /// Reads a JSON body whatever its content type (`application/scim+json`
 /// or `application/json`).
 pub fn json_body(bytes: &[u8]) -> Result<Value, ScimError> {
@@ -744,7 +779,7 @@ async fn bulk(
     State(state): State<AppState>,
     caller: ScimCaller,
     ctx: RequestContext,
-    body: axum::body::Bytes,
+    ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let body = json_body(&body)?;
     let schemas_ok = filter::member(&body, "schemas")

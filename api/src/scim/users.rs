@@ -99,12 +99,14 @@ fn text(v: Option<&Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The primary element of a multi-valued attribute, else its first.
+/// The primary element of a multi-valued attribute, else its first. Of
+/// several marked primary the last is: a value added as primary takes the
+/// mark from the one before it (RFC 7644 §3.5.2).
 fn primary(doc: &Value, name: &str) -> Option<Value> {
     let items = member(doc, name)?.as_array()?;
     items
         .iter()
-        .find(|v| member(v, "primary").and_then(Value::as_bool) == Some(true))
+        .rfind(|v| member(v, "primary").and_then(Value::as_bool) == Some(true))
         .or_else(|| items.first())
         .cloned()
 }
@@ -652,7 +654,7 @@ pub async fn list(
 pub async fn search(
     State(state): State<AppState>,
     caller: ScimCaller,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     list_docs(&state, &caller, &super::search_query(&body)?).await
 }
@@ -705,7 +707,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: ScimCaller,
     ctx: RequestContext,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
     Ok(resource(StatusCode::CREATED, doc))
@@ -717,7 +719,7 @@ pub async fn replace(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
     let version = if_match(&headers)?;
@@ -731,7 +733,7 @@ pub async fn patch(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
     let version = if_match(&headers)?;

@@ -836,6 +836,13 @@ async fn discovery_lists_what_is_implemented() {
     assert_eq!(v["userinfo_endpoint"], s.url("/oauth/userinfo"));
     assert_eq!(v["end_session_endpoint"], s.url("/oauth/end_session"));
     assert_eq!(v["response_types_supported"], json!(["code"]));
+    assert!(
+        v["revocation_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("none")),
+        "a public client revokes its own tokens"
+    );
     assert_eq!(v["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(
         v["authorization_response_iss_parameter_supported"],

@@ -668,6 +668,17 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
         ),
         (json!("Anne"), json!("Lee"))
     );
+    // An email added as primary takes the place of the one before.
+    let (st, _, v) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{}", ids[0]),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "emails", "value": [{"value": "ann@new.example", "primary": true}]}]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["emails"][0]["value"], "ann@new.example", "{v}");
 
     // A refused part refuses the whole request, and nothing is written.
     let before = log_len(&s).await;
@@ -775,6 +786,15 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
     );
     let (st, _, e) = scim.call(Method::GET, "/Me", None, None).await;
     assert_eq!((st, e["status"].clone()), (501, json!("501")));
+    let (st, _, e) = scim.call(Method::GET, "/Devices", None, None).await;
+    assert_eq!((st, e["status"].clone()), (404, json!("404")));
+    let huge = json!({"schemas": [GROUP], "displayName": "x".repeat(2 << 20)});
+    let (st, _, e) = scim.call(Method::POST, "/Groups", None, Some(huge)).await;
+    assert_eq!(st, 413);
+    assert!(
+        e["detail"].as_str().unwrap().contains("maxPayloadSize"),
+        "{e}"
+    );
 
     // Members listed in a remove's value are the only ones removed, and
     // every Bulk answer but a failed POST's names its resource.
