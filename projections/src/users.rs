@@ -486,6 +486,14 @@ async fn apply_tree(
     e: &RecordedEvent,
 ) -> Result<(), ProjectionError> {
     let members = tables.name("group_members");
+    let groups = tables.name("groups");
+    // A group nested or taken out changes its parent (its lastModified).
+    let touch = |parent: String, at: time::OffsetDateTime| {
+        (
+            format!("UPDATE {groups} SET updated_at = $1 WHERE id = $2"),
+            binds![Some(text(at)), Some(parent)],
+        )
+    };
     match eventlog::decode::<GroupTreeEvent>(e)? {
         GroupTreeEvent::Nested(n) => {
             exec(
@@ -501,6 +509,8 @@ async fn apply_tree(
                 ],
             )
             .await?;
+            let (sql, values) = touch(n.parent.to_string(), n.at);
+            exec(conn, sql, values).await?;
         }
         GroupTreeEvent::Unnested(u) => {
             exec(
@@ -509,6 +519,8 @@ async fn apply_tree(
                 binds![Some(u.parent.to_string()), Some(u.child.to_string())],
             )
             .await?;
+            let (sql, values) = touch(u.parent.to_string(), u.at);
+            exec(conn, sql, values).await?;
         }
         GroupTreeEvent::Forgotten(f) => {
             exec(
@@ -530,8 +542,9 @@ impl Projection for UsersProjection {
 
     fn version(&self) -> u32 {
         // 2: attribute values carry their user's organization; 3: and their
-        // lowercased key.
-        3
+        // lowercased key; 4: a group nested or taken out moves its parent's
+        // updated_at.
+        4
     }
 
     fn tables(&self) -> &'static [&'static str] {

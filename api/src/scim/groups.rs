@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use projections::users::GroupRow;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::filter::{Schema, member};
-use super::{ListQuery, ScimCaller, ScimError, etag, if_match, json_body, list_response, resource};
+use super::{ListQuery, ScimCaller, ScimError, if_match_tag, json_body, list_response, resource};
 use crate::context::RequestContext;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -67,9 +68,47 @@ async fn members(state: &AppState, group: &str) -> Result<Vec<(String, &'static 
     Ok(out)
 }
 
+/// A group's version: its stream's revision and a digest of its members.
+/// A group nested in it is recorded in the organization's tree of groups,
+/// not in its own stream, so the revision alone would stay the same when a
+/// nested group comes or goes (RFC 7644 §3.14: the version changes with
+/// the resource).
+fn version(revision: i64, members: &[(String, &str)]) -> String {
+    let mut listed: Vec<String> = members
+        .iter()
+        .map(|(id, kind)| format!("{kind}:{id}"))
+        .collect();
+    listed.sort();
+    let digest = Sha256::digest(listed.join(",").as_bytes());
+    format!("W/\"{revision}-{}\"", hex::encode(&digest[..6]))
+}
+
+/// The revision a named version (`If-Match`, a bulk operation's
+/// `version`) stands for if it is the group's current one (`None` when
+/// none is named or `*`); 412 when it is not.
+fn expected(named: Option<&str>, current: &Value) -> Result<Option<u64>, ScimError> {
+    let Some(named) = named.filter(|n| n.trim() != "*") else {
+        return Ok(None);
+    };
+    let version = current["meta"]["version"].as_str().unwrap_or_default();
+    if !super::same_version(named, version) {
+        return Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            None,
+            "the group changed since that version",
+        ));
+    }
+    Ok(version
+        .trim_start_matches("W/\"")
+        .split('-')
+        .next()
+        .and_then(|r| r.parse().ok()))
+}
+
 pub async fn group_doc(state: &AppState, base: &str, g: &GroupRow) -> Result<Value, ScimError> {
-    let members: Vec<Value> = members(state, &g.id)
-        .await?
+    let listed = members(state, &g.id).await?;
+    let version = version(g.revision, &listed);
+    let members: Vec<Value> = listed
         .into_iter()
         .map(|(id, kind)| {
             json!({
@@ -89,7 +128,7 @@ pub async fn group_doc(state: &AppState, base: &str, g: &GroupRow) -> Result<Val
             "created": g.created_at,
             "lastModified": g.updated_at,
             "location": format!("{base}/Groups/{}", g.id),
-            "version": etag(g.revision),
+            "version": version,
         },
     }))
 }
@@ -234,10 +273,11 @@ pub async fn replace_doc(
     caller: &ScimCaller,
     ctx: &RequestContext,
     id: Uuid,
-    version: Option<u64>,
+    named: Option<&str>,
     doc: Value,
 ) -> Result<Value, ScimError> {
-    load(state, caller, id).await?;
+    let current = group_doc(state, &caller.base, &load(state, caller, id).await?).await?;
+    let version = expected(named, &current)?;
     let name = display_name(&doc)?;
     let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
@@ -254,31 +294,19 @@ pub async fn patch_doc(
     caller: &ScimCaller,
     ctx: &RequestContext,
     id: Uuid,
-    version: Option<u64>,
+    named: Option<&str>,
     body: Value,
 ) -> Result<Value, ScimError> {
     let ops = super::patch_ops(&body)?;
-    let current = load(state, caller, id).await?;
-    if version.is_some_and(|v| v != current.revision as u64) {
-        return Err(ScimError::new(
-            StatusCode::PRECONDITION_FAILED,
-            None,
-            "the group changed since that version",
-        ));
-    }
-    let mut doc = group_doc(state, &caller.base, &current).await?;
+    let mut doc = group_doc(state, &caller.base, &load(state, caller, id).await?).await?;
+    expected(named, &doc)?;
+    // The operations apply to this version: a change in between is a
+    // conflict, not something to overwrite.
+    let current = doc["meta"]["version"].as_str().map(str::to_owned);
     for (op, path, value) in ops {
         super::filter::apply(&mut doc, op, path.as_deref(), value)?;
     }
-    replace_doc(
-        state,
-        caller,
-        ctx,
-        id,
-        version.or(Some(current.revision as u64)),
-        doc,
-    )
-    .await
+    replace_doc(state, caller, ctx, id, current.as_deref(), doc).await
 }
 
 pub async fn delete_doc(
@@ -286,9 +314,10 @@ pub async fn delete_doc(
     caller: &ScimCaller,
     ctx: &RequestContext,
     id: Uuid,
-    version: Option<u64>,
+    named: Option<&str>,
 ) -> Result<(), ScimError> {
-    load(state, caller, id).await?;
+    let current = group_doc(state, &caller.base, &load(state, caller, id).await?).await?;
+    let version = expected(named, &current)?;
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
     let out = commands::group::delete(&state.bus, id, version, &meta)
         .await
@@ -386,8 +415,16 @@ pub async fn replace(
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
-    let version = if_match(&headers)?;
-    let doc = replace_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    let named = if_match_tag(&headers)?;
+    let doc = replace_doc(
+        &state,
+        &caller,
+        &ctx,
+        id,
+        named.as_deref(),
+        json_body(&body)?,
+    )
+    .await?;
     Ok(resource(StatusCode::OK, doc))
 }
 
@@ -400,8 +437,16 @@ pub async fn patch(
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
-    let version = if_match(&headers)?;
-    let doc = patch_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
+    let named = if_match_tag(&headers)?;
+    let doc = patch_doc(
+        &state,
+        &caller,
+        &ctx,
+        id,
+        named.as_deref(),
+        json_body(&body)?,
+    )
+    .await?;
     Ok(resource(StatusCode::OK, doc))
 }
 
@@ -413,7 +458,7 @@ pub async fn remove(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ScimError> {
     let id = path_id(path)?;
-    let version = if_match(&headers)?;
-    delete_doc(&state, &caller, &ctx, id, version).await?;
+    let named = if_match_tag(&headers)?;
+    delete_doc(&state, &caller, &ctx, id, named.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -157,11 +157,7 @@ pub fn resource_unless_unchanged(headers: &HeaderMap, doc: Value) -> Response {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .any(|tag| {
-            tag == "*"
-                || (!version.is_empty()
-                    && tag.trim_start_matches("W/") == version.trim_start_matches("W/"))
-        });
+        .any(|tag| !version.is_empty() && same_version(tag, version));
     if !unchanged {
         return resource(StatusCode::OK, doc);
     }
@@ -293,6 +289,11 @@ pub fn etag(revision: i64) -> String {
 
 /// The revision `If-Match` names, if any (`*` names none).
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ScimError> {
+    if_match_tag(headers)?.map_or(Ok(None), |v| parse_version(&v))
+}
+
+/// The version `If-Match` names as sent, if any.
+pub fn if_match_tag(headers: &HeaderMap) -> Result<Option<String>, ScimError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -300,7 +301,14 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ScimError> {
         .to_str()
         .map_err(|_| ScimError::bad_request("invalidValue", "If-Match is not text"))?
         .trim();
-    parse_version(v)
+    Ok(Some(v.to_owned()))
+}
+
+/// Whether the version a client names (`W/"…"` or `"…"`) is `current`,
+/// compared weakly (RFC 7232 §2.3.2); `*` is any.
+pub fn same_version(named: &str, current: &str) -> bool {
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    named.trim() == "*" || opaque(named) == opaque(current)
 }
 
 fn parse_version(v: &str) -> Result<Option<u64>, ScimError> {
@@ -713,6 +721,12 @@ pub fn json_body(bytes: &[u8]) -> Result<Value, ScimError> {
         .map_err(|e| ScimError::bad_request("invalidSyntax", format!("the body is not JSON: {e}")))
 }
 
+/// The resource type a bulk operation's path names (`/Groups/…` →
+/// `Groups`).
+fn kind_of(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
 /// One bulk operation's answer.
 /// `location`: the resource an operation other than a POST named (RFC
 /// 7644 §3.7.3: every answer but a failed POST's carries one).
@@ -821,14 +835,18 @@ async fn bulk(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let version = filter::member(&op, "version")
+        let tag = filter::member(&op, "version")
             .and_then(Value::as_str)
-            .map(parse_version)
-            .transpose();
+            .map(str::to_owned);
+        let version = tag.as_deref().map(parse_version).transpose();
         let mut data = filter::member(&op, "data").cloned().unwrap_or(Value::Null);
         let mut location = None;
         let outcome = async {
-            let version = version?.flatten();
+            let version = if kind_of(&path) == "Groups" {
+                None
+            } else {
+                version?.flatten()
+            };
             resolve(&mut data, &created)?;
             let mut parts = path.trim_start_matches('/').splitn(2, '/');
             let kind = parts.next().unwrap_or("");
@@ -877,7 +895,7 @@ async fn bulk(
                         .map(|d| (StatusCode::OK, Some(d)))
                 }
                 ("PUT", "Groups", Some(id)) => {
-                    groups::replace_doc(&state, &caller, &ctx, id, version, data)
+                    groups::replace_doc(&state, &caller, &ctx, id, tag.as_deref(), data)
                         .await
                         .map(|d| (StatusCode::OK, Some(d)))
                 }
@@ -887,7 +905,7 @@ async fn bulk(
                         .map(|d| (StatusCode::OK, Some(d)))
                 }
                 ("PATCH", "Groups", Some(id)) => {
-                    groups::patch_doc(&state, &caller, &ctx, id, version, data)
+                    groups::patch_doc(&state, &caller, &ctx, id, tag.as_deref(), data)
                         .await
                         .map(|d| (StatusCode::OK, Some(d)))
                 }
@@ -897,7 +915,7 @@ async fn bulk(
                         .map(|()| (StatusCode::NO_CONTENT, None))
                 }
                 ("DELETE", "Groups", Some(id)) => {
-                    groups::delete_doc(&state, &caller, &ctx, id, version)
+                    groups::delete_doc(&state, &caller, &ctx, id, tag.as_deref())
                         .await
                         .map(|()| (StatusCode::NO_CONTENT, None))
                 }

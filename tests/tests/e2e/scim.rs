@@ -827,6 +827,60 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
     let mut want = vec![ids[1].clone(), ids[2].clone()];
     want.sort();
     assert_eq!(left, want);
+    // Nesting a group changes the parent's version: an earlier one is
+    // stale for If-Match and no longer current for If-None-Match.
+    let (_, before, was) = scim
+        .call(Method::GET, &format!("/Groups/{group}"), None, None)
+        .await;
+    let (st, _, inner) = scim
+        .call(
+            Method::POST,
+            "/Groups",
+            None,
+            Some(json!({"schemas": [GROUP], "displayName": "Inner"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let nest = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": inner["id"], "type": "Group"}]}]});
+    let (st, after, now) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{group}"),
+            before.as_deref(),
+            Some(nest.clone()),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_ne!(after, before, "a nested group moves the version");
+    let modified = |d: &Value| {
+        time::OffsetDateTime::parse(
+            d["meta"]["lastModified"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert!(
+        modified(&now) > modified(&was),
+        "and the time it was last modified"
+    );
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{group}"),
+            before.as_deref(),
+            Some(nest),
+        )
+        .await;
+    assert_eq!(st, 412, "{e}");
+    let r = http()
+        .get(s.url(&format!("/scim/v2/Groups/{group}")))
+        .bearer_auth(&scim.token)
+        .header("if-none-match", before.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
     let (st, _, bulk) = scim
         .call(
             Method::POST,
