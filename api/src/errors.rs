@@ -231,6 +231,9 @@ impl From<commands::group::GroupFailure> for Problem {
             F::Group(e @ E::InvalidDescription) => {
                 Problem::validation(e.to_string()).with("field", "description")
             }
+            F::Group(e @ E::InvalidExternalId) => {
+                Problem::validation(e.to_string()).with("field", "external_id")
+            }
             F::Tree(T::Cycle { path }) => Problem::conflict(
                 "group-cycle",
                 "a group cannot contain itself, directly or through other groups",

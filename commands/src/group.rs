@@ -63,6 +63,7 @@ pub async fn create(
     organization_id: Uuid,
     name: String,
     description: String,
+    external_id: Option<String>,
     meta: &Metadata,
 ) -> Result<Outcome> {
     let (org, _) = bus
@@ -77,6 +78,7 @@ pub async fn create(
         name,
         description,
         created_by: meta.actor.id.clone().unwrap_or_default(),
+        external_id,
     };
     Ok(bus
         .execute_new::<Group>(&id.to_string(), command, meta)
@@ -100,16 +102,34 @@ async fn execute(
     })
 }
 
-/// Renames and/or describes a group, in one append.
+/// What a change of a group sets; `None` leaves it as it is.
+#[derive(Debug, Clone, Default)]
+pub struct GroupChange {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` clears it.
+    pub external_id: Option<Option<String>>,
+}
+
+/// Renames, describes and/or sets the external id of a group, in one
+/// append.
 pub async fn change(
     bus: &CommandBus,
     group_id: Uuid,
     if_revision: Option<u64>,
-    name: Option<String>,
-    description: Option<String>,
+    change: GroupChange,
     meta: &Metadata,
 ) -> Result<Outcome> {
-    let command = GroupCommand::Change { name, description };
+    let GroupChange {
+        name,
+        description,
+        external_id,
+    } = change;
+    let command = GroupCommand::Change {
+        name,
+        description,
+        external_id,
+    };
     execute(bus, group_id, if_revision, command, meta).await
 }
 

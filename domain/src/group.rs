@@ -29,11 +29,15 @@ pub use crate::group_tree::*;
 
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_DESCRIPTION_LEN: usize = 1000;
+/// The longest identifier another system may give a group (SCIM's
+/// `externalId`).
+pub const MAX_EXTERNAL_ID_LEN: usize = 200;
 
 pub const CREATED_V1: &str = "group.created.v1";
 pub const RENAMED_V1: &str = "group.renamed.v1";
 pub const DESCRIBED_V1: &str = "group.described.v1";
 pub const DELETED_V1: &str = "group.deleted.v1";
+pub const EXTERNAL_ID_SET_V1: &str = "group.external_id_set.v1";
 pub const USER_ADDED_V1: &str = "group.user_added.v1";
 pub const USER_REMOVED_V1: &str = "group.user_removed.v1";
 
@@ -48,6 +52,8 @@ pub enum GroupCommand {
         description: String,
         /// The actor id of whoever created the group.
         created_by: String,
+        /// The group's id in the system that provisions it.
+        external_id: Option<String>,
     },
     Rename {
         name: String,
@@ -55,11 +61,13 @@ pub enum GroupCommand {
     Describe {
         description: String,
     },
-    /// A rename and a new description decided together (either may be
-    /// absent): both or neither are recorded.
+    /// A rename, a new description and a new external id decided together
+    /// (each may be absent; `Some(None)` clears the external id): all or
+    /// none are recorded.
     Change {
         name: Option<String>,
         description: Option<String>,
+        external_id: Option<Option<String>>,
     },
     Delete,
     AddUser {
@@ -77,6 +85,17 @@ pub struct GroupCreated {
     pub name: String,
     pub description: String,
     pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The group's id in the system that provisions it was set or cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupExternalIdSet {
+    pub group_id: Uuid,
+    pub external_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }
@@ -118,6 +137,7 @@ pub enum GroupEvent {
     Created(GroupCreated),
     Renamed(GroupRenamed),
     Described(GroupDescribed),
+    ExternalIdSet(GroupExternalIdSet),
     Deleted(GroupDeleted),
     UserAdded(GroupMembership),
     UserRemoved(GroupMembership),
@@ -129,6 +149,7 @@ impl DomainEvent for GroupEvent {
             Self::Created(_) => CREATED_V1,
             Self::Renamed(_) => RENAMED_V1,
             Self::Described(_) => DESCRIBED_V1,
+            Self::ExternalIdSet(_) => EXTERNAL_ID_SET_V1,
             Self::Deleted(_) => DELETED_V1,
             Self::UserAdded(_) => USER_ADDED_V1,
             Self::UserRemoved(_) => USER_REMOVED_V1,
@@ -141,6 +162,7 @@ impl DomainEvent for GroupEvent {
             Self::Created(e) => serde_json::to_value(e),
             Self::Renamed(e) => serde_json::to_value(e),
             Self::Described(e) => serde_json::to_value(e),
+            Self::ExternalIdSet(e) => serde_json::to_value(e),
             Self::Deleted(e) => serde_json::to_value(e),
             Self::UserAdded(e) | Self::UserRemoved(e) => serde_json::to_value(e),
         }
@@ -155,6 +177,7 @@ impl DomainEvent for GroupEvent {
             CREATED_V1 => decode_as(event_type, data).map(Self::Created),
             RENAMED_V1 => decode_as(event_type, data).map(Self::Renamed),
             DESCRIBED_V1 => decode_as(event_type, data).map(Self::Described),
+            EXTERNAL_ID_SET_V1 => decode_as(event_type, data).map(Self::ExternalIdSet),
             DELETED_V1 => decode_as(event_type, data).map(Self::Deleted),
             USER_ADDED_V1 => decode_as(event_type, data).map(Self::UserAdded),
             USER_REMOVED_V1 => decode_as(event_type, data).map(Self::UserRemoved),
@@ -181,6 +204,8 @@ pub enum GroupError {
     InvalidName,
     #[error("the description must be at most {MAX_DESCRIPTION_LEN} characters")]
     InvalidDescription,
+    #[error("the external id must be 1 to {MAX_EXTERNAL_ID_LEN} characters and not blank")]
+    InvalidExternalId,
 }
 
 fn valid_name(name: &str) -> Result<String, GroupError> {
@@ -199,6 +224,16 @@ fn valid_description(description: &str) -> Result<String, GroupError> {
     Ok(description.to_owned())
 }
 
+fn valid_external_id(id: Option<String>) -> Result<Option<String>, GroupError> {
+    match id {
+        None => Ok(None),
+        Some(id) if id.trim().is_empty() || id.chars().count() > MAX_EXTERNAL_ID_LEN => {
+            Err(GroupError::InvalidExternalId)
+        }
+        Some(id) => Ok(Some(id)),
+    }
+}
+
 /// The group as its stream folds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
@@ -210,6 +245,7 @@ pub struct Group {
     pub description: String,
     pub created_by: String,
     pub created_at: OffsetDateTime,
+    pub external_id: Option<String>,
     pub deleted: bool,
     /// The users who are direct members.
     pub members: BTreeSet<Uuid>,
@@ -225,6 +261,7 @@ impl Default for Group {
             description: String::new(),
             created_by: String::new(),
             created_at: OffsetDateTime::UNIX_EPOCH,
+            external_id: None,
             deleted: false,
             members: BTreeSet::new(),
         }
@@ -262,7 +299,9 @@ impl Aggregate for Group {
                 self.description = e.description.clone();
                 self.created_by = e.created_by.clone();
                 self.created_at = e.at;
+                self.external_id = e.external_id.clone();
             }
+            GroupEvent::ExternalIdSet(e) => self.external_id = e.external_id.clone(),
             GroupEvent::Renamed(e) => self.name = e.name.clone(),
             GroupEvent::Described(e) => self.description = e.description.clone(),
             GroupEvent::Deleted(_) => {
@@ -292,6 +331,7 @@ impl Aggregate for Group {
                 name,
                 description,
                 created_by,
+                external_id,
             } => {
                 if self.created {
                     return Err(GroupError::AlreadyExists);
@@ -302,6 +342,7 @@ impl Aggregate for Group {
                     name: valid_name(&name)?,
                     description: valid_description(&description)?,
                     created_by,
+                    external_id: valid_external_id(external_id)?,
                     at: now,
                 })])
             }
@@ -330,13 +371,27 @@ impl Aggregate for Group {
                     })]
                 })
             }
-            GroupCommand::Change { name, description } => {
+            GroupCommand::Change {
+                name,
+                description,
+                external_id,
+            } => {
                 let mut events = Vec::new();
                 if let Some(name) = name {
                     events.extend(self.decide(GroupCommand::Rename { name }, now)?);
                 }
                 if let Some(description) = description {
                     events.extend(self.decide(GroupCommand::Describe { description }, now)?);
+                }
+                if let Some(external_id) = external_id {
+                    let external_id = valid_external_id(external_id)?;
+                    if external_id != self.external_id {
+                        events.push(GroupEvent::ExternalIdSet(GroupExternalIdSet {
+                            group_id,
+                            external_id,
+                            at: now,
+                        }));
+                    }
                 }
                 Ok(events)
             }

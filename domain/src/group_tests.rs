@@ -16,6 +16,7 @@ fn created() -> GroupEvent {
         name: "Engineering".into(),
         description: "Builds things".into(),
         created_by: "admin".into(),
+        external_id: None,
         at: NOW,
     })
 }
@@ -45,6 +46,7 @@ fn create_records_the_trimmed_name_and_description() {
             name: "  Engineering ".into(),
             description: " Builds things ".into(),
             created_by: "admin".into(),
+            external_id: None,
         },
         NOW,
     );
@@ -65,6 +67,7 @@ fn names_and_descriptions_are_checked() {
         name: name.into(),
         description: description.into(),
         created_by: "admin".into(),
+        external_id: None,
     };
     let check = |c| given_when::<Group>(&[], c, NOW);
     assert_eq!(check(create("   ", "")), Err(GroupError::InvalidName));
@@ -97,6 +100,7 @@ fn creating_twice_is_refused_even_after_deletion() {
         name: "Again".into(),
         description: String::new(),
         created_by: "admin".into(),
+        external_id: None,
     };
     assert_eq!(
         given_when::<Group>(&[created(), deleted()], create, NOW),
@@ -269,18 +273,56 @@ fn a_change_renames_and_describes_together_or_not_at_all() {
         GroupCommand::Change {
             name: Some("Ops".into()),
             description: Some("on call".into()),
+            external_id: Some(Some("g-7".into())),
         },
         NOW,
     )
     .unwrap();
-    assert_eq!(events.len(), 2);
-    let refused = given_when::<Group>(
-        &[created()],
-        GroupCommand::Change {
-            name: Some("Ops".into()),
-            description: Some("x".repeat(MAX_DESCRIPTION_LEN + 1)),
-        },
-        NOW,
+    assert_eq!(events.len(), 3);
+    let group = Group::fold(&[vec![created()], events].concat());
+    assert_eq!(group.external_id.as_deref(), Some("g-7"));
+    for (description, external_id, error) in [
+        (
+            Some("x".repeat(MAX_DESCRIPTION_LEN + 1)),
+            None,
+            GroupError::InvalidDescription,
+        ),
+        (None, Some(Some(" ".into())), GroupError::InvalidExternalId),
+    ] {
+        let refused = given_when::<Group>(
+            &[created()],
+            GroupCommand::Change {
+                name: Some("Ops".into()),
+                description,
+                external_id,
+            },
+            NOW,
+        );
+        assert_eq!(refused, Err(error));
+    }
+    // Set to what it is: nothing recorded; cleared: recorded.
+    let given = [
+        created(),
+        GroupEvent::ExternalIdSet(GroupExternalIdSet {
+            group_id: GROUP,
+            external_id: Some("g-7".into()),
+            at: NOW,
+        }),
+    ];
+    let same = GroupCommand::Change {
+        name: None,
+        description: None,
+        external_id: Some(Some("g-7".into())),
+    };
+    assert_eq!(given_when::<Group>(&given, same, NOW), Ok(vec![]));
+    let clear = GroupCommand::Change {
+        name: None,
+        description: None,
+        external_id: Some(None),
+    };
+    let cleared = given_when::<Group>(&given, clear, NOW).unwrap();
+    assert_eq!(
+        Group::fold(&[given.to_vec(), cleared].concat()).external_id,
+        None
     );
-    assert_eq!(refused, Err(GroupError::InvalidDescription));
 }

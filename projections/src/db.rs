@@ -67,6 +67,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014", "roles"),
     migration!(15, "0015", "role_includes"),
     migration!(16, "0016", "user_attribute_keys"),
+    migration!(17, "0017", "group_external_id"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -347,10 +347,17 @@ pub struct GroupRow {
     pub created_at: String,
     pub updated_at: String,
     pub revision: i64,
+    /// Its id in the system that provisions it.
+    pub external_id: Option<String>,
 }
 
+/// How many columns [`GROUP_COLUMNS`] names: what a query selects after
+/// them starts here.
+const GROUP_COLUMN_COUNT: usize = 8;
+
 const GROUP_COLUMNS: &str =
-    "g.id, g.organization_id, g.name, g.description, g.created_at, g.updated_at, g.revision";
+    "g.id, g.organization_id, g.name, g.description, g.created_at, g.updated_at, g.revision,
+    g.external_id";
 
 fn group_row(r: &AnyRow) -> Result<GroupRow, ProjectionError> {
     Ok(GroupRow {
@@ -361,6 +368,7 @@ fn group_row(r: &AnyRow) -> Result<GroupRow, ProjectionError> {
         created_at: r.try_get(4)?,
         updated_at: r.try_get(5)?,
         revision: r.try_get(6)?,
+        external_id: r.try_get(7)?,
     })
 }
 
@@ -453,7 +461,7 @@ pub async fn user_groups(db: &ReadDb, user_id: &str) -> Result<Vec<UserGroupRow>
         .map(|r| {
             Ok(UserGroupRow {
                 group: group_row(r)?,
-                direct: r.try_get::<i64, _>(7)? != 0,
+                direct: r.try_get::<i64, _>(GROUP_COLUMN_COUNT)? != 0,
             })
         })
         .collect()

@@ -393,8 +393,9 @@ async fn apply_group(
             exec(
                 conn,
                 format!(
-                    "INSERT INTO {groups} (id, organization_id, name, description, created_at, updated_at, revision)
-                     VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING"
+                    "INSERT INTO {groups} (id, organization_id, name, description, created_at, updated_at, revision,
+                         external_id)
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
                 ),
                 binds![
                     Some(id),
@@ -403,6 +404,7 @@ async fn apply_group(
                     Some(c.description),
                     Some(text(c.at)),
                     rev,
+                    c.external_id,
                 ],
             )
             .await?;
@@ -422,6 +424,14 @@ async fn apply_group(
                 conn,
                 format!("UPDATE {groups} SET description = $1, updated_at = $2, revision = $3 WHERE id = $4"),
                 binds![Some(d.description), Some(text(d.at)), rev, Some(id)],
+            )
+            .await?;
+        }
+        GroupEvent::ExternalIdSet(x) => {
+            exec(
+                conn,
+                format!("UPDATE {groups} SET external_id = $1, updated_at = $2, revision = $3 WHERE id = $4"),
+                binds![x.external_id, Some(text(x.at)), rev, Some(id)],
             )
             .await?;
         }
@@ -543,7 +553,7 @@ impl Projection for UsersProjection {
     fn version(&self) -> u32 {
         // 2: attribute values carry their user's organization; 3: and their
         // lowercased key; 4: a group nested or taken out moves its parent's
-        // updated_at.
+        // updated_at, and a group keeps its external id.
         4
     }
 

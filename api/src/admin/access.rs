@@ -193,7 +193,9 @@ impl World {
                         members.remove(&m.user_id);
                     }
                 }
-                GroupEvent::Renamed(_) | GroupEvent::Described(_) => {}
+                GroupEvent::Renamed(_)
+                | GroupEvent::Described(_)
+                | GroupEvent::ExternalIdSet(_) => {}
             },
             "roletree" => match eventlog::decode::<RoleTreeEvent>(e).map_err(bad)? {
                 RoleTreeEvent::Included(n) => {

@@ -156,6 +156,7 @@ pub async fn create(
         body.organization_id,
         body.name,
         body.description,
+        None,
         &meta,
     )
     .await?;
@@ -235,8 +236,12 @@ pub async fn update(
     let expected = if_match(&headers)?;
     let organization = load_for(&state, &caller, id).await?.organization_id;
     let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
-    let out = commands::group::change(&state.bus, id, expected, body.name, body.description, &meta)
-        .await?;
+    let change = commands::group::GroupChange {
+        name: body.name,
+        description: body.description,
+        external_id: None,
+    };
+    let out = commands::group::change(&state.bus, id, expected, change, &meta).await?;
     settle(&state, &out).await?;
     Ok(with_etag(
         load_for(&state, &caller, id).await?,

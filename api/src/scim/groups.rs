@@ -118,7 +118,7 @@ pub async fn group_doc(state: &AppState, base: &str, g: &GroupRow) -> Result<Val
             })
         })
         .collect();
-    Ok(json!({
+    let mut doc = json!({
         "schemas": [GROUP_URN],
         "id": g.id,
         "displayName": g.name,
@@ -130,7 +130,23 @@ pub async fn group_doc(state: &AppState, base: &str, g: &GroupRow) -> Result<Val
             "location": format!("{base}/Groups/{}", g.id),
             "version": version,
         },
-    }))
+    });
+    if let (Some(x), Some(o)) = (&g.external_id, doc.as_object_mut()) {
+        o.insert("externalId".into(), json!(x));
+    }
+    Ok(doc)
+}
+
+/// The `externalId` a document gives, if any (a string).
+fn external_id(doc: &Value) -> Result<Option<String>, ScimError> {
+    match member(doc, "externalId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ScimError::bad_request(
+            "invalidValue",
+            "externalId must be a string",
+        )),
+    }
 }
 
 async fn load(state: &AppState, caller: &ScimCaller, id: Uuid) -> Result<GroupRow, ScimError> {
@@ -259,6 +275,7 @@ pub async fn create_doc(
         caller.organization_id,
         name,
         String::new(),
+        external_id(&doc)?,
         &meta,
     )
     .await
@@ -281,7 +298,13 @@ pub async fn replace_doc(
     let name = display_name(&doc)?;
     let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
-    let out = commands::group::change(&state.bus, id, version, Some(name), None, &meta)
+    let change = commands::group::GroupChange {
+        name: Some(name),
+        description: None,
+        // A replacement without it clears it (RFC 7644 §3.5.1).
+        external_id: Some(external_id(&doc)?),
+    };
+    let out = commands::group::change(&state.bus, id, version, change, &meta)
         .await
         .map_err(failure)?;
     crate::admin::settle(state, &out).await?;

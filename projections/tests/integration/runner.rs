@@ -1108,6 +1108,7 @@ async fn write_people(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Offse
     append(format!("user-{gone}"), gone_events).await;
     for (g, name) in [(parent, "parent"), (child, "child")] {
         let group = GroupEvent::Created(GroupCreated {
+            external_id: None,
             group_id: g,
             organization_id: org,
             name: format!("{name} {round}"),

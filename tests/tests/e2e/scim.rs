@@ -837,10 +837,23 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
             Method::POST,
             "/Groups",
             None,
-            Some(json!({"schemas": [GROUP], "displayName": "Inner"})),
+            Some(json!({"schemas": [GROUP], "displayName": "Inner", "externalId": "aad-7f3e"})),
         )
         .await;
     assert_eq!(st, 201);
+    assert_eq!(inner["externalId"], "aad-7f3e", "{inner}");
+    let (st, v) = scim
+        .get(&format!("/Groups?{}", q(r#"externalId eq "aad-7f3e""#)))
+        .await;
+    assert_eq!((st, v["totalResults"].clone()), (200, json!(1)), "{v}");
+    let (st, v) = scim
+        .get(&format!("/Groups?{}", q(r#"externalId eq "AAD-7F3E""#)))
+        .await;
+    assert_eq!(
+        (st, v["totalResults"].clone()),
+        (200, json!(0)),
+        "externalId is case-exact"
+    );
     let nest = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": inner["id"], "type": "Group"}]}]});
     let (st, after, now) = scim
         .call(
