@@ -171,7 +171,7 @@ async fn one(
     let organization = super::users::organization_of(state, caller, id).await?;
     let meta = ctx.metadata(caller.actor(), Some(organization));
     Ok(match action {
-        Action::Deactivate => commands::user::deactivate(&state.bus, id, None, &meta).await?,
+        Action::Deactivate => super::users::deactivate_user(state, id, None, &meta).await?,
         Action::Reactivate => commands::user::reactivate(&state.bus, id, None, &meta).await?,
         Action::AddToGroup(g) => commands::group::add_user(&state.bus, g, id, &meta).await?,
         Action::RemoveFromGroup(g) => {

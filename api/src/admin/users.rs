@@ -671,6 +671,28 @@ pub async fn update(
     ))
 }
 
+/// Deactivates a user and ends their sessions. Every path that
+/// deactivates someone (this API, bulk actions, SCIM) comes here: a
+/// deactivated person's sessions already refuse, but only a revocation
+/// keeps a reactivation from bringing them back, and records why they
+/// ended.
+pub async fn deactivate_user(
+    state: &AppState,
+    id: Uuid,
+    expected: Option<u64>,
+    meta: &domain::Metadata,
+) -> Result<commands::Outcome, Problem> {
+    let out = commands::user::deactivate(&state.bus, id, expected, meta).await?;
+    super::sign_in::revoke_sessions_of(
+        state,
+        id,
+        domain::session::RevokeReason::UserDeactivated,
+        meta,
+    )
+    .await?;
+    Ok(out)
+}
+
 async fn status_change(
     state: &AppState,
     caller: &AdminCaller,
@@ -683,22 +705,11 @@ async fn status_change(
     let organization = load_for(state, caller, id).await?.organization_id;
     let meta = ctx.metadata(caller.actor(), Uuid::parse_str(&organization).ok());
     let out = if deactivate {
-        commands::user::deactivate(&state.bus, id, expected, &meta).await?
+        deactivate_user(state, id, expected, &meta).await?
     } else {
         commands::user::reactivate(&state.bus, id, expected, &meta).await?
     };
     settle(state, &out).await?;
-    if deactivate {
-        // Sessions already refuse a deactivated user; this records why
-        // they ended.
-        super::sign_in::revoke_sessions_of(
-            state,
-            id,
-            domain::session::RevokeReason::UserDeactivated,
-            &meta,
-        )
-        .await?;
-    }
     Ok(with_etag(
         load_for(state, caller, id).await?,
         StatusCode::OK,

@@ -336,11 +336,13 @@ async fn set_active(
     meta: &domain::Metadata,
 ) -> Result<(), ScimError> {
     let out = match active {
-        Some(true) => commands::user::reactivate(&state.bus, id, None, meta).await,
-        Some(false) => commands::user::deactivate(&state.bus, id, None, meta).await,
+        Some(true) => commands::user::reactivate(&state.bus, id, None, meta)
+            .await
+            .map_err(crate::problem::Problem::from),
+        Some(false) => crate::admin::users::deactivate_user(state, id, None, meta).await,
         None => return Ok(()),
     }
-    .map_err(|e| ScimError::from(crate::problem::Problem::from(e)))?;
+    .map_err(ScimError::from)?;
     settle(state, &out).await
 }
 

@@ -923,3 +923,43 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
         );
     }
 }
+
+/// However a person is deactivated (SCIM, a bulk action), their sessions
+/// end: reactivating them does not bring the old cookies back.
+#[tokio::test]
+async fn deactivation_by_scim_or_in_bulk_ends_sessions() {
+    use crate::sign_in::{PASSWORD, admin_call, create_user, home, send, sign_in};
+    let Some(s) = TestServer::start(Store::Sqlite, "scim-sessions").await else {
+        return;
+    };
+    let (scim, _, _) = provisioning_client(&s).await;
+    let admin = s.admin().await;
+    let ada = create_user(&s, &admin, "ada", Some(PASSWORD)).await;
+    let active = |on: bool| json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": on}]});
+    let path = format!("/Users/{ada}");
+    let by_scim = |on: bool| scim.call(Method::PATCH, &path, None, Some(active(on)));
+    let in_bulk = |action: &'static str| {
+        admin_call(
+            &s,
+            &admin,
+            Method::POST,
+            "/admin/users/bulk",
+            Some(json!({"action": action, "user_ids": [ada]})),
+        )
+    };
+    for through_scim in [true, false] {
+        let c = home();
+        sign_in(&s, &c, &admin, "ada").await;
+        let (st, _, _) = send(&c, Method::GET, s.url("/self/sessions"), None).await;
+        assert_eq!(st, 200);
+        if through_scim {
+            assert_eq!(by_scim(false).await.0, 200);
+            assert_eq!(by_scim(true).await.0, 200);
+        } else {
+            assert_eq!(in_bulk("deactivate").await.0, 200);
+            assert_eq!(in_bulk("reactivate").await.0, 200);
+        }
+        let (st, _, v) = send(&c, Method::GET, s.url("/self/sessions"), None).await;
+        assert_eq!(st, 401, "the session ended with the deactivation: {v}");
+    }
+}
