@@ -630,7 +630,6 @@ pub async fn verify_otp(
     let hash = code_hash(&state, sign_in.id, code);
     match commands::sign_in::check_code(&state.bus, sign_in.id, hash, &meta).await? {
         commands::sign_in::CodeCheck::Accepted(after) => {
-            state.tokens.user_throttle.succeeded(&key);
             Ok(Json(view(&state, &after, None).await?).into_response())
         }
         commands::sign_in::CodeCheck::Rejected { user_id } => {
@@ -811,7 +810,6 @@ async fn passkey_step(
                 &meta,
             )
             .await?;
-            state.tokens.user_throttle.succeeded(&key);
             Ok(Json(view(state, &after, None).await?).into_response())
         }
         Err(reason) => Err(failed(state, failure(reason, Some(user_id)), key, meta).await),
@@ -913,7 +911,6 @@ async fn step_result(
     key: (String, String),
     meta: &Metadata,
 ) -> Result<Response, Problem> {
-    let throttle = &state.tokens.user_throttle;
     let reason = match (attempt.outcome, attempt.user_id) {
         (Ok(()), Some(user_id)) => {
             let mut meta = meta.clone();
@@ -922,7 +919,6 @@ async fn step_result(
                 .await
             {
                 Ok(after) => {
-                    throttle.succeeded(&key);
                     metrics::counter!("idp_sign_in_steps_total", "method" => method.as_str(), "outcome" => "success").increment(1);
                     return Ok(Json(view(state, &after, None).await?).into_response());
                 }
@@ -1118,6 +1114,13 @@ pub async fn complete(
     }
     let times = state.config.sign_in_times();
     let done = commands::sign_in::complete(&state.bus, sign_in.id, times, &meta).await?;
+    // Only a whole sign-in clears the count of failures from this source:
+    // a first factor that succeeds must not buy more guesses at the second.
+    let key = (
+        commands::sign_in::account_of_user(done.session.user_id),
+        ctx.source_ip.clone().unwrap_or_default(),
+    );
+    state.tokens.user_throttle.succeeded(&key);
     // The person's next request (their sessions, say) reads this.
     if let Some(at) = done.position {
         crate::admin::settle_at(&state, at).await?;

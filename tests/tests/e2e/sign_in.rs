@@ -1020,3 +1020,70 @@ async fn an_authenticator_app_is_a_second_factor_used_once() {
     let (st, _, v) = password(&s, &d, &id3, "ada", "an entirely new passphrase").await;
     assert_eq!(st, 200, "{v}");
 }
+
+/// A first factor that succeeds clears nothing: someone who knows the
+/// password cannot start over and over to guess at the second factor.
+/// Only a whole sign-in clears the count.
+#[tokio::test]
+async fn a_known_password_buys_no_more_guesses_at_the_second_factor() {
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "sign_in_second_factor")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+    sign_in(&s, &c, &admin, "ada").await;
+    let (st, _, enrolment) = send(&c, Method::POST, s.url("/self/methods/totp"), None).await;
+    assert_eq!(st, 200, "{enrolment}");
+    let secret = enrolment["secret"].as_str().unwrap().to_owned();
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/self/methods/totp/confirm"),
+        Some(json!({"enrolment": enrolment["enrolment"], "code": code(&secret, &clock)})),
+    )
+    .await;
+    assert_eq!(st, 204, "{v}");
+    put_policy(
+        &s,
+        &admin,
+        json!({"methods": ["password", "totp"], "first_factors": ["password"], "factors_required": 2}),
+    )
+    .await;
+
+    let wrong = |code: &str| if code == "000000" { "111111" } else { "000000" }.to_owned();
+    let mut refused_at = None;
+    for attempt in 1..=10 {
+        let b = home();
+        let (id, _) = start(&s, &b, &admin).await;
+        let (st, _, _) = password(&s, &b, &id, "ada", PASSWORD).await;
+        if st == 429 {
+            refused_at = Some(attempt);
+            break;
+        }
+        assert_eq!(st, 200);
+        let (st, _) = totp_step(&s, &b, &id, &wrong(&code(&secret, &clock))).await;
+        assert!(st == 401 || st == 429, "{st}");
+        if st == 429 {
+            refused_at = Some(attempt);
+            break;
+        }
+    }
+    let refused_at = refused_at.expect("wrong codes after a right password are limited");
+    assert!(refused_at <= 7, "refused after {refused_at} sign-ins");
+
+    // Once the wait is over, a whole sign-in clears the count.
+    clock.advance(Duration::hours(1));
+    clock.advance(Duration::seconds(30));
+    let b = home();
+    let (id, _) = start(&s, &b, &admin).await;
+    assert_eq!(password(&s, &b, &id, "ada", PASSWORD).await.0, 200);
+    let (st, v) = totp_step(&s, &b, &id, &code(&secret, &clock)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(complete(&s, &b, &id).await.0, 200);
+    let (id, _) = start(&s, &b, &admin).await;
+    assert_eq!(password(&s, &b, &id, "ada", PASSWORD).await.0, 200);
+    let (st, _) = totp_step(&s, &b, &id, &wrong(&code(&secret, &clock))).await;
+    assert_eq!(st, 401, "counted from zero again");
+}
