@@ -265,6 +265,12 @@ pub struct SignInStepFailed {
     /// Failures on the account from every address within the hour.
     #[serde(default)]
     pub account_failures: Option<u32>,
+    /// Failures from the source address against any account, and the wait
+    /// they began (`ThrottlePolicy::per_address`).
+    #[serde(default)]
+    pub address_failures: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub address_blocked_until: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
 }

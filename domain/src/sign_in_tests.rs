@@ -204,6 +204,8 @@ fn events_round_trip() {
         failures: 3,
         blocked_until: Some(now()),
         account_failures: Some(9),
+        address_failures: Some(31),
+        address_blocked_until: Some(now()),
         at: now(),
     };
     let back = SignInStepFailed::decode(STEP_FAILED_V1, failed.to_data()).unwrap();

@@ -42,6 +42,26 @@ impl ThrottlePolicy {
     }
 }
 
+impl ThrottlePolicy {
+    /// Failures from one address against every account together (password
+    /// spraying): thirty are free, then each waits longer, up to a minute.
+    /// A success does not clear them (an attacker's own account would), only
+    /// a quarter of an hour without a failure. Only the address is slowed:
+    /// a stranger elsewhere cannot use it against anyone.
+    pub fn per_address() -> Self {
+        Self {
+            free_failures: ADDRESS_FREE_FAILURES,
+            first_wait: Duration::seconds(1),
+            max_wait: Duration::minutes(1),
+            forget_after: Duration::minutes(15),
+            report_window: Duration::minutes(1),
+        }
+    }
+}
+
+/// Failures one address may make against any accounts before it waits.
+pub const ADDRESS_FREE_FAILURES: u32 = 30;
+
 /// Failures an account takes from every address in an hour before its
 /// attempts are slowed down.
 pub const ACCOUNT_FREE_FAILURES: u32 = 50;

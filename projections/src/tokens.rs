@@ -120,6 +120,9 @@ pub struct TokenViews {
     /// Failed sign-in steps by account from every address together
     /// (`ThrottlePolicy::account_wide`).
     pub account_throttle: Throttle<String, ()>,
+    /// Failed sign-in steps by source address against every account
+    /// together (`ThrottlePolicy::per_address`).
+    pub address_throttle: Throttle<String, ()>,
 }
 
 impl TokenViews {
@@ -150,6 +153,7 @@ impl TokenViews {
             user_throttle: UserThrottle::new(ThrottlePolicy::default()),
             code_throttle: UserThrottle::new(ThrottlePolicy::default()),
             account_throttle: Throttle::new(ThrottlePolicy::account_wide()),
+            address_throttle: Throttle::new(ThrottlePolicy::per_address()),
         }
     }
 
@@ -484,6 +488,14 @@ impl TokenViews {
                 if let Some(n) = f.account_failures {
                     self.account_throttle
                         .observe_at(f.account.clone(), n, None, f.at);
+                }
+                if let (Some(n), false) = (f.address_failures, source.is_empty()) {
+                    self.address_throttle.observe_at(
+                        source.clone(),
+                        n,
+                        f.address_blocked_until,
+                        f.at,
+                    );
                 }
                 self.user_throttle.observe_at(
                     (f.account, source),

@@ -960,7 +960,11 @@ pub struct Failed {
 /// an account that took too many failures from every address this hour.
 pub async fn gate(state: &AppState, key: &(String, String)) -> Option<Response> {
     let now = state.clock.now();
-    if let Some(wait) = state.tokens.user_throttle.wait(key, now) {
+    let waits = [
+        state.tokens.user_throttle.wait(key, now),
+        state.tokens.address_throttle.wait(&key.1, now),
+    ];
+    if let Some(wait) = waits.into_iter().flatten().max() {
         metrics::counter!("idp_sign_in_throttled_total").increment(1);
         return Some(too_many(wait));
     }
@@ -1029,6 +1033,13 @@ pub async fn failed(
     let now = state.clock.now();
     let (failures, blocked_until) = state.tokens.user_throttle.count(key.clone(), now);
     let (account_failures, _) = state.tokens.account_throttle.count(key.0.clone(), now);
+    // Without a source address there is nothing to count it against.
+    let (address_failures, address_blocked_until) = if key.1.is_empty() {
+        (None, None)
+    } else {
+        let (n, until) = state.tokens.address_throttle.count(key.1.clone(), now);
+        (Some(n), until)
+    };
     if account_failures == ACCOUNT_FREE_FAILURES + 1
         && let Some(user) = f.user_id
     {
@@ -1044,6 +1055,8 @@ pub async fn failed(
         failures,
         blocked_until,
         account_failures: Some(account_failures),
+        address_failures,
+        address_blocked_until,
         at: now,
     };
     if let Err(e) = commands::sign_in::record_failure(&state.bus, &failure, meta).await {

@@ -1087,3 +1087,41 @@ async fn a_known_password_buys_no_more_guesses_at_the_second_factor() {
     let (st, _) = totp_step(&s, &b, &id, &wrong(&code(&secret, &clock))).await;
     assert_eq!(st, 401, "counted from zero again");
 }
+
+/// One address trying a password against many accounts (spraying) waits
+/// once it has failed thirty times, whichever accounts it named; a person
+/// it named still signs in from elsewhere.
+#[tokio::test]
+async fn an_address_spraying_passwords_over_accounts_waits() {
+    let (mut s, clock) = TestServer::start_clocked(Store::Sqlite, "sign_in_spraying")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let sprayer = browser(Ipv4Addr::new(127, 0, 0, 3));
+    let (id, _) = start(&s, &sprayer, &admin).await;
+    let free = domain::throttle::ADDRESS_FREE_FAILURES;
+    for n in 0..=free {
+        let (st, _, v) = password(&s, &sprayer, &id, &format!("user{n}"), "Winter2026!").await;
+        assert_eq!(st, 401, "attempt {n}: {v}");
+    }
+    let (st, headers, v) = password(&s, &sprayer, &id, "someone-else", "Winter2026!").await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{v}"
+    );
+    assert!(headers.get("retry-after").is_some());
+    let (st, _, _) = password(&s, &sprayer, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 429, "the address waits, whatever it asks");
+    sign_in(&s, &home(), &admin, "ada").await;
+    // The count is in the log: a restart (or another node) keeps the wait.
+    s.restart_clocked(clock.clone()).await;
+    s.wait_ready().await;
+    let (st, _, _) = password(&s, &sprayer, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 429, "after a restart");
+    clock.advance(Duration::seconds(2));
+    let (st, _, v) = password(&s, &sprayer, &id, "ada", PASSWORD).await;
+    assert_eq!(st, 200, "once the wait is over: {v}");
+}
