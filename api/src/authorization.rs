@@ -54,8 +54,12 @@ pub enum BearerError {
     /// The Authorization header cannot be read (repeated, not text).
     #[error(transparent)]
     Malformed(AuthorizationError),
-    /// No token, a header of another scheme, or a token that is invalid, expired,
-    /// revoked or for another audience (401).
+    /// No token: no Authorization header, or one of another scheme (401,
+    /// challenged without an error code: RFC 6750 §3.1).
+    #[error("{0}")]
+    Missing(String),
+    /// A token that is invalid, expired, revoked or for another audience
+    /// (401, `invalid_token`).
     #[error("{0}")]
     Unauthenticated(String),
     /// A good token without the scope (403).
@@ -74,10 +78,10 @@ pub async fn bearer_with_scope(
     let unauthenticated = |d: &str| BearerError::Unauthenticated(d.to_owned());
     let header = authorization(headers)
         .map_err(BearerError::Malformed)?
-        .ok_or_else(|| unauthenticated("a bearer access token is required"))?;
+        .ok_or_else(|| BearerError::Missing("a bearer access token is required".into()))?;
     if !header.is("Bearer") || header.credentials.is_empty() {
-        return Err(unauthenticated(
-            "the Authorization header must be `Bearer <token>`",
+        return Err(BearerError::Missing(
+            "the Authorization header must be `Bearer <token>`".into(),
         ));
     }
     let valid = state

@@ -125,6 +125,7 @@ impl FromRequestParts<AppState> for AuthzCaller {
             .await
             .map_err(|e| match e {
                 BearerError::Malformed(e) => Problem::invalid_request(e.to_string()),
+                BearerError::Missing(d) => Problem::unauthenticated(d),
                 BearerError::Unauthenticated(d) => Problem::unauthorized(d),
                 BearerError::MissingScope(scope) => Problem::forbidden(scope),
             })?;

@@ -106,6 +106,19 @@ impl Problem {
         p
     }
 
+    /// 401 for a request with no credentials: the challenge names no error
+    /// (RFC 6750 §3.1).
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        let mut p = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+        )
+        .detail(detail);
+        p.www_authenticate = Some("Bearer realm=\"idp\"".into());
+        p
+    }
+
     pub fn forbidden(scope: &str) -> Self {
         let mut p = Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed")
             .detail(format!("this needs the `{scope}` scope"));

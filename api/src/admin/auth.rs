@@ -79,6 +79,7 @@ impl FromRequestParts<AppState> for AdminCaller {
             .await
             .map_err(|e| match e {
                 BearerError::Malformed(e) => Problem::invalid_request(e.to_string()),
+                BearerError::Missing(d) => Problem::unauthenticated(d),
                 BearerError::Unauthenticated(d) => Problem::unauthorized(d),
                 BearerError::MissingScope(scope) => Problem::forbidden(scope),
             })?;

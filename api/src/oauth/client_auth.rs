@@ -109,7 +109,7 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
         ));
     }
     if let Some(b64) = basic {
-        let bad = || OAuthError::invalid_client("malformed Basic credentials", true);
+        let bad = || OAuthError::invalid_client("malformed Basic credentials");
         let raw = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
         let text = String::from_utf8(raw).map_err(|_| bad())?;
         let (id, secret) = text.split_once(':').ok_or_else(bad)?;
@@ -153,7 +153,6 @@ fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> 
         Some(id) => Ok(Presented::PublicId(id.to_owned())),
         None => Err(OAuthError::invalid_client(
             "client authentication is required",
-            false,
         )),
     }
 }
@@ -169,7 +168,7 @@ pub async fn authenticate(
     ctx: &RequestContext,
 ) -> Result<AuthenticatedClient, OAuthError> {
     let presented = presented(headers, form)?;
-    let (claimed_id, method_name, basic) = match &presented {
+    let (claimed_id, method_name) = match &presented {
         Presented::Secret {
             client_id, basic, ..
         } => (
@@ -179,7 +178,6 @@ pub async fn authenticate(
             } else {
                 "client_secret_post"
             },
-            *basic,
         ),
         Presented::Assertion {
             client_id,
@@ -190,9 +188,8 @@ pub async fn authenticate(
                 .or_else(|| assertion_subject(assertion))
                 .unwrap_or_default(),
             "private_key_jwt",
-            false,
         ),
-        Presented::PublicId(id) => (id.clone(), "none", false),
+        Presented::PublicId(id) => (id.clone(), "none"),
     };
     let now = state.clock.now();
     let key = (
@@ -227,10 +224,7 @@ pub async fn authenticate(
             if let Some((report, note)) = throttle.failed(key.clone(), note, now) {
                 record_failures(&state.bus, &key.0, &report, &note).await;
             }
-            Err(OAuthError::invalid_client(
-                "client authentication failed",
-                basic,
-            ))
+            Err(OAuthError::invalid_client("client authentication failed"))
         }
     }
 }

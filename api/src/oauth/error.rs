@@ -8,8 +8,6 @@ use serde_json::json;
 pub struct OAuthError {
     pub code: &'static str,
     pub description: String,
-    /// The client tried HTTP Basic: a 401 must challenge it again.
-    pub basic_challenge: bool,
     /// A status other than the one the code implies (413, 429).
     status: Option<StatusCode>,
     /// Seconds to wait, for a 429 (`Retry-After`).
@@ -21,7 +19,6 @@ impl OAuthError {
         Self {
             code,
             description: description.into(),
-            basic_challenge: false,
             status: None,
             retry_after: None,
         }
@@ -60,11 +57,8 @@ impl OAuthError {
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", d)
     }
-    pub fn invalid_client(d: impl Into<String>, basic: bool) -> Self {
-        Self {
-            basic_challenge: basic,
-            ..Self::new("invalid_client", d)
-        }
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new("invalid_client", d)
     }
     pub fn invalid_grant(d: impl Into<String>) -> Self {
         Self::new("invalid_grant", d)
@@ -114,6 +108,18 @@ impl From<domain::client::GrantError> for OAuthError {
     }
 }
 
+/// `error_description` in the characters RFC 6749 §5.2 allows (printable
+/// ASCII but `"` and `\`): a description that quotes what the client sent
+/// has anything else replaced by `?`.
+fn description_text(d: &str) -> String {
+    d.chars()
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// Token responses must never be cached (RFC 6749 §5.1).
 pub fn no_store(resp: &mut Response) {
     let h = resp.headers_mut();
@@ -126,7 +132,10 @@ impl IntoResponse for OAuthError {
         let status = self.status();
         let mut resp = (
             status,
-            axum::Json(json!({ "error": self.code, "error_description": self.description })),
+            axum::Json(json!({
+                "error": self.code,
+                "error_description": description_text(&self.description),
+            })),
         )
             .into_response();
         no_store(&mut resp);
@@ -135,14 +144,12 @@ impl IntoResponse for OAuthError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic_challenge {
-                "Basic realm=\"idp\", charset=\"UTF-8\""
-            } else {
-                "Bearer realm=\"idp\""
-            };
+            // The scheme these endpoints take in the Authorization header:
+            // again for a client that tried it, and to say it is taken to
+            // one that did not (RFC 6749 §5.2).
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
+                HeaderValue::from_static("Basic realm=\"idp\", charset=\"UTF-8\""),
             );
         }
         resp

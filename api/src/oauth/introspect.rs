@@ -41,7 +41,6 @@ async fn confidential_caller(
     if caller.client.client_type != ClientType::Confidential {
         return Err(OAuthError::invalid_client(
             "introspection and revocation are for authenticated confidential clients",
-            false,
         ));
     }
     Ok(caller)

@@ -61,13 +61,12 @@ fn challenge(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 async fn userinfo(state: &AppState, headers: &HeaderMap) -> Response {
-    let has_header = headers.contains_key(header::AUTHORIZATION);
     let token = match bearer_with_scope(headers, state, "openid").await {
         Ok(t) => t,
         Err(BearerError::Malformed(e)) => {
             return challenge(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
         }
-        Err(BearerError::Unauthenticated(_)) if !has_header => {
+        Err(BearerError::Missing(_)) => {
             // No credentials at all: a bare challenge (RFC 6750 §3.1).
             let mut resp = StatusCode::UNAUTHORIZED.into_response();
             resp.headers_mut()

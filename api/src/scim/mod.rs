@@ -356,6 +356,9 @@ impl FromRequestParts<AppState> for ScimCaller {
                             "Bearer realm=\"idp\", error=\"insufficient_scope\", scope=\"{scope}\""
                         ),
                     ),
+                    BearerError::Missing(_) => {
+                        (StatusCode::UNAUTHORIZED, "Bearer realm=\"idp\"".to_owned())
+                    }
                     _ => (
                         StatusCode::UNAUTHORIZED,
                         "Bearer realm=\"idp\", error=\"invalid_token\"".to_owned(),

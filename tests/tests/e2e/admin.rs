@@ -23,11 +23,10 @@ async fn admin_calls_need_an_admin_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer")
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"idp\"",
+        "no credentials: a challenge without an error code (RFC 6750 §3.1)"
     );
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["status"], 401);
@@ -37,6 +36,19 @@ async fn admin_calls_need_an_admin_token() {
         .call(Method::GET, "/admin/organizations", "garbage", None)
         .await;
     assert_eq!((st, ct.as_str()), (401, "application/problem+json"));
+    let r = http()
+        .get(s.url("/admin/organizations"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""),
+        "a bad token is named as such"
+    );
 
     // A valid token without the admin scope: 403.
     let c = s

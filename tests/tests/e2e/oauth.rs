@@ -331,6 +331,23 @@ async fn token_endpoint_errors_follow_rfc_6749() {
     )
     .await;
     assert_eq!((st, body["error"].as_str()), (401, Some("invalid_client")));
+    // No credentials at all: the 401 names the scheme the endpoint takes.
+    let (st, ch, body, _) = raw_token(&s, &[("grant_type", "client_credentials")], None).await;
+    assert_eq!((st, body["error"].as_str()), (401, Some("invalid_client")));
+    assert!(
+        ch.unwrap().starts_with("Basic"),
+        "never Bearer at the token endpoint"
+    );
+    // A description quoting what was sent stays in RFC 6749's characters.
+    let (st, _, body, _) = raw_token(&s, &[("grant_type", "ünknown \"grant\"")], ok).await;
+    assert_eq!(st, 400);
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description
+            .chars()
+            .all(|c| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~')),
+        "{description}"
+    );
 
     let (st, _, body, _) = raw_token(
         &s,
