@@ -496,6 +496,7 @@ pub async fn complete(
         sign_in_id,
         secret_hash: crypto::hash_secret(&secret),
         methods: sign_in.methods(),
+        factors: sign_in.factors().iter().map(|f| f.weight()).sum(),
         auth_time: sign_in.steps.last().map_or(now, |s| s.at),
         lifetime: times.session_lifetime,
         idle_timeout: times.session_idle,

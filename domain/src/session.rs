@@ -71,6 +71,10 @@ pub struct SessionCreated {
     /// SHA-256 (hex) of the cookie's secret.
     pub secret_hash: String,
     pub methods: Vec<Method>,
+    /// The factors the methods counted for (a passkey that verified its
+    /// user counts twice); absent in sessions from before: one per method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factors: Option<u8>,
     #[serde(with = "time::serde::rfc3339")]
     pub auth_time: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -183,6 +187,8 @@ pub struct NewSession {
     pub sign_in_id: Uuid,
     pub secret_hash: String,
     pub methods: Vec<Method>,
+    /// The factors they counted for.
+    pub factors: u8,
     pub auth_time: OffsetDateTime,
     pub lifetime: Duration,
     pub idle_timeout: Duration,
@@ -235,6 +241,8 @@ pub struct Session {
     pub sign_in_id: Uuid,
     pub secret_hash: String,
     pub methods: Vec<Method>,
+    /// The factors the sign-in counted.
+    pub factors: u8,
     pub auth_time: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub last_used_at: OffsetDateTime,
@@ -257,6 +265,7 @@ impl Default for Session {
             sign_in_id: Uuid::nil(),
             secret_hash: String::new(),
             methods: Vec::new(),
+            factors: 0,
             auth_time: OffsetDateTime::UNIX_EPOCH,
             created_at: OffsetDateTime::UNIX_EPOCH,
             last_used_at: OffsetDateTime::UNIX_EPOCH,
@@ -294,8 +303,14 @@ impl Session {
         now - self.verified_at <= STEP_UP_WINDOW
     }
 
+    /// Whether the sign-in counted more than one factor (two methods, or
+    /// a passkey that verified its user).
+    pub fn multi_factor(&self) -> bool {
+        self.factors > 1
+    }
+
     /// The authentication method references (RFC 8176) of its methods,
-    /// with `mfa` when more than one was used.
+    /// with `mfa` when more than one factor counted.
     pub fn amr(&self) -> Vec<&'static str> {
         let mut amr: Vec<&'static str> = Vec::new();
         for m in &self.methods {
@@ -303,7 +318,7 @@ impl Session {
                 amr.push(m.amr());
             }
         }
-        if self.methods.len() > 1 {
+        if self.multi_factor() {
             amr.push("mfa");
         }
         amr
@@ -338,6 +353,9 @@ impl Aggregate for Session {
                 self.sign_in_id = e.sign_in_id;
                 self.secret_hash = e.secret_hash.clone();
                 self.methods = e.methods.clone();
+                self.factors = e
+                    .factors
+                    .unwrap_or_else(|| u8::try_from(e.methods.len()).unwrap_or(u8::MAX));
                 self.auth_time = e.auth_time;
                 self.created_at = e.at;
                 self.last_used_at = e.at;
@@ -367,6 +385,7 @@ impl Aggregate for Session {
                     sign_in_id,
                     secret_hash,
                     methods,
+                    factors,
                     auth_time,
                     lifetime,
                     idle_timeout,
@@ -401,6 +420,7 @@ impl Aggregate for Session {
                     sign_in_id,
                     secret_hash,
                     methods,
+                    factors: Some(factors),
                     auth_time,
                     expires_at: now + lifetime,
                     idle_timeout_seconds: idle_timeout.whole_seconds(),
@@ -470,6 +490,7 @@ mod tests {
             sign_in_id: Uuid::from_u128(4),
             secret_hash: "0f".repeat(32),
             methods: vec![Method::Password, Method::Totp],
+            factors: 2,
             auth_time: now(),
             lifetime: Duration::hours(12),
             idle_timeout: Duration::minutes(30),
@@ -480,6 +501,25 @@ mod tests {
 
     fn created() -> Vec<SessionEvent> {
         given_when::<Session>(&[], create(), now()).unwrap()
+    }
+
+    #[test]
+    fn mfa_is_named_by_the_factors_counted_not_the_methods() {
+        let one_passkey = |factors: Option<u8>| {
+            let mut e = created();
+            if let SessionEvent::Created(c) = &mut e[0] {
+                c.methods = vec![Method::Passkey];
+                c.factors = factors;
+            }
+            Session::fold(&e)
+        };
+        // A passkey that verified its user counts twice.
+        assert_eq!(one_passkey(Some(2)).amr(), ["hwk", "mfa"]);
+        assert!(one_passkey(Some(2)).multi_factor());
+        assert_eq!(one_passkey(Some(1)).amr(), ["hwk"]);
+        // A session recorded before factors were: one per method.
+        assert_eq!(one_passkey(None).amr(), ["hwk"]);
+        assert_eq!(Session::fold(&created()).amr(), ["pwd", "otp", "mfa"]);
     }
 
     #[test]

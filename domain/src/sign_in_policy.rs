@@ -60,6 +60,11 @@ impl Method {
         matches!(self, Self::Email | Self::Sms | Self::Whatsapp)
     }
 
+    /// A code sent to the person's phone number.
+    pub fn is_phone_code(self) -> bool {
+        matches!(self, Self::Sms | Self::Whatsapp)
+    }
+
     /// The authentication method reference (RFC 8176) a step of this
     /// method adds to `amr`.
     pub fn amr(self) -> &'static str {
@@ -206,7 +211,9 @@ impl SignInPolicy {
         if !self.methods.contains(&method) {
             return Err(StepRefused::NotAllowed);
         }
-        if done.iter().any(|f| f.method == method) {
+        // SMS and WhatsApp reach the same phone: one factor, however sent.
+        let same = |m: Method| m == method || (m.is_phone_code() && method.is_phone_code());
+        if done.iter().any(|f| same(f.method)) {
             return Err(StepRefused::AlreadyUsed);
         }
         if done.is_empty() && !self.is_first_factor(method) {
@@ -307,6 +314,21 @@ mod tests {
         }];
         assert_eq!(p.remaining(&done), 0);
         assert_eq!(p.remaining(&[f(Method::Passkey)]), 1);
+    }
+
+    #[test]
+    fn sms_and_whatsapp_reach_one_phone_so_count_once() {
+        let p = two_factors();
+        let done = [f(Method::Password), f(Method::Sms)];
+        assert_eq!(
+            p.may_take(&done, Method::Whatsapp),
+            Err(StepRefused::AlreadyUsed)
+        );
+        assert_eq!(
+            p.may_take(&[f(Method::Password), f(Method::Whatsapp)], Method::Sms),
+            Err(StepRefused::AlreadyUsed)
+        );
+        assert_eq!(p.may_take(&done, Method::Email), Ok(()));
     }
 
     #[test]

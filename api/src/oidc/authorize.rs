@@ -230,7 +230,7 @@ async fn continue_with(
 
 /// The `acr` of a session: one factor or more.
 pub fn acr(session: &Session) -> &'static str {
-    if session.methods.len() > 1 {
+    if session.multi_factor() {
         ACR_MFA
     } else {
         ACR_SINGLE

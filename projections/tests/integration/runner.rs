@@ -1160,6 +1160,7 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
             sign_in_id: Uuid::now_v7(),
             secret_hash: "ab".repeat(32),
             methods: vec![Method::Password, Method::Totp],
+            factors: Some(2),
             auth_time: now,
             expires_at: now + time::Duration::hours(12),
             idle_timeout_seconds: 1800,

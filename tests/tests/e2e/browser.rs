@@ -328,9 +328,10 @@ async fn a_person_signs_in_through_the_pages_with_a_password_then_a_passkey() {
     };
     assert_eq!(
         claims["amr"],
-        serde_json::json!(["hwk"]),
-        "signed in by the passkey alone"
+        serde_json::json!(["hwk", "mfa"]),
+        "signed in by the passkey alone, which verified its user: two factors"
     );
+    assert_eq!(claims["acr"], api::oidc::authorize::ACR_MFA);
 
     browser.close().await.unwrap();
     driver.await.unwrap();

@@ -137,7 +137,11 @@ async fn passkeys_register_and_sign_in_named_and_usernameless() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["remaining_factors"], 0, "{v}");
     let (st, _, done) = complete(&s, &b, &id).await;
-    assert_eq!((st, done["amr"].clone()), (200, json!(["hwk"])), "{done}");
+    assert_eq!(
+        (st, done["amr"].clone()),
+        (200, json!(["hwk", "mfa"])),
+        "a passkey that verified its user is two factors: {done}"
+    );
     assert_eq!(done["user_id"], ada.as_str());
     // The same answer again: the challenge was answered once.
     let (st, v) = answer(&s, &b, &id, &assertion).await;
