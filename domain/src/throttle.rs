@@ -59,6 +59,19 @@ impl ThrottlePolicy {
     }
 }
 
+impl ThrottlePolicy {
+    /// Codes sent, per account and per source address: five are free, then
+    /// each waits longer, up to a minute. The account's wait is short on
+    /// purpose: anyone who knows an identifier can ask for codes to it, and
+    /// must not keep its owner from getting one for long.
+    pub fn code_sends() -> Self {
+        Self {
+            max_wait: Duration::minutes(1),
+            ..Self::default()
+        }
+    }
+}
+
 /// Failures one address may make against any accounts before it waits.
 pub const ADDRESS_FREE_FAILURES: u32 = 30;
 
@@ -262,6 +275,30 @@ mod tests {
             expected *= 2;
         }
         assert_eq!(a.failures, 17);
+    }
+
+    #[test]
+    fn a_stranger_keeps_codes_from_an_account_a_minute_at_most_and_spraying_waits() {
+        // Codes: however many are asked for, the account waits a minute at most.
+        let codes = ThrottlePolicy::code_sends();
+        let mut a = Attempts::default();
+        for _ in 0..40 {
+            a.fail(&codes, T0);
+        }
+        assert_eq!(a.wait(T0), Some(Duration::minutes(1)));
+        // Spraying: thirty free, then waits up to a minute.
+        let address = ThrottlePolicy::per_address();
+        let mut a = Attempts::default();
+        for _ in 0..ADDRESS_FREE_FAILURES {
+            a.fail(&address, T0);
+        }
+        assert_eq!(a.wait(T0), None);
+        a.fail(&address, T0);
+        assert_eq!(a.wait(T0), Some(secs(1)));
+        for _ in 0..20 {
+            a.fail(&address, T0);
+        }
+        assert_eq!(a.wait(T0), Some(Duration::minutes(1)));
     }
 
     #[test]

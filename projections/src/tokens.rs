@@ -151,7 +151,7 @@ impl TokenViews {
             revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
             user_throttle: UserThrottle::new(ThrottlePolicy::default()),
-            code_throttle: UserThrottle::new(ThrottlePolicy::default()),
+            code_throttle: UserThrottle::new(ThrottlePolicy::code_sends()),
             account_throttle: Throttle::new(ThrottlePolicy::account_wide()),
             address_throttle: Throttle::new(ThrottlePolicy::per_address()),
         }

@@ -851,8 +851,11 @@ async fn who(
     identifier: Option<&str>,
 ) -> Result<commands::sign_in::Identified, Problem> {
     let identifier = identifier.map(str::trim).filter(|i| !i.is_empty());
+    // Once a step named the person, every later step is about them: an
+    // identifier sent again is not looked up, so a second step cannot be
+    // used to learn about someone else (or count sends against them).
     match (identifier, sign_in.user_id) {
-        (Some(i), _) => {
+        (Some(i), None) => {
             if i.len() > MAX_IDENTIFIER_BYTES {
                 return Err(
                     Problem::validation("identifier is too long").with("field", "identifier")
@@ -860,7 +863,7 @@ async fn who(
             }
             Ok(commands::sign_in::identify(&state.bus, sign_in.organization_id, i).await?)
         }
-        (None, Some(user_id)) => {
+        (_, Some(user_id)) => {
             let (user, _) = state
                 .bus
                 .load::<User>(&user_id.to_string())

@@ -258,6 +258,50 @@ async fn without_a_provider_codes_wait_in_the_outbox_and_failures_are_recorded()
             .iter()
             .any(|i| i["provider"] == "outbox" && i["status"] == "sent")
     );
+
+    // A later step is about the person the first step named: naming
+    // someone else there, or nobody, gets the same answer, and the code
+    // goes to the first person (so nothing is learnt or counted about
+    // anyone else).
+    let bea = create_user(&s, &admin, "Bea", Some(PASSWORD)).await;
+    let (st, _) = admin_call(
+        &s,
+        &admin,
+        Method::PATCH,
+        &format!("/admin/users/{bea}"),
+        Some(json!({"phone_number": "+442079999999", "phone_verified": true})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut answers = Vec::new();
+    for named in ["bea", "nobody"] {
+        let c = home();
+        let (id, _) = start(&s, &c, &admin).await;
+        password(&s, &c, &id, "ada", PASSWORD).await;
+        let (st, v) = ask_code(&s, &c, &id, "whatsapp", Some(named)).await;
+        answers.push((
+            st,
+            v["code"]["method"].clone(),
+            v["remaining_factors"].clone(),
+        ));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 202);
+    let mut outbox = Vec::new();
+    for _ in 0..200 {
+        let (_, v) = admin_call(&s, &admin, Method::GET, "/admin/outbox", None).await;
+        outbox = v.as_array().unwrap().clone();
+        if outbox.iter().filter(|m| m["channel"] == "whatsapp").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let to: Vec<&str> = outbox
+        .iter()
+        .filter(|m| m["channel"] == "whatsapp")
+        .map(|m| m["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(to, ["+442071234567"; 3], "{outbox:?}");
 }
 
 #[tokio::test]
