@@ -130,6 +130,12 @@ impl Problem {
 
     /// A refusal with a machine-readable `error` code of its own (also the
     /// last part of its `type`).
+    /// With the `WWW-Authenticate` challenge `value`.
+    pub fn challenge(mut self, value: impl Into<String>) -> Self {
+        self.www_authenticate = Some(value.into());
+        self
+    }
+
     pub fn refused(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(status, code, "The request was refused")
             .detail(detail)

@@ -56,11 +56,13 @@ pub async fn consume(
         Err(e) => return Problem::invalid_request(e.to_string()).into_response(),
     };
     let Some(value) = presented else {
+        // No credentials: a challenge without an error code (RFC 6750 §3.1).
         return Problem::refused(
             StatusCode::UNAUTHORIZED,
             "registration_token_not_found",
             "send the registration token as `Authorization: Bearer <token>`",
         )
+        .challenge("Bearer realm=\"idp\"")
         .into_response();
     };
     let instance = InstanceInfo {
@@ -100,7 +102,14 @@ pub async fn consume(
         Err(e) => {
             metrics::counter!("idp_registration_refused_total", "code" => crate::errors::failure_code(&e))
                 .increment(1);
-            Problem::from(e).into_response()
+            let refused = Problem::from(e);
+            if refused.status() == StatusCode::UNAUTHORIZED {
+                // A 401 names its scheme (RFC 9110 §15.5.2).
+                return refused
+                    .challenge("Bearer realm=\"idp\", error=\"invalid_token\"")
+                    .into_response();
+            }
+            refused.into_response()
         }
     }
 }

@@ -364,6 +364,29 @@ async fn every_refusal_says_what_to_do() {
     let forged = format!("{}x", &one[..one.len() - 1]);
     let (st, _) = consume(&s, &forged, "f").await;
     assert_eq!(st, 401, "a wrong secret for a real id is refused");
+    // Every 401 names its scheme; without a token, without an error code.
+    let challenge = |r: reqwest::Response| {
+        r.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let body =
+        json!({"instance_id": "g", "device_name": "d", "user_name": "u", "app_version": "1"});
+    let r = http()
+        .post(s.url("/registration/consume"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(challenge(r).as_deref(), Some("Bearer realm=\"idp\""));
+    let r = http()
+        .post(s.url("/registration/consume"))
+        .bearer_auth("rt_not_a_real_token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(challenge(r).unwrap().contains("error=\"invalid_token\""));
 }
 
 async fn race(servers: &[&TestServer], admin: &Admin, per_server: usize) {
