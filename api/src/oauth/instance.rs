@@ -96,6 +96,16 @@ async fn owned_by(
     Ok(owner)
 }
 
+/// A subject token refused for any reason is `invalid_request` in a token
+/// exchange (RFC 8693 §2.2.2), where a grant would be `invalid_grant`.
+fn subject_refused(e: OAuthError) -> OAuthError {
+    if e.code == "invalid_grant" {
+        OAuthError::invalid_request(e.description)
+    } else {
+        e
+    }
+}
+
 pub async fn token_exchange(
     state: &AppState,
     ctx: &RequestContext,
@@ -130,8 +140,10 @@ pub async fn token_exchange(
     // The auth token must belong to the calling application; check before
     // the exchange spends it.
     let (auth_token_id, _) = registration::parse_auth_token(subject)
-        .ok_or_else(|| OAuthError::invalid_grant("the auth token is malformed"))?;
-    owned_by(state, auth_token_id, &auth, "auth token").await?;
+        .ok_or_else(|| OAuthError::invalid_request("the auth token is malformed"))?;
+    owned_by(state, auth_token_id, &auth, "auth token")
+        .await
+        .map_err(subject_refused)?;
     let meta = ctx.metadata(
         domain::Actor::client(auth.client_id.to_string()),
         Some(auth.client.organization_id),
@@ -146,7 +158,7 @@ pub async fn token_exchange(
                 // The replay revoked the chain: its access tokens die now.
                 state.tokens.auth_tokens.invalidate(auth_token_id);
             }
-            OAuthError::from(e)
+            subject_refused(OAuthError::from(e))
         })?;
     answer(
         state,

@@ -1061,7 +1061,10 @@ async fn a_replayed_exchange_says_what_it_revoked() {
     let (st, first) = exchange(&s, &app_id, auth_token).await;
     assert_eq!(st, 200);
     let (st, second) = exchange(&s, &app_id, auth_token).await;
-    assert_eq!((st, second["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (st, second["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     assert!(
         second["error_description"]
             .as_str()

@@ -129,10 +129,16 @@ async fn a_replayed_exchange_revokes_the_instance() {
         let (st, again) = exchange(&s, &app_id, auth_token).await;
         assert_eq!(
             (st, again["error"].as_str()),
-            (400, Some("invalid_grant")),
-            "{attempt}: a second exchange is refused"
+            (400, Some("invalid_request")),
+            "{attempt}: a second exchange is refused (RFC 8693 §2.2.2)"
         );
     }
+    let (st, v) = exchange(&s, &app_id, "not-an-auth-token").await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
     assert_eq!(
         refresh(&s, &app_id, first_refresh).await.unwrap_err(),
         BasicErrorResponseType::InvalidGrant
