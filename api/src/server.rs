@@ -213,6 +213,7 @@ impl Server {
             subject_facts: Arc::default(),
             decisions,
             token_claims: Arc::default(),
+            tarpit: crate::authentication::Tarpit::default(),
         });
         tracing::info!(
             %addr,

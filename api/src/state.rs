@@ -65,6 +65,8 @@ pub struct Services {
     pub decisions: commands::authz::DecisionRecorder,
     /// Subjects' role claims for tokens, per access generation.
     pub token_claims: Arc<crate::access::ClaimsCache>,
+    /// Turns for attempts on accounts under attack.
+    pub tarpit: crate::authentication::Tarpit,
 }
 
 impl AppState {

@@ -973,9 +973,81 @@ pub async fn gate(state: &AppState, key: &(String, String)) -> Option<Response> 
     }
     if state.tokens.account_throttle.failures(&key.0, now) > ACCOUNT_FREE_FAILURES {
         metrics::counter!("idp_sign_in_slowed_total").increment(1);
-        tokio::time::sleep(ACCOUNT_TARPIT.unsigned_abs()).await;
+        state.tarpit.take_turn(&key.0).await;
     }
     None
+}
+
+/// Attempts on accounts under attack take turns: one at a time per lane
+/// (accounts are spread over [`Tarpit::LANES`]), each [`ACCOUNT_TARPIT`]
+/// after the one before, so many sent at once get no more through than
+/// one after another (on each node).
+pub struct Tarpit {
+    lanes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for Tarpit {
+    fn default() -> Self {
+        Self {
+            lanes: (0..Self::LANES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl Tarpit {
+    pub const LANES: usize = 64;
+
+    fn lane(account: &str) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(account);
+        (hash % Self::LANES as u64) as usize
+    }
+
+    /// Waits for `account`'s turn, and holds it for [`ACCOUNT_TARPIT`].
+    pub async fn take_turn(&self, account: &str) {
+        let _turn = self.lanes[Self::lane(account)].lock().await;
+        tokio::time::sleep(ACCOUNT_TARPIT.unsigned_abs()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Three attempts at once on an account under attack end a second
+    /// apart; an account of another lane does not wait for them.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_on_an_account_under_attack_take_turns() {
+        let tarpit = Arc::new(Tarpit::default());
+        let start = tokio::time::Instant::now();
+        let other = (0..)
+            .map(|n| format!("user:{n}"))
+            .find(|a| Tarpit::lane(a) != Tarpit::lane("user:ada"))
+            .unwrap();
+        let turn = |account: String| {
+            let tarpit = Arc::clone(&tarpit);
+            tokio::spawn(async move {
+                tarpit.take_turn(&account).await;
+                (account, (tokio::time::Instant::now() - start).as_secs())
+            })
+        };
+        let mut tasks: Vec<_> = (0..3).map(|_| turn("user:ada".into())).collect();
+        tasks.push(turn(other.clone()));
+        let mut ends = Vec::new();
+        for t in tasks {
+            ends.push(t.await.unwrap());
+        }
+        let ada: Vec<u64> = ends
+            .iter()
+            .filter(|(a, _)| a == "user:ada")
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(ada, [1, 2, 3]);
+        assert!(ends.contains(&(other, 1)));
+    }
 }
 
 /// Tells a person (by email, when they have an address) and the admins
