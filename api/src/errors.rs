@@ -435,6 +435,9 @@ impl From<commands::session::SessionFailure> for Problem {
                 "no-session",
                 "sign in first: there is no valid session cookie",
             ),
+            F::Session(e @ S::NoAddressCode) => {
+                Problem::validation(e.to_string()).with("field", "verification")
+            }
             F::Contention { .. } => Problem::unavailable("the session is busy; try again"),
             other => Problem::internal(&other),
         }

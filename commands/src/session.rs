@@ -119,6 +119,41 @@ pub async fn revoke(
         .await?)
 }
 
+/// Records that a code went to an address being added in session `id`:
+/// its keyed digest, until `expires_at`.
+pub async fn send_address_code(
+    bus: &CommandBus,
+    id: Uuid,
+    digest: String,
+    expires_at: time::OffsetDateTime,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = SessionCommand::SendAddressCode { digest, expires_at };
+    Ok(bus
+        .execute::<Session>(&id.to_string(), command, meta)
+        .await?)
+}
+
+/// Records a wrong code for the address being added in session `id`.
+pub async fn fail_address_code(bus: &CommandBus, id: Uuid, meta: &Metadata) -> Result<Outcome> {
+    Ok(bus
+        .execute::<Session>(&id.to_string(), SessionCommand::FailAddressCode, meta)
+        .await?)
+}
+
+/// Spends the code with `digest` of session `id`: once, while it works.
+pub async fn use_address_code(
+    bus: &CommandBus,
+    id: Uuid,
+    digest: String,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let command = SessionCommand::UseAddressCode { digest };
+    Ok(bus
+        .execute::<Session>(&id.to_string(), command, meta)
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,12 @@ pub const USED_V1: &str = "session.used.v1";
 pub const REVOKED_V1: &str = "session.revoked.v1";
 pub const EXPIRED_V1: &str = "session.expired.v1";
 pub const VERIFIED_V1: &str = "session.verified.v1";
+pub const ADDRESS_CODE_SENT_V1: &str = "session.address_code_sent.v1";
+pub const ADDRESS_CODE_FAILED_V1: &str = "session.address_code_failed.v1";
+pub const ADDRESS_CODE_USED_V1: &str = "session.address_code_used.v1";
+
+/// Wrong tries a code confirming a new address takes before it is used up.
+pub const ADDRESS_CODE_TRIES: u8 = 5;
 
 /// How recent a verification must be for a change to one's own sign-in
 /// methods (step-up).
@@ -117,6 +123,27 @@ pub struct SessionVerified {
     pub at: OffsetDateTime,
 }
 
+/// A code went to an address the person is adding: its keyed digest (no
+/// code, no address) and until when it works. It replaces any code before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressCodeSent {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub digest: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The code the session holds was still waiting when this was noted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressCode {
+    pub digest: String,
+    pub expires_at: OffsetDateTime,
+    pub failures: u8,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
     Created(SessionCreated),
@@ -124,15 +151,25 @@ pub enum SessionEvent {
     Revoked(SessionRevoked),
     Expired(SessionFact),
     Verified(SessionVerified),
+    AddressCodeSent(AddressCodeSent),
+    /// A wrong code for the address: the last of [`ADDRESS_CODE_TRIES`] uses
+    /// it up.
+    AddressCodeFailed(SessionFact),
+    /// The right code: the address is confirmed, the code spent.
+    AddressCodeUsed(SessionFact),
 }
 
 impl SessionEvent {
     pub fn user_id(&self) -> Uuid {
         match self {
             Self::Created(e) => e.user_id,
-            Self::Used(e) | Self::Expired(e) => e.user_id,
+            Self::Used(e)
+            | Self::Expired(e)
+            | Self::AddressCodeFailed(e)
+            | Self::AddressCodeUsed(e) => e.user_id,
             Self::Revoked(e) => e.user_id,
             Self::Verified(e) => e.user_id,
+            Self::AddressCodeSent(e) => e.user_id,
         }
     }
 }
@@ -145,6 +182,9 @@ impl DomainEvent for SessionEvent {
             Self::Revoked(_) => REVOKED_V1,
             Self::Expired(_) => EXPIRED_V1,
             Self::Verified(_) => VERIFIED_V1,
+            Self::AddressCodeSent(_) => ADDRESS_CODE_SENT_V1,
+            Self::AddressCodeFailed(_) => ADDRESS_CODE_FAILED_V1,
+            Self::AddressCodeUsed(_) => ADDRESS_CODE_USED_V1,
         }
     }
 
@@ -152,9 +192,13 @@ impl DomainEvent for SessionEvent {
         // Structs of ids, strings and times: serializing cannot fail.
         match self {
             Self::Created(e) => serde_json::to_value(e),
-            Self::Used(e) | Self::Expired(e) => serde_json::to_value(e),
+            Self::Used(e)
+            | Self::Expired(e)
+            | Self::AddressCodeFailed(e)
+            | Self::AddressCodeUsed(e) => serde_json::to_value(e),
             Self::Revoked(e) => serde_json::to_value(e),
             Self::Verified(e) => serde_json::to_value(e),
+            Self::AddressCodeSent(e) => serde_json::to_value(e),
         }
         .unwrap_or(Value::Null)
     }
@@ -169,6 +213,9 @@ impl DomainEvent for SessionEvent {
             REVOKED_V1 => decode_as(event_type, data).map(Self::Revoked),
             EXPIRED_V1 => decode_as(event_type, data).map(Self::Expired),
             VERIFIED_V1 => decode_as(event_type, data).map(Self::Verified),
+            ADDRESS_CODE_SENT_V1 => decode_as(event_type, data).map(Self::AddressCodeSent),
+            ADDRESS_CODE_FAILED_V1 => decode_as(event_type, data).map(Self::AddressCodeFailed),
+            ADDRESS_CODE_USED_V1 => decode_as(event_type, data).map(Self::AddressCodeUsed),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -213,6 +260,18 @@ pub enum SessionCommand {
     Verify {
         method: Method,
     },
+    /// A code went to an address being added (its digest, until when it
+    /// works).
+    SendAddressCode {
+        digest: String,
+        expires_at: OffsetDateTime,
+    },
+    /// A wrong code was given for the address (nothing when none waits).
+    FailAddressCode,
+    /// The right code for the code with `digest`: spent once.
+    UseAddressCode {
+        digest: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -225,6 +284,8 @@ pub enum SessionError {
     Revoked,
     #[error("the session has expired")]
     Expired,
+    #[error("no code for a new address waits in this session: it was used, used up, or it expired")]
+    NoAddressCode,
     #[error("invalid {field}: {reason}")]
     Invalid {
         field: &'static str,
@@ -253,6 +314,8 @@ pub struct Session {
     /// When the person last proved who they are: the sign-in, or a
     /// step-up since.
     pub verified_at: OffsetDateTime,
+    /// The code confirming an address being added, while it may be used.
+    pub address_code: Option<AddressCode>,
 }
 
 impl Default for Session {
@@ -274,6 +337,7 @@ impl Default for Session {
             revoked: None,
             expired: false,
             verified_at: OffsetDateTime::UNIX_EPOCH,
+            address_code: None,
         }
     }
 }
@@ -364,6 +428,22 @@ impl Aggregate for Session {
                 self.verified_at = e.auth_time;
             }
             SessionEvent::Verified(e) => self.verified_at = e.at,
+            SessionEvent::AddressCodeSent(e) => {
+                self.address_code = Some(AddressCode {
+                    digest: e.digest.clone(),
+                    expires_at: e.expires_at,
+                    failures: 0,
+                });
+            }
+            SessionEvent::AddressCodeFailed(_) => {
+                if let Some(c) = &mut self.address_code {
+                    c.failures = c.failures.saturating_add(1);
+                    if c.failures >= ADDRESS_CODE_TRIES {
+                        self.address_code = None;
+                    }
+                }
+            }
+            SessionEvent::AddressCodeUsed(_) => self.address_code = None,
             SessionEvent::Used(e) => self.last_used_at = e.at,
             SessionEvent::Revoked(e) => self.revoked = Some(e.reason),
             SessionEvent::Expired(_) => self.expired = true,
@@ -461,6 +541,31 @@ impl Aggregate for Session {
                     at: now,
                 })])
             }
+            SessionCommand::SendAddressCode { digest, expires_at } => {
+                self.check(now)?;
+                Ok(vec![SessionEvent::AddressCodeSent(AddressCodeSent {
+                    session_id: self.id,
+                    user_id: self.user_id,
+                    digest,
+                    expires_at,
+                    at: now,
+                })])
+            }
+            SessionCommand::FailAddressCode => Ok(match &self.address_code {
+                Some(c) if c.expires_at > now => {
+                    vec![SessionEvent::AddressCodeFailed(self.fact(now))]
+                }
+                _ => vec![],
+            }),
+            SessionCommand::UseAddressCode { digest } => {
+                self.check(now)?;
+                match &self.address_code {
+                    Some(c) if c.expires_at > now && c.digest == digest => {
+                        Ok(vec![SessionEvent::AddressCodeUsed(self.fact(now))])
+                    }
+                    _ => Err(SessionError::NoAddressCode),
+                }
+            }
             SessionCommand::Expire => {
                 let due = matches!(self.check(now), Err(SessionError::Expired)) && !self.expired;
                 Ok(if due {
@@ -501,6 +606,45 @@ mod tests {
 
     fn created() -> Vec<SessionEvent> {
         given_when::<Session>(&[], create(), now()).unwrap()
+    }
+
+    #[test]
+    fn a_code_for_a_new_address_is_spent_once_and_used_up_by_wrong_tries() {
+        let send = SessionCommand::SendAddressCode {
+            digest: "d1".into(),
+            expires_at: now() + Duration::minutes(10),
+        };
+        let mut events = created();
+        events.extend(given_when::<Session>(&events, send.clone(), now()).unwrap());
+        let spend = |digest: &str| SessionCommand::UseAddressCode {
+            digest: digest.into(),
+        };
+        assert_eq!(
+            given_when::<Session>(&events, spend("other"), now()),
+            Err(SessionError::NoAddressCode)
+        );
+        let late = now() + Duration::minutes(11);
+        assert_eq!(
+            given_when::<Session>(&events, spend("d1"), late),
+            Err(SessionError::NoAddressCode)
+        );
+        let mut spent = events.clone();
+        spent.extend(given_when::<Session>(&spent, spend("d1"), now()).unwrap());
+        assert_eq!(
+            given_when::<Session>(&spent, spend("d1"), now()),
+            Err(SessionError::NoAddressCode),
+            "once"
+        );
+        for _ in 0..ADDRESS_CODE_TRIES {
+            let failed = given_when::<Session>(&events, SessionCommand::FailAddressCode, now());
+            events.extend(failed.unwrap());
+        }
+        assert_eq!(Session::fold(&events).address_code, None);
+        assert_eq!(
+            given_when::<Session>(&events, spend("d1"), now()),
+            Err(SessionError::NoAddressCode),
+            "used up"
+        );
     }
 
     #[test]

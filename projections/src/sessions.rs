@@ -207,7 +207,10 @@ impl Projection for SessionsProjection {
                 .await?;
             }
             // A step-up changes nothing listed.
-            SessionEvent::Verified(_) => {}
+            SessionEvent::Verified(_)
+            | SessionEvent::AddressCodeSent(_)
+            | SessionEvent::AddressCodeFailed(_)
+            | SessionEvent::AddressCodeUsed(_) => {}
         }
         Ok(())
     }

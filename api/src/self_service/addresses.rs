@@ -2,7 +2,9 @@
 //! or removes their email address or phone number. A new one is recorded
 //! only once a code sent to it comes back, so it is verified from the
 //! start; until then the address and the code's keyed digest travel
-//! sealed under the master key, bound to the session, for ten minutes.
+//! sealed under the master key, bound to the session, for ten minutes, and
+//! the session records the digest (never the code or the address): the code
+//! is spent once, and five wrong tries use it up, on every node.
 //! Every change needs a fresh step-up; uniqueness of email addresses is
 //! decided by the same claims as the admin API's.
 
@@ -106,10 +108,21 @@ async fn begin(
         .map_err(|e| Problem::internal(&e))?;
     let code = commands::sign_in::new_code();
     let expires = now.unix_timestamp() + VERIFY_SECONDS;
+    let hash = digest(state, session.id, &code);
+    // The session keeps the code's digest: it is spent once, and a few
+    // wrong tries use it up, on every node.
+    commands::session::send_address_code(
+        &state.bus,
+        session.id,
+        hash.clone(),
+        now + time::Duration::seconds(VERIFY_SECONDS),
+        &caller.metadata(),
+    )
+    .await?;
     let sealed = commands::crypto::seal(
         &state.master_key,
         &aad(session.id, kind),
-        format!("{expires}:{}:{to}", digest(state, session.id, &code)).as_bytes(),
+        format!("{expires}:{hash}:{to}").as_bytes(),
     );
     let organization = organization_name(state, session.organization_id).await;
     let text = format!(
@@ -174,6 +187,14 @@ async fn check(
     if state.clock.now().unix_timestamp() > expires.parse::<i64>().map_err(|_| bad())? {
         return Err(bad());
     }
+    // The code must still wait in the session: not spent, not used up,
+    // not replaced by a later one.
+    let held = commands::session::load(&state.bus, session.id).await?;
+    if held.address_code.as_ref().is_none_or(|c| c.digest != hash) {
+        return Err(Problem::from(commands::session::SessionFailure::Session(
+            domain::session::SessionError::NoAddressCode,
+        )));
+    }
     let key = (
         commands::sign_in::account_of_user(session.user_id),
         caller.ctx.source_ip.clone().unwrap_or_default(),
@@ -193,8 +214,16 @@ async fn check(
             reason: domain::sign_in::FailureReason::WrongCredential,
             user_id: Some(session.user_id),
         };
+        commands::session::fail_address_code(&state.bus, session.id, &caller.metadata()).await?;
         return Err(failed(state, f, key, &caller.metadata()).await);
     }
+    commands::session::use_address_code(
+        &state.bus,
+        session.id,
+        hash.to_owned(),
+        &caller.metadata(),
+    )
+    .await?;
     state.tokens.user_throttle.succeeded(&key);
     Ok(Ok(to.to_owned()))
 }

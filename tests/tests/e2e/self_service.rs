@@ -103,6 +103,66 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
         (Some("ada@lovelace.example"), Some(true)),
         "{user}"
     );
+    // A code is spent once.
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/self/methods/email/verify"),
+        Some(verify(&code)),
+    )
+    .await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (422, Some("verification")),
+        "{v}"
+    );
+    // Five wrong tries use a code up: the right one then confirms nothing.
+    let (st, _, begun) = send(
+        &c,
+        Method::PUT,
+        s.url("/self/methods/email"),
+        Some(json!({"email": "ada@analytical.example"})),
+    )
+    .await;
+    assert_eq!(st, 202, "{begun}");
+    let mail = outbox(&s, &admin, |m| {
+        m.iter().any(|e| e["to"] == "ada@analytical.example")
+    })
+    .await;
+    let code = code_in(mail[0]["text"].as_str().unwrap());
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let attempt = |code: &str| json!({"verification": begun["verification"], "code": code});
+    for _ in 0..domain::session::ADDRESS_CODE_TRIES {
+        let (st, _, v) = send(
+            &c,
+            Method::POST,
+            s.url("/self/methods/email/verify"),
+            Some(attempt(wrong)),
+        )
+        .await;
+        assert_eq!(st, 401, "{v}");
+    }
+    let (st, _, v) = send(
+        &c,
+        Method::POST,
+        s.url("/self/methods/email/verify"),
+        Some(attempt(&code)),
+    )
+    .await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (422, Some("verification")),
+        "{v}"
+    );
+    let (_, user) = admin_call(
+        &s,
+        &admin,
+        Method::GET,
+        &format!("/admin/users/{ada}"),
+        None,
+    )
+    .await;
+    assert_eq!(user["email"], "ada@lovelace.example");
     // Another person's address is taken.
     let (_, _, begun) = send(
         &c,
