@@ -84,7 +84,7 @@ use crate::{authentication, self_service};
         authentication::CodeView, authentication::VerifyOtpBody,
         self_service::MeView, self_service::SessionView, self_service::SessionList, self_service::Revoked,
         self_service::methods::MethodsView, self_service::methods::PasswordMethod, self_service::methods::TotpMethod,
-        self_service::methods::AddressMethod, self_service::methods::StepUpBody, self_service::methods::SteppedUp,
+        self_service::methods::AddressMethod, self_service::methods::StepUpBody, self_service::methods::SteppedUp, self_service::methods::PasskeyStepUp,
         self_service::methods::NewPassword, self_service::methods::TotpEnrolment, self_service::methods::ConfirmTotp,
         self_service::methods::PasskeyView, self_service::methods::PasskeyRegistration,
         self_service::methods::ConfirmPasskey, self_service::methods::RenamePasskey,

@@ -158,14 +158,29 @@ pub fn must_be_fresh(state: &AppState, caller: &SessionCaller) -> Result<(), Pro
     ))
 }
 
-/// A proof of who one is: `password` with `password`, or `totp` with
-/// `code`.
+/// A proof of who one is: `password` with `password`, `totp` with `code`,
+/// or `passkey`: first without `assertion` (the answer is the request for
+/// the browser's WebAuthn API and a `ceremony` to send back), then with
+/// the authenticator's `assertion` and that `ceremony`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
     pub method: String,
     pub password: Option<String>,
     pub code: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub assertion: Option<serde_json::Value>,
+    pub ceremony: Option<String>,
+}
+
+/// The request for a passkey step-up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasskeyStepUp {
+    /// Send back with the assertion (ten minutes, this session, once).
+    pub ceremony: String,
+    /// `PublicKeyCredentialRequestOptions` for `navigator.credentials.get`.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -178,7 +193,7 @@ pub struct SteppedUp {
 /// methods are allowed for five minutes after. Failures count like failed
 /// sign-in steps. Needs a session.
 #[utoipa::path(post, path = "/self/step-up", request_body = StepUpBody,
-    responses((status = 200, body = SteppedUp, description = "verified"),
+    responses((status = 200, body = SteppedUp, description = "verified (or, for a passkey asked without an assertion, a PasskeyStepUp request)"),
         (status = 401, description = "no valid session cookie, or the proof was not accepted"),
         (status = 429, description = "too many failures from this address")), tag = "self")]
 pub async fn step_up(
@@ -189,10 +204,11 @@ pub async fn step_up(
     let session = &caller.session;
     let meta = caller.metadata();
     let method = match Method::parse(&body.method) {
+        Some(Method::Passkey) => return passkey_step_up(&state, &caller, &body).await,
         Some(m @ (Method::Password | Method::Totp)) => m,
         _ => {
             return Err(
-                Problem::validation("a step-up is a password or a totp code")
+                Problem::validation("a step-up is a password, a totp code or a passkey")
                     .with("field", "method"),
             );
         }
@@ -233,6 +249,142 @@ pub async fn step_up(
     }
     state.tokens.user_throttle.succeeded(&key);
     let after = commands::credentials::step_up(&state.bus, session.id, method, &meta).await?;
+    Ok(Json(SteppedUp {
+        step_up_until: rfc3339(after.verified_at + STEP_UP_WINDOW),
+    })
+    .into_response())
+}
+
+fn step_up_aad(session: Uuid) -> Vec<u8> {
+    format!("passkey-step-up:{}", session.simple()).into_bytes()
+}
+
+/// A step-up with one of the person's passkeys. The ceremony travels
+/// sealed, bound to the session and to its last verification, so an
+/// answer counts once: the step-up it records moves that verification.
+async fn passkey_step_up(
+    state: &AppState,
+    caller: &SessionCaller,
+    body: &StepUpBody,
+) -> Result<Response, Problem> {
+    let rp = relying_party(state)?;
+    let session = &caller.session;
+    let meta = caller.metadata();
+    let holder = Holder::load(state, session.user_id).await?;
+    let verified_at = session.verified_at.unix_timestamp_nanos();
+    let Some(raw) = &body.assertion else {
+        let passkeys: Vec<webauthn_rs::prelude::Passkey> = holder
+            .credentials
+            .passkeys
+            .iter()
+            .filter_map(|p| serde_json::from_value(p.passkey.value()?.clone()).ok())
+            .collect();
+        if passkeys.is_empty() {
+            return Err(
+                Problem::validation("there is no passkey to prove who you are with")
+                    .with("field", "method"),
+            );
+        }
+        let (request, ceremony) = rp
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| Problem::internal(&e))?;
+        let expires = state.clock.now().unix_timestamp() + ENROLMENT_SECONDS;
+        let ceremony = serde_json::to_string(&ceremony).map_err(|e| Problem::internal(&e))?;
+        let sealed = commands::crypto::seal(
+            &state.master_key,
+            &step_up_aad(session.id),
+            format!("{expires}:{verified_at}:{ceremony}").as_bytes(),
+        );
+        return Ok(Json(PasskeyStepUp {
+            ceremony: sealed,
+            request: serde_json::to_value(&request).map_err(|e| Problem::internal(&e))?,
+        })
+        .into_response());
+    };
+    let bad = || {
+        Problem::validation(
+            "the ceremony is not one of this session's, it expired, or it was answered",
+        )
+        .with("field", "ceremony")
+    };
+    let sealed = body.ceremony.as_deref().ok_or_else(bad)?;
+    let opened = commands::crypto::open(&state.master_key, &step_up_aad(session.id), sealed)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(opened).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, ':');
+    let (Some(expires), Some(asked_at), Some(ceremony)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let expired = state.clock.now().unix_timestamp() > expires.parse::<i64>().map_err(|_| bad())?;
+    if expired || asked_at != verified_at.to_string() {
+        return Err(bad());
+    }
+    let ceremony: webauthn_rs::prelude::PasskeyAuthentication =
+        serde_json::from_str(ceremony).map_err(|e| Problem::internal(&e))?;
+    let credential: webauthn_rs::prelude::PublicKeyCredential = serde_json::from_value(raw.clone())
+        .map_err(|e| {
+            Problem::validation(format!("the assertion is malformed: {e}"))
+                .with("field", "assertion")
+        })?;
+    let key = (
+        account_of_user(session.user_id),
+        caller.ctx.source_ip.clone().unwrap_or_default(),
+    );
+    if let Some(refused) = gate(state, &key).await {
+        return Ok(refused);
+    }
+    let id = crate::passkeys::credential_id(credential.get_credential_id());
+    let stored = holder
+        .credentials
+        .passkey_by_credential(&id)
+        .and_then(|p| Some((p.id, p.passkey.value()?.clone())));
+    let outcome = match stored {
+        None => Err(domain::sign_in::FailureReason::NoCredential),
+        Some((passkey_id, record)) => {
+            let mut passkey: webauthn_rs::prelude::Passkey =
+                serde_json::from_value(record).map_err(|e| Problem::internal(&e))?;
+            match rp
+                .webauthn
+                .finish_passkey_authentication(&credential, &ceremony)
+            {
+                Ok(result) => {
+                    let changed = passkey.update_credential(&result) == Some(true);
+                    let record = changed
+                        .then(|| serde_json::to_value(&passkey).ok())
+                        .flatten();
+                    commands::credentials::use_passkey(
+                        &state.bus,
+                        session.user_id,
+                        passkey_id,
+                        record,
+                        &meta,
+                    )
+                    .await?;
+                    Ok(())
+                }
+                Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
+                    Err(domain::sign_in::FailureReason::CounterRegressed)
+                }
+                Err(_) => Err(domain::sign_in::FailureReason::WrongCredential),
+            }
+        }
+    };
+    if let Err(reason) = outcome {
+        let f = Failed {
+            sign_in_id: session.id,
+            organization_id: session.organization_id,
+            method: Method::Passkey,
+            reason,
+            user_id: Some(session.user_id),
+        };
+        return Err(failed(state, f, key, &meta).await);
+    }
+    state.tokens.user_throttle.succeeded(&key);
+    let after =
+        commands::credentials::step_up(&state.bus, session.id, Method::Passkey, &meta).await?;
     Ok(Json(SteppedUp {
         step_up_until: rfc3339(after.verified_at + STEP_UP_WINDOW),
     })

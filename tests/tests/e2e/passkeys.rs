@@ -308,3 +308,52 @@ async fn a_signature_counter_that_went_backwards_is_refused() {
     }
     panic!("no failed step in the trail");
 }
+
+/// A passkey proves who one is for a step-up, as a password or a code
+/// does: the request, the authenticator's answer, counted once.
+#[tokio::test]
+async fn a_passkey_steps_up_once_per_answer() {
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "passkeys_step_up")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+    sign_in(&s, &c, &admin, "ada").await;
+    let mut soft = SoftPasskey::new(true);
+    register(&s, &c, &mut soft, "Laptop").await;
+    clock.advance(time::Duration::minutes(6));
+    let (st, _, v) = send(&c, Method::POST, s.url("/self/methods/totp"), None).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("step-up-required")),
+        "{v}"
+    );
+
+    let step_up = |body: Value| send(&c, Method::POST, s.url("/self/step-up"), Some(body));
+    let (st, _, asked) = step_up(json!({"method": "passkey"})).await;
+    assert_eq!(st, 200, "{asked}");
+    assert_eq!(
+        asked["request"]["publicKey"]["userVerification"],
+        "required"
+    );
+    let rcr: RequestChallengeResponse = serde_json::from_value(asked["request"].clone()).unwrap();
+    let assertion = soft.do_authentication(origin(&s), rcr).unwrap();
+    let answer = json!({
+        "method": "passkey",
+        "ceremony": asked["ceremony"],
+        "assertion": serde_json::to_value(&assertion).unwrap(),
+    });
+    let (st, _, v) = step_up(answer.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["step_up_until"].is_string(), "{v}");
+    let (st, _, v) = step_up(answer).await;
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (422, Some("ceremony")),
+        "an answer counts once: {v}"
+    );
+    let (st, _, v) = send(&c, Method::POST, s.url("/self/methods/totp"), None).await;
+    assert_eq!(st, 200, "fresh now: {v}");
+}
