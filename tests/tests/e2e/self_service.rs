@@ -29,6 +29,27 @@ async fn outbox(s: &TestServer, admin: &Admin, until: impl Fn(&[Value]) -> bool)
     panic!("the outbox never became as expected");
 }
 
+/// Asks from `c`'s session to change the email to `address`: the
+/// verification, and the code that went there.
+async fn email_code(
+    s: &TestServer,
+    c: &reqwest::Client,
+    admin: &Admin,
+    address: &str,
+) -> (Value, String) {
+    let (st, _, begun) = send(
+        c,
+        Method::PUT,
+        s.url("/self/methods/email"),
+        Some(json!({"email": address})),
+    )
+    .await;
+    assert_eq!(st, 202, "{begun}");
+    let mail = outbox(s, admin, |m| m.iter().any(|e| e["to"] == address)).await;
+    let sent = mail.iter().find(|e| e["to"] == address).unwrap();
+    (begun, code_in(sent["text"].as_str().unwrap()))
+}
+
 #[tokio::test]
 async fn an_address_changes_only_through_a_code_sent_to_it() {
     let s = TestServer::start(Store::Sqlite, "self_addresses")
@@ -49,19 +70,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     )
     .await;
     assert_eq!((st, v["field"].as_str()), (422, Some("email")), "{v}");
-    let (st, _, begun) = send(
-        &c,
-        Method::PUT,
-        s.url("/self/methods/email"),
-        Some(json!({"email": "ada@lovelace.example"})),
-    )
-    .await;
-    assert_eq!(st, 202, "{begun}");
-    let mail = outbox(&s, &admin, |m| {
-        m.iter().any(|e| e["to"] == "ada@lovelace.example")
-    })
-    .await;
-    let code = code_in(mail[0]["text"].as_str().unwrap());
+    let (begun, code) = email_code(&s, &c, &admin, "ada@lovelace.example").await;
     // Nothing changes before the code comes back, nor with a wrong one.
     let (_, user) = admin_call(
         &s,
@@ -117,19 +126,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
         "{v}"
     );
     // Five wrong tries use a code up: the right one then confirms nothing.
-    let (st, _, begun) = send(
-        &c,
-        Method::PUT,
-        s.url("/self/methods/email"),
-        Some(json!({"email": "ada@analytical.example"})),
-    )
-    .await;
-    assert_eq!(st, 202, "{begun}");
-    let mail = outbox(&s, &admin, |m| {
-        m.iter().any(|e| e["to"] == "ada@analytical.example")
-    })
-    .await;
-    let code = code_in(mail[0]["text"].as_str().unwrap());
+    let (begun, code) = email_code(&s, &c, &admin, "ada@analytical.example").await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let attempt = |code: &str| json!({"verification": begun["verification"], "code": code});
     for _ in 0..domain::session::ADDRESS_CODE_TRIES {
@@ -164,18 +161,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     .await;
     assert_eq!(user["email"], "ada@lovelace.example");
     // Another person's address is taken.
-    let (_, _, begun) = send(
-        &c,
-        Method::PUT,
-        s.url("/self/methods/email"),
-        Some(json!({"email": "bob@example.org"})),
-    )
-    .await;
-    let mail = outbox(&s, &admin, |m| {
-        m.iter().any(|e| e["to"] == "bob@example.org")
-    })
-    .await;
-    let code = code_in(mail[0]["text"].as_str().unwrap());
+    let (begun, code) = email_code(&s, &c, &admin, "bob@example.org").await;
     let (st, _, v) = send(
         &c,
         Method::POST,
