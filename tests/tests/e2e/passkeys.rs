@@ -313,14 +313,7 @@ async fn a_signature_counter_that_went_backwards_is_refused() {
 /// does: the request, the authenticator's answer, counted once.
 #[tokio::test]
 async fn a_passkey_steps_up_once_per_answer() {
-    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "passkeys_step_up")
-        .await
-        .unwrap();
-    s.wait_ready().await;
-    let admin = s.admin().await;
-    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
-    let c = home();
-    sign_in(&s, &c, &admin, "ada").await;
+    let (s, clock, _admin, c) = crate::sign_in::ada_signed_in("passkeys_step_up").await;
     let mut soft = SoftPasskey::new(true);
     register(&s, &c, &mut soft, "Laptop").await;
     clock.advance(time::Duration::minutes(6));

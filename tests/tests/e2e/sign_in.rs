@@ -136,6 +136,20 @@ pub async fn complete(
     .await
 }
 
+/// A server on a clock the test moves, with a person `Ada` (with
+/// [`PASSWORD`]) signed in from the loopback.
+pub async fn ada_signed_in(name: &str) -> (TestServer, Arc<ManualClock>, Admin, reqwest::Client) {
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, name)
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+    sign_in(&s, &c, &admin, "ada").await;
+    (s, clock, admin, c)
+}
+
 /// Signs `identifier` in with `c`; answers the completion's body.
 pub async fn sign_in(
     s: &TestServer,
@@ -1026,14 +1040,7 @@ async fn an_authenticator_app_is_a_second_factor_used_once() {
 /// Only a whole sign-in clears the count.
 #[tokio::test]
 async fn a_known_password_buys_no_more_guesses_at_the_second_factor() {
-    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "sign_in_second_factor")
-        .await
-        .unwrap();
-    s.wait_ready().await;
-    let admin = s.admin().await;
-    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
-    let c = home();
-    sign_in(&s, &c, &admin, "ada").await;
+    let (s, clock, admin, c) = ada_signed_in("sign_in_second_factor").await;
     let (st, _, enrolment) = send(&c, Method::POST, s.url("/self/methods/totp"), None).await;
     assert_eq!(st, 200, "{enrolment}");
     let secret = enrolment["secret"].as_str().unwrap().to_owned();
