@@ -60,6 +60,16 @@ impl ThrottlePolicy {
 }
 
 impl ThrottlePolicy {
+    /// Failed sign-in steps on one account from one address: after five,
+    /// the address waits for that account (one second, doubling to five
+    /// minutes), so the sixth attempt is refused until then.
+    pub fn sign_in() -> Self {
+        Self {
+            free_failures: SIGN_IN_FAILURES_BEFORE_WAIT - 1,
+            ..Self::default()
+        }
+    }
+
     /// Codes sent, per account and per source address: five are free, then
     /// each waits longer, up to a minute. The account's wait is short on
     /// purpose: anyone who knows an identifier can ask for codes to it, and
@@ -71,6 +81,9 @@ impl ThrottlePolicy {
         }
     }
 }
+
+/// Failed steps on an account from one address after which it waits.
+pub const SIGN_IN_FAILURES_BEFORE_WAIT: u32 = 5;
 
 /// Failures one address may make against any accounts before it waits.
 pub const ADDRESS_FREE_FAILURES: u32 = 30;

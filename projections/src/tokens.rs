@@ -150,7 +150,7 @@ impl TokenViews {
             verified: RwLock::new(HashMap::new()),
             revoked: Revocations::default(),
             client_throttle: ClientThrottle::new(ThrottlePolicy::default()),
-            user_throttle: UserThrottle::new(ThrottlePolicy::default()),
+            user_throttle: UserThrottle::new(ThrottlePolicy::sign_in()),
             code_throttle: UserThrottle::new(ThrottlePolicy::code_sends()),
             account_throttle: Throttle::new(ThrottlePolicy::account_wide()),
             address_throttle: Throttle::new(ThrottlePolicy::per_address()),

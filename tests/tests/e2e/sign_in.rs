@@ -486,7 +486,7 @@ async fn failures_slow_only_their_source_and_an_admin_unlocks() {
     let ada = create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
     let attacker = browser(Ipv4Addr::new(127, 0, 0, 2));
     let (id, _) = start(&s, &attacker, &admin).await;
-    for _ in 0..6 {
+    for _ in 0..domain::throttle::SIGN_IN_FAILURES_BEFORE_WAIT {
         let (st, _, v) = password(&s, &attacker, &id, "ada", "guess guess guess").await;
         assert_eq!(st, 401, "{v}");
     }
@@ -498,7 +498,7 @@ async fn failures_slow_only_their_source_and_an_admin_unlocks() {
     );
     assert!(headers.get("retry-after").is_some());
     // An unknown name is throttled the same way.
-    for _ in 0..6 {
+    for _ in 0..domain::throttle::SIGN_IN_FAILURES_BEFORE_WAIT {
         password(&s, &attacker, &id, "nobody", "guess guess guess").await;
     }
     let (st, _, _) = password(&s, &attacker, &id, "nobody", "guess guess guess").await;
@@ -542,7 +542,7 @@ async fn a_wait_survives_a_restart() {
     create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
     let attacker = browser(Ipv4Addr::new(127, 0, 0, 3));
     let (id, _) = start(&s, &attacker, &admin).await;
-    for _ in 0..6 {
+    for _ in 0..domain::throttle::SIGN_IN_FAILURES_BEFORE_WAIT {
         password(&s, &attacker, &id, "ada", "guess guess guess").await;
     }
     s.restart_clocked(clock.clone()).await;
