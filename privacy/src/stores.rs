@@ -238,7 +238,6 @@ mod tests {
     use domain::Metadata;
     use domain::credentials::{Credentials, CredentialsCommand};
     use domain::pii::Pii;
-    use time::OffsetDateTime;
     use uuid::Uuid;
 
     /// A fold the bus keeps holds personal values opened with the subject's
@@ -257,6 +256,7 @@ mod tests {
             max_connections: 2,
         };
         let clock: Arc<dyn Clock> = Arc::new(commands::SystemClock);
+        let meta = Metadata::system(Uuid::now_v7(), clock.now());
         let stores = open_stores(
             &settings,
             MasterKey::from_bytes([7; 32]),
@@ -265,7 +265,6 @@ mod tests {
         )
         .await
         .unwrap();
-        let meta = Metadata::system(Uuid::now_v7(), OffsetDateTime::now_utc());
         let user_id = Uuid::now_v7();
         let secret = "JBSWY3DPEHPK3PXP".to_owned();
         let enrol = CredentialsCommand::EnrolTotp {

@@ -1392,7 +1392,8 @@ async fn a_recorded_sign_in_keeps_the_access_generation_and_an_attribute_moves_i
     use eventlog::{ExpectedRevision, encode};
     let env = sqlite_env().await;
     let (_db, handle) = run_all(&env, 1).await;
-    let (org, user, now) = (Uuid::now_v7(), Uuid::now_v7(), OffsetDateTime::now_utc());
+    use commands::Clock;
+    let (org, user, now) = (Uuid::now_v7(), Uuid::now_v7(), SystemClock.now());
     write_people(&env.log, org, 1, now).await;
     let append = |event: UserEvent| {
         let log = Arc::clone(&env.log);
