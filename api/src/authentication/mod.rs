@@ -770,33 +770,20 @@ async fn passkey_step(
         };
         return Err(failed(state, failure(reason, exists.then_some(user_id)), key, meta).await);
     };
-    let mut passkey: webauthn_rs::prelude::Passkey =
-        serde_json::from_value(record).map_err(|e| Problem::internal(&e))?;
-    let verified =
-        match rp
-            .webauthn
-            .finish_discoverable_authentication_v2(&credential, ceremony, &passkey)
-        {
-            Ok(result) => {
-                let changed = passkey.update_credential(&result) == Some(true);
-                let record = changed
-                    .then(|| serde_json::to_value(&passkey).ok())
-                    .flatten();
-                let mut meta = meta.clone();
-                meta.actor = Actor::user(user_id.to_string());
-                commands::credentials::use_passkey(&state.bus, user_id, passkey_id, record, &meta)
-                    .await?;
-                if holder.user.is_active() {
-                    Ok(result.user_verified())
-                } else {
-                    Err(FailureReason::Deactivated)
-                }
-            }
-            Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
-                Err(FailureReason::CounterRegressed)
-            }
-            Err(_) => Err(FailureReason::WrongCredential),
-        };
+    let mut as_person = meta.clone();
+    as_person.actor = Actor::user(user_id.to_string());
+    let verified = check_passkey(state, user_id, passkey_id, record, &as_person, |p| {
+        rp.webauthn
+            .finish_discoverable_authentication_v2(&credential, ceremony, p)
+    })
+    .await?
+    .and_then(|user_verified| {
+        if holder.user.is_active() {
+            Ok(user_verified)
+        } else {
+            Err(FailureReason::Deactivated)
+        }
+    });
     match verified {
         Ok(user_verified) => {
             let mut meta = meta.clone();
@@ -976,6 +963,42 @@ pub async fn gate(state: &AppState, key: &(String, String)) -> Option<Response> 
         state.tarpit.take_turn(&key.0).await;
     }
     None
+}
+
+/// Checks an answer from the person's passkey `passkey_id` (stored as
+/// `record`) with `finish`, and records its use with the new signature
+/// counter: whether the authenticator verified its user, or why the answer
+/// is refused (a counter that went backwards, a wrong signature).
+pub async fn check_passkey(
+    state: &AppState,
+    user_id: Uuid,
+    passkey_id: Uuid,
+    record: serde_json::Value,
+    meta: &Metadata,
+    finish: impl FnOnce(
+        &webauthn_rs::prelude::Passkey,
+    ) -> Result<
+        webauthn_rs::prelude::AuthenticationResult,
+        webauthn_rs::prelude::WebauthnError,
+    >,
+) -> Result<Result<bool, FailureReason>, Problem> {
+    let mut passkey: webauthn_rs::prelude::Passkey =
+        serde_json::from_value(record).map_err(|e| Problem::internal(&e))?;
+    match finish(&passkey) {
+        Ok(result) => {
+            let changed = passkey.update_credential(&result) == Some(true);
+            let record = changed
+                .then(|| serde_json::to_value(&passkey).ok())
+                .flatten();
+            commands::credentials::use_passkey(&state.bus, user_id, passkey_id, record, meta)
+                .await?;
+            Ok(Ok(result.user_verified()))
+        }
+        Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
+            Ok(Err(FailureReason::CounterRegressed))
+        }
+        Err(_) => Ok(Err(FailureReason::WrongCredential)),
+    }
 }
 
 /// Attempts on accounts under attack take turns: one at a time per lane

@@ -344,32 +344,18 @@ async fn passkey_step_up(
     let outcome = match stored {
         None => Err(domain::sign_in::FailureReason::NoCredential),
         Some((passkey_id, record)) => {
-            let mut passkey: webauthn_rs::prelude::Passkey =
-                serde_json::from_value(record).map_err(|e| Problem::internal(&e))?;
-            match rp
-                .webauthn
-                .finish_passkey_authentication(&credential, &ceremony)
-            {
-                Ok(result) => {
-                    let changed = passkey.update_credential(&result) == Some(true);
-                    let record = changed
-                        .then(|| serde_json::to_value(&passkey).ok())
-                        .flatten();
-                    commands::credentials::use_passkey(
-                        &state.bus,
-                        session.user_id,
-                        passkey_id,
-                        record,
-                        &meta,
-                    )
-                    .await?;
-                    Ok(())
-                }
-                Err(webauthn_rs::prelude::WebauthnError::CredentialPossibleCompromise) => {
-                    Err(domain::sign_in::FailureReason::CounterRegressed)
-                }
-                Err(_) => Err(domain::sign_in::FailureReason::WrongCredential),
-            }
+            crate::authentication::check_passkey(
+                state,
+                session.user_id,
+                passkey_id,
+                record,
+                &meta,
+                |_| {
+                    rp.webauthn
+                        .finish_passkey_authentication(&credential, &ceremony)
+                },
+            )
+            .await?
         }
     };
     if let Err(reason) = outcome {
