@@ -50,6 +50,25 @@ async fn email_code(
     (begun, code_in(sent["text"].as_str().unwrap()))
 }
 
+/// Sends back `code` for the verification `begun` of an `email` or a
+/// `phone`.
+async fn confirm(
+    s: &TestServer,
+    c: &reqwest::Client,
+    kind: &str,
+    begun: &Value,
+    code: &str,
+) -> (u16, Value) {
+    let (st, _, v) = send(
+        c,
+        Method::POST,
+        s.url(&format!("/self/methods/{kind}/verify")),
+        Some(json!({"verification": begun["verification"], "code": code})),
+    )
+    .await;
+    (st, v)
+}
+
 #[tokio::test]
 async fn an_address_changes_only_through_a_code_sent_to_it() {
     let s = TestServer::start(Store::Sqlite, "self_addresses")
@@ -82,22 +101,9 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     .await;
     assert_eq!(user["email"], "ada@example.org");
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let verify = |code: &str| json!({"verification": begun["verification"], "code": code});
-    let (st, _, _) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/email/verify"),
-        Some(verify(wrong)),
-    )
-    .await;
+    let (st, _) = confirm(&s, &c, "email", &begun, wrong).await;
     assert_eq!(st, 401);
-    let (st, _, v) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/email/verify"),
-        Some(verify(&code)),
-    )
-    .await;
+    let (st, v) = confirm(&s, &c, "email", &begun, &code).await;
     assert_eq!(st, 204, "{v}");
     let (_, user) = admin_call(
         &s,
@@ -113,13 +119,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
         "{user}"
     );
     // A code is spent once.
-    let (st, _, v) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/email/verify"),
-        Some(verify(&code)),
-    )
-    .await;
+    let (st, v) = confirm(&s, &c, "email", &begun, &code).await;
     assert_eq!(
         (st, v["field"].as_str()),
         (422, Some("verification")),
@@ -127,13 +127,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     );
     // Another person's address is taken.
     let (begun, code) = email_code(&s, &c, &admin, "bob@example.org").await;
-    let (st, _, v) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/email/verify"),
-        Some(json!({"verification": begun["verification"], "code": code})),
-    )
-    .await;
+    let (st, v) = confirm(&s, &c, "email", &begun, &code).await;
     assert_eq!(st, 409, "{v}");
 
     // A phone number by WhatsApp; it can then carry sign-in codes.
@@ -148,13 +142,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     let msg = outbox(&s, &admin, |m| m.iter().any(|e| e["to"] == "+442071234567")).await;
     assert_eq!(msg[0]["channel"], "whatsapp");
     let code = code_in(msg[0]["text"].as_str().unwrap());
-    let (st, _, _) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/phone/verify"),
-        Some(json!({"verification": begun["verification"], "code": code})),
-    )
-    .await;
+    let (st, _) = confirm(&s, &c, "phone", &begun, &code).await;
     assert_eq!(st, 204);
     let (_, _, methods) = send(&c, Method::GET, s.url("/self/methods"), None).await;
     assert_eq!(
@@ -165,13 +153,7 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     // A verification is this session's only.
     let other = home();
     sign_in(&s, &other, &admin, "ada").await;
-    let (st, _, v) = send(
-        &other,
-        Method::POST,
-        s.url("/self/methods/phone/verify"),
-        Some(json!({"verification": begun["verification"], "code": code})),
-    )
-    .await;
+    let (st, v) = confirm(&s, &other, "phone", &begun, &code).await;
     assert_eq!(
         (st, v["field"].as_str()),
         (422, Some("verification")),
@@ -185,24 +167,11 @@ async fn an_address_changes_only_through_a_code_sent_to_it() {
     // (last: the five failures make this address wait a moment).
     let (begun, code) = email_code(&s, &c, &admin, "ada@analytical.example").await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let attempt = |code: &str| json!({"verification": begun["verification"], "code": code});
     for _ in 0..domain::session::ADDRESS_CODE_TRIES {
-        let (st, _, v) = send(
-            &c,
-            Method::POST,
-            s.url("/self/methods/email/verify"),
-            Some(attempt(wrong)),
-        )
-        .await;
+        let (st, v) = confirm(&s, &c, "email", &begun, wrong).await;
         assert_eq!(st, 401, "{v}");
     }
-    let (st, _, v) = send(
-        &c,
-        Method::POST,
-        s.url("/self/methods/email/verify"),
-        Some(attempt(&code)),
-    )
-    .await;
+    let (st, v) = confirm(&s, &c, "email", &begun, &code).await;
     assert_eq!(
         (st, v["field"].as_str()),
         (422, Some("verification")),
