@@ -41,6 +41,7 @@ pub mod user;
 
 mod group_tree;
 mod user_command;
+mod user_contacts;
 mod user_event;
 mod user_profile;
 

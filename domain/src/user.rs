@@ -31,6 +31,7 @@ use crate::pii::Pii;
 use crate::reservation::is_valid_claim;
 
 pub use crate::user_command::*;
+pub use crate::user_contacts::*;
 pub use crate::user_event::*;
 pub use crate::user_profile::*;
 

@@ -213,6 +213,7 @@ pub struct ProfilePatch {
     pub locale: Option<Option<String>>,
     pub zoneinfo: Option<Option<String>>,
     pub picture: Option<Option<String>>,
+    pub contacts: Option<crate::user::Contacts>,
 }
 
 impl ProfilePatch {
@@ -221,6 +222,9 @@ impl ProfilePatch {
         let mut p = profile.clone();
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { p.$f = v.clone(); } )* };
+        }
+        if let Some(c) = &self.contacts {
+            p.contacts = c.clone();
         }
         set!(
             given_name,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Month};
 
 use crate::user::UserError;
+use crate::user_contacts::Contacts;
 
 /// The longest username, in characters, after trimming.
 pub const MAX_USERNAME_LEN: usize = 100;
@@ -92,6 +93,11 @@ pub struct Profile {
     /// An absolute `http` or `https` URL of a picture of the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub picture: Option<String>,
+    /// Further emails, phone numbers, addresses and pictures, and how the
+    /// user's own are labelled (what SCIM's multi-valued attributes hold).
+    /// Not a claim.
+    #[serde(default, skip_serializing_if = "Contacts::is_empty")]
+    pub contacts: Contacts,
 }
 
 /// The value of one attribute: a string or a list of strings.
@@ -245,7 +251,7 @@ fn is_zoneinfo(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'/'))
 }
 
-fn is_picture_url(s: &str) -> bool {
+pub(crate) fn is_picture_url(s: &str) -> bool {
     let scheme = |prefix: &str| {
         s.get(..prefix.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
@@ -265,7 +271,7 @@ fn is_picture_url(s: &str) -> bool {
 
 /// A plain text field: at most [`MAX_PROFILE_FIELD_LEN`] characters, no
 /// control characters (line breaks allowed where `multiline`).
-fn check_text(field: &str, value: &str, multiline: bool) -> Result<(), UserError> {
+pub(crate) fn check_text(field: &str, value: &str, multiline: bool) -> Result<(), UserError> {
     if value.chars().count() > MAX_PROFILE_FIELD_LEN {
         return Err(too_long(field, MAX_PROFILE_FIELD_LEN));
     }
@@ -281,7 +287,7 @@ fn clean(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-fn validate_address(address: Address) -> Result<Option<Address>, UserError> {
+pub(crate) fn validate_address(address: Address) -> Result<Option<Address>, UserError> {
     let address = Address {
         formatted: clean(address.formatted),
         street_address: clean(address.street_address),
@@ -324,6 +330,7 @@ pub fn validate_profile(profile: Profile) -> Result<Profile, UserError> {
         locale: clean(profile.locale),
         zoneinfo: clean(profile.zoneinfo),
         picture: clean(profile.picture),
+        contacts: crate::user_contacts::validate_contacts(profile.contacts)?,
     };
     for (field, value) in [
         ("profile.given_name", &profile.given_name),

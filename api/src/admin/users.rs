@@ -119,6 +119,7 @@ impl From<ProfileBody> for Profile {
             locale: p.locale,
             zoneinfo: p.zoneinfo,
             picture: p.picture,
+            contacts: Default::default(),
         }
     }
 }
@@ -183,6 +184,7 @@ impl From<ProfilePatchBody> for ProfilePatch {
             locale: p.locale,
             zoneinfo: p.zoneinfo,
             picture: p.picture,
+            contacts: None,
         }
     }
 }

@@ -618,6 +618,15 @@ fn reference(name: &str, types: &[&str]) -> Value {
     a
 }
 
+/// A `reference` attribute to an outside resource, readable and writable.
+fn external_reference(name: &str) -> Value {
+    let mut a = attribute(name, "reference", false, vec![], "readWrite", "none");
+    if let Some(o) = a.as_object_mut() {
+        o.insert("referenceTypes".into(), json!(["external"]));
+    }
+    a
+}
+
 fn schema_docs(base: &str) -> Vec<Value> {
     let s = |n: &str| attribute(n, "string", false, vec![], "readWrite", "none");
     let multi = |n: &str| {
@@ -627,6 +636,7 @@ fn schema_docs(base: &str) -> Vec<Value> {
             true,
             vec![
                 s("value"),
+                s("display"),
                 s("type"),
                 attribute("primary", "boolean", false, vec![], "readWrite", "none"),
             ],
@@ -640,11 +650,12 @@ fn schema_docs(base: &str) -> Vec<Value> {
         "attributes": [
             attribute("userName", "string", false, vec![], "readWrite", "server"),
             attribute("name", "complex", false, vec![s("formatted"), s("givenName"), s("familyName"), s("middleName")], "readWrite", "none"),
-            s("displayName"), s("nickName"), s("locale"), s("timezone"),
+            s("displayName"), s("nickName"), external_reference("profileUrl"),
+            s("title"), s("userType"), s("preferredLanguage"), s("locale"), s("timezone"),
             attribute("active", "boolean", false, vec![], "readWrite", "none"),
             attribute("password", "string", false, vec![], "writeOnly", "none"),
-            multi("emails"), multi("phoneNumbers"), multi("photos"),
-            attribute("addresses", "complex", true, vec![s("formatted"), s("streetAddress"), s("locality"), s("region"), s("postalCode"), s("country"), s("type")], "readWrite", "none"),
+            multi("emails"), multi("phoneNumbers"), multi("ims"), multi("photos"),
+            attribute("addresses", "complex", true, vec![s("formatted"), s("streetAddress"), s("locality"), s("region"), s("postalCode"), s("country"), s("type"), attribute("primary", "boolean", false, vec![], "readWrite", "none")], "readWrite", "none"),
             attribute("groups", "complex", true, vec![s("value"), reference("$ref", &["Group"]), s("display"), s("type")], "readOnly", "none"),
             s("externalId"),
         ],

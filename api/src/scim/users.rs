@@ -2,17 +2,24 @@
 //! the enterprise extension.
 //!
 //! What SCIM names maps onto the user: `userName`; the primary (or first)
-//! of `emails` and `phoneNumbers`; `name`, `displayName`, `nickName`,
-//! `locale`, `timezone`, the first of `photos` and `addresses` onto the
-//! profile; `active` onto the status; `externalId` and the enterprise
-//! extension's attributes onto custom attributes of the same names (so a
-//! Rego policy reads `department` as SCIM set it). `groups` is read-only.
+//! of `emails` and of `phoneNumbers` (when in E.164 form) as the user's
+//! email and number; `name`, `displayName`, `nickName`, `locale`,
+//! `timezone`, the primary of `photos` and `addresses` onto the profile;
+//! the other elements of those and `ims`, with every element's `type` and
+//! `display`, onto the profile's contacts; `active` onto the status;
+//! `externalId`, `title`, `userType`, `preferredLanguage`, `profileUrl`
+//! and the enterprise extension's attributes onto custom attributes of
+//! the same names (so a Rego policy reads `department` as SCIM set it).
+//! `groups` is read-only.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use commands::user::{NewUser, UserPatch};
-use domain::user::{Address, AttributeValue, AttributesPatch, Profile, ProfilePatch};
+use domain::user::{
+    Address, AttributeValue, AttributesPatch, Contacts, Label, Labeled, Profile, ProfilePatch,
+    e164_of,
+};
 use projections::users::{UserFilter, UserRow, UserSort};
 use scim_v2::filter::{AttrExp, CompValue, CompareOp, Filter};
 use serde_json::{Map, Value, json};
@@ -25,6 +32,10 @@ use crate::state::AppState;
 
 pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The core schema's further singular attributes, kept as custom
+/// attributes of the same names.
+const CORE: &[&str] = &["title", "userType", "preferredLanguage", "profileUrl"];
 
 /// The enterprise extension's attributes kept as custom attributes.
 const ENTERPRISE: &[&str] = &[
@@ -47,13 +58,18 @@ pub const SCHEMA: Schema = Schema {
         ),
         ("displayName", &[]),
         ("nickName", &[]),
+        ("profileUrl", &[]),
+        ("title", &[]),
+        ("userType", &[]),
+        ("preferredLanguage", &[]),
         ("locale", &[]),
         ("timezone", &[]),
         ("active", &[]),
         ("password", &[]),
         ("emails", &["value", "type", "primary", "display"]),
         ("phoneNumbers", &["value", "type", "primary", "display"]),
-        ("photos", &["value", "type", "primary"]),
+        ("ims", &["value", "type", "primary", "display"]),
+        ("photos", &["value", "type", "primary", "display"]),
         (
             "addresses",
             &[
@@ -65,6 +81,7 @@ pub const SCHEMA: Schema = Schema {
                 "country",
                 "type",
                 "primary",
+                "display",
             ],
         ),
         ("groups", &["value", "display", "type", "$ref"]),
@@ -99,16 +116,69 @@ fn text(v: Option<&Value>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The primary element of a multi-valued attribute, else its first. Of
-/// several marked primary the last is: a value added as primary takes the
-/// mark from the one before it (RFC 7644 §3.5.2).
-fn primary(doc: &Value, name: &str) -> Option<Value> {
-    let items = member(doc, name)?.as_array()?;
+/// The elements of a multi-valued attribute (none when absent).
+fn elements(doc: &Value, name: &str) -> Vec<Value> {
+    member(doc, name)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Which element is the primary one, else the first. Of several marked
+/// primary the last is: a value added as primary takes the mark from the
+/// one before it (RFC 7644 §3.5.2).
+fn primary(items: &[Value]) -> Option<usize> {
     items
         .iter()
-        .rfind(|v| member(v, "primary").and_then(Value::as_bool) == Some(true))
-        .or_else(|| items.first())
-        .cloned()
+        .rposition(marked)
+        .or((!items.is_empty()).then_some(0))
+}
+
+fn marked(v: &Value) -> bool {
+    member(v, "primary").and_then(Value::as_bool) == Some(true)
+}
+
+fn label(v: &Value) -> Label {
+    Label {
+        kind: text(member(v, "type")),
+        display: text(member(v, "display")),
+        written: None,
+    }
+}
+
+/// The elements other than the user's own (`own`, when `taken`: else
+/// every element, the primary keeping its mark), each with its label.
+fn further<T>(
+    items: &[Value],
+    own: Option<usize>,
+    taken: bool,
+    value: impl Fn(&Value) -> Option<T>,
+) -> Vec<Labeled<T>> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(taken && own == Some(*i)))
+        .filter_map(|(i, v)| {
+            let l = label(v);
+            Some(Labeled {
+                value: value(v)?,
+                kind: l.kind,
+                display: l.display,
+                primary: !taken && own == Some(i) && marked(v),
+            })
+        })
+        .collect()
+}
+
+fn address_of(a: &Value) -> Address {
+    Address {
+        formatted: text(member(a, "formatted")),
+        street_address: text(member(a, "streetAddress")),
+        locality: text(member(a, "locality")),
+        region: text(member(a, "region")),
+        postal_code: text(member(a, "postalCode")),
+        country: text(member(a, "country")),
+    }
 }
 
 /// A user as SCIM shows them.
@@ -138,8 +208,10 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    if let Some(x) = attr("externalId") {
-        o.insert("externalId".into(), x);
+    for k in std::iter::once(&"externalId").chain(CORE) {
+        if let Some(x) = attr(k) {
+            o.insert((*k).into(), x);
+        }
     }
     let mut name = Map::new();
     for (from, to) in [
@@ -169,41 +241,61 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
             o.insert(to.into(), v.clone());
         }
     }
-    if let Some(e) = &u.email {
-        o.insert(
-            "emails".into(),
-            json!([{"value": e, "type": "work", "primary": true}]),
-        );
+    let contacts: Contacts = p
+        .get("contacts")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let c = &contacts;
+    let email = u.email.as_deref().map(|e| (e, &c.email, "work"));
+    if let Some(v) = items(email, &c.emails) {
+        o.insert("emails".into(), v);
     }
-    if let Some(ph) = &u.phone_number {
-        o.insert(
-            "phoneNumbers".into(),
-            json!([{"value": ph, "type": "work", "primary": true}]),
-        );
+    // The number as the provisioning system wrote it, while it is still
+    // the user's number.
+    let phone = u.phone_number.as_deref().map(|ph| {
+        let written = c.phone_number.written.as_deref();
+        let shown = written.filter(|w| e164_of(w).as_deref() == Some(ph));
+        (shown.unwrap_or(ph), &c.phone_number, "work")
+    });
+    if let Some(v) = items(phone, &c.phone_numbers) {
+        o.insert("phoneNumbers".into(), v);
     }
-    if let Some(pic) = p.get("picture") {
-        o.insert(
-            "photos".into(),
-            json!([{"value": pic, "type": "photo", "primary": true}]),
-        );
+    if let Some(v) = items(None, &c.ims) {
+        o.insert("ims".into(), v);
     }
-    if let Some(a) = p.get("address") {
-        let mut addr = Map::new();
-        for (from, to) in [
-            ("formatted", "formatted"),
-            ("street_address", "streetAddress"),
-            ("locality", "locality"),
-            ("region", "region"),
-            ("postal_code", "postalCode"),
-            ("country", "country"),
-        ] {
-            if let Some(v) = a.get(from) {
-                addr.insert(to.into(), v.clone());
-            }
-        }
-        addr.insert("type".into(), json!("work"));
-        addr.insert("primary".into(), json!(true));
-        o.insert("addresses".into(), json!([addr]));
+    let picture = p
+        .get("picture")
+        .and_then(Value::as_str)
+        .map(|pic| (pic, &c.picture, "photo"));
+    if let Some(v) = items(picture, &c.photos) {
+        o.insert("photos".into(), v);
+    }
+    let own = p
+        .get("address")
+        .and_then(|a| serde_json::from_value::<Address>(a.clone()).ok());
+    let mut addresses: Vec<Value> = own
+        .iter()
+        .map(|a| {
+            let kind = c.address.kind.as_deref().unwrap_or("work");
+            item_doc(
+                address_doc(a),
+                Some(kind),
+                c.address.display.as_deref(),
+                true,
+            )
+        })
+        .collect();
+    addresses.extend(c.addresses.iter().map(|a| {
+        let primary = own.is_none() && a.primary;
+        item_doc(
+            address_doc(&a.value),
+            a.kind.as_deref(),
+            a.display.as_deref(),
+            primary,
+        )
+    }));
+    if !addresses.is_empty() {
+        o.insert("addresses".into(), Value::Array(addresses));
     }
     if !groups.is_empty() {
         o.insert("groups".into(), groups_of(base, groups));
@@ -222,6 +314,66 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
         o.insert("schemas".into(), json!([USER_URN, ENTERPRISE_URN]));
     }
     Value::Object(o)
+}
+
+/// A postal address as SCIM names its parts.
+fn address_doc(a: &Address) -> Map<String, Value> {
+    [
+        ("formatted", &a.formatted),
+        ("streetAddress", &a.street_address),
+        ("locality", &a.locality),
+        ("region", &a.region),
+        ("postalCode", &a.postal_code),
+        ("country", &a.country),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), json!(v))))
+    .collect()
+}
+
+/// One item of a multi-valued attribute.
+fn item_doc(
+    mut item: Map<String, Value>,
+    kind: Option<&str>,
+    display: Option<&str>,
+    primary: bool,
+) -> Value {
+    if let Some(k) = kind {
+        item.insert("type".into(), json!(k));
+    }
+    if let Some(d) = display {
+        item.insert("display".into(), json!(d));
+    }
+    item.insert("primary".into(), json!(primary));
+    Value::Object(item)
+}
+
+/// A multi-valued attribute of strings: the user's own value first,
+/// primary and labelled (`default_kind` when the label names no kind),
+/// then the further ones, primary as recorded only when the user has no
+/// value of their own.
+fn items(own: Option<(&str, &Label, &str)>, others: &[Labeled<String>]) -> Option<Value> {
+    let value = |v: &str| Map::from_iter([("value".to_owned(), json!(v))]);
+    let mut out = Vec::with_capacity(others.len() + 1);
+    if let Some((v, label, default_kind)) = own {
+        let kind = label.kind.as_deref().unwrap_or(default_kind);
+        out.push(item_doc(
+            value(v),
+            Some(kind),
+            label.display.as_deref(),
+            true,
+        ));
+    }
+    out.extend(others.iter().map(|o| {
+        let primary = own.is_none() && o.primary;
+        item_doc(
+            value(&o.value),
+            o.kind.as_deref(),
+            o.display.as_deref(),
+            primary,
+        )
+    }));
+    (!out.is_empty()).then_some(Value::Array(out))
 }
 
 /// The `groups` of a user: direct, or through a group inside another.
@@ -255,17 +407,45 @@ struct Fields {
 fn fields(doc: &Value) -> Result<Fields, ScimError> {
     let username = text(member(doc, "userName"))
         .ok_or_else(|| ScimError::bad_request("invalidValue", "userName is required"))?;
-    let email = primary(doc, "emails").and_then(|e| text(member(&e, "value")));
-    let phone = primary(doc, "phoneNumbers").and_then(|e| text(member(&e, "value")));
-    let name = member(doc, "name").cloned().unwrap_or(Value::Null);
-    let address = primary(doc, "addresses").map(|a| Address {
-        formatted: text(member(&a, "formatted")),
-        street_address: text(member(&a, "streetAddress")),
-        locality: text(member(&a, "locality")),
-        region: text(member(&a, "region")),
-        postal_code: text(member(&a, "postalCode")),
-        country: text(member(&a, "country")),
+    let emails = elements(doc, "emails");
+    let own = primary(&emails);
+    let email = own.and_then(|i| text(member(&emails[i], "value")));
+    let same_email = |v: &str| email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(v));
+    let mut contacts = Contacts {
+        email: own.map(|i| label(&emails[i])).unwrap_or_default(),
+        emails: further(&emails, own, true, |v| {
+            text(member(v, "value")).filter(|x| !same_email(x))
+        }),
+        ..Contacts::default()
+    };
+    // A number in E.164 form (separators and `tel:` allowed) is the
+    // user's, which codes are sent to; any other is a further one.
+    let phones = elements(doc, "phoneNumbers");
+    let own = primary(&phones);
+    let written = own.and_then(|i| text(member(&phones[i], "value")));
+    let phone = written.as_deref().and_then(e164_of);
+    if let (Some(i), Some(p)) = (own, &phone) {
+        contacts.phone_number = Label {
+            written: written.filter(|w| w != p),
+            ..label(&phones[i])
+        };
+    }
+    contacts.phone_numbers = further(&phones, own, phone.is_some(), |v| {
+        text(member(v, "value")).filter(|x| phone.is_none() || e164_of(x) != phone)
     });
+    let ims = elements(doc, "ims");
+    contacts.ims = further(&ims, primary(&ims), false, |v| text(member(v, "value")));
+    let photos = elements(doc, "photos");
+    let own = primary(&photos);
+    let picture = own.and_then(|i| text(member(&photos[i], "value")));
+    contacts.picture = own.map(|i| label(&photos[i])).unwrap_or_default();
+    contacts.photos = further(&photos, own, true, |v| text(member(v, "value")));
+    let addresses = elements(doc, "addresses");
+    let own = primary(&addresses);
+    let address = own.map(|i| address_of(&addresses[i]));
+    contacts.address = own.map(|i| label(&addresses[i])).unwrap_or_default();
+    contacts.addresses = further(&addresses, own, true, |v| Some(address_of(v)));
+    let name = member(doc, "name").cloned().unwrap_or(Value::Null);
     let profile = ProfilePatch {
         given_name: Some(text(member(&name, "givenName"))),
         family_name: Some(text(member(&name, "familyName"))),
@@ -274,8 +454,9 @@ fn fields(doc: &Value) -> Result<Fields, ScimError> {
         name: Some(text(member(doc, "displayName"))),
         locale: Some(text(member(doc, "locale"))),
         zoneinfo: Some(text(member(doc, "timezone"))),
-        picture: Some(primary(doc, "photos").and_then(|p| text(member(&p, "value")))),
+        picture: Some(picture),
         address: Some(address),
+        contacts: Some(contacts),
         ..ProfilePatch::default()
     };
     let ext = member(doc, ENTERPRISE_URN).cloned().unwrap_or(Value::Null);
@@ -284,6 +465,9 @@ fn fields(doc: &Value) -> Result<Fields, ScimError> {
         "externalId".into(),
         text(member(doc, "externalId")).map(AttributeValue::One),
     );
+    for k in CORE {
+        attributes.insert((*k).into(), text(member(doc, k)).map(AttributeValue::One));
+    }
     for k in ENTERPRISE {
         attributes.insert((*k).into(), text(member(&ext, k)).map(AttributeValue::One));
     }

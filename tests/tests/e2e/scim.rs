@@ -356,7 +356,7 @@ async fn round_trips(store: Store) {
         .await;
     assert!(without.get("emails").is_none() && without["userName"] == "bjensen");
     // Bad filters.
-    for bad in [r#"userName eq"#, r#"title eq "x""#, r#"name.nope pr"#] {
+    for bad in [r#"userName eq"#, r#"nope eq "x""#, r#"name.nope pr"#] {
         let (st, e) = scim.get(&format!("/Users?{}", q(bad))).await;
         assert_eq!(
             (st, e["scimType"].as_str()),
@@ -962,4 +962,190 @@ async fn deactivation_by_scim_or_in_bulk_ends_sessions() {
         let (st, _, v) = send(&c, Method::GET, s.url("/self/sessions"), None).await;
         assert_eq!(st, 401, "the session ended with the deactivation: {v}");
     }
+}
+
+/// The full user of RFC 7643 §8.2 (less its certificate, entitlements and
+/// roles, which this server does not keep).
+fn full_user() -> Value {
+    json!({
+        "schemas": [USER, ENTERPRISE],
+        "externalId": "701984",
+        "userName": "bjensen@example.com",
+        "name": {"familyName": "Jensen", "givenName": "Barbara", "middleName": "Jane"},
+        "displayName": "Babs Jensen",
+        "nickName": "Babs",
+        "profileUrl": "https://login.example.com/bjensen",
+        "emails": [
+            {"value": "bjensen@example.com", "type": "work", "primary": true},
+            {"value": "babs@jensen.org", "type": "home"}
+        ],
+        "addresses": [
+            {"type": "work", "streetAddress": "100 Universal City Plaza", "locality": "Hollywood",
+             "region": "CA", "postalCode": "91608", "country": "USA",
+             "formatted": "100 Universal City Plaza\nHollywood, CA 91608 USA", "primary": true},
+            {"type": "home", "streetAddress": "456 Hollywood Blvd", "locality": "Hollywood",
+             "region": "CA", "postalCode": "91608", "country": "USA",
+             "formatted": "456 Hollywood Blvd\nHollywood, CA 91608 USA"}
+        ],
+        "phoneNumbers": [
+            {"value": "555-555-5555", "type": "work"},
+            {"value": "555-555-4444", "type": "mobile"}
+        ],
+        "ims": [{"value": "someaimhandle", "type": "aim"}],
+        "photos": [
+            {"value": "https://photos.example.com/profilephoto/72930000000Ccne/F", "type": "photo"},
+            {"value": "https://photos.example.com/profilephoto/72930000000Ccne/T", "type": "thumbnail"}
+        ],
+        "userType": "Employee",
+        "title": "Tour Guide",
+        "preferredLanguage": "en-US",
+        "locale": "en-US",
+        "timezone": "America/Los_Angeles",
+        "active": true,
+        ENTERPRISE: {"employeeNumber": "701984", "costCenter": "4130", "organization": "Universal Studios",
+                     "division": "Theme Park", "department": "Tour Operations"}
+    })
+}
+
+/// Each element of `attr` as (value, type, primary).
+fn elements(doc: &Value, attr: &str) -> Vec<(Value, Value, Value)> {
+    doc[attr]
+        .as_array()
+        .unwrap_or_else(|| panic!("{attr} in {doc}"))
+        .iter()
+        .map(|e| {
+            let value = e
+                .get("value")
+                .cloned()
+                .unwrap_or(e["streetAddress"].clone());
+            (value, e["type"].clone(), e["primary"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_scim_client_reads_back_every_value_it_wrote() {
+    let Some(s) = TestServer::start(Store::Sqlite, "scim-multi").await else {
+        return;
+    };
+    let (scim, _, _) = provisioning_client(&s).await;
+    let (st, _, v) = scim
+        .call(Method::POST, "/Users", None, Some(full_user()))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, v) = scim.get(&format!("/Users/{id}")).await;
+    let t = |s: &str| json!(s);
+    assert_eq!(
+        elements(&v, "emails"),
+        [
+            (t("bjensen@example.com"), t("work"), json!(true)),
+            (t("babs@jensen.org"), t("home"), json!(false)),
+        ]
+    );
+    // Numbers with no country code are kept as written, and none is the
+    // one codes are sent to.
+    assert_eq!(
+        elements(&v, "phoneNumbers"),
+        [
+            (t("555-555-5555"), t("work"), json!(false)),
+            (t("555-555-4444"), t("mobile"), json!(false)),
+        ]
+    );
+    assert_eq!(
+        elements(&v, "ims"),
+        [(t("someaimhandle"), t("aim"), json!(false))]
+    );
+    assert_eq!(
+        elements(&v, "photos"),
+        [
+            (
+                t("https://photos.example.com/profilephoto/72930000000Ccne/F"),
+                t("photo"),
+                json!(true)
+            ),
+            (
+                t("https://photos.example.com/profilephoto/72930000000Ccne/T"),
+                t("thumbnail"),
+                json!(false)
+            ),
+        ]
+    );
+    assert_eq!(
+        elements(&v, "addresses"),
+        [
+            (t("100 Universal City Plaza"), t("work"), json!(true)),
+            (t("456 Hollywood Blvd"), t("home"), json!(false)),
+        ]
+    );
+    assert_eq!(
+        v["addresses"][1]["formatted"],
+        "456 Hollywood Blvd\nHollywood, CA 91608 USA"
+    );
+    for (attr, value) in [
+        ("title", "Tour Guide"),
+        ("userType", "Employee"),
+        ("preferredLanguage", "en-US"),
+        ("profileUrl", "https://login.example.com/bjensen"),
+        ("externalId", "701984"),
+    ] {
+        assert_eq!(v[attr], value, "{attr}");
+    }
+
+    // Filters reach the further values and their kinds.
+    assert_eq!(
+        scim.names(&q(r#"emails[type eq "home" and value co "jensen.org"]"#))
+            .await,
+        ["bjensen@example.com"]
+    );
+    assert_eq!(
+        scim.names(&q(
+            r#"phoneNumbers[type eq "mobile"] and title eq "Tour Guide""#
+        ))
+        .await,
+        ["bjensen@example.com"]
+    );
+    assert!(scim.names(&q(r#"ims.type eq "xmpp""#)).await.is_empty());
+
+    // A number in `tel:` form is the user's, kept in E.164 form and shown
+    // as written; a removal by value filter takes one further email.
+    let ops = json!({"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "phoneNumbers", "value": [{"value": "tel:+1-201-555-0123", "type": "mobile", "primary": true}]},
+        {"op": "remove", "path": "emails[type eq \"home\"]"}]});
+    let (st, _, v) = scim
+        .call(Method::PATCH, &format!("/Users/{id}"), None, Some(ops))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        elements(&v, "phoneNumbers"),
+        [
+            (t("tel:+1-201-555-0123"), t("mobile"), json!(true)),
+            (t("555-555-5555"), t("work"), json!(false)),
+            (t("555-555-4444"), t("mobile"), json!(false)),
+        ]
+    );
+    assert_eq!(
+        elements(&v, "emails"),
+        [(t("bjensen@example.com"), t("work"), json!(true))]
+    );
+    let admin = s.admin().await;
+    let (st, u) =
+        crate::sign_in::admin_call(&s, &admin, Method::GET, &format!("/admin/users/{id}"), None)
+            .await;
+    assert_eq!(st, 200, "{u}");
+    assert_eq!(u["phone_number"], "+12015550123");
+
+    // A further email of the wrong shape is refused, and nothing written.
+    let before = log_len(&s).await;
+    let mut bad = full_user();
+    bad["emails"][1]["value"] = json!("not an address");
+    let (st, _, e) = scim
+        .call(Method::PUT, &format!("/Users/{id}"), None, Some(bad))
+        .await;
+    assert_eq!(
+        (st, e["scimType"].clone()),
+        (400, json!("invalidValue")),
+        "{e}"
+    );
+    assert_eq!(log_len(&s).await, before);
 }
