@@ -389,8 +389,9 @@ async fn announce_catching_up(state: &AppState) {
 }
 
 /// Until the task is dropped: every few seconds, records the counted client
-/// authentication failures whose window has closed; at start and then
-/// hourly, drops the decision records retention no longer keeps.
+/// authentication failures whose window has closed and the sign-ins left
+/// half-way whose time is up; at start and then hourly, drops the decision
+/// records retention no longer keeps.
 async fn housekeeping(state: AppState) {
     const TICK: Duration = Duration::from_secs(5);
     let mut tick = tokio::time::interval(TICK);
@@ -399,6 +400,9 @@ async fn housekeeping(state: AppState) {
     loop {
         tick.tick().await;
         crate::oauth::client_auth::flush_failures(&state, false).await;
+        if let Err(e) = crate::authentication::expiry::expire_abandoned(&state).await {
+            tracing::warn!(error = %e, "recording abandoned sign-ins as expired failed; retrying later");
+        }
         if ticks_to_retention == 0 {
             ticks_to_retention = (crate::retention::EVERY.as_secs() / TICK.as_secs()) as u32;
             if let Err(e) = crate::retention::drop_old_decisions(&state, &mut next_day).await {

@@ -68,6 +68,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015", "role_includes"),
     migration!(16, "0016", "user_attribute_keys"),
     migration!(17, "0017", "group_external_id"),
+    migration!(18, "0018", "open_sign_ins"),
 ];
 
 /// How a transaction that will write begins on SQLite: it takes the write

@@ -10,6 +10,7 @@
 //! attempt is checked, and only that source.
 
 pub mod cookies;
+pub mod expiry;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -1204,6 +1204,7 @@ async fn write_sessions(log: &Arc<dyn EventLog>, org: Uuid, round: u64, now: Off
         .await
         .unwrap();
     }
+    write_sign_ins(log, org, user, a, now).await;
     write_notifications(log, org, user, gone, now).await;
     write_roles(log, org, user, gone, now).await;
     if round.is_multiple_of(2) {
@@ -1319,6 +1320,68 @@ async fn write_roles(
 }
 
 /// Messages: one sent, one failed, one of a person deleted in even rounds.
+/// Sign-ins: one left open, one completed (opening `session`), one
+/// recorded as expired.
+async fn write_sign_ins(
+    log: &Arc<dyn EventLog>,
+    org: Uuid,
+    user: Uuid,
+    session: Uuid,
+    now: OffsetDateTime,
+) {
+    use domain::sign_in::{SignInCompleted, SignInEvent, SignInExpired, SignInStarted};
+    use domain::sign_in_policy::{Method, SignInPolicy};
+    use eventlog::{ExpectedRevision, encode};
+    let started = |id: Uuid| {
+        SignInEvent::Started(SignInStarted {
+            sign_in_id: id,
+            organization_id: org,
+            client_id: None,
+            continue_to: None,
+            browser_hash: "cd".repeat(32),
+            policy: SignInPolicy::default(),
+            expires_at: now + time::Duration::minutes(10),
+            at: now,
+        })
+    };
+    let (open, completed, expired) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let streams = [
+        (open, vec![started(open)]),
+        (
+            completed,
+            vec![
+                started(completed),
+                SignInEvent::Completed(SignInCompleted {
+                    sign_in_id: completed,
+                    user_id: user,
+                    session_id: session,
+                    methods: vec![Method::Password],
+                    at: now,
+                }),
+            ],
+        ),
+        (
+            expired,
+            vec![
+                started(expired),
+                SignInEvent::Expired(SignInExpired {
+                    sign_in_id: expired,
+                    at: now + time::Duration::minutes(10),
+                }),
+            ],
+        ),
+    ];
+    for (id, events) in streams {
+        log.append(
+            &format!("signin-{id}"),
+            ExpectedRevision::Any,
+            events.iter().map(|e| encode(e, &meta())).collect(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 async fn write_notifications(
     log: &Arc<dyn EventLog>,
     org: Uuid,

@@ -575,3 +575,85 @@ async fn the_audit_trail_waits_for_the_events_before_the_request() {
     assert_eq!(st, 200, "{path}: {got}");
     assert_eq!(items(&got).len(), before + 1, "{got}");
 }
+
+/// The types of the events of `stream`, in order.
+async fn event_types(s: &TestServer, stream: &str) -> Vec<String> {
+    s.server()
+        .state
+        .bus
+        .log()
+        .read_stream(stream, eventlog::Direction::Forwards, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sign_in_left_half_way_is_recorded_as_expired() {
+    use crate::sign_in::{PASSWORD, complete, create_user, home, password, start};
+    let (s, clock) = TestServer::start_clocked(Store::Sqlite, "audit-abandoned")
+        .await
+        .unwrap();
+    s.wait_ready().await;
+    let admin = s.admin().await;
+    create_user(&s, &admin, "Ada", Some(PASSWORD)).await;
+    let c = home();
+    let (left, _) = start(&s, &c, &admin).await;
+    let (done, _) = start(&s, &c, &admin).await;
+    assert_eq!(password(&s, &c, &done, "ada", PASSWORD).await.0, 200);
+    assert_eq!(complete(&s, &c, &done).await.0, 200);
+    let sweep = || api::authentication::expiry::expire_abandoned(&s.server().state);
+    let left_stream = format!("signin-{left}");
+    sweep().await.unwrap();
+    assert!(
+        !event_types(&s, &left_stream)
+            .await
+            .iter()
+            .any(|t| t == "signin.expired.v1")
+    );
+
+    // Nobody comes back to it: once its time is up, the server records it.
+    clock.advance(time::Duration::minutes(11));
+    let mut recorded = false;
+    for _ in 0..250 {
+        sweep().await.unwrap();
+        if event_types(&s, &left_stream)
+            .await
+            .last()
+            .map(String::as_str)
+            == Some("signin.expired.v1")
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        recorded,
+        "the abandoned sign-in was never recorded as expired"
+    );
+    // Once: later sweeps (and other nodes) find it ended; the completed
+    // sign-in is not touched.
+    for _ in 0..3 {
+        sweep().await.unwrap();
+    }
+    let types = event_types(&s, &left_stream).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "signin.expired.v1").count(),
+        1,
+        "{types:?}"
+    );
+    let types = event_types(&s, &format!("signin-{done}")).await;
+    assert!(!types.iter().any(|t| t == "signin.expired.v1"), "{types:?}");
+    let page = until(
+        &s,
+        &admin,
+        "/admin/audit?action=signin.expired.v1&limit=10",
+        |p| !items(p).is_empty(),
+    )
+    .await;
+    assert_eq!(items(&page).len(), 1, "{page}");
+    assert_eq!(items(&page)[0]["actor_kind"], "system", "{page}");
+}
