@@ -31,6 +31,10 @@ pub const MAX_PERMISSIONS: usize = 200;
 /// The longest side of a permission (`resource` or `action`).
 pub const MAX_PERMISSION_PART_LEN: usize = 100;
 
+/// The permission that lets a client (a resource server) introspect the
+/// access tokens issued to every client of its organization.
+pub const INTROSPECT_PERMISSION: &str = "tokens:introspect";
+
 pub const CREATED_V1: &str = "role.created.v1";
 pub const CHANGED_V1: &str = "role.changed.v1";
 pub const DELETED_V1: &str = "role.deleted.v1";

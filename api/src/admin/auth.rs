@@ -165,6 +165,11 @@ pub const BUILT_IN_ROLES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "resource_server",
+        "Introspects the access tokens of the organization's clients",
+        &[domain::role::INTROSPECT_PERMISSION],
+    ),
+    (
         "viewer",
         "Reads the organization's configuration and people, not their data requests or the audit trail",
         &[

@@ -1,8 +1,12 @@
 //! `POST /oauth/introspect` (RFC 7662), for authenticated confidential
-//! clients about their own tokens: access tokens issued to them (or naming
-//! them as their audience; every one for the platform admin) and the refresh
-//! tokens of their instances. `POST /oauth/revoke` (RFC 7009), for any
-//! authenticated client (a public one by its id, as RFC 7009 §2.1 allows:
+//! clients about their own tokens: access tokens issued to them, and the
+//! refresh tokens of their instances and grants. A resource server's client
+//! whose roles grant `tokens:introspect` also learns about every access
+//! token issued to a client of its organization; the platform admin about
+//! every one. An active access token's answer carries its subject's roles
+//! and permissions as they are now, a person's or a client's.
+//!
+//! `POST /oauth/revoke` (RFC 7009), for any authenticated client (a public one by its id, as RFC 7009 §2.1 allows:
 //! an installed application ends its own grant at sign-out) about its own
 //! tokens only; any other token is answered 200 and left alone, so the
 //! endpoint tells nobody whether a token is good.
@@ -15,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::registration;
 use domain::client::ClientType;
+use domain::role::INTROSPECT_PERMISSION;
 use serde_json::{Value, json};
 
 use super::client_auth::{AuthenticatedClient, Form, authenticate};
@@ -83,17 +88,57 @@ fn inactive() -> Value {
     json!({ "active": false })
 }
 
+/// Whether `caller` may learn about the access token `v`: its own; one of
+/// a client of its organization when its roles grant
+/// [`INTROSPECT_PERMISSION`] (a resource server); any for the platform
+/// admin. Anyone else is answered `active: false`, which says no more
+/// than "not for you" (RFC 7662 §4).
+async fn may_introspect(
+    state: &AppState,
+    caller: &AuthenticatedClient,
+    v: &projections::tokens::ValidToken,
+) -> bool {
+    if v.client_id == caller.client_id || caller.client.platform_admin {
+        return true;
+    }
+    if v.client.organization_id != caller.client.organization_id {
+        return false;
+    }
+    match access::effective_roles(state, access::Subject::Client(caller.client_id)).await {
+        Ok(roles) => roles.iter().any(|r| {
+            r.role.permissions.iter().any(|p| {
+                domain::role::Permission::parse(p).is_ok_and(|p| p.grants(INTROSPECT_PERMISSION))
+            })
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the roles of an introspecting client");
+            false
+        }
+    }
+}
+
+/// Whose roles an access token speaks for: the person of a grant's token,
+/// the client of a client's own token; nobody for an instance's.
+async fn subject_of(
+    state: &AppState,
+    v: &projections::tokens::ValidToken,
+) -> Option<access::Subject> {
+    if v.claims.extra.contains_key(domain::token::GRANT_CLAIM) {
+        let id = uuid::Uuid::parse_str(&v.claims.sub).ok()?;
+        let user = state.tokens.user(id).await.ok().flatten()?;
+        return Some(access::Subject::User {
+            id,
+            organization_id: user.organization_id,
+        });
+    }
+    (v.claims.sub == v.claims.client_id).then_some(access::Subject::Client(v.client_id))
+}
+
 async fn introspect_access(state: &AppState, caller: &AuthenticatedClient, token: &str) -> Value {
     let Ok(v) = state.tokens.validate(token, state.clock.now()).await else {
         return inactive();
     };
-    // A client learns about its own tokens and those meant for it, nothing
-    // else (RFC 7662 §4: `active: false` says no more than "not for you");
-    // the platform's own admin client, which sees the whole audit trail,
-    // learns about every token.
-    let own = v.client_id == caller.client_id;
-    let for_caller = v.claims.aud.contains(&caller.client_id.to_string());
-    if !own && !for_caller && !caller.client.platform_admin {
+    if !may_introspect(state, caller, &v).await {
         return inactive();
     }
     let mut body = json!({
@@ -110,10 +155,10 @@ async fn introspect_access(state: &AppState, caller: &AuthenticatedClient, token
     });
     // The subject's roles as they are now (not as when the token was
     // issued), every one of them: a resource server reads them here.
-    if v.claims.sub == v.claims.client_id
+    if let Some(subject) = subject_of(state, &v).await
         && let Some(o) = body.as_object_mut()
     {
-        match access::effective_roles(state, access::Subject::Client(v.client_id)).await {
+        match access::effective_roles(state, subject).await {
             Ok(roles) => {
                 let (names, permissions) = access::names_and_permissions(&roles);
                 // A configured name never hides a registered member.

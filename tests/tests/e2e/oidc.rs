@@ -968,3 +968,145 @@ async fn the_pages_wear_the_organizations_branding() {
     assert!(html.contains(r#"<meta name="robots" content="noindex, nofollow">"#));
     assert!(html.contains("Web shop"), "the client is named");
 }
+
+/// A confidential client of `org` for the client credentials grant, given
+/// a role made from the `resource_server` template: its id and secret.
+async fn resource_server(s: &TestServer, admin: &Admin, org: &str) -> (String, String) {
+    let c = s
+        .create_client(
+            admin,
+            crate::oauth::confidential(org, "client_secret_basic", &["read"]),
+        )
+        .await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let (_, secret) = s.create_secret(admin, &id).await;
+    (id, secret)
+}
+
+async fn give_role(
+    s: &TestServer,
+    admin: &Admin,
+    org: &str,
+    role: Value,
+    kind: &str,
+    holder: &str,
+) {
+    let mut role = role;
+    role["organization_id"] = json!(org);
+    let (st, r) = admin_call(s, admin, Method::POST, "/admin/roles", Some(role)).await;
+    assert_eq!(st, 201, "{r}");
+    let path = format!(
+        "/admin/roles/{}/holders/{kind}/{holder}",
+        r["role_id"].as_str().unwrap()
+    );
+    let (st, v) = admin_call(s, admin, Method::PUT, &path, None).await;
+    assert_eq!(st, 204, "{v}");
+}
+
+async fn introspected(s: &TestServer, id: &str, secret: &str, token: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(s.url("/oauth/introspect"))
+        .basic_auth(id, Some(secret))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_resource_server_introspects_a_persons_token_with_their_roles() {
+    let Some(s) = TestServer::start(Store::Sqlite, "oidc_resource_server").await else {
+        return;
+    };
+    let admin = s.admin().await;
+    let org = admin.organization_id.clone();
+    let ada = create_user(&s, &admin, "ada", Some(PASSWORD)).await;
+    let (client_id, secret) = make_client(&s, &admin, false).await;
+    let secret = secret.unwrap();
+    let c = browser();
+    let (back, _) = through_pages(&s, &c, &authorize_url(&s, &client_id, &[]), "ada").await;
+    let code = query(&back)["code"].clone();
+    let (st, tokens) = token_call(
+        &s,
+        &client_id,
+        &secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap();
+
+    // The client that got it learns about it, with the person's roles as
+    // they are now; another client of the organization learns nothing...
+    let (rs, rs_secret) = resource_server(&s, &admin, &org).await;
+    assert_eq!(
+        introspected(&s, &rs, &rs_secret, token).await,
+        json!({"active": false})
+    );
+    let seen = introspected(&s, &client_id, &secret, token).await;
+    assert_eq!(
+        (seen["active"].clone(), seen["sub"].clone()),
+        (json!(true), json!(ada))
+    );
+    assert_eq!(seen["roles"], json!([]));
+    give_role(
+        &s,
+        &admin,
+        &org,
+        json!({"name": "reader", "permissions": ["reports:read"]}),
+        "users",
+        &ada,
+    )
+    .await;
+
+    // ...until its roles grant `tokens:introspect`: then it reads who the
+    // person is and what they may do.
+    give_role(
+        &s,
+        &admin,
+        &org,
+        json!({"template": "resource_server"}),
+        "clients",
+        &rs,
+    )
+    .await;
+    let seen = introspected(&s, &rs, &rs_secret, token).await;
+    assert_eq!(seen["active"], json!(true), "{seen}");
+    assert_eq!(seen["sub"], json!(ada));
+    assert_eq!(seen["client_id"], json!(client_id));
+    assert_eq!(seen["roles"], json!(["reader"]), "{seen}");
+    assert_eq!(seen["permissions"], json!(["reports:read"]), "{seen}");
+
+    // The same role in another organization reads nothing of this one.
+    let (st, other) = admin_call(
+        &s,
+        &admin,
+        Method::POST,
+        "/admin/organizations",
+        Some(json!({"name": "Other"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{other}");
+    let other = other["id"].as_str().unwrap().to_owned();
+    let (stranger, stranger_secret) = resource_server(&s, &admin, &other).await;
+    give_role(
+        &s,
+        &admin,
+        &other,
+        json!({"template": "resource_server"}),
+        "clients",
+        &stranger,
+    )
+    .await;
+    assert_eq!(
+        introspected(&s, &stranger, &stranger_secret, token).await,
+        json!({"active": false})
+    );
+}

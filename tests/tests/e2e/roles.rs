@@ -750,7 +750,7 @@ async fn the_admin_api_asks_for_permissions_and_stays_within_an_organization() {
     let (st, _, t) = s
         .call(Method::GET, "/admin/roles/templates", &admin.token, None)
         .await;
-    assert_eq!((st, t.as_array().map(Vec::len)), (200, Some(4)));
+    assert_eq!((st, t.as_array().map(Vec::len)), (200, Some(5)));
 }
 
 #[tokio::test]
