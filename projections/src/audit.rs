@@ -199,7 +199,7 @@ impl Projection for AuditProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["audit_entries", "audit_minutes"]
+        &["audit_entries", "audit_minutes", crate::sign_ins::TABLE]
     }
 
     fn handles(&self, _: &RecordedEvent) -> bool {
@@ -273,7 +273,7 @@ impl Projection for AuditProjection {
             .execute(&mut *conn)
             .await?;
         }
-        Ok(())
+        crate::sign_ins::apply(conn, tables, events).await
     }
 }
 

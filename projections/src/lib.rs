@@ -24,6 +24,7 @@ pub mod registration;
 pub mod roles;
 mod runner;
 pub mod sessions;
+pub mod sign_ins;
 pub mod throttle;
 pub mod tokens;
 mod user_queries;

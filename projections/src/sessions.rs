@@ -2,13 +2,10 @@
 //! began (decrypted by the log's reader), for the person and the admins to
 //! list and revoke. Whether a session may be used is decided from its
 //! stream, never from here. A user's deletion, or their subject's
-//! erasure, deletes their rows. Also the sign-ins begun and not yet ended
-//! (`open_sign_ins`), which the server records as expired when their time
-//! is up.
+//! erasure, deletes their rows.
 
 use async_trait::async_trait;
 use domain::session::SessionEvent;
-use domain::sign_in::SignInEvent;
 use eventlog::RecordedEvent;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
@@ -96,26 +93,6 @@ pub async fn sessions_of(
     rows.iter().map(row).collect()
 }
 
-/// The sign-ins still open whose time was up at `now`, soonest first (at
-/// most `limit`): their ids and organizations.
-pub async fn sign_ins_due(
-    db: &ReadDb,
-    now: OffsetDateTime,
-    limit: i64,
-) -> Result<Vec<(String, String)>, ProjectionError> {
-    let rows = sqlx::query(
-        "SELECT id, organization_id FROM open_sign_ins WHERE expires_at <= $1
-         ORDER BY expires_at, id LIMIT $2",
-    )
-    .bind(text(now))
-    .bind(limit)
-    .fetch_all(&db.pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
-}
-
 /// One session.
 pub async fn get_session(db: &ReadDb, id: &str) -> Result<Option<SessionRow>, ProjectionError> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -142,38 +119,6 @@ async fn forget_user(
     Ok(())
 }
 
-/// Keeps `open_sign_ins` to the sign-ins begun and not yet ended.
-async fn open_sign_in(
-    conn: &mut AnyConnection,
-    tables: Tables,
-    e: &RecordedEvent,
-) -> Result<(), ProjectionError> {
-    let table = tables.name("open_sign_ins");
-    match eventlog::decode::<SignInEvent>(e)? {
-        SignInEvent::Started(s) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {table} (id, organization_id, expires_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO NOTHING"
-            )))
-            .bind(s.sign_in_id.to_string())
-            .bind(s.organization_id.to_string())
-            .bind(text(s.expires_at))
-            .execute(conn)
-            .await?;
-        }
-        SignInEvent::Completed(_) | SignInEvent::Expired(_) => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE id = $1"
-            )))
-            .bind(id_of(e))
-            .execute(conn)
-            .await?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Projection for SessionsProjection {
     fn name(&self) -> &'static str {
@@ -181,20 +126,15 @@ impl Projection for SessionsProjection {
     }
 
     fn version(&self) -> u32 {
-        2
+        1
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["sessions", "open_sign_ins"]
+        &["sessions"]
     }
 
     fn handles(&self, e: &RecordedEvent) -> bool {
-        use domain::sign_in::{COMPLETED_V1, EXPIRED_V1, STARTED_V1};
         e.category() == "session"
-            || matches!(
-                e.event_type.as_str(),
-                STARTED_V1 | COMPLETED_V1 | EXPIRED_V1
-            )
             || e.event_type == domain::user::DELETED_V1
             || e.event_type == domain::privacy::SUBJECT_ERASED_V1
     }
@@ -213,9 +153,6 @@ impl Projection for SessionsProjection {
                 forget_user(conn, tables, &user.to_string()).await?;
             }
             return Ok(());
-        }
-        if e.category() == "signin" {
-            return open_sign_in(conn, tables, e).await;
         }
         let table = tables.name("sessions");
         match eventlog::decode::<SessionEvent>(e)? {

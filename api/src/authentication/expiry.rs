@@ -17,7 +17,7 @@ pub const SWEEP: i64 = 500;
 /// these end). Answers how many it looked at.
 pub async fn expire_abandoned(state: &AppState) -> Result<usize, projections::ProjectionError> {
     let now = state.clock.now();
-    let due = projections::sessions::sign_ins_due(&state.read_db, now, SWEEP).await?;
+    let due = projections::sign_ins::due(&state.read_db, now, SWEEP).await?;
     for (id, organization) in &due {
         let (Ok(id), Ok(organization)) = (Uuid::parse_str(id), Uuid::parse_str(organization))
         else {
