@@ -4,7 +4,10 @@
 //! are edges of the organization's group tree (one stream), so a cycle is
 //! refused against a single state whatever runs concurrently.
 
+use std::collections::BTreeSet;
+
 use domain::Metadata;
+use domain::decider::Aggregate;
 use domain::group::{Group, GroupCommand, GroupError, GroupTree, GroupTreeCommand, GroupTreeError};
 use domain::organization::Organization;
 use domain::user::User;
@@ -131,6 +134,78 @@ pub async fn change(
         external_id,
     };
     execute(bus, group_id, if_revision, command, meta).await
+}
+
+/// What a replacement of a group sets (SCIM's PUT): its name, its
+/// external id (`None` clears it) and exactly these members.
+#[derive(Debug, Clone, Default)]
+pub struct GroupReplacement {
+    pub name: String,
+    pub external_id: Option<String>,
+    pub users: BTreeSet<Uuid>,
+    pub groups: BTreeSet<Uuid>,
+}
+
+/// Replaces a group as a whole (at `if_revision`, if given). Whatever the
+/// group's stream would refuse (a stale revision, a name out of shape, a
+/// member not of the organization) is decided before anything is written;
+/// then the organization's tree takes the nested groups in one append (a
+/// cycle refuses them all), then the group's stream the rest in another.
+/// Only a change to the group between those two appends can leave the
+/// nesting done and the rest refused as stale. The outcome is the group's,
+/// its position the later of the two appends' when the group's wrote
+/// nothing.
+pub async fn replace(
+    bus: &CommandBus,
+    group_id: Uuid,
+    if_revision: Option<u64>,
+    r: GroupReplacement,
+    meta: &Metadata,
+) -> Result<Outcome> {
+    let (group, revision) = bus.load::<Group>(&group_id.to_string()).await?;
+    if !group.exists() {
+        return Err(GroupFailure::UnknownGroup(group_id));
+    }
+    if let Some(expected) = if_revision
+        && revision != Some(expected)
+    {
+        return Err(GroupFailure::Stale {
+            expected,
+            actual: revision,
+        });
+    }
+    for &user_id in r.users.difference(&group.members) {
+        let (user, _) = bus.load::<User>(&user_id.to_string()).await?;
+        if !user.exists() || user.organization_id != group.organization_id {
+            return Err(GroupFailure::UnknownUser(user_id));
+        }
+    }
+    for &child in &r.groups {
+        if live_group(bus, child).await?.organization_id != group.organization_id {
+            return Err(GroupFailure::UnknownGroup(child));
+        }
+    }
+    let command = GroupCommand::Replace {
+        name: r.name,
+        external_id: r.external_id,
+        users: r.users,
+    };
+    group
+        .decide(command.clone(), meta.occurred_at)
+        .map_err(GroupFailure::Group)?;
+    let nested = bus
+        .execute::<GroupTree>(
+            &group.organization_id.to_string(),
+            GroupTreeCommand::SetChildren {
+                parent: group_id,
+                children: r.groups,
+            },
+            meta,
+        )
+        .await?;
+    let mut out = execute(bus, group_id, if_revision, command, meta).await?;
+    out.position = out.position.or(nested.position);
+    Ok(out)
 }
 
 /// The group `id` of `organization`, if it exists.

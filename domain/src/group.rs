@@ -76,6 +76,14 @@ pub enum GroupCommand {
     RemoveUser {
         user_id: Uuid,
     },
+    /// The group as a whole, as a provisioning system replaces it: its
+    /// name, its external id (`None` clears it) and exactly these users as
+    /// direct members. All or none is recorded.
+    Replace {
+        name: String,
+        external_id: Option<String>,
+        users: BTreeSet<Uuid>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,6 +417,31 @@ impl Aggregate for Group {
             } else {
                 vec![]
             }),
+            GroupCommand::Replace {
+                name,
+                external_id,
+                users,
+            } => {
+                let mut events = self.decide(
+                    GroupCommand::Change {
+                        name: Some(name),
+                        description: None,
+                        external_id: Some(external_id),
+                    },
+                    now,
+                )?;
+                events.extend(
+                    self.members
+                        .difference(&users)
+                        .map(|&u| GroupEvent::UserRemoved(self.membership(u, now))),
+                );
+                events.extend(
+                    users
+                        .difference(&self.members)
+                        .map(|&u| GroupEvent::UserAdded(self.membership(u, now))),
+                );
+                Ok(events)
+            }
         }
     }
 }

@@ -326,3 +326,31 @@ fn a_change_renames_and_describes_together_or_not_at_all() {
         None
     );
 }
+
+#[test]
+fn a_replacement_renames_and_sets_exactly_its_users_all_at_once() {
+    const BOB: Uuid = Uuid::from_u128(2);
+    const CY: Uuid = Uuid::from_u128(3);
+    let given = [created(), added(ADA), added(BOB)];
+    let replace = |name: &str, users: &[Uuid]| GroupCommand::Replace {
+        name: name.into(),
+        external_id: Some("ext-1".into()),
+        users: users.iter().copied().collect(),
+    };
+    let events = given_when::<Group>(&given, replace("Platform", &[BOB, CY]), NOW).unwrap();
+    let types: Vec<&str> = events.iter().map(DomainEvent::event_type).collect();
+    assert_eq!(
+        types,
+        [
+            RENAMED_V1,
+            EXTERNAL_ID_SET_V1,
+            USER_REMOVED_V1,
+            USER_ADDED_V1
+        ]
+    );
+    let group = Group::fold(given.iter().chain(&events));
+    assert_eq!(group.members, BTreeSet::from([BOB, CY]));
+    assert_eq!(group.name, "Platform");
+    // A name out of shape refuses the whole: no member moves either.
+    assert!(given_when::<Group>(&given, replace(" ", &[CY]), NOW).is_err());
+}

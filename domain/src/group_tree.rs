@@ -41,6 +41,12 @@ pub enum GroupTreeCommand {
     Forget {
         group: Uuid,
     },
+    /// Exactly `children` nested in `parent`: the others unnested, the new
+    /// ones nested, a cycle refusing the whole.
+    SetChildren {
+        parent: Uuid,
+        children: BTreeSet<Uuid>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +293,24 @@ impl Aggregate for GroupTree {
             } else {
                 vec![]
             }),
+            GroupTreeCommand::SetChildren { parent, children } => {
+                let current = self.children.get(&parent).cloned().unwrap_or_default();
+                let mut tree = self.clone();
+                let mut events = Vec::new();
+                let unnests = current
+                    .difference(&children)
+                    .map(|&child| GroupTreeCommand::Unnest { parent, child });
+                let nests = children
+                    .difference(&current)
+                    .map(|&child| GroupTreeCommand::Nest { parent, child });
+                // Each step decided against the tree the ones before leave.
+                for step in unnests.chain(nests).collect::<Vec<_>>() {
+                    let decided = tree.decide(step, now)?;
+                    tree = decided.iter().fold(tree, Aggregate::evolve);
+                    events.extend(decided);
+                }
+                Ok(events)
+            }
             GroupTreeCommand::Forget { group } => {
                 let removed_edges = self.edges_of(group);
                 Ok(

@@ -256,3 +256,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn setting_the_children_unnests_then_nests_and_a_cycle_refuses_the_whole() {
+    // 1 > 2, 3 > 4.
+    let given = [nested(g(1), g(2)), nested(g(3), g(4))];
+    let set = |parent, children: &[Uuid]| GroupTreeCommand::SetChildren {
+        parent,
+        children: children.iter().copied().collect(),
+    };
+    let unnested = |parent, child| {
+        GroupTreeEvent::Unnested(GroupUnnested {
+            parent,
+            child,
+            at: NOW,
+        })
+    };
+    assert_eq!(
+        given_when::<GroupTree>(&given, set(g(1), &[g(3), g(5)]), NOW),
+        Ok(vec![
+            unnested(g(1), g(2)),
+            nested(g(1), g(3)),
+            nested(g(1), g(5))
+        ])
+    );
+    assert_eq!(
+        given_when::<GroupTree>(&given, set(g(1), &[g(2)]), NOW),
+        Ok(vec![])
+    );
+    // 2 in 4 is fine, 1 in 2 would close 1 > 2 > 1: nothing at all.
+    assert!(matches!(
+        given_when::<GroupTree>(&given, set(g(2), &[g(4), g(1)]), NOW),
+        Err(GroupTreeError::Cycle { .. })
+    ));
+    // Nor may 1 go into 2 while 2 is in 1.
+    let history = [nested(g(1), g(2))];
+    assert_eq!(
+        given_when::<GroupTree>(&history, set(g(2), &[g(1)]), NOW),
+        Err(GroupTreeError::Cycle {
+            path: vec![g(2), g(1), g(2)]
+        })
+    );
+}

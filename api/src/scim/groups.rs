@@ -212,46 +212,6 @@ async fn wanted_members(
     Ok(out)
 }
 
-/// Brings the group's members to `wanted`: adds and nests what is new,
-/// removes and unnests what is gone.
-async fn set_members(
-    state: &AppState,
-    group: Uuid,
-    wanted: &BTreeSet<(String, bool)>,
-    meta: &domain::Metadata,
-) -> Result<(), ScimError> {
-    let current: BTreeSet<(String, bool)> = members(state, &group.to_string())
-        .await?
-        .into_iter()
-        .map(|(id, kind)| (id, kind == "Group"))
-        .collect();
-    let mut last = None;
-    for (id, is_group) in wanted.difference(&current) {
-        let id = Uuid::parse_str(id).map_err(|e| ScimError::internal(e.to_string()))?;
-        let out = if *is_group {
-            commands::group::nest(&state.bus, group, id, meta).await
-        } else {
-            commands::group::add_user(&state.bus, group, id, meta).await
-        }
-        .map_err(failure)?;
-        last = Some(out);
-    }
-    for (id, is_group) in current.difference(wanted) {
-        let id = Uuid::parse_str(id).map_err(|e| ScimError::internal(e.to_string()))?;
-        let out = if *is_group {
-            commands::group::unnest(&state.bus, group, id, meta).await
-        } else {
-            commands::group::remove_user(&state.bus, group, id, meta).await
-        }
-        .map_err(failure)?;
-        last = Some(out);
-    }
-    if let Some(out) = last {
-        crate::admin::settle(state, &out).await?;
-    }
-    Ok(())
-}
-
 fn display_name(doc: &Value) -> Result<String, ScimError> {
     member(doc, "displayName")
         .and_then(Value::as_str)
@@ -269,20 +229,51 @@ pub async fn create_doc(
     let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let id = Uuid::now_v7();
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
+    let replacement = replacement(name, external_id(&doc)?, &wanted)?;
     let out = commands::group::create(
         &state.bus,
         id,
         caller.organization_id,
-        name,
+        replacement.name.clone(),
         String::new(),
-        external_id(&doc)?,
+        replacement.external_id.clone(),
         &meta,
     )
     .await
     .map_err(failure)?;
+    // The members in two appends, whatever their number (a new group is in
+    // no other, so nesting others in it closes no cycle).
+    let out = match out.revision {
+        Some(at) if !wanted.is_empty() => {
+            commands::group::replace(&state.bus, id, Some(at), replacement, &meta)
+                .await
+                .map_err(failure)?
+        }
+        _ => out,
+    };
     crate::admin::settle(state, &out).await?;
-    set_members(state, id, &wanted, &meta).await?;
     group_doc(state, &caller.base, &load(state, caller, id).await?).await
+}
+
+/// The group a document describes: its name, external id and members.
+fn replacement(
+    name: String,
+    external_id: Option<String>,
+    wanted: &BTreeSet<(String, bool)>,
+) -> Result<commands::group::GroupReplacement, ScimError> {
+    let ids = |groups: bool| -> Result<BTreeSet<Uuid>, ScimError> {
+        wanted
+            .iter()
+            .filter(|(_, is_group)| *is_group == groups)
+            .map(|(id, _)| Uuid::parse_str(id).map_err(|e| ScimError::internal(e.to_string())))
+            .collect()
+    };
+    Ok(commands::group::GroupReplacement {
+        name,
+        external_id,
+        users: ids(false)?,
+        groups: ids(true)?,
+    })
 }
 
 pub async fn replace_doc(
@@ -298,17 +289,12 @@ pub async fn replace_doc(
     let name = display_name(&doc)?;
     let wanted = wanted_members(state, caller.organization_id, &doc).await?;
     let meta = ctx.metadata(caller.actor(), Some(caller.organization_id));
-    let change = commands::group::GroupChange {
-        name: Some(name),
-        description: None,
-        // A replacement without it clears it (RFC 7644 §3.5.1).
-        external_id: Some(external_id(&doc)?),
-    };
-    let out = commands::group::change(&state.bus, id, version, change, &meta)
+    // A replacement without an external id clears it (RFC 7644 §3.5.1).
+    let replacement = replacement(name, external_id(&doc)?, &wanted)?;
+    let out = commands::group::replace(&state.bus, id, version, replacement, &meta)
         .await
         .map_err(failure)?;
     crate::admin::settle(state, &out).await?;
-    set_members(state, id, &wanted, &meta).await?;
     group_doc(state, &caller.base, &load(state, caller, id).await?).await
 }
 

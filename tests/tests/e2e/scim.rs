@@ -460,13 +460,17 @@ async fn round_trips(store: Store) {
         "schemas": [GROUP], "displayName": "Staff", "members": [{"value": eng_id, "type": "Group"}],
     }))).await;
     let staff_id = staff["id"].as_str().unwrap().to_owned();
+    // A cycle refuses the whole request: the rename and the user beside
+    // it are not written either.
+    let before = log_len(&s).await;
     let (st, _, e) = scim
         .call(
             Method::PATCH,
             &format!("/Groups/{eng_id}"),
             None,
             Some(patch(json!([
-                {"op": "add", "path": "members", "value": [{"value": staff_id, "type": "Group"}]},
+                {"op": "replace", "path": "displayName", "value": "Circular"},
+                {"op": "add", "path": "members", "value": [{"value": bjensen}, {"value": staff_id, "type": "Group"}]},
             ]))),
         )
         .await;
@@ -474,6 +478,20 @@ async fn round_trips(store: Store) {
         (st, e["scimType"].as_str()),
         (400, Some("invalidValue")),
         "a cycle: {e}"
+    );
+    assert_eq!(
+        log_len(&s).await,
+        before,
+        "a refused replacement writes nothing"
+    );
+    let (_, v) = scim.get(&format!("/Groups/{eng_id}")).await;
+    assert_eq!(
+        (
+            v["displayName"].clone(),
+            v["members"].as_array().map(Vec::len)
+        ),
+        (json!("Engineering"), Some(1)),
+        "{v}"
     );
     let (st, _, v) = scim
         .call(
