@@ -567,6 +567,46 @@ fn put(obj: &mut Map<String, Value>, key: &str, value: Value, op: Op) {
     }
 }
 
+/// Whether `key` names a schema (`urn:…:extension:enterprise:2.0:User`)
+/// rather than an attribute of one (`urn:…:2.0:User:department`): a
+/// schema's last part is a resource type, capitalized; an attribute's is
+/// not.
+fn is_schema_urn(key: &str) -> bool {
+    key.contains(':')
+        && key
+            .rsplit(':')
+            .next()
+            .and_then(|last| last.chars().next())
+            .is_some_and(char::is_uppercase)
+}
+
+/// The element an `add` through a value path that matches nothing
+/// creates: the filter's equality terms (`emails[type eq "work"]` gives
+/// `{"type": "work"}`); `None` when the filter says more than that.
+fn element_of(f: &ValFilter) -> Option<Map<String, Value>> {
+    fn take(f: &ValFilter, out: &mut Map<String, Value>) -> bool {
+        match f {
+            ValFilter::Attr(AttrExp::Comparison(p, CompareOp::Eq, v))
+                if p.sub_attr.is_none() && p.uri.is_none() =>
+            {
+                let v = match v {
+                    CompValue::Str(s) => Value::String(s.clone()),
+                    CompValue::True => Value::Bool(true),
+                    CompValue::False => Value::Bool(false),
+                    CompValue::Number(n) => Value::Number(n.clone()),
+                    CompValue::Null => return false,
+                };
+                out.insert(p.name.clone(), v);
+                true
+            }
+            ValFilter::And(items) => items.iter().all(|i| take(i, out)),
+            _ => false,
+        }
+    }
+    let mut out = Map::new();
+    take(f, &mut out).then_some(out)
+}
+
 /// Applies one PATCH operation to a resource's document. A value-path
 /// (`members[value eq "…"]`) that matches nothing is `noTarget`.
 pub fn apply(
@@ -591,7 +631,11 @@ pub fn apply(
             ));
         };
         for (k, v) in values {
-            if k.contains(':') && v.is_object() {
+            if is_schema_urn(&k) && v.is_object() {
+                // An extension's attributes, merged into its object.
+                let obj = doc
+                    .as_object_mut()
+                    .ok_or_else(|| ScimError::internal("the resource is not an object"))?;
                 let ext = match member_mut(obj, &k) {
                     Some(Value::Object(e)) => e,
                     _ => {
@@ -606,19 +650,11 @@ pub fn apply(
                         put(ext, &ik, iv, op);
                     }
                 }
-            } else if let Some((name, sub)) = k.split_once('.') {
-                let slot = match member_mut(obj, name) {
-                    Some(Value::Object(o)) => o,
-                    _ => {
-                        obj.insert(name.to_owned(), Value::Object(Map::new()));
-                        member_mut(obj, name)
-                            .and_then(Value::as_object_mut)
-                            .ok_or_else(|| ScimError::internal("sub"))?
-                    }
-                };
-                put(slot, sub, v, Op::Replace);
             } else {
-                put(obj, &k, v, op);
+                // Each key is a path of its own, as Entra ID and Okta send
+                // them: `active`, `name.givenName`,
+                // `emails[type eq "work"].value`, `urn:…:User:department`.
+                apply(doc, op, Some(&k), Some(v))?;
             }
         }
         return Ok(());
@@ -681,18 +717,55 @@ pub fn apply(
         PatchPath::Value(vp) => {
             let target =
                 target_object(obj, &vp.attr).ok_or_else(|| ScimError::internal("no target"))?;
+            let matches = |items: &[Value]| -> Vec<usize> {
+                items
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, el)| val_matches(&vp.filter, el))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            let found = match member_mut(target, &vp.attr.name) {
+                Some(Value::Array(items)) => !matches(items).is_empty(),
+                _ => false,
+            };
+            // An add through a filter of equalities that matches nothing
+            // adds the element it describes (`emails[type eq "work"].value`
+            // on a user with no work email); anything else is `noTarget`.
+            if !found
+                && op == Op::Add
+                && let Some(mut element) = element_of(&vp.filter)
+            {
+                let v = value.ok_or_else(needs_value)?;
+                match (&vp.sub_attr, v) {
+                    (Some(sub), v) => put(&mut element, sub, v, Op::Replace),
+                    (None, Value::Object(new)) => {
+                        for (k, nv) in new {
+                            put(&mut element, &k, nv, Op::Replace);
+                        }
+                    }
+                    (None, _) => {
+                        return Err(ScimError::bad_request(
+                            "invalidValue",
+                            format!("`{path}` takes an object"),
+                        ));
+                    }
+                }
+                put(
+                    target,
+                    &vp.attr.name,
+                    Value::Array(vec![Value::Object(element)]),
+                    Op::Add,
+                );
+                return Ok(());
+            }
             let Some(Value::Array(items)) = member_mut(target, &vp.attr.name) else {
                 return Err(ScimError::bad_request(
                     "noTarget",
                     format!("`{path}` matches nothing"),
                 ));
             };
-            let hits: Vec<usize> = items
-                .iter()
-                .enumerate()
-                .filter(|(_, el)| val_matches(&vp.filter, el))
-                .map(|(i, _)| i)
-                .collect();
+            let hits = matches(items);
             if hits.is_empty() {
                 return Err(ScimError::bad_request(
                     "noTarget",
@@ -871,6 +944,66 @@ mod tests {
                 json!({"givenName": "Babs", "familyName": "Jensen"}),
                 "{path:?}"
             );
+        }
+    }
+
+    #[test]
+    fn without_a_path_each_key_of_the_value_is_a_path() {
+        let mut d = doc();
+        apply(
+            &mut d,
+            Op::Replace,
+            None,
+            Some(json!({
+                r#"emails[type eq "work"].value"#: "w@new.example",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Ops",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"costCenter": "7"},
+            })),
+        )
+        .unwrap();
+        assert_eq!(d["emails"][0]["value"], "w@new.example", "{d}");
+        let ext = &d["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"];
+        assert_eq!(
+            (ext["department"].clone(), ext["costCenter"].clone()),
+            (json!("Ops"), json!("7")),
+            "{d}"
+        );
+        assert!(d.get(r#"emails[type eq "work"].value"#).is_none(), "{d}");
+    }
+
+    #[test]
+    fn an_add_through_a_filter_that_matches_nothing_adds_what_it_describes() {
+        let mut d = json!({"userName": "b"});
+        apply(
+            &mut d,
+            Op::Add,
+            Some(r#"emails[type eq "work"].value"#),
+            Some(json!("b@work.example")),
+        )
+        .unwrap();
+        assert_eq!(
+            d["emails"],
+            json!([{"type": "work", "value": "b@work.example"}])
+        );
+        apply(
+            &mut d,
+            Op::Add,
+            Some(r#"emails[type eq "home" and primary eq false]"#),
+            Some(json!({"value": "b@home.example"})),
+        )
+        .unwrap();
+        assert_eq!(
+            d["emails"][1],
+            json!({"type": "home", "primary": false, "value": "b@home.example"})
+        );
+        // A replace that matches nothing, or a filter that is not
+        // equalities, is still refused.
+        for (op, path) in [
+            (Op::Replace, r#"emails[type eq "other"].value"#),
+            (Op::Add, r#"emails[value co "zz"].type"#),
+        ] {
+            let e = apply(&mut d, op, Some(path), Some(json!("x"))).unwrap_err();
+            assert_eq!(e.scim_type, Some("noTarget"), "{path}");
         }
     }
 

@@ -1153,6 +1153,27 @@ async fn a_scim_client_reads_back_every_value_it_wrote() {
     assert_eq!(st, 200, "{u}");
     assert_eq!(u["phone_number"], "+12015550123");
 
+    // As Entra ID patches: an add through a filter that matches nothing
+    // adds the element, and keys of a value without a path are paths.
+    let ops = json!({"schemas": [PATCH], "Operations": [
+        {"op": "Add", "path": "emails[type eq \"other\"].value", "value": "babs@other.example"},
+        {"op": "Replace", "value": {
+            "name.familyName": "Jensen-Smith",
+            format!("{ENTERPRISE}:department"): "Rides"}}]});
+    let (st, _, v) = scim
+        .call(Method::PATCH, &format!("/Users/{id}"), None, Some(ops))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        elements(&v, "emails"),
+        [
+            (t("bjensen@example.com"), t("work"), json!(true)),
+            (t("babs@other.example"), t("other"), json!(false)),
+        ]
+    );
+    assert_eq!(v["name"]["familyName"], "Jensen-Smith");
+    assert_eq!(v[ENTERPRISE]["department"], "Rides", "{v}");
+
     // A further email of the wrong shape is refused, and nothing written.
     let before = log_len(&s).await;
     let mut bad = full_user();
