@@ -608,7 +608,9 @@ fn element_of(f: &ValFilter) -> Option<Map<String, Value>> {
 }
 
 /// Applies one PATCH operation to a resource's document. A value-path
-/// (`members[value eq "…"]`) that matches nothing is `noTarget`.
+/// (`members[value eq "…"]`) that matches nothing is `noTarget` to a
+/// replace, nothing to do for a remove, and for an add through equalities
+/// the element they describe.
 pub fn apply(
     doc: &mut Value,
     op: Op,
@@ -759,18 +761,25 @@ pub fn apply(
                 );
                 return Ok(());
             }
+            // A remove of what is not there changes nothing and succeeds
+            // (RFC 7644 §3.5.2.2: a member that is not one); a replace is
+            // `noTarget` (§3.5.2.3).
+            let nothing = || {
+                if op == Op::Remove {
+                    Ok(())
+                } else {
+                    Err(ScimError::bad_request(
+                        "noTarget",
+                        format!("`{path}` matches nothing"),
+                    ))
+                }
+            };
             let Some(Value::Array(items)) = member_mut(target, &vp.attr.name) else {
-                return Err(ScimError::bad_request(
-                    "noTarget",
-                    format!("`{path}` matches nothing"),
-                ));
+                return nothing();
             };
             let hits = matches(items);
             if hits.is_empty() {
-                return Err(ScimError::bad_request(
-                    "noTarget",
-                    format!("`{path}` matches nothing"),
-                ));
+                return nothing();
             }
             match (&vp.sub_attr, op) {
                 (None, Op::Remove) => {
@@ -905,8 +914,10 @@ mod tests {
         assert_eq!(d["emails"][0]["value"], "b@new.example");
         apply(&mut d, Op::Remove, Some(r#"emails[type eq "home"]"#), None).unwrap();
         assert_eq!(d["emails"].as_array().unwrap().len(), 1);
-        let e = apply(&mut d, Op::Remove, Some(r#"emails[type eq "other"]"#), None).unwrap_err();
-        assert_eq!(e.scim_type, Some("noTarget"));
+        // Removing what is not there succeeds and changes nothing.
+        let before = d.clone();
+        apply(&mut d, Op::Remove, Some(r#"emails[type eq "other"]"#), None).unwrap();
+        assert_eq!(d, before);
         apply(
             &mut d,
             Op::Add,

@@ -409,10 +409,12 @@ pub async fn create(
     State(state): State<AppState>,
     caller: ScimCaller,
     ctx: RequestContext,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
+    let narrowing = super::Narrowing::of(query)?;
     let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
-    Ok(resource(StatusCode::CREATED, doc))
+    Ok(resource(StatusCode::CREATED, narrowing.apply(doc)))
 }
 
 pub async fn replace(
@@ -421,9 +423,11 @@ pub async fn replace(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
+    let narrowing = super::Narrowing::of(query)?;
     let named = if_match_tag(&headers)?;
     let doc = replace_doc(
         &state,
@@ -434,7 +438,7 @@ pub async fn replace(
         json_body(&body)?,
     )
     .await?;
-    Ok(resource(StatusCode::OK, doc))
+    Ok(resource(StatusCode::OK, narrowing.apply(doc)))
 }
 
 pub async fn patch(
@@ -443,9 +447,11 @@ pub async fn patch(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
+    let narrowing = super::Narrowing::of(query)?;
     let named = if_match_tag(&headers)?;
     let doc = patch_doc(
         &state,
@@ -456,7 +462,7 @@ pub async fn patch(
         json_body(&body)?,
     )
     .await?;
-    Ok(resource(StatusCode::OK, doc))
+    Ok(resource(StatusCode::OK, narrowing.apply(doc)))
 }
 
 pub async fn remove(

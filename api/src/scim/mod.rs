@@ -68,6 +68,17 @@ pub fn router() -> Router<AppState> {
         .route("/scim/v2/Bulk", post(bulk))
         .route("/scim/v2/Me", axum::routing::any(me))
         .route("/scim/v2/{*rest}", axum::routing::any(no_endpoint))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A method an endpoint does not take: 405 in SCIM's format (the router
+/// adds the `Allow` header).
+async fn method_not_allowed() -> ScimError {
+    ScimError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "this SCIM endpoint does not take that method",
+    )
 }
 
 /// A path under `/scim/v2` that names no endpoint: 404 in SCIM's format.
@@ -390,6 +401,32 @@ pub struct ListQuery {
     pub excluded_attributes: Option<String>,
 }
 
+/// What `attributes` and `excludedAttributes` keep of the resource an
+/// answer returns (RFC 7644 §3.9: every answer with a resource, writes
+/// too). Read before anything is written, so a bad one writes nothing.
+pub struct Narrowing {
+    attributes: Vec<scim_v2::filter::AttrPath>,
+    excluded: Vec<scim_v2::filter::AttrPath>,
+}
+
+impl Narrowing {
+    pub fn of(
+        query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Self, ScimError> {
+        let axum::extract::Query(q) =
+            query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
+        Ok(Self {
+            attributes: paths(q.attributes.as_deref())?,
+            excluded: paths(q.excluded_attributes.as_deref())?,
+        })
+    }
+
+    pub fn apply(&self, mut doc: Value) -> Value {
+        filter::project(&mut doc, &self.attributes, &self.excluded);
+        doc
+    }
+}
+
 fn paths(list: Option<&str>) -> Result<Vec<scim_v2::filter::AttrPath>, ScimError> {
     list.map(|l| {
         l.split(',')
@@ -551,12 +588,31 @@ fn resource_type_docs(base: &str) -> Vec<Value> {
     ]
 }
 
-async fn resource_types(State(state): State<AppState>) -> Response {
+/// A discovery list asked to filter: 403, as RFC 7644 §4 says (its query
+/// parameters are ignored, and a filter would look answered).
+fn refuse_filter(query: Option<&str>) -> Result<(), ScimError> {
+    let filtered = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .any(|(k, _)| k.eq_ignore_ascii_case("filter"));
+    if filtered {
+        return Err(ScimError::new(
+            StatusCode::FORBIDDEN,
+            None,
+            "this discovery endpoint takes no filter",
+        ));
+    }
+    Ok(())
+}
+
+async fn resource_types(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ScimError> {
+    refuse_filter(query.as_deref())?;
     let docs = resource_type_docs(&format!("{}/scim/v2", state.tokens.issuer));
-    scim_json(
+    Ok(scim_json(
         StatusCode::OK,
         json!({"schemas": [LIST_URN], "totalResults": docs.len(), "startIndex": 1, "itemsPerPage": docs.len(), "Resources": docs}),
-    )
+    ))
 }
 
 async fn resource_type(
@@ -682,12 +738,16 @@ fn schema_docs(base: &str) -> Vec<Value> {
     vec![user, enterprise, group]
 }
 
-async fn schemas(State(state): State<AppState>) -> Response {
+async fn schemas(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ScimError> {
+    refuse_filter(query.as_deref())?;
     let docs = schema_docs(&format!("{}/scim/v2", state.tokens.issuer));
-    scim_json(
+    Ok(scim_json(
         StatusCode::OK,
         json!({"schemas": [LIST_URN], "totalResults": docs.len(), "startIndex": 1, "itemsPerPage": docs.len(), "Resources": docs}),
-    )
+    ))
 }
 
 async fn schema(

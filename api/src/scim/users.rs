@@ -893,10 +893,12 @@ pub async fn create(
     State(state): State<AppState>,
     caller: ScimCaller,
     ctx: RequestContext,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
+    let narrowing = super::Narrowing::of(query)?;
     let doc = create_doc(&state, &caller, &ctx, json_body(&body)?).await?;
-    Ok(resource(StatusCode::CREATED, doc))
+    Ok(resource(StatusCode::CREATED, narrowing.apply(doc)))
 }
 
 pub async fn replace(
@@ -905,12 +907,14 @@ pub async fn replace(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
+    let narrowing = super::Narrowing::of(query)?;
     let version = if_match(&headers)?;
     let doc = replace_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
-    Ok(resource(StatusCode::OK, doc))
+    Ok(resource(StatusCode::OK, narrowing.apply(doc)))
 }
 
 pub async fn patch(
@@ -919,12 +923,14 @@ pub async fn patch(
     ctx: RequestContext,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
+    query: Rejection<Query<ListQuery>>,
     super::ScimBody(body): super::ScimBody,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
+    let narrowing = super::Narrowing::of(query)?;
     let version = if_match(&headers)?;
     let doc = patch_doc(&state, &caller, &ctx, id, version, json_body(&body)?).await?;
-    Ok(resource(StatusCode::OK, doc))
+    Ok(resource(StatusCode::OK, narrowing.apply(doc)))
 }
 
 pub async fn remove(

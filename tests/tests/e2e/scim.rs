@@ -419,7 +419,7 @@ async fn round_trips(store: Store) {
             None,
             Some(patch(json!([
                 {"op": "replace", "path": "name.familyName", "value": "Nope"},
-                {"op": "remove", "path": "emails[type eq \"home\"]"},
+                {"op": "replace", "path": "emails[type eq \"home\"].value", "value": "b@home.example"},
             ]))),
         )
         .await;
@@ -940,6 +940,98 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
             "{op}"
         );
     }
+
+    // Writes answer the resource narrowed as asked (RFC 7644 §3.9).
+    let mut dee = person("dee", "Dee", "Lo", "dee@example.com", "Ops");
+    let (st, _, v) = scim
+        .call(
+            Method::POST,
+            "/Users?attributes=userName",
+            None,
+            Some(dee.clone()),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let dee_id = v["id"].as_str().unwrap().to_owned();
+    assert!(
+        v.get("emails").is_none() && v["userName"] == "dee" && v["meta"].is_object(),
+        "{v}"
+    );
+    dee["displayName"] = json!("Dee L.");
+    let (st, _, v) = scim
+        .call(
+            Method::PUT,
+            &format!("/Users/{dee_id}?excludedAttributes=emails,name"),
+            None,
+            Some(dee),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v.get("emails").is_none() && v.get("name").is_none() && v["displayName"] == "Dee L.",
+        "{v}"
+    );
+    let (st, _, v) = scim
+        .call(
+            Method::POST,
+            "/Groups?excludedAttributes=members",
+            None,
+            Some(json!({
+            "schemas": [GROUP], "displayName": "Night shift", "members": [{"value": dee_id}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert!(v.get("members").is_none(), "{v}");
+    // Removing someone who is not a member succeeds and changes nothing
+    // (RFC 7644 §3.5.2.2).
+    let night = v["id"].as_str().unwrap().to_owned();
+    let (st, _, v) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{night}"),
+            None,
+            Some(json!({"schemas": [PATCH], "Operations": [
+                {"op": "remove", "path": format!("members[value eq \"{stranger}\"]")}]})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["members"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+
+    // Discovery takes no filter (RFC 7644 §4); a method an endpoint does
+    // not take is a SCIM error that says which it does.
+    for path in ["/ResourceTypes", "/Schemas"] {
+        let (st, _, e) = scim
+            .call(
+                Method::GET,
+                &format!("{path}?{}", q(r#"name eq "User""#)),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (st, e["status"].as_str()),
+            (403, Some("403")),
+            "{path}: {e}"
+        );
+    }
+    let r = http()
+        .delete(s.url("/scim/v2/Users"))
+        .bearer_auth(&scim.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert_eq!(r.headers()["content-type"], "application/scim+json");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
 }
 
 /// However a person is deactivated (SCIM, a bulk action), their sessions
