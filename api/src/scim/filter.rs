@@ -357,20 +357,34 @@ pub fn parse(text: &str, schema: &Schema) -> Result<Filter, ScimError> {
     Ok(f)
 }
 
-/// A sort key: the first value `by` reaches, as text.
-pub fn sort_key(doc: &Value, by: &AttrPath) -> String {
-    values(doc, by)
-        .first()
-        .map(|v| match v {
-            // A date-time by its instant, in fixed width: as text, `…:05Z`
-            // would sort after `…:05.3Z`.
-            Value::String(s) => match instant(s) {
-                Some(t) => format!("{:040}", t.unix_timestamp_nanos().saturating_add(1 << 100)),
-                None => s.to_lowercase(),
-            },
-            other => other.to_string(),
-        })
-        .unwrap_or_default()
+/// A sort key: the value `by` reaches (of a multi-valued attribute, its
+/// primary element's, else its first's), as text, folded to lower case
+/// unless the attribute is case-exact; `None` when there is none.
+pub fn sort_key(doc: &Value, by: &AttrPath) -> Option<String> {
+    let top = container(doc, by).and_then(|c| member(c, &by.name))?;
+    let element = match top {
+        Value::Array(a) => a
+            .iter()
+            .find(|v| member(v, "primary") == Some(&Value::Bool(true)))
+            .or(a.first())?,
+        v => v,
+    };
+    let v = match &by.sub_attr {
+        Some(sub) => member(element, sub)?,
+        None if element.is_object() => member(element, "value")?,
+        None => element,
+    };
+    Some(match v {
+        // A date-time by its instant, in fixed width: as text, `…:05Z`
+        // would sort after `…:05.3Z`.
+        Value::String(s) => match instant(s) {
+            Some(t) => format!("{:040}", t.unix_timestamp_nanos().saturating_add(1 << 100)),
+            None if case_exact(by) => s.clone(),
+            None => s.to_lowercase(),
+        },
+        Value::Null => return None,
+        other => other.to_string(),
+    })
 }
 
 /// Parses an attribute path (`name.givenName`, `urn:…:User:department`).
@@ -385,6 +399,21 @@ pub fn attr_path(text: &str) -> Result<AttrPath, ScimError> {
             format!("`{text}` is not an attribute path"),
         )),
     }
+}
+
+/// Whether `p` names the extension `key` as a whole: a schema URN parses
+/// as a URI and its last part (`urn:…:enterprise:2.0` and `User`).
+fn whole_extension(p: &AttrPath, key: &str) -> bool {
+    p.sub_attr.is_none()
+        && p.uri.as_deref().is_some_and(|u| {
+            key.len() == u.len() + 1 + p.name.len()
+                && key
+                    .get(..u.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(u))
+                && key
+                    .get(u.len() + 1..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(&p.name))
+        })
 }
 
 /// Keeps what `attributes` names (plus `id`, `schemas` and `meta`, always
@@ -420,6 +449,9 @@ pub fn project(doc: &mut Value, attributes: &[AttrPath], excluded: &[AttrPath]) 
                 })
                 .collect();
             if wanted.is_empty() {
+                if is_extension && attributes.iter().any(|p| whole_extension(p, k)) {
+                    kept.insert(k.clone(), v.clone());
+                }
                 continue;
             }
             let narrowed = narrow(v, &wanted, is_extension);
@@ -429,6 +461,10 @@ pub fn project(doc: &mut Value, attributes: &[AttrPath], excluded: &[AttrPath]) 
     }
     for p in excluded {
         if always(&p.name) {
+            continue;
+        }
+        if let Some(k) = obj.keys().find(|k| whole_extension(p, k)).cloned() {
+            obj.remove(&k);
             continue;
         }
         let target = match &p.uri {
@@ -1028,6 +1064,19 @@ mod tests {
         assert_eq!(e.scim_type, Some("invalidValue"));
         apply(&mut d, Op::Remove, Some("members"), None).unwrap();
         assert!(d.get("members").is_none());
+    }
+
+    #[test]
+    fn an_extension_named_whole_is_kept_or_dropped_whole() {
+        let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let path = attr_path(ext).unwrap();
+        let mut d = doc();
+        project(&mut d, std::slice::from_ref(&path), &[]);
+        assert_eq!(d[ext]["department"], "Sales", "{d}");
+        assert!(d.get("userName").is_none(), "{d}");
+        let mut d = doc();
+        project(&mut d, &[], &[path]);
+        assert!(d.get(ext).is_none() && d["userName"] == "BJensen", "{d}");
     }
 
     #[test]

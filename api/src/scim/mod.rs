@@ -469,13 +469,23 @@ pub fn select(
     if let Some(by) = q.sort_by.as_deref() {
         let by = filter::attr_path(by)?;
         schema.check(&by)?;
-        docs.sort_by_cached_key(|d| filter::sort_key(d, &by));
-        if q.sort_order
+        let descending = q
+            .sort_order
             .as_deref()
-            .is_some_and(|o| o.eq_ignore_ascii_case("descending"))
-        {
-            docs.reverse();
-        }
+            .is_some_and(|o| o.eq_ignore_ascii_case("descending"));
+        let mut keyed: Vec<(Option<String>, Value)> = docs
+            .into_iter()
+            .map(|d| (filter::sort_key(&d, &by), d))
+            .collect();
+        // Resources without a value last when ascending, first when
+        // descending (RFC 7644 §3.4.2.3); ties keep their order.
+        keyed.sort_by(|(a, _), (b, _)| match (a, b, descending) {
+            (Some(a), Some(b), false) => a.cmp(b),
+            (Some(a), Some(b), true) => b.cmp(a),
+            (a, b, false) => b.is_some().cmp(&a.is_some()),
+            (a, b, true) => a.is_some().cmp(&b.is_some()),
+        });
+        docs = keyed.into_iter().map(|(_, d)| d).collect();
     }
     let total = docs.len();
     let start = q.start_index.unwrap_or(1).max(1) as usize;

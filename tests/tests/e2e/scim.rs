@@ -971,6 +971,28 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
         v.get("emails").is_none() && v.get("name").is_none() && v["displayName"] == "Dee L.",
         "{v}"
     );
+    // Sorted by an attribute only one has: those without it last when
+    // ascending, first when descending (RFC 7644 §3.4.2.3).
+    let title = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "title", "value": "Lead"}]});
+    let (st, _, _) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{dee_id}"),
+            None,
+            Some(title),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let up = scim.names("sortBy=title").await;
+    let down = scim.names("sortBy=title&sortOrder=descending").await;
+    assert_eq!(
+        (
+            up.first().map(String::as_str),
+            down.last().map(String::as_str)
+        ),
+        (Some("dee"), Some("dee")),
+        "{up:?} {down:?}"
+    );
     let (st, _, v) = scim
         .call(
             Method::POST,
