@@ -81,6 +81,33 @@ impl Schema {
         }
     }
 
+    /// Refuses a PATCH path naming no attribute of the resource
+    /// (`invalidPath`, RFC 7644 §3.5.2): its attribute, its filter's and
+    /// its sub-attribute. `schemas` is the resource's too.
+    pub fn check_patch(&self, path: &PatchPath) -> Result<(), ScimError> {
+        let checked = match path {
+            PatchPath::Attr(p) if p.uri.is_none() && p.name.eq_ignore_ascii_case("schemas") => {
+                Ok(())
+            }
+            PatchPath::Attr(p) => self.check(p),
+            PatchPath::Value(v) => self
+                .check(&v.attr)
+                .and_then(|()| self.check_val(&v.attr, &v.filter))
+                .and_then(|()| match &v.sub_attr {
+                    Some(sub) => self.check(&AttrPath {
+                        uri: v.attr.uri.clone(),
+                        name: v.attr.name.clone(),
+                        sub_attr: Some(sub.clone()),
+                    }),
+                    None => Ok(()),
+                }),
+        };
+        checked.map_err(|e| ScimError {
+            scim_type: Some("invalidPath"),
+            ..e
+        })
+    }
+
     /// Every attribute path of a filter checked.
     pub fn check_filter(&self, f: &Filter) -> Result<(), ScimError> {
         match f {
@@ -646,8 +673,26 @@ fn element_of(f: &ValFilter) -> Option<Map<String, Value>> {
 /// Applies one PATCH operation to a resource's document. A value-path
 /// (`members[value eq "…"]`) that matches nothing is `noTarget` to a
 /// replace, nothing to do for a remove, and for an add through equalities
-/// the element they describe.
+/// the element they describe. A path naming no attribute of `schema` is
+/// `invalidPath`; the keys of a value without a path are applied as they
+/// come (what the resource does not keep, it ignores, as on a PUT).
 pub fn apply(
+    doc: &mut Value,
+    op: Op,
+    path: Option<&str>,
+    value: Option<Value>,
+    schema: &Schema,
+) -> Result<(), ScimError> {
+    if let Some(path) = path.filter(|p| !p.trim().is_empty()) {
+        let parsed: PatchPath = path.parse().map_err(|_| {
+            ScimError::bad_request("invalidPath", format!("`{path}` is not a PATCH path"))
+        })?;
+        schema.check_patch(&parsed)?;
+    }
+    apply_unchecked(doc, op, path, value)
+}
+
+fn apply_unchecked(
     doc: &mut Value,
     op: Op,
     path: Option<&str>,
@@ -692,7 +737,7 @@ pub fn apply(
                 // Each key is a path of its own, as Entra ID and Okta send
                 // them: `active`, `name.givenName`,
                 // `emails[type eq "work"].value`, `urn:…:User:department`.
-                apply(doc, op, Some(&k), Some(v))?;
+                apply_unchecked(doc, op, Some(&k), Some(v))?;
             }
         }
         return Ok(());
@@ -878,6 +923,12 @@ mod tests {
         )),
     };
 
+    const GROUPS: Schema = Schema {
+        core_urn: "urn:ietf:params:scim:schemas:core:2.0:Group",
+        attributes: &[("displayName", &[]), ("members", &["value", "type"])],
+        extension: None,
+    };
+
     fn doc() -> Value {
         json!({
             "id": "A1", "userName": "BJensen", "active": true,
@@ -945,20 +996,36 @@ mod tests {
             Op::Replace,
             Some(r#"emails[type eq "work"].value"#),
             Some(json!("b@new.example")),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(d["emails"][0]["value"], "b@new.example");
-        apply(&mut d, Op::Remove, Some(r#"emails[type eq "home"]"#), None).unwrap();
+        apply(
+            &mut d,
+            Op::Remove,
+            Some(r#"emails[type eq "home"]"#),
+            None,
+            &SCHEMA,
+        )
+        .unwrap();
         assert_eq!(d["emails"].as_array().unwrap().len(), 1);
         // Removing what is not there succeeds and changes nothing.
         let before = d.clone();
-        apply(&mut d, Op::Remove, Some(r#"emails[type eq "other"]"#), None).unwrap();
+        apply(
+            &mut d,
+            Op::Remove,
+            Some(r#"emails[type eq "other"]"#),
+            None,
+            &SCHEMA,
+        )
+        .unwrap();
         assert_eq!(d, before);
         apply(
             &mut d,
             Op::Add,
             Some("emails"),
             Some(json!([{"value": "x@y.example", "type": "other"}])),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(d["emails"].as_array().unwrap().len(), 2);
@@ -967,13 +1034,14 @@ mod tests {
             Op::Replace,
             None,
             Some(json!({"active": false, "name.givenName": "Babs"})),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(
             (d["active"].clone(), d["name"]["givenName"].clone()),
             (json!(false), json!("Babs"))
         );
-        apply(&mut d, Op::Remove, Some("name.familyName"), None).unwrap();
+        apply(&mut d, Op::Remove, Some("name.familyName"), None, &SCHEMA).unwrap();
         assert!(d["name"].get("familyName").is_none());
     }
 
@@ -985,13 +1053,42 @@ mod tests {
                 Some(_) => json!({"givenName": "Babs"}),
                 None => json!({"name": {"GivenName": "Babs"}}),
             };
-            apply(&mut d, Op::Replace, path, Some(value)).unwrap();
+            apply(&mut d, Op::Replace, path, Some(value), &SCHEMA).unwrap();
             assert_eq!(
                 d["name"],
                 json!({"givenName": "Babs", "familyName": "Jensen"}),
                 "{path:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_patch_path_naming_no_attribute_is_invalid_path() {
+        for path in [
+            "bogus",
+            "name.bogus",
+            r#"emails[bogus eq "x"]"#,
+            r#"emails[type eq "x"].bogus"#,
+        ] {
+            let e = apply(
+                &mut doc(),
+                Op::Replace,
+                Some(path),
+                Some(json!("x")),
+                &SCHEMA,
+            )
+            .unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidPath"), "{path}");
+        }
+        let mut d = doc();
+        apply(
+            &mut d,
+            Op::Replace,
+            Some("schemas"),
+            Some(json!(["x"])),
+            &SCHEMA,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -1006,6 +1103,7 @@ mod tests {
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Ops",
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"costCenter": "7"},
             })),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(d["emails"][0]["value"], "w@new.example", "{d}");
@@ -1026,6 +1124,7 @@ mod tests {
             Op::Add,
             Some(r#"emails[type eq "work"].value"#),
             Some(json!("b@work.example")),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(
@@ -1037,6 +1136,7 @@ mod tests {
             Op::Add,
             Some(r#"emails[type eq "home" and primary eq false]"#),
             Some(json!({"value": "b@home.example"})),
+            &SCHEMA,
         )
         .unwrap();
         assert_eq!(
@@ -1049,7 +1149,7 @@ mod tests {
             (Op::Replace, r#"emails[type eq "other"].value"#),
             (Op::Add, r#"emails[value co "zz"].type"#),
         ] {
-            let e = apply(&mut d, op, Some(path), Some(json!("x"))).unwrap_err();
+            let e = apply(&mut d, op, Some(path), Some(json!("x")), &SCHEMA).unwrap_err();
             assert_eq!(e.scim_type, Some("noTarget"), "{path}");
         }
     }
@@ -1058,11 +1158,18 @@ mod tests {
     fn a_remove_with_a_list_of_values_removes_only_those() {
         let mut d = json!({"members": [{"value": "a"}, {"value": "b"}, {"value": "c"}]});
         let gone = json!([{"value": "a"}, {"value": "c"}]);
-        apply(&mut d, Op::Remove, Some("members"), Some(gone)).unwrap();
+        apply(&mut d, Op::Remove, Some("members"), Some(gone), &GROUPS).unwrap();
         assert_eq!(d["members"], json!([{"value": "b"}]));
-        let e = apply(&mut d, Op::Remove, Some("members"), Some(json!(["b"]))).unwrap_err();
+        let e = apply(
+            &mut d,
+            Op::Remove,
+            Some("members"),
+            Some(json!(["b"])),
+            &GROUPS,
+        )
+        .unwrap_err();
         assert_eq!(e.scim_type, Some("invalidValue"));
-        apply(&mut d, Op::Remove, Some("members"), None).unwrap();
+        apply(&mut d, Op::Remove, Some("members"), None, &GROUPS).unwrap();
         assert!(d.get("members").is_none());
     }
 

@@ -313,7 +313,7 @@ pub async fn patch_doc(
     // conflict, not something to overwrite.
     let current = doc["meta"]["version"].as_str().map(str::to_owned);
     for (op, path, value) in ops {
-        super::filter::apply(&mut doc, op, path.as_deref(), value)?;
+        super::filter::apply(&mut doc, op, path.as_deref(), value, &SCHEMA)?;
     }
     replace_doc(state, caller, ctx, id, current.as_deref(), doc).await
 }

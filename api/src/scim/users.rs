@@ -636,7 +636,7 @@ pub async fn patch_doc(
     }
     let mut doc = user_doc(state, &caller.base, &current).await?;
     for (op, path, value) in ops {
-        super::filter::apply(&mut doc, op, path.as_deref(), value)?;
+        super::filter::apply(&mut doc, op, path.as_deref(), value, &SCHEMA)?;
     }
     replace_doc(
         state,

@@ -971,6 +971,23 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
         v.get("emails").is_none() && v.get("name").is_none() && v["displayName"] == "Dee L.",
         "{v}"
     );
+    // A PATCH path naming no attribute is refused, and nothing written.
+    let before = log_len(&s).await;
+    let bogus = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "bogus", "value": "x"}]});
+    let (st, _, e) = scim
+        .call(
+            Method::PATCH,
+            &format!("/Users/{dee_id}"),
+            None,
+            Some(bogus),
+        )
+        .await;
+    assert_eq!(
+        (st, e["scimType"].as_str()),
+        (400, Some("invalidPath")),
+        "{e}"
+    );
+    assert_eq!(log_len(&s).await, before);
     // Sorted by an attribute only one has: those without it last when
     // ascending, first when descending (RFC 7644 §3.4.2.3).
     let title = json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "title", "value": "Lead"}]});
