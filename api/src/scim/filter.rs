@@ -45,6 +45,19 @@ pub struct Schema {
     pub core_urn: &'static str,
     pub attributes: Attributes,
     pub extension: Option<(&'static str, Attributes)>,
+    /// The core attributes a resource cannot be without.
+    pub required: &'static [&'static str],
+}
+
+/// The core attributes the service provider alone writes.
+const READ_ONLY: &[&str] = &["id", "meta", "groups"];
+
+/// What a PATCH operation may do to the attribute it names.
+#[derive(Debug, PartialEq, Eq)]
+enum Mutability {
+    Apply,
+    /// It sets a read-only attribute to the value it has: nothing to do.
+    Unchanged,
 }
 
 impl Schema {
@@ -106,6 +119,55 @@ impl Schema {
             scim_type: Some("invalidPath"),
             ..e
         })
+    }
+
+    /// Refuses an operation its attribute's mutability forbids (RFC 7644
+    /// §3.5.2: `mutability`): any change of a read-only attribute (setting
+    /// it to the value it has changes nothing, as Okta sends `id`), and the
+    /// removal of a required one.
+    fn check_mutability(
+        &self,
+        doc: &Value,
+        op: Op,
+        path: &PatchPath,
+        value: Option<&Value>,
+    ) -> Result<Mutability, ScimError> {
+        let (attr, whole) = match path {
+            PatchPath::Attr(p) => (p, true),
+            PatchPath::Value(v) => (&v.attr, false),
+        };
+        if attr
+            .uri
+            .as_deref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case(self.core_urn))
+        {
+            return Ok(Mutability::Apply);
+        }
+        let refused =
+            |why: &str| ScimError::bad_request("mutability", format!("`{}` {why}", show(attr)));
+        if READ_ONLY.iter().any(|n| n.eq_ignore_ascii_case(&attr.name)) {
+            let current = member(doc, &attr.name).and_then(|v| match &attr.sub_attr {
+                Some(sub) => member(v, sub),
+                None => Some(v),
+            });
+            return match (op, whole, current, value) {
+                (Op::Add | Op::Replace, true, Some(c), Some(v)) if c == v => {
+                    Ok(Mutability::Unchanged)
+                }
+                _ => Err(refused("is read-only")),
+            };
+        }
+        if op == Op::Remove
+            && whole
+            && attr.sub_attr.is_none()
+            && self
+                .required
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&attr.name))
+        {
+            return Err(refused("is required"));
+        }
+        Ok(Mutability::Apply)
     }
 
     /// Every attribute path of a filter checked.
@@ -688,6 +750,9 @@ pub fn apply(
             ScimError::bad_request("invalidPath", format!("`{path}` is not a PATCH path"))
         })?;
         schema.check_patch(&parsed)?;
+        if schema.check_mutability(doc, op, &parsed, value.as_ref())? == Mutability::Unchanged {
+            return Ok(());
+        }
     }
     apply_unchecked(doc, op, path, value)
 }
@@ -921,12 +986,14 @@ mod tests {
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
             &[("department", &[])],
         )),
+        required: &["userName"],
     };
 
     const GROUPS: Schema = Schema {
         core_urn: "urn:ietf:params:scim:schemas:core:2.0:Group",
         attributes: &[("displayName", &[]), ("members", &["value", "type"])],
         extension: None,
+        required: &["displayName"],
     };
 
     fn doc() -> Value {
@@ -1089,6 +1156,28 @@ mod tests {
             &SCHEMA,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn read_only_attributes_stay_and_required_ones_are_not_removed() {
+        let refused = |op, path: &str, value: Option<Value>| {
+            apply(&mut doc(), op, Some(path), value, &SCHEMA)
+                .unwrap_err()
+                .scim_type
+        };
+        assert_eq!(
+            refused(Op::Replace, "id", Some(json!("B2"))),
+            Some("mutability")
+        );
+        assert_eq!(
+            refused(Op::Remove, "meta.created", None),
+            Some("mutability")
+        );
+        assert_eq!(refused(Op::Remove, "userName", None), Some("mutability"));
+        // The value it has already: nothing to do.
+        let mut d = doc();
+        apply(&mut d, Op::Replace, Some("id"), Some(json!("A1")), &SCHEMA).unwrap();
+        assert_eq!(d, doc());
     }
 
     #[test]

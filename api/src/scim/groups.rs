@@ -40,6 +40,7 @@ pub const SCHEMA: Schema = Schema {
         ),
     ],
     extension: None,
+    required: &["displayName"],
 };
 
 /// The members of a group: `(id, "User" | "Group")`.

@@ -107,6 +107,7 @@ pub const SCHEMA: Schema = Schema {
             ("manager", &["value", "displayName", "$ref"]),
         ],
     )),
+    required: &["userName"],
 };
 
 fn text(v: Option<&Value>) -> Option<String> {

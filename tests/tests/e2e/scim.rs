@@ -987,6 +987,25 @@ async fn a_scim_tester_finds_the_letter_of_the_rfc() {
         (400, Some("invalidPath")),
         "{e}"
     );
+    // Neither may a required attribute go, nor a read-only one change.
+    for op in [
+        json!({"op": "remove", "path": "userName"}),
+        json!({"op": "replace", "path": "id", "value": stranger}),
+    ] {
+        let (st, _, e) = scim
+            .call(
+                Method::PATCH,
+                &format!("/Users/{dee_id}"),
+                None,
+                Some(json!({"schemas": [PATCH], "Operations": [op]})),
+            )
+            .await;
+        assert_eq!(
+            (st, e["scimType"].as_str()),
+            (400, Some("mutability")),
+            "{e}"
+        );
+    }
     assert_eq!(log_len(&s).await, before);
     // Sorted by an attribute only one has: those without it last when
     // ascending, first when descending (RFC 7644 §3.4.2.3).
