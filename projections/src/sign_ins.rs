@@ -5,6 +5,8 @@
 //! batch already: a table of its own would cost a sign-in more commits.
 //! No personal value.
 
+use std::collections::BTreeMap;
+
 use eventlog::RecordedEvent;
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
@@ -37,34 +39,34 @@ pub(crate) async fn apply(
     events: &[&RecordedEvent],
 ) -> Result<(), ProjectionError> {
     use domain::sign_in::SignInEvent;
-    let mut opened: Vec<(String, String, String)> = Vec::new();
+    // By id: (organization, expiry).
+    let mut opened: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut ended: Vec<String> = Vec::new();
     for e in events.iter().filter(|e| concerns(e)) {
         match eventlog::decode::<SignInEvent>(e)? {
-            SignInEvent::Started(s) => opened.push((
-                s.sign_in_id.to_string(),
-                s.organization_id.to_string(),
-                text(s.expires_at),
-            )),
+            SignInEvent::Started(s) => {
+                opened.insert(
+                    s.sign_in_id.to_string(),
+                    (s.organization_id.to_string(), text(s.expires_at)),
+                );
+            }
             SignInEvent::Completed(_) | SignInEvent::Expired(_) => {
                 let id = id_of(e);
-                match opened.iter().position(|(o, _, _)| o == id) {
-                    Some(i) => {
-                        opened.swap_remove(i);
-                    }
-                    None => ended.push(id.to_owned()),
+                if opened.remove(id).is_none() {
+                    ended.push(id.to_owned());
                 }
             }
             _ => {}
         }
     }
+    let opened: Vec<(String, (String, String))> = opened.into_iter().collect();
     let table = tables.name(TABLE);
     for chunk in opened.chunks(ROWS_PER_STATEMENT) {
         let mut sql = format!("INSERT INTO {table} (id, organization_id, expires_at) VALUES ");
         values_sql(&mut sql, tables.dialect, chunk.len(), 3);
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, organization, expires_at) in chunk {
+        for (id, (organization, expires_at)) in chunk {
             q = q
                 .bind(id.clone())
                 .bind(organization.clone())
