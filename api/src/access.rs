@@ -36,6 +36,17 @@ pub async fn effective_roles(
     }
 }
 
+/// Whether any of `roles` grants the permission `wanted` (wildcards
+/// matched as `domain::role::Permission::grants` says).
+pub fn grants(roles: &[EffectiveRole], wanted: &str) -> bool {
+    roles.iter().any(|r| {
+        r.role
+            .permissions
+            .iter()
+            .any(|p| domain::role::Permission::parse(p).is_ok_and(|p| p.grants(wanted)))
+    })
+}
+
 /// Role names (sorted, each once) and the union of their permissions
 /// (sorted, each once).
 pub fn names_and_permissions(roles: &[EffectiveRole]) -> (Vec<String>, Vec<String>) {

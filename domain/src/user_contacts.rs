@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::user::UserError;
-use crate::user_profile::{Address, check_text, is_picture_url, validate_address};
+use crate::user_profile::{Address, check_text, clean, invalid, is_picture_url, validate_address};
 
 /// The most further values of each kind (emails, phone numbers, …).
 pub const MAX_CONTACT_ITEMS: usize = 10;
@@ -96,18 +96,6 @@ pub fn e164_of(written: &str) -> Option<String> {
         .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
         .collect();
     crate::user_profile::validate_phone_number(&digits).ok()
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> UserError {
-    UserError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-/// Trims an optional value and drops it when blank.
-fn clean(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn validate_label(field: &str, label: Label) -> Result<Label, UserError> {

@@ -111,7 +111,7 @@ pub enum AttributeValue {
 /// The attributes of a user, by name.
 pub type Attributes = BTreeMap<String, AttributeValue>;
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> UserError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> UserError {
     UserError::Invalid {
         field: field.into(),
         reason: reason.into(),
@@ -283,7 +283,7 @@ pub(crate) fn check_text(field: &str, value: &str, multiline: bool) -> Result<()
 }
 
 /// Trims an optional value and drops it when blank.
-fn clean(value: Option<String>) -> Option<String> {
+pub(crate) fn clean(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 

@@ -91,12 +91,7 @@ impl FromRequestParts<AppState> for AdminCaller {
             )
             .await
             .map_err(|e| Problem::internal(&e))?;
-            let granted = roles.is_empty()
-                || roles.iter().any(|r| {
-                    r.role.permissions.iter().any(|p| {
-                        domain::role::Permission::parse(p).is_ok_and(|p| p.grants(&needed))
-                    })
-                });
+            let granted = roles.is_empty() || crate::access::grants(&roles, &needed);
             if !granted {
                 return Err(Problem::forbidden_permission(&needed));
             }

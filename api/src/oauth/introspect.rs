@@ -105,11 +105,7 @@ async fn may_introspect(
         return false;
     }
     match access::effective_roles(state, access::Subject::Client(caller.client_id)).await {
-        Ok(roles) => roles.iter().any(|r| {
-            r.role.permissions.iter().any(|p| {
-                domain::role::Permission::parse(p).is_ok_and(|p| p.grants(INTROSPECT_PERMISSION))
-            })
-        }),
+        Ok(roles) => access::grants(&roles, INTROSPECT_PERMISSION),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the roles of an introspecting client");
             false

@@ -398,12 +398,12 @@ pub async fn show(
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
-    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
-    let mut doc = group_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
-    let attributes = super::paths(q.attributes.as_deref())?;
-    let excluded = super::paths(q.excluded_attributes.as_deref())?;
-    super::filter::project(&mut doc, &attributes, &excluded);
-    Ok(super::resource_unless_unchanged(&headers, doc))
+    let narrowing = super::Narrowing::of(query)?;
+    let doc = group_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
+    Ok(super::resource_unless_unchanged(
+        &headers,
+        narrowing.apply(doc),
+    ))
 }
 
 pub async fn create(

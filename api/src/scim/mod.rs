@@ -638,11 +638,10 @@ async fn resource_type(
         )
 }
 
-/// Whether a resource must carry the attribute: a user's `userName`, a
-/// group's `displayName` (RFC 7643 §4.1.1, §4.2). [`schema_docs`] marks
-/// the group's, whose `displayName` alone is required.
+/// Whether a user must carry the attribute (RFC 7643 §4.1.1).
+/// [`schema_docs`] marks the group's `displayName` (§4.2) itself.
 fn required(name: &str) -> bool {
-    name == "userName"
+    users::SCHEMA.required.contains(&name)
 }
 
 /// An attribute definition of `/Schemas`.

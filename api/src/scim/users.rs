@@ -247,8 +247,9 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
     let c = &contacts;
-    let email = u.email.as_deref().map(|e| (e, &c.email, "work"));
-    if let Some(v) = items(email, &c.emails) {
+    let text = |v: &String| value_doc(v);
+    let email = u.email.as_deref().map(|e| (value_doc(e), &c.email, "work"));
+    if let Some(v) = items(email, &c.emails, text) {
         o.insert("emails".into(), v);
     }
     // The number as the provisioning system wrote it, while it is still
@@ -256,47 +257,27 @@ fn doc_of(base: &str, u: &UserRow, groups: &[projections::users::UserGroupRow]) 
     let phone = u.phone_number.as_deref().map(|ph| {
         let written = c.phone_number.written.as_deref();
         let shown = written.filter(|w| e164_of(w).as_deref() == Some(ph));
-        (shown.unwrap_or(ph), &c.phone_number, "work")
+        (value_doc(shown.unwrap_or(ph)), &c.phone_number, "work")
     });
-    if let Some(v) = items(phone, &c.phone_numbers) {
+    if let Some(v) = items(phone, &c.phone_numbers, text) {
         o.insert("phoneNumbers".into(), v);
     }
-    if let Some(v) = items(None, &c.ims) {
+    if let Some(v) = items(None, &c.ims, text) {
         o.insert("ims".into(), v);
     }
     let picture = p
         .get("picture")
         .and_then(Value::as_str)
-        .map(|pic| (pic, &c.picture, "photo"));
-    if let Some(v) = items(picture, &c.photos) {
+        .map(|pic| (value_doc(pic), &c.picture, "photo"));
+    if let Some(v) = items(picture, &c.photos, text) {
         o.insert("photos".into(), v);
     }
-    let own = p
+    let address = p
         .get("address")
-        .and_then(|a| serde_json::from_value::<Address>(a.clone()).ok());
-    let mut addresses: Vec<Value> = own
-        .iter()
-        .map(|a| {
-            let kind = c.address.kind.as_deref().unwrap_or("work");
-            item_doc(
-                address_doc(a),
-                Some(kind),
-                c.address.display.as_deref(),
-                true,
-            )
-        })
-        .collect();
-    addresses.extend(c.addresses.iter().map(|a| {
-        let primary = own.is_none() && a.primary;
-        item_doc(
-            address_doc(&a.value),
-            a.kind.as_deref(),
-            a.display.as_deref(),
-            primary,
-        )
-    }));
-    if !addresses.is_empty() {
-        o.insert("addresses".into(), Value::Array(addresses));
+        .and_then(|a| serde_json::from_value::<Address>(a.clone()).ok())
+        .map(|a| (address_doc(&a), &c.address, "work"));
+    if let Some(v) = items(address, &c.addresses, address_doc) {
+        o.insert("addresses".into(), v);
     }
     if !groups.is_empty() {
         o.insert("groups".into(), groups_of(base, groups));
@@ -349,26 +330,30 @@ fn item_doc(
     Value::Object(item)
 }
 
-/// A multi-valued attribute of strings: the user's own value first,
-/// primary and labelled (`default_kind` when the label names no kind),
-/// then the further ones, primary as recorded only when the user has no
-/// value of their own.
-fn items(own: Option<(&str, &Label, &str)>, others: &[Labeled<String>]) -> Option<Value> {
-    let value = |v: &str| Map::from_iter([("value".to_owned(), json!(v))]);
+/// A value as an element of a multi-valued attribute shows it.
+fn value_doc(v: &str) -> Map<String, Value> {
+    Map::from_iter([("value".to_owned(), json!(v))])
+}
+
+/// A multi-valued attribute: the user's own value first, primary and
+/// labelled (`default_kind` when the label names no kind), then the
+/// further ones, primary as recorded only when the user has no value of
+/// their own.
+fn items<T>(
+    own: Option<(Map<String, Value>, &Label, &str)>,
+    others: &[Labeled<T>],
+    doc: impl Fn(&T) -> Map<String, Value>,
+) -> Option<Value> {
+    let has_own = own.is_some();
     let mut out = Vec::with_capacity(others.len() + 1);
     if let Some((v, label, default_kind)) = own {
         let kind = label.kind.as_deref().unwrap_or(default_kind);
-        out.push(item_doc(
-            value(v),
-            Some(kind),
-            label.display.as_deref(),
-            true,
-        ));
+        out.push(item_doc(v, Some(kind), label.display.as_deref(), true));
     }
     out.extend(others.iter().map(|o| {
-        let primary = own.is_none() && o.primary;
+        let primary = !has_own && o.primary;
         item_doc(
-            value(&o.value),
+            doc(&o.value),
             o.kind.as_deref(),
             o.display.as_deref(),
             primary,
@@ -882,12 +867,12 @@ pub async fn show(
     query: Rejection<Query<ListQuery>>,
 ) -> Result<Response, ScimError> {
     let id = path_id(path)?;
-    let Query(q) = query.map_err(|e| ScimError::bad_request("invalidValue", e.body_text()))?;
-    let mut doc = user_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
-    let attributes = super::paths(q.attributes.as_deref())?;
-    let excluded = super::paths(q.excluded_attributes.as_deref())?;
-    super::filter::project(&mut doc, &attributes, &excluded);
-    Ok(super::resource_unless_unchanged(&headers, doc))
+    let narrowing = super::Narrowing::of(query)?;
+    let doc = user_doc(&state, &caller.base, &load(&state, &caller, id).await?).await?;
+    Ok(super::resource_unless_unchanged(
+        &headers,
+        narrowing.apply(doc),
+    ))
 }
 
 pub async fn create(

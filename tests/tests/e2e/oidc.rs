@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Admin, Store, TestServer};
+use crate::oauth::introspect;
 use crate::sign_in::{PASSWORD, admin_call, create_user};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
@@ -1003,18 +1004,6 @@ async fn give_role(
     assert_eq!(st, 204, "{v}");
 }
 
-async fn introspected(s: &TestServer, id: &str, secret: &str, token: &str) -> Value {
-    let r = reqwest::Client::new()
-        .post(s.url("/oauth/introspect"))
-        .basic_auth(id, Some(secret))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_resource_server_introspects_a_persons_token_with_their_roles() {
     let Some(s) = TestServer::start(Store::Sqlite, "oidc_resource_server").await else {
@@ -1047,10 +1036,10 @@ async fn a_resource_server_introspects_a_persons_token_with_their_roles() {
     // they are now; another client of the organization learns nothing...
     let (rs, rs_secret) = resource_server(&s, &admin, &org).await;
     assert_eq!(
-        introspected(&s, &rs, &rs_secret, token).await,
+        introspect(&s, (&rs, &rs_secret), token).await,
         json!({"active": false})
     );
-    let seen = introspected(&s, &client_id, &secret, token).await;
+    let seen = introspect(&s, (&client_id, &secret), token).await;
     assert_eq!(
         (seen["active"].clone(), seen["sub"].clone()),
         (json!(true), json!(ada))
@@ -1077,7 +1066,7 @@ async fn a_resource_server_introspects_a_persons_token_with_their_roles() {
         &rs,
     )
     .await;
-    let seen = introspected(&s, &rs, &rs_secret, token).await;
+    let seen = introspect(&s, (&rs, &rs_secret), token).await;
     assert_eq!(seen["active"], json!(true), "{seen}");
     assert_eq!(seen["sub"], json!(ada));
     assert_eq!(seen["client_id"], json!(client_id));
@@ -1106,7 +1095,7 @@ async fn a_resource_server_introspects_a_persons_token_with_their_roles() {
     )
     .await;
     assert_eq!(
-        introspected(&s, &stranger, &stranger_secret, token).await,
+        introspect(&s, (&stranger, &stranger_secret), token).await,
         json!({"active": false})
     );
 }
